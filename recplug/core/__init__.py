@@ -1,0 +1,1 @@
+"""The skeleton: plugin manager, LightningModule, data module, CLI, evaluation and sparse ops."""

@@ -1,0 +1,223 @@
+"""The LightningModule skeleton: it knows stages, never models.
+
+forward = fuse modalities (``recplug_fuse``) -> encode views (``recplug_encode``) -> combine
+(``recplug_combine``) -> dot-product scores. Training loss = BPR + every ``recplug_aux_loss`` term.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recplug.core.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
+from recplug.core.dataset import InteractionData
+from recplug.core.plugins import CardinalityError, RecplugPluginManager, active_plugin_modules, plugin_provenance
+from recplug.core.types import BPRBatch, GraphView, ModelOutput
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def default_cache_dir() -> Path:
+    """``$RECPLUG_CACHE`` or ``~/.cache/recplug``: where kNN graphs and downloads are kept."""
+    return Path(os.environ.get("RECPLUG_CACHE", Path.home() / ".cache" / "recplug"))
+
+
+class RecModule(pl.LightningModule):
+    """Plugin-driven recommender skeleton (BPR on dot-product scores, plus plugin losses).
+
+    Args:
+        num_users: number of users (linked from ``data.num_users``).
+        num_items: number of items (linked from ``data.num_items``).
+        feature_dims: ``{modality: width}`` of the item features (linked from ``data.feature_dims``).
+        embedding_dim: width ``d`` of the user/item ID embeddings (the "ego" layer every encoder receives).
+        encoders: graph encoders; each contributes one named view (``model.encoders``).
+        fusion: the modality fusion, or ``None`` for models that ignore item content (``model.fusion``).
+        combiner: how views become final embeddings (``model.combiner``; default: sum of views).
+        aux_losses: auxiliary losses, each returning named terms (``model.aux_losses``).
+        lr: learning rate of the default Adam optimiser.
+        weight_decay: weight decay of the default optimiser.
+        optimizer: optimiser factory (``lambda params: Optimizer``), overriding ``lr``/``weight_decay``.
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        num_items: int,
+        feature_dims: dict[str, int] | None = None,
+        embedding_dim: int = 64,
+        encoders: list[GraphEncoder] | None = None,
+        fusion: FusionModule | None = None,
+        combiner: Combiner | None = None,
+        aux_losses: list[AuxLoss] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        optimizer: OptimizerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoders", "fusion", "combiner", "aux_losses", "optimizer"])
+        from recplug.plugins.combine import SumCombiner
+        from recplug.plugins.embedding import IdEmbedding
+
+        self.num_users, self.num_items = num_users, num_items
+        self.feature_dims = dict(feature_dims or {})
+        self.embedding_dim = embedding_dim
+        self.lr, self.weight_decay, self.optimizer_factory = lr, weight_decay, optimizer
+        self.user_embedding = nn.Embedding(num_users, embedding_dim)
+        self.item_embedding = nn.Embedding(num_items, embedding_dim)
+        self.encoders = nn.ModuleList(encoders if encoders is not None else [IdEmbedding()])
+        self.fusion = fusion
+        self.combiner = combiner if combiner is not None else SumCombiner()
+        self.aux_losses = nn.ModuleList(aux_losses or [])
+        self.reset_parameters()
+
+        self.pm = RecplugPluginManager()
+        for name, module in active_plugin_modules():
+            self.pm.register(module, name=f"plugin:{name}")
+        for key, component in self.components().items():
+            self.pm.register(component, name=key)
+        self.check_cardinality()
+        self.pm.hook.recplug_build(
+            num_users=num_users, num_items=num_items, feature_dims=self.feature_dims, embedding_dim=embedding_dim
+        )
+        self._embedding_cache: tuple[Tensor, Tensor] | None = None
+        self.provenance = plugin_provenance()
+
+    # ------------------------------------------------------------------ wiring
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_embedding.weight)
+
+    def components(self) -> dict[str, RecComponent]:
+        """Config key -> component, for every configured component (the names used on the plugin manager)."""
+        found: dict[str, RecComponent] = {}
+        for i, encoder in enumerate(self.encoders):
+            found[f"model.encoders[{i}]"] = encoder
+        if self.fusion is not None:
+            found["model.fusion"] = self.fusion
+        found["model.combiner"] = self.combiner
+        for i, loss in enumerate(self.aux_losses):
+            found[f"model.aux_losses[{i}]"] = loss
+        return found
+
+    def _describe(self, key: str) -> str:
+        plugin = self.pm.get_plugin(key)
+        return f"{key} ({type(plugin).__name__})" if key.startswith("model.") else key
+
+    def check_cardinality(self) -> None:
+        """Enforce each hook's stated cardinality, naming every provider and the config key to change."""
+        rules = {"recplug_fuse": (0, 1, "model.fusion"), "recplug_combine": (1, 1, "model.combiner")}
+        for hook, (low, high, key) in rules.items():
+            providers = self.pm.providers(hook)
+            if not low <= len(providers) <= high:
+                found = ", ".join(self._describe(p) for p in providers) or "none"
+                want = "exactly one" if low == high else f"at most {high}"
+                raise CardinalityError(
+                    f"hook {hook} needs {want} provider, found {len(providers)}: {found}; "
+                    f"keep one and set it as {key}"
+                )
+        if not self.pm.providers("recplug_encode"):
+            raise CardinalityError("no graph encoder is configured: set model.encoders (e.g. [IdEmbedding])")
+
+    # ------------------------------------------------------------------ data
+    def prepare(self, data: InteractionData, cache_dir: Path | None = None) -> None:
+        """Give plugins the data (graphs, features). Lightning calls this from ``setup``; call it yourself
+        after ``load_from_checkpoint`` outside a Trainer."""
+        if (data.num_users, data.num_items) != (self.num_users, self.num_items):
+            raise ValueError(
+                f"data has {data.num_users} users and {data.num_items} items, the model was built for "
+                f"{self.num_users} and {self.num_items}"
+            )
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.pm.hook.recplug_setup(data=data, cache_dir=cache)
+        self._embedding_cache = None
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "data"):
+            raise RuntimeError("RecModule needs a RecDataModule (its .data) to set up its plugins")
+        self.prepare(datamodule.data, getattr(datamodule, "cache_dir", None))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self) -> ModelOutput:
+        """One full pass through the stages; returns every intermediate (see :class:`ModelOutput`)."""
+        content = self.pm.hook.recplug_fuse() if self.fusion is not None else None
+        ego_users, ego_items = self.user_embedding.weight, self.item_embedding.weight
+        output = ModelOutput(ego_users=ego_users, ego_items=ego_items, content=content)
+        views: list[GraphView] = self.pm.hook.recplug_encode(
+            ego_users=ego_users, ego_items=ego_items, content=content
+        )
+        for view in views:
+            if view.name in output.views:
+                raise ValueError(
+                    f"two encoders produce a view named {view.name!r}: give each a distinct init_args.name"
+                )
+            output.views[view.name] = view
+        ordered = [output.views[name] for name in sorted(output.views)]
+        output.users, output.items = self.pm.hook.recplug_combine(views=ordered)
+        return output
+
+    @torch.no_grad()
+    def cached_embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final ``(users, items)`` in eval mode, computed once until the next training step."""
+        if self._embedding_cache is None:
+            was_training = self.training
+            self.eval()
+            out = self()
+            self.train(was_training)
+            self._embedding_cache = (out.users.detach(), out.items.detach())
+        return self._embedding_cache
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        seed = torch.initial_seed() % (2**31)
+        generator = torch.Generator().manual_seed(seed * 1000003 + self.current_epoch)
+        self.pm.hook.recplug_resample(epoch=self.current_epoch, generator=generator)
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        self._embedding_cache = None
+        triples = BPRBatch(*batch)
+        output = self()
+        u = output.users[triples.users]
+        pos = (u * output.items[triples.pos_items]).sum(-1)
+        neg = (u * output.items[triples.neg_items]).sum(-1)
+        terms = {"bpr": F.softplus(neg - pos).mean()}  # -log sigmoid(pos - neg)
+        for extra in self.pm.hook.recplug_aux_loss(batch=triples, output=output):
+            for name, value in extra.items():
+                if name in terms:
+                    raise ValueError(f"two aux losses return a term named {name!r}; rename one")
+                terms[name] = value
+        loss = torch.stack(list(terms.values())).sum()
+        batch_size = len(triples)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=batch_size, on_step=False, on_epoch=True)
+        self.log("train/loss", loss, batch_size=batch_size, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is not None:
+            return self.optimizer_factory(params)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from recplug import __version__
+
+        checkpoint["recplug"] = {"version": __version__, "plugins": self.provenance}
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        """Evaluation is done by the ranking callback on the cached embeddings; nothing per step here."""
+
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        """See :meth:`validation_step`."""
+
+    def predict_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        """Return the scores of a batch of users against every item (``[B, N]``)."""
+        users, items = self.cached_embeddings()
+        return users[batch] @ items.T

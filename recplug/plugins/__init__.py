@@ -1,0 +1,1 @@
+"""recplug's built-in plugins, registered through the same path as third-party ones."""

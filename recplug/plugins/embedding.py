@@ -1,0 +1,45 @@
+"""ID-embedding views: matrix factorisation (MF-BPR) and VBPR's content view."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from recplug.core.components import GraphEncoder
+from recplug.core.types import GraphView
+
+
+class IdEmbedding(GraphEncoder):
+    """The ID embeddings themselves as a view: MF-BPR (Rendle et al., UAI 2009) when used alone.
+
+    Args:
+        name: view name (default ``"id"``).
+    """
+
+    def __init__(self, name: str = "id") -> None:
+        super().__init__(name)
+
+    def recplug_encode(self, ego_users: Tensor, ego_items: Tensor) -> GraphView:
+        return GraphView(self.view_name, ego_users, ego_items)
+
+
+class ContentView(GraphEncoder):
+    """Items described by their fused content, users by a free preference vector over it.
+
+    VBPR's visual term (He & McAuley, AAAI 2016): ``θ_u · (E f_i)``; with :class:`ConcatCombiner` and an
+    :class:`IdEmbedding` view this is VBPR (item visual bias omitted). Needs a fusion plugin.
+
+    Args:
+        name: view name (default ``"content"``).
+    """
+
+    def __init__(self, name: str = "content") -> None:
+        super().__init__(name)
+
+    def recplug_build(self, num_users: int, embedding_dim: int) -> None:
+        self.user_preference = nn.Embedding(num_users, embedding_dim)
+        nn.init.xavier_uniform_(self.user_preference.weight)
+
+    def recplug_encode(self, content: Tensor | None) -> GraphView:
+        if content is None:
+            raise ValueError("ContentView needs item content: set model.fusion (e.g. ConcatFusion)")
+        return GraphView(self.view_name, self.user_preference.weight, content)

@@ -1,0 +1,1 @@
+"""Modality fusion plugins (hook ``recplug_fuse``)."""

@@ -1,0 +1,1 @@
+"""Graph encoder plugins (hook ``recplug_encode``)."""

@@ -1,0 +1,1 @@
+"""Auxiliary loss plugins (hook ``recplug_aux_loss``)."""
