@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
+from recplug.core.errors import ConfigError
 from recplug.core.dataset import InteractionData
 from recplug.core.types import BPRBatch, GraphView, ModelOutput
 
@@ -52,11 +53,11 @@ class FusionModule(RecComponent):
         chosen = self.modalities if self.modalities is not None else sorted(feature_dims)
         missing = [m for m in chosen if m not in feature_dims]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"model.fusion.init_args.modalities names {missing}, but the data has {sorted(feature_dims)}"
             )
         if len(chosen) < self.min_modalities:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} needs at least {self.min_modalities} item modalities but the data has "
                 f"{sorted(feature_dims)}; set model.fusion to null or use data with item features"
             )

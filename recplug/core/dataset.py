@@ -9,11 +9,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recplug.core.errors import DataError
+
 SPLITS = ("train", "valid", "test")
-
-
-class DataError(ValueError):
-    """Bad input data. The message is one line naming the file, row or field at fault."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recplug.core.errors import ConfigError
 from recplug.core.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.dataset import InteractionData
 from recplug.core.plugins import CardinalityError, RecplugPluginManager, active_plugin_modules, plugin_provenance
@@ -129,7 +130,7 @@ class RecModule(pl.LightningModule):
         """Give plugins the data (graphs, features). Lightning calls this from ``setup``; call it yourself
         after ``load_from_checkpoint`` outside a Trainer."""
         if (data.num_users, data.num_items) != (self.num_users, self.num_items):
-            raise ValueError(
+            raise ConfigError(
                 f"data has {data.num_users} users and {data.num_items} items, the model was built for "
                 f"{self.num_users} and {self.num_items}"
             )
@@ -154,7 +155,7 @@ class RecModule(pl.LightningModule):
         )
         for view in views:
             if view.name in output.views:
-                raise ValueError(
+                raise ConfigError(
                     f"two encoders produce a view named {view.name!r}: give each a distinct init_args.name"
                 )
             output.views[view.name] = view
@@ -190,7 +191,7 @@ class RecModule(pl.LightningModule):
         for extra in self.pm.hook.recplug_aux_loss(batch=triples, output=output):
             for name, value in extra.items():
                 if name in terms:
-                    raise ValueError(f"two aux losses return a term named {name!r}; rename one")
+                    raise ConfigError(f"two aux losses return a term named {name!r}; rename one")
                 terms[name] = value
         loss = torch.stack(list(terms.values())).sum()
         batch_size = len(triples)

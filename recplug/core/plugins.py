@@ -29,6 +29,7 @@ from typing import Any, Iterable
 import pluggy
 
 from recplug import hookspecs
+from recplug.core.errors import CardinalityError, PluginError
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "recplug.plugins.combine",
@@ -38,14 +39,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 )
 ENTRY_POINT_GROUP = "recplug"
 HOOK_PREFIX = "recplug_"
-
-
-class PluginError(RuntimeError):
-    """A plugin could not be loaded or wired. The message names the plugin and its distribution."""
-
-
-class CardinalityError(PluginError):
-    """A hook has the wrong number of providers for its stated cardinality."""
 
 
 class RecplugPluginManager(pluggy.PluginManager):

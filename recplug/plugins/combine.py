@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from recplug.core.errors import ConfigError
 from recplug.core.components import Combiner
 from recplug.core.types import GraphView
 
@@ -18,7 +19,7 @@ class SumCombiner(Combiner):
     def recplug_combine(self, views: list[GraphView]) -> tuple[Tensor, Tensor]:
         widths = {v.name: v.users.shape[1] for v in views}
         if len(set(widths.values())) > 1:
-            raise ValueError(f"SumCombiner needs views of equal width, got {widths}; use ConcatCombiner")
+            raise ConfigError(f"SumCombiner needs views of equal width, got {widths}; use ConcatCombiner")
         users = torch.stack([v.users for v in views]).sum(0)
         items = torch.stack([v.items for v in views]).sum(0)
         return users, items

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from recplug.core.errors import ConfigError
 from recplug.core.components import GraphEncoder
 from recplug.core.types import GraphView
 
@@ -41,5 +42,5 @@ class ContentView(GraphEncoder):
 
     def recplug_encode(self, content: Tensor | None) -> GraphView:
         if content is None:
-            raise ValueError("ContentView needs item content: set model.fusion (e.g. ConcatFusion)")
+            raise ConfigError("ContentView needs item content: set model.fusion (e.g. ConcatFusion)")
         return GraphView(self.view_name, self.user_preference.weight, content)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from recplug.core.errors import ConfigError
 from recplug.core.components import FusionModule
 
 
@@ -31,7 +32,7 @@ class SumFusion(FusionModule):
         if self.weights is None:
             self.weights = {m: 1.0 / len(feature_dims) for m in feature_dims}
         if set(self.weights) != set(feature_dims) or abs(sum(self.weights.values()) - 1.0) > 1e-6:
-            raise ValueError(
+            raise ConfigError(
                 f"model.fusion.init_args.weights must give every modality {sorted(feature_dims)} "
                 f"a weight, summing to 1; got {self.weights}"
             )
