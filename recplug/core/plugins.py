@@ -71,10 +71,8 @@ class RecplugPluginManager(pluggy.PluginManager):
         )
 
     def providers(self, hook_name: str) -> list[str]:
-        """Names of the registered plugins implementing ``hook_name``, in call order."""
-        caller = getattr(self.hook, hook_name)
-        names = [self.get_name(impl.plugin) for impl in caller.get_hookimpls()]
-        return list(reversed(names))
+        """Names of the registered plugins implementing ``hook_name``, in registration order."""
+        return [self.get_name(impl.plugin) for impl in getattr(self.hook, hook_name).get_hookimpls()]
 
 
 def hooks_implemented(obj: Any) -> list[str]:
@@ -143,7 +141,8 @@ def _load_one(name: str, import_target: Any, distribution: str, version: str, st
         record.module, record.module_name = module, module.__name__
         record.hooks, record.components = _validate(module)
     except Exception as exc:  # a broken third-party plugin must not take the CLI down
-        record.status, record.error = "skipped", f"{type(exc).__name__}: {exc}".splitlines()[0]
+        record.status = "skipped"
+        record.error = f"{type(exc).__name__}: " + "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         message = f"recplug: plugin {name!r} from distribution {distribution} {version} failed to load: {record.error}"
         if strict:
             raise PluginError(message) from exc
