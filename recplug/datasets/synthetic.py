@@ -49,7 +49,8 @@ def generate(
     image_dim: int = 128,
     text_dim: int = 96,
     mean_interactions: float = 14.0,
-    temperature: float = 0.35,
+    temperature: float = 0.2,
+    popularity_strength: float = 4.5,
     feature_noise: float = 0.6,
     seed: int = 2026,
 ) -> InteractionData:
@@ -59,7 +60,7 @@ def generate(
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     item_topic = rng.integers(num_topics, size=num_items)
     z_items = centres[item_topic] + 0.45 * rng.normal(size=(num_items, latent_dim)) / np.sqrt(latent_dim)
-    popularity = -1.1 * np.log(rng.permutation(num_items) + 1.0) / np.log(num_items) * 3.0
+    popularity = -popularity_strength * np.log(rng.permutation(num_items) + 1.0) / np.log(num_items)
 
     user_topics = rng.integers(num_topics, size=(num_users, 2))
     mix = rng.uniform(0.5, 1.0, size=(num_users, 1))
