@@ -100,7 +100,7 @@ class RecplugCLI(LightningCLI):
         if trainer.interrupted:
             return
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
 
 
 def _plugins_command(argv: list[str]) -> int:

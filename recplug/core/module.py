@@ -176,8 +176,11 @@ class RecModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
-        seed = torch.initial_seed() % (2**31)
-        generator = torch.Generator().manual_seed(seed * 1000003 + self.current_epoch)
+        # Every source of randomness in an epoch (dropout, edge pruning, ...) is derived from (run seed, epoch),
+        # so a run resumed from an epoch-end checkpoint replays exactly what an uninterrupted run would.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) * 1000003 + self.current_epoch
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
         self.pm.hook.recplug_resample(epoch=self.current_epoch, generator=generator)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
