@@ -135,7 +135,9 @@ class RecModule(pl.LightningModule):
                 f"{self.num_users} and {self.num_items}"
             )
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        device = self.user_embedding.weight.device
         self.pm.hook.recplug_setup(data=data, cache_dir=cache)
+        self.to(device)  # buffers plugins built from (CPU) data follow the module
         self._embedding_cache = None
 
     def setup(self, stage: str) -> None:
