@@ -36,6 +36,12 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "recplug.plugins.embedding",
     "recplug.plugins.fusion.concat",
     "recplug.plugins.fusion.sum",
+    "recplug.plugins.fusion.rca",
+    "recplug.plugins.graphs.user_item",
+    "recplug.plugins.graphs.item_item",
+    "recplug.plugins.losses.infonce",
+    "recplug.plugins.losses.l2",
+    "recplug.plugins.losses.content_bpr",
 )
 ENTRY_POINT_GROUP = "recplug"
 HOOK_PREFIX = "recplug_"

@@ -1,0 +1,130 @@
+"""The item-item semantic graph (frozen kNN, optionally mixed with a learned one) and users' profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from recplug.core.components import GraphEncoder
+from recplug.core.dataset import InteractionData
+from recplug.core.errors import ConfigError
+from recplug.core.knn import cached_knn_coo, knn_coo
+from recplug.core.sparse import SparseOperator, check_backend, row_normalized
+from recplug.core.types import GraphView
+
+
+class ItemItemGraph(GraphEncoder):
+    """Items propagated over a kNN semantic graph ``h = S^L x``; users as the mean of their items' ``h``.
+
+    * Frozen graph (FREEDOM, Zhou & Shen, MM 2023): per modality, the top-``k`` cosine neighbours on the raw
+      features, each row weighted ``1/k``; ``S = Σ_m w_m S_m``. Built in chunks (never ``N x N``), cached
+      under ``cache_dir/knn/<sha256 of features, k, weights>.pt``, rebuilt or reloaded at every setup (so a
+      resumed run never propagates without it).
+    * Learned graph (LATTICE, Zhang et al., MM 2021): with ``learned_weight = w > 0``,
+      ``S = (1-w) S_frozen + w S_learned``, where ``S_learned`` is the kNN graph of the detached fused content,
+      recomputed at the first forward of every training epoch (LATTICE's ``λ = 1 - w``, 0.9 in the paper).
+    * Node features: the fused content (``source: content``, CRANE arXiv 2601.11151 §3.4) or the item ID
+      embeddings (``source: id``, FREEDOM).
+    * Users: with ``user_profiles``, ``p_u = (1/|N_u|) Σ_{i ∈ N_u} h_i`` over training items (CRANE §3.5, as
+      LGMRec's user modality features); otherwise zeros, so the view only adds to items.
+
+    Args:
+        name: view name (default ``"semantic"``).
+        k: neighbours per item and modality.
+        weights: ``{modality: w_m}`` (default: uniform over the data's modalities).
+        source: ``"content"`` or ``"id"``.
+        num_layers: propagation hops ``L`` over ``S``.
+        user_profiles: give users the mean of their training items' ``h`` (else zeros).
+        learned_weight: share ``w`` of the learned graph (0: frozen graph only).
+        backend: sparse backend, ``"torch"`` or ``"torch_sparse"``.
+    """
+
+    def __init__(
+        self,
+        name: str = "semantic",
+        k: int = 10,
+        weights: dict[str, float] | None = None,
+        source: Literal["content", "id"] = "content",
+        num_layers: int = 1,
+        user_profiles: bool = True,
+        learned_weight: float = 0.0,
+        backend: str = "torch",
+    ) -> None:
+        super().__init__(name)
+        if k < 1 or num_layers < 0:
+            raise ConfigError(f"ItemItemGraph: k must be >= 1 and num_layers >= 0, got k={k}, num_layers={num_layers}")
+        if source not in ("content", "id"):
+            raise ConfigError(f"ItemItemGraph: source must be 'content' or 'id', got {source!r}")
+        if not 0.0 <= learned_weight <= 1.0:
+            raise ConfigError(f"ItemItemGraph: learned_weight must be in [0, 1], got {learned_weight}")
+        self.k, self.source, self.num_layers = k, source, num_layers
+        self.weights = dict(weights) if weights is not None else None
+        self.user_profiles, self.learned_weight = user_profiles, learned_weight
+        self.backend = check_backend(backend)
+        self.num_users = self.num_items = 0
+        self.frozen: SparseOperator | None = None
+        self.learned: SparseOperator | None = None
+        self.profiles: SparseOperator | None = None
+        self._learned_stale = True
+
+    def hparams_repr(self) -> dict[str, object]:
+        return {
+            **super().hparams_repr(), "k": self.k, "weights": self.weights, "source": self.source,
+            "num_layers": self.num_layers, "user_profiles": self.user_profiles,
+            "learned_weight": self.learned_weight, "backend": self.backend,
+        }
+
+    def recplug_build(self, num_users: int, num_items: int, feature_dims: dict[str, int]) -> None:
+        self.num_users, self.num_items = num_users, num_items
+        if self.weights is None:
+            if not feature_dims:
+                raise ConfigError("ItemItemGraph needs item modality features, but the data has none")
+            self.weights = {m: 1.0 / len(feature_dims) for m in sorted(feature_dims)}
+        unknown = sorted(set(self.weights) - set(feature_dims))
+        if unknown:
+            raise ConfigError(
+                f"ItemItemGraph: weights name modalities {unknown} the data lacks (it has {sorted(feature_dims)})"
+            )
+
+    def recplug_setup(self, data: InteractionData, cache_dir: Path) -> None:
+        assert self.weights is not None
+        rows, cols, values = cached_knn_coo(data.features, self.k, self.weights, cache_dir)
+        frozen_share = 1.0 - self.learned_weight
+        self.frozen = SparseOperator.from_coo(
+            rows, cols, values * frozen_share, (self.num_items, self.num_items), backend=self.backend
+        )
+        if self.user_profiles:
+            users, items = data.split("train")
+            self.profiles = row_normalized(users, items, self.num_users, self.num_items, self.backend)
+        self.learned, self._learned_stale = None, True
+
+    def recplug_resample(self) -> None:
+        self._learned_stale = True
+
+    def _refresh_learned(self, content: Tensor) -> None:
+        """LATTICE's learned graph: kNN of the detached fused content, once per training epoch."""
+        rows, cols, values = knn_coo({"content": content.detach()}, self.k, {"content": self.learned_weight})
+        self.learned = SparseOperator.from_coo(rows, cols, values, (self.num_items, self.num_items), backend=self.backend)
+        self._learned_stale = False
+
+    def recplug_encode(self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None) -> GraphView:
+        if self.frozen is None:
+            raise RuntimeError("ItemItemGraph: no kNN graph yet; recplug_setup (RecModule.prepare) must run first")
+        if self.source == "content" or self.learned_weight > 0:
+            if content is None:
+                raise ConfigError(
+                    "ItemItemGraph with source 'content' or a learned graph needs item content: set model.fusion"
+                )
+        if self.learned_weight > 0 and (self.learned is None or (self._learned_stale and self.training)):
+            self._refresh_learned(content)
+        items = content if self.source == "content" else ego_items
+        for _ in range(self.num_layers):
+            items = self.frozen(items) + self.learned(items) if self.learned is not None else self.frozen(items)
+        if self.profiles is not None:
+            users = self.profiles(items)
+        else:
+            users = items.new_zeros(self.num_users, items.shape[1])
+        return GraphView(self.view_name, users, items)

@@ -1,0 +1,40 @@
+"""BPR of one view's users against the fused item content (FREEDOM's modality losses, Zhou & Shen, MM 2023)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from recplug.core.components import AuxLoss
+from recplug.core.errors import ConfigError
+from recplug.core.types import BPRBatch, ModelOutput
+
+
+class ContentBPRLoss(AuxLoss):
+    """``λ · mean softplus(u·f_j - u·f_i)``: BPR with the users of ``view`` and the fused content ``f``.
+
+    FREEDOM adds ``λ (L_BPR(u, f^v) + L_BPR(u, f^t))`` on the projected image and text features so the
+    projections are trained; here one term on the fused content (``model.fusion``). Logged as ``<name>``.
+
+    Args:
+        view: the view whose users score the content (e.g. ``"behavior"``).
+        weight: ``λ``.
+        name: the logged term's name.
+    """
+
+    def __init__(self, view: str = "behavior", weight: float = 1e-4, name: str = "content_bpr") -> None:
+        super().__init__(weight)
+        self.view, self.name = view, name
+
+    def hparams_repr(self) -> dict[str, object]:
+        return {"view": self.view, **super().hparams_repr(), "name": self.name}
+
+    def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
+        if output.content is None:
+            raise ConfigError("ContentBPRLoss needs item content: set model.fusion")
+        if self.view not in output.views:
+            raise ConfigError(f"ContentBPRLoss: view {self.view!r} does not exist; have {sorted(output.views)}")
+        users = output.views[self.view].users[batch.users]
+        pos = (users * output.content[batch.pos_items]).sum(-1)
+        neg = (users * output.content[batch.neg_items]).sum(-1)
+        return {self.name: self.weight * F.softplus(neg - pos).mean()}

@@ -1,0 +1,74 @@
+"""Behaviour-vs-semantic contrastive loss between two named views (CRANE arXiv 2601.11151, §3.8)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recplug.core.components import AuxLoss
+from recplug.core.errors import ConfigError
+from recplug.core.types import BPRBatch, ModelOutput
+
+
+def info_nce(a: Tensor, b: Tensor, temperature: float) -> Tensor:
+    """``-(1/B) Σ_k log softmax_k'(ā_k · b̄_k' / τ)[k]``: row ``k`` of ``a`` against all rows of ``b``."""
+    logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / temperature
+    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+
+
+class InfoNCELoss(AuxLoss):
+    """InfoNCE between two views of the same users and items, with in-batch negatives.
+
+    MGCN (Yu et al., MM 2023) and CRANE contrast the behavioural (user-item graph) and semantic (item-item
+    graph) views of a node: ``L = InfoNCE(a_u, b_u; B_u) + InfoNCE(a_i, b_i; B_i)``, where ``B_u`` are the
+    batch's distinct users and ``B_i`` its distinct positive items (de-duplicated, unlike MGCN, so a node is
+    never its own negative).
+
+    Args:
+        view_a: name of the first view (e.g. ``"behavior"``).
+        view_b: name of the second view (e.g. ``"semantic"``).
+        temperature: ``τ``.
+        weight: ``λ_cl``, multiplies each term.
+        users: contrast the users.
+        items: contrast the items.
+        name: prefix of the logged terms ``<name>_users`` and ``<name>_items``.
+    """
+
+    def __init__(
+        self,
+        view_a: str = "behavior",
+        view_b: str = "semantic",
+        temperature: float = 0.2,
+        weight: float = 0.01,
+        users: bool = True,
+        items: bool = True,
+        name: str = "infonce",
+    ) -> None:
+        super().__init__(weight)
+        if temperature <= 0:
+            raise ConfigError(f"InfoNCELoss: temperature must be > 0, got {temperature}")
+        self.view_a, self.view_b, self.temperature = view_a, view_b, temperature
+        self.users, self.items, self.name = users, items, name
+
+    def hparams_repr(self) -> dict[str, object]:
+        return {
+            "view_a": self.view_a, "view_b": self.view_b, "temperature": self.temperature, **super().hparams_repr(),
+            "users": self.users, "items": self.items, "name": self.name,
+        }
+
+    def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
+        missing = [v for v in (self.view_a, self.view_b) if v not in output.views]
+        if missing:
+            raise ConfigError(
+                f"InfoNCELoss: view(s) {missing} do not exist; the encoders produce {sorted(output.views)}"
+            )
+        a, b = output.views[self.view_a], output.views[self.view_b]
+        terms = {}
+        if self.users:
+            ids = torch.unique(batch.users)
+            terms[f"{self.name}_users"] = self.weight * info_nce(a.users[ids], b.users[ids], self.temperature)
+        if self.items:
+            ids = torch.unique(batch.pos_items)
+            terms[f"{self.name}_items"] = self.weight * info_nce(a.items[ids], b.items[ids], self.temperature)
+        return terms

@@ -1,0 +1,40 @@
+"""L2 regularisation of the batch's embeddings (LightGCN, He et al., SIGIR 2020, Eq. 15)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor
+
+from recplug.core.components import AuxLoss
+from recplug.core.errors import ConfigError
+from recplug.core.types import BPRBatch, ModelOutput
+
+
+class L2Regularization(AuxLoss):
+    """``λ (‖e_u‖² + ‖e_i⁺‖² + ‖e_j⁻‖²) / (2B)`` summed over the batch's ``B`` triples.
+
+    On the ego (ID) embeddings, as LightGCN regularises ``E⁽⁰⁾``, or on the final embeddings (CRANE's
+    ``λ_reg``, arXiv 2601.11151 §3.9). Logged as ``<name>``.
+
+    Args:
+        weight: ``λ``.
+        on: ``"ego"`` or ``"final"`` embeddings.
+        name: the logged term's name.
+    """
+
+    def __init__(self, weight: float = 1e-4, on: Literal["ego", "final"] = "ego", name: str = "l2") -> None:
+        super().__init__(weight)
+        if on not in ("ego", "final"):
+            raise ConfigError(f"L2Regularization: on must be 'ego' or 'final', got {on!r}")
+        self.on, self.name = on, name
+
+    def hparams_repr(self) -> dict[str, object]:
+        return {**super().hparams_repr(), "on": self.on, "name": self.name}
+
+    def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
+        users, items = (output.ego_users, output.ego_items) if self.on == "ego" else (output.users, output.items)
+        total = (
+            users[batch.users].pow(2).sum() + items[batch.pos_items].pow(2).sum() + items[batch.neg_items].pow(2).sum()
+        )
+        return {self.name: self.weight * total / (2 * len(batch))}
