@@ -77,18 +77,18 @@ def test_infonce_is_log_batch_for_identical_collapsed_views():
     torch.testing.assert_close(terms["infonce_items"], torch.tensor(math.log(3)))
 
 
-@pytest.mark.parametrize("on", ["ego", "final"])
-def test_l2_regularization_matches_lightgcn(on):
+@pytest.mark.parametrize("embeddings", ["ego", "final"])
+def test_l2_regularization_matches_lightgcn(embeddings):
     out = output()
-    users, items = (out.ego_users, out.ego_items) if on == "ego" else (out.users, out.items)
-    terms = L2Regularization(weight=1e-2, on=on).recplug_aux_loss(batch=BATCH, output=out)
+    users, items = (out.ego_users, out.ego_items) if embeddings == "ego" else (out.users, out.items)
+    terms = L2Regularization(weight=1e-2, embeddings=embeddings).recplug_aux_loss(batch=BATCH, output=out)
     expected = (users[BATCH.users].norm() ** 2 + items[BATCH.pos_items].norm() ** 2
                 + items[BATCH.neg_items].norm() ** 2) / 2 / 4 * 1e-2
     torch.testing.assert_close(terms["l2"], expected)
     terms["l2"].backward()
     assert users.grad.abs().sum() > 0
     with pytest.raises(ConfigError, match="ego"):
-        L2Regularization(on="views")
+        L2Regularization(embeddings="views")
 
 
 def test_content_bpr_scores_view_users_against_content():
@@ -109,5 +109,5 @@ def test_loss_reprs():
         "InfoNCELoss(view_a='behavior', view_b='semantic', temperature=0.2, weight=0.01, users=True, items=True, "
         "name='infonce')"
     )
-    assert repr(L2Regularization()) == "L2Regularization(weight=0.0001, on='ego', name='l2')"
+    assert repr(L2Regularization()) == "L2Regularization(weight=0.0001, embeddings='ego', name='l2')"
     assert repr(ContentBPRLoss()) == "ContentBPRLoss(view='behavior', weight=0.0001, name='content_bpr')"

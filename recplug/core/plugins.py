@@ -39,6 +39,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "recplug.plugins.fusion.rca",
     "recplug.plugins.graphs.user_item",
     "recplug.plugins.graphs.item_item",
+    "recplug.plugins.graphs.ngcf",
     "recplug.plugins.losses.infonce",
     "recplug.plugins.losses.l2",
     "recplug.plugins.losses.content_bpr",

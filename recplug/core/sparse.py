@@ -59,7 +59,7 @@ class _SparseMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, op: SparseOperator) -> Tensor:
         ctx.op = op
-        return op.apply_matrix(x, transpose=False)
+        return op.apply_matrix(x.detach(), transpose=False)  # detached: torch_sparse would prepare a transpose
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:

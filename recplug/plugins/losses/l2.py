@@ -19,21 +19,23 @@ class L2Regularization(AuxLoss):
 
     Args:
         weight: ``λ``.
-        on: ``"ego"`` or ``"final"`` embeddings.
+        embeddings: ``"ego"`` or ``"final"`` (not named ``on``: YAML reads a bare ``on`` key as ``true``).
         name: the logged term's name.
     """
 
-    def __init__(self, weight: float = 1e-4, on: Literal["ego", "final"] = "ego", name: str = "l2") -> None:
+    def __init__(
+        self, weight: float = 1e-4, embeddings: Literal["ego", "final"] = "ego", name: str = "l2"
+    ) -> None:
         super().__init__(weight)
-        if on not in ("ego", "final"):
-            raise ConfigError(f"L2Regularization: on must be 'ego' or 'final', got {on!r}")
-        self.on, self.name = on, name
+        if embeddings not in ("ego", "final"):
+            raise ConfigError(f"L2Regularization: embeddings must be 'ego' or 'final', got {embeddings!r}")
+        self.embeddings, self.name = embeddings, name
 
     def hparams_repr(self) -> dict[str, object]:
-        return {**super().hparams_repr(), "on": self.on, "name": self.name}
+        return {**super().hparams_repr(), "embeddings": self.embeddings, "name": self.name}
 
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
-        users, items = (output.ego_users, output.ego_items) if self.on == "ego" else (output.users, output.items)
+        users, items = (output.ego_users, output.ego_items) if self.embeddings == "ego" else (output.users, output.items)
         total = (
             users[batch.users].pow(2).sum() + items[batch.pos_items].pow(2).sum() + items[batch.neg_items].pow(2).sum()
         )

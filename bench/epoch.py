@@ -1,0 +1,112 @@
+"""Seconds per training epoch of the LightGCN and FREEDOM bundles on Gowalla, against their floor.
+
+    python bench/epoch.py [--data /work/shared/data/gowalla] [--batch-size 2048] [--bundles lightgcn freedom]
+
+Each bundle runs through the real CLI parser (``configs/<bundle>.yaml``, one epoch, no validation). The floor
+is what an epoch cannot avoid, measured alone in the same run: one epoch of sampler draws (permutation plus
+rejection-sampled negatives) plus, per training step, one forward+backward of the bundle's propagation (fusion
+and every graph view; FREEDOM on its pruned graph). Gowalla has no item features, so for FREEDOM's kNN graph
+the bench adds seeded random ``image`` (128-d) and ``text`` (96-d) features in a temporary copy of the folder.
+Last line: ``ratio=<x>``, the worst bundle's epoch time over its floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+
+from recplug.core.cli import run_cli
+from recplug.core.readers import read_lightgcn
+from recplug.core.sampler import BPRTrainSet
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+class EpochTimer(pl.Callback):
+    """Wall time of each training epoch (setup, graph and kNN construction excluded)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def with_features(source: Path, folder: Path, num_items: int) -> Path:
+    """``source``'s LightGCN files plus seeded random ``image``/``text`` features, in ``folder``."""
+    rng = np.random.default_rng(0)
+    for name in ("train.txt", "test.txt"):
+        (folder / name).symlink_to(source / name)
+    np.save(folder / "image_feat.npy", rng.standard_normal((num_items, 128), dtype=np.float32))
+    np.save(folder / "text_feat.npy", rng.standard_normal((num_items, 96), dtype=np.float32))
+    return folder
+
+
+def floor_seconds(module: pl.LightningModule, data, batch_size: int, steps: int, repeats: int = 3) -> float:
+    """One epoch of sampler draws plus ``steps`` propagation passes (forward+backward), timed separately."""
+    users, items = data.split("train")
+    sampler = BPRTrainSet(users, items, data.num_items, batch_size)
+    start = time.perf_counter()
+    sampler.sample_epoch(0)
+    sampling = time.perf_counter() - start
+    module.train()
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        out = module()
+        (out.users.sum() + out.items.sum()).backward()
+        times.append(time.perf_counter() - start)
+    module.zero_grad(set_to_none=True)
+    return sampling + steps * statistics.median(times[1:])
+
+
+def run_bundle(bundle: str, data_path: Path, batch_size: int, root: Path) -> tuple[float, float]:
+    timer = EpochTimer()
+    cli = run_cli(
+        [
+            "--config", str(CONFIGS / f"{bundle}.yaml"),
+            "--data.path", str(data_path), "--data.batch_size", str(batch_size),
+            "--data.cache_dir", str(root / "cache"),
+            "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0", "--trainer.callbacks", "[]",
+            "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.default_root_dir", str(root),
+        ],
+        run=False,
+    )
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, cli.datamodule)
+    steps = cli.trainer.num_training_batches
+    floor = floor_seconds(cli.model, cli.datamodule.data, batch_size, steps)
+    print(f"{bundle}: {timer.seconds[0]:.1f} s/epoch ({steps} steps of {batch_size}); "
+          f"floor {floor:.1f} s (sampler + propagation); {timer.seconds[0] / floor:.2f}x", flush=True)
+    return timer.seconds[0], floor
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/gowalla"))
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--bundles", nargs="+", default=["lightgcn", "freedom"])
+    args = parser.parse_args(argv)
+    num_items = read_lightgcn(args.data).num_items
+    ratios = []
+    with tempfile.TemporaryDirectory(prefix="recplug-bench-") as tmp:
+        data_path = with_features(args.data, Path(tmp), num_items)
+        for bundle in args.bundles:
+            epoch, floor = run_bundle(bundle, data_path, args.batch_size, Path(tmp) / bundle)
+            ratios.append(epoch / floor)
+    print(f"ratio={max(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()
