@@ -16,11 +16,14 @@ from typing import Any, Callable
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from recplug.core import features, report
 from recplug.core.errors import RecplugError
 
 EXTRA_COMMANDS = {
     "plugins": "list loaded plugins: name, distribution, version, hooks, components",
     "data": "dataset tools: `recplug data stats PATH`",
+    "features": "encode item content into <modality>_feat.npy: `recplug features text --items T ...`",
+    "report": "training curves and metrics table of a run: `recplug report RUN_DIR [--out DIR]`",
 }
 
 
@@ -132,7 +135,12 @@ def _data_command(argv: list[str]) -> int:
     return data_main(argv)
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"plugins": _plugins_command, "data": _data_command}
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "plugins": _plugins_command,
+    "data": _data_command,
+    "features": features.main,
+    "report": report.main,
+}
 
 
 def run_cli(args: list[str] | None, **kwargs: Any) -> RecplugCLI:
