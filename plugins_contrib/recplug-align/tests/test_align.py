@@ -1,0 +1,70 @@
+"""AlignUniformLoss: the two terms against their definitions, named views, and training through a model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recplug.core.errors import ConfigError
+from recplug.core.module import RecModule
+from recplug.core.plugins import hooks_implemented
+from recplug.core.types import BPRBatch, GraphView, ModelOutput
+from recplug.datasets.synthetic import generate
+from recplug_align import AlignUniformLoss, alignment, uniformity
+
+
+def output_with(users: torch.Tensor, items: torch.Tensor) -> ModelOutput:
+    view = GraphView("id", users, items)
+    return ModelOutput(users, items, None, views={"id": view}, users=users, items=items)
+
+
+def test_implements_the_aux_loss_hook() -> None:
+    assert hooks_implemented(AlignUniformLoss) == ["recplug_aux_loss"]
+
+
+def test_terms_match_brute_force_definitions() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(7, 5), torch.randn(7, 5)
+    xn, yn = x / x.norm(dim=1, keepdim=True), y / y.norm(dim=1, keepdim=True)
+    assert alignment(x, y).item() == pytest.approx(sum(((xn[k] - yn[k]) ** 2).sum().item() for k in range(7)) / 7)
+    pairs = [math.exp(-2 * ((xn[k] - xn[m]) ** 2).sum().item()) for k in range(7) for m in range(k + 1, 7)]
+    assert uniformity(x).item() == pytest.approx(math.log(sum(pairs) / len(pairs)), rel=1e-5)
+
+
+def test_extremes() -> None:
+    x = torch.randn(4, 3)
+    assert alignment(x, 2 * x).item() == pytest.approx(0.0, abs=1e-6)  # same directions: perfectly aligned
+    assert alignment(x, -x).item() == pytest.approx(4.0)
+    assert uniformity(x.new_ones(5, 3)).item() == pytest.approx(0.0, abs=1e-6)  # all in one point: not uniform
+
+
+def test_weights_names_and_duplicate_rows() -> None:
+    users, items = torch.randn(6, 4), torch.randn(5, 4)
+    batch = BPRBatch(torch.tensor([0, 0, 3]), torch.tensor([1, 1, 2]), torch.tensor([4, 4, 0]))
+    loss = AlignUniformLoss(weight=0.5, gamma=2.0, name="du")
+    terms = loss.recplug_aux_loss(batch=batch, output=output_with(users, items))
+    assert set(terms) == {"du_align", "du_uniform"}
+    assert terms["du_align"].item() == pytest.approx(0.5 * alignment(users[batch.users], items[batch.pos_items]).item())
+    expected = (uniformity(users[[0, 3]]) + uniformity(items[[1, 2]])) / 2  # distinct rows only
+    assert terms["du_uniform"].item() == pytest.approx(0.5 * 2.0 * expected.item())
+
+
+def test_unknown_view_names_the_available_ones() -> None:
+    users, items = torch.randn(3, 2), torch.randn(3, 2)
+    batch = BPRBatch(torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([0, 0]))
+    with pytest.raises(ConfigError, match=r"no view 'semantic'; the encoders produce \['id'\]"):
+        AlignUniformLoss(view="semantic").recplug_aux_loss(batch=batch, output=output_with(users, items))
+
+
+def test_trains_through_a_model() -> None:
+    data = generate(num_users=200, num_items=150, num_topics=6, image_dim=12, text_dim=8, seed=7)
+    model = RecModule(data.num_users, data.num_items, data.feature_dims, embedding_dim=8,
+                      aux_losses=[AlignUniformLoss(weight=1.0)])
+    model.prepare(data)
+    batch = BPRBatch(torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]), torch.tensor([6, 7, 8]))
+    (terms,) = model.pm.hook.recplug_aux_loss(batch=batch, output=model())
+    assert set(terms) == {"au_align", "au_uniform"}
+    sum(terms.values()).backward()
+    assert model.user_embedding.weight.grad[:3].abs().sum() > 0
