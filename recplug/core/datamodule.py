@@ -11,9 +11,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from recplug.core.dataset import InteractionData
+from recplug.core.registry import DEFAULT_DATASET, load_any
 from recplug.core.sampler import BPRTrainSet
-
-DEFAULT_DATASET = "default"
 
 
 @dataclass(frozen=True)
@@ -33,28 +32,37 @@ class EvalTask:
     seen: tuple[Tensor, Tensor]
 
 
-def load_dataset(path: str, feature_files: dict[str, str] | None = None) -> InteractionData:
-    """Resolve ``path`` (a folder in any supported format, or a registered dataset name) to a dataset."""
-    from recplug.core import readers
-
-    if path == DEFAULT_DATASET:
-        from recplug.datasets import default_path
-
-        return readers.read_mmrec(default_path(), feature_files)
-    return readers.read_any(path, feature_files)
+def load_dataset(
+    path: str,
+    feature_files: dict[str, str] | None = None,
+    format: str = "auto",
+    valid_ratio: float = 0.0,
+    split_seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> InteractionData:
+    """Resolve ``path`` (``"default"``, a folder or raw log in any supported format, or a registered dataset
+    name) to a dataset; see :func:`recplug.core.registry.load_any`."""
+    return load_any(path, feature_files, format, valid_ratio, split_seed, cache_dir)
 
 
 class RecDataModule(pl.LightningDataModule):
     """Loads a dataset once and serves BPR training batches and user batches for evaluation.
 
     Args:
-        path: a dataset folder (MMRec or LightGCN format) or a registered name; ``"default"`` is the embedded
+        path: a dataset folder (MMRec or LightGCN format), a raw CSV/TSV log, or a registered name (e.g.
+            ``"gowalla"``, downloaded into the cache; see docs/data.md); ``"default"`` is the embedded
             multimodal dataset shipped with recplug.
-        feature_files: ``{modality: file name}`` for MMRec folders (default: every ``*_feat.npy``).
+        feature_files: ``{modality: file name}`` in the dataset folder (default: every ``*_feat.npy``).
         batch_size: BPR triples per training step.
         eval_batch_size: users per full-ranking evaluation batch (bounds evaluation memory).
         seed: seed of the sampler (permutation and negatives per epoch).
-        cache_dir: where plugins cache expensive artefacts (default ``$RECPLUG_CACHE`` or ``~/.cache/recplug``).
+        cache_dir: where plugins cache expensive artefacts and registered datasets are downloaded (default
+            ``$RECPLUG_CACHE`` or ``~/.cache/recplug``).
+        format: ``"auto"`` (detect), ``"mmrec"``, ``"lightgcn"`` or ``"raw"`` (a CSV/TSV log, processed with
+            :class:`~recplug.core.readers.RawOptions` defaults; ``recplug data convert`` offers the other options).
+        valid_ratio: carve this share of each user's training interactions into a validation split, for datasets
+            shipped without one (LightGCN's); 0 keeps the dataset's own splits.
+        split_seed: seed of the carved validation split, apart from ``seed`` so that training seeds share it.
     """
 
     def __init__(
@@ -65,12 +73,16 @@ class RecDataModule(pl.LightningDataModule):
         eval_batch_size: int = 4096,
         seed: int = 0,
         cache_dir: str | None = None,
+        format: str = "auto",
+        valid_ratio: float = 0.0,
+        split_seed: int = 0,
     ) -> None:
         super().__init__()
         self.path, self.feature_files = path, feature_files
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.data = load_dataset(path, feature_files)  # loaded now: counts are linked into the model
+        # loaded now: counts are linked into the model
+        self.data = load_dataset(path, feature_files, format, valid_ratio, split_seed, self.cache_dir)
 
     # ------------------------------------------------------------------ linked into the model
     @property

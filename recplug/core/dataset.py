@@ -114,6 +114,23 @@ class InteractionData:
             digest.update(np.ascontiguousarray(self.features[modality].numpy()).tobytes())
         return digest.hexdigest()
 
+    def to_state(self) -> dict[str, object]:
+        """Plain tensors, strings and lists (loadable with ``torch.load(weights_only=True)``): the processed cache."""
+        return {
+            "name": self.name, "num_users": self.num_users, "num_items": self.num_items,
+            "splits": {s: list(cols) for s, cols in self.splits.items()}, "features": dict(self.features),
+            "user_ids": self.user_ids, "item_ids": self.item_ids, "notes": list(self.notes), "source": self.source,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> InteractionData:
+        """Inverse of :meth:`to_state` (validates again)."""
+        return cls(
+            name=state["name"], num_users=state["num_users"], num_items=state["num_items"],
+            splits={s: (cols[0], cols[1]) for s, cols in state["splits"].items()}, features=state["features"],
+            user_ids=state["user_ids"], item_ids=state["item_ids"], notes=state["notes"], source=state["source"],
+        )
+
     def summary(self) -> dict[str, object]:
         """Statistics printed by ``recplug data stats``."""
         total = sum(self.num_interactions(s) for s in self.splits)

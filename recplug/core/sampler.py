@@ -1,4 +1,10 @@
-"""BPR training sampler: every training interaction once per epoch, uniform negatives with rejection."""
+"""BPR training sampler: every training interaction once per epoch, uniform negatives with rejection.
+
+BPR (Rendle et al., UAI 2009) pairs each observed (user, item) with an item the user has not interacted with.
+LightGCN and MMRec draw negatives per user in Python loops (``while neg in train_items[u]``); GRecX draws
+``randint`` without rejection. Here one epoch is sampled with a handful of tensor operations: uniform draws,
+a membership test against the training pairs, and redraws of the (rare) rejected entries only.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,16 @@ from torch.utils.data import IterableDataset
 
 from recplug.core.dataset import DataError
 
+_SLOTS_PER_PAIR = 16  # filter size; about 1/16 of the non-positive draws need the exact check
+_SPREAD = 0x9E3779B1  # odd multiplier (2^32 / golden ratio) scattering users over the filter
+
 
 class NegativeSampler:
     """Uniform negative items, rejecting each user's training positives, vectorised over the batch.
+
+    Membership of ``(u, j)`` is tested in two stages: a one-hash filter (a boolean table indexed by
+    ``(u * c + j) mod 2^b``, with every training pair's slot set) clears most draws with one gather; only the
+    draws whose slot is set are checked exactly with a binary search in the sorted pair keys ``u * N + i``.
 
     Args:
         users: training user column ``LongTensor[E]``.
@@ -27,20 +40,38 @@ class NegativeSampler:
         full = (distinct_per_user >= num_items).nonzero()
         if full.numel():
             raise DataError(f"user {int(full[0])} has interacted with every item: no negative can be sampled")
+        bits = max(16, (self.positive_keys.numel() * _SLOTS_PER_PAIR - 1).bit_length())
+        self._mask = (1 << bits) - 1
+        self._filter = torch.zeros(1 << bits, dtype=torch.bool)
+        self._filter[self._slot(self.positive_keys // num_items, self.positive_keys % num_items)] = True
+
+    def _slot(self, users: Tensor, items: Tensor) -> Tensor:
+        return (users * _SPREAD + items) & self._mask  # no overflow below 2^31 users
+
+    def _exact(self, users: Tensor, items: Tensor) -> Tensor:
+        keys = users * self.num_items + items
+        pos = torch.searchsorted(self.positive_keys, keys).clamp_(max=self.positive_keys.numel() - 1)
+        return self.positive_keys.index_select(0, pos) == keys
+
+    def positive_index(self, users: Tensor, items: Tensor) -> Tensor:
+        """Indices ``k`` where ``(users[k], items[k])`` is a training interaction."""
+        candidates = self._filter.index_select(0, self._slot(users, items)).nonzero().squeeze(1)
+        exact = self._exact(users.index_select(0, candidates), items.index_select(0, candidates))
+        return candidates[exact]
 
     def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
         """Boolean mask: is ``(users[k], items[k])`` a training interaction."""
-        keys = users * self.num_items + items
-        pos = torch.searchsorted(self.positive_keys, keys).clamp_(max=self.positive_keys.numel() - 1)
-        return self.positive_keys[pos] == keys
+        mask = torch.zeros(users.shape, dtype=torch.bool)
+        mask[self.positive_index(users, items)] = True
+        return mask
 
     def sample(self, users: Tensor, generator: torch.Generator) -> Tensor:
         """One negative item per user; redraws only the rejected entries until none is a positive."""
         negatives = torch.randint(self.num_items, users.shape, generator=generator)
-        bad = self.is_positive(users, negatives).nonzero().squeeze(1)
+        bad = self.positive_index(users, negatives)
         while bad.numel():
             negatives[bad] = torch.randint(self.num_items, bad.shape, generator=generator)
-            bad = bad[self.is_positive(users[bad], negatives[bad])]
+            bad = bad[self.positive_index(users[bad], negatives[bad])]
         return negatives
 
 
@@ -48,9 +79,10 @@ class BPRTrainSet(IterableDataset):
     """Yields whole ``(users, pos_items, neg_items)`` batches; one pass = one epoch over the training pairs.
 
     The epoch's permutation and negatives come from a generator seeded by ``(seed, epoch)``, so an epoch is
-    reproducible and a resumed run sees the same batches. Under DDP each process takes a disjoint, equal-length
-    shard of the epoch (``rank::world_size``), so no pair is seen twice and every process runs the same number
-    of steps.
+    reproducible and a resumed run sees the same batches. Under DDP, process ``rank`` takes every
+    ``world_size``-th pair of the shared permutation: the shards are disjoint and together cover every pair
+    exactly once. Every process runs the same number of steps (a shard one pair shorter ends with a batch of
+    one pair; only with ``batch_size=1`` must it repeat one pair instead).
 
     Args:
         users: training user column ``LongTensor[E]``.
@@ -82,24 +114,36 @@ class BPRTrainSet(IterableDataset):
         """This process's share of the epoch's permutation, and the generator for its negatives."""
         rank, world = self.rank_fn()
         generator = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
-        order = torch.randperm(self.users.numel(), generator=generator)
-        per_rank = order.numel() // world
-        order = order[rank * per_rank : (rank + 1) * per_rank] if world > 1 else order
+        n = self.users.numel()
+        order = torch.randperm(n, generator=generator, dtype=torch.int32 if n < 2**31 else torch.int64)
+        if world > 1:
+            order = order[rank::world]
         generator.manual_seed(self.seed * 1000003 + epoch * 7919 + rank + 1)
         return order, generator
 
     def sample_epoch(self, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
         """All triples of this process for one epoch, in batch order."""
         order, generator = self.epoch_order(epoch)
-        users, pos = self.users[order], self.items[order]
+        users, pos = self.users.index_select(0, order), self.items.index_select(0, order)
         return users, pos, self.negatives.sample(users, generator)
 
     def __len__(self) -> int:
         _, world = self.rank_fn()
-        return -(-(self.users.numel() // world) // self.batch_size)
+        longest_shard = -(-self.users.numel() // world)
+        return -(-longest_shard // self.batch_size)
+
+    def batch_bounds(self, length: int) -> list[int]:
+        """Start/end offsets of ``len(self)`` non-empty batches over a shard of ``length`` triples."""
+        batches = len(self)
+        bounds = [min(k * self.batch_size, length) for k in range(batches + 1)]
+        if batches > 1 and bounds[-2] == length:  # this shard is one pair short of the longest
+            bounds[-2] = length - 1
+        return bounds
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         users, pos, neg = self.sample_epoch(self.epoch_fn())
-        for start in range(0, users.numel(), self.batch_size):
-            end = start + self.batch_size
+        if users.numel() < len(self):  # batch_size 1 and a short shard: repeat its first pair
+            users, pos, neg = (torch.cat([t, t[:1]]) for t in (users, pos, neg))
+        bounds = self.batch_bounds(users.numel())
+        for start, end in zip(bounds[:-1], bounds[1:]):
             yield users[start:end], pos[start:end], neg[start:end]

@@ -1,0 +1,97 @@
+"""Downloads that are verified before they are trusted: progress bar, length and sha256 checks, atomic write.
+
+The file is streamed into a temporary file beside its destination and moved into place with ``os.replace``
+only once its length matches ``Content-Length`` and its sha256 matches the registry, so an interrupted or
+corrupted download never leaves a file that looks complete (torchvision's ``download_url`` and GRecX's
+``download_file`` leave partial files behind).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from recplug.core.errors import DataError
+
+CHUNK = 1 << 20
+
+
+def sha256sum(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def as_url(location: str) -> str:
+    """A URL for ``location``: URLs pass through, local paths become ``file://`` URLs."""
+    if "://" in location:
+        return location
+    return Path(location).expanduser().resolve().as_uri()
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch ``url`` (``http(s)://`` or ``file://``) into ``dest`` atomically and return ``dest``.
+
+    Raises :class:`DataError` naming the file when the transfer fails, ends before ``Content-Length`` (or the
+    registered ``size``) bytes, i.e. a truncated download, or its sha256 differs from ``sha256``; ``dest`` is
+    then left untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    received = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                response = urllib.request.urlopen(url, timeout=timeout)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise DataError(f"{dest.name}: download from {url} failed ({reason})") from None
+            with response:
+                length = response.headers.get("Content-Length")
+                expected = int(length) if length is not None else None
+                total = expected if expected is not None else size
+                bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False)
+                with bar:
+                    while True:
+                        try:
+                            block = response.read(CHUNK)
+                        except (http.client.IncompleteRead, OSError):
+                            raise DataError(
+                                f"{dest.name}: truncated download from {url}: connection lost after {received} bytes"
+                            ) from None
+                        if not block:
+                            break
+                        out.write(block)
+                        digest.update(block)
+                        received += len(block)
+                        bar.update(len(block))
+        for field, want in (("Content-Length", expected), ("registered size", size)):
+            if want is not None and received < want:
+                raise DataError(f"{dest.name}: truncated download from {url}: got {received} of {want} bytes ({field})")
+        actual = digest.hexdigest()
+        if sha256 is not None and actual != sha256.lower():
+            raise DataError(f"{dest.name}: checksum mismatch: sha256 {actual}, expected {sha256} (from {url})")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
