@@ -1,0 +1,130 @@
+"""LightningCLI for ``recplug fit|validate|test|predict``: data->model links, the ranking evaluator, best-checkpoint
+testing and one-line config errors. Imported only for those sub-commands (Lightning is slow to import)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from recplug.core.cli import EXTRA_COMMANDS
+
+
+COMPONENT_KEYS = {
+    "model.fusion": "FusionModule",
+    "model.encoders": "GraphEncoder",
+    "model.combiner": "Combiner",
+    "model.aux_losses": "AuxLoss",
+}
+
+
+def component_choices(base_name: str) -> list[str]:
+    """Short names of every loaded, concrete subclass of a component base class."""
+    import inspect
+
+    from recplug.core import components
+
+    found, stack = set(), [getattr(components, base_name)]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if not inspect.isabstract(cls):
+            found.add(cls.__name__)
+    return sorted(found)
+
+
+def summarize_parser_error(message: str) -> str:
+    """One line out of jsonargparse's (often nested, multi-line) message, naming the key and the choices."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    summary = lines[0] if lines else "invalid arguments"
+    match = re.search(r'Parser key "([^"]+)"', summary)
+    key = match.group(1) if match else ""
+    base = next((b for k, b in COMPONENT_KEYS.items() if key == k or key.startswith(k + ".")), None)
+    if base is not None:
+        value = re.search(r"Given value: (.+)", message)
+        shown = f" {value.group(1).strip()!r}" if value else ""
+        return f"{key}: unknown or invalid plugin class{shown}; choose one of: {', '.join(component_choices(base))}"
+    return summary
+
+
+class RecplugArgumentParser(LightningArgumentParser):
+    """Reports a bad config as one ``error:`` line naming the key (and the valid choices), then exits 2."""
+
+    def error(self, message: str, ex: Exception | None = None) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error: {summarize_parser_error(message)}\n")
+        sys.exit(2)
+
+
+class RecplugCLI(LightningCLI):
+    """LightningCLI with the data->model links, the ranking evaluator and best-checkpoint testing."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        from recplug.core.evaluation import RankingEvaluator
+
+        parser.link_arguments("data.num_users", "model.num_users", apply_on="instantiate")
+        parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
+        parser.link_arguments("data.feature_dims", "model.feature_dims", apply_on="instantiate")
+        parser.add_lightning_class_args(RankingEvaluator, "eval")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/recall@20",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{epoch}",
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Resuming (``fit --ckpt_path .../checkpoints/last.ckpt``) keeps checkpointing in that folder, so the
+        best-validation tracking restored from the checkpoint stays valid."""
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None
+        if ckpt_path and not config.get("checkpoint.dirpath") and Path(ckpt_path).parent.name == "checkpoints":
+            config["checkpoint.dirpath"] = str(Path(ckpt_path).parent)
+
+    def before_fit(self) -> None:
+        from recplug.core.plugins import plugin_provenance
+
+        print("plugins: " + ", ".join(plugin_provenance()), file=sys.stderr)
+
+    def after_fit(self) -> None:
+        """Report test metrics at the best-validation epoch (the field's protocol)."""
+        trainer = self.trainer
+        if trainer.interrupted:
+            return
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
+
+
+def run_cli(args: list[str] | None, **kwargs: Any) -> RecplugCLI:
+    """Build the LightningCLI on ``args`` (plugins are loaded first, so short class names resolve)."""
+    from recplug.core.datamodule import RecDataModule
+    from recplug.core.module import RecModule
+    from recplug.core.plugins import load_plugins
+
+    load_plugins()
+    return RecplugCLI(
+        RecModule,
+        RecDataModule,
+        parser_class=RecplugArgumentParser,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+            "max_epochs": 100,
+            "num_sanity_val_steps": 0,
+            # same seed -> same weights, metrics and top-K on CPU; on GPU, ops without a deterministic kernel warn
+            "deterministic": "warn",
+        },
+        parser_kwargs={
+            "description": "recplug: plugin-based recommendation. Also: "
+            + "; ".join(f"recplug {k}: {v}" for k, v in EXTRA_COMMANDS.items())
+        },
+        args=args,
+        **kwargs,
+    )
