@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recplug.core.errors import ConfigError
-from recplug.core.sparse import SparseOperator, check_backend, coo_to_csr, normalized_adjacency, row_normalized
+from recplug.core.sparse import check_backend, coo_to_csr, normalized_adjacency, row_normalized
 
 
 def dense_adjacency(users, items, num_users, num_items):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from recplug.core.components import GraphEncoder
