@@ -94,3 +94,21 @@ def test_wiring_error_names_the_config_key(capsys, tmp_path) -> None:
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: no graph encoder is configured: set model.encoders (e.g. [IdEmbedding])"
     )
+
+
+def test_predict_writes_top_k_for_every_user_without_seen_items(tmp_path) -> None:
+    from recplug.core.datamodule import load_dataset
+
+    assert fit("mf.yaml", tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+               "--trainer.logger=false") == 0
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    out = tmp_path / "top.tsv"
+    assert main(["predict", "--config", str(ROOT / "configs" / "mf.yaml"), "--ckpt_path", str(ckpt),
+                 "--topk.output_path", str(out), "--topk.k", "5", "--trainer.logger=false", *QUIET]) == 0
+    rows = list(csv.DictReader(open(out), delimiter="\t"))
+    data = load_dataset("default")
+    assert [int(r["user"]) for r in rows] == list(range(data.num_users))
+    indptr, seen = data.user_csr(("train", "valid"))
+    for row in rows[:200]:
+        user, items = int(row["user"]), [int(i) for i in row["items"].split(",")]
+        assert len(items) == 5 and not set(items) & set(seen[indptr[user]:indptr[user + 1]].tolist())

@@ -63,12 +63,13 @@ class RecplugCLI(LightningCLI):
     """LightningCLI with the data->model links, the ranking evaluator and best-checkpoint testing."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        from recplug.core.evaluation import RankingEvaluator
+        from recplug.core.evaluation import RankingEvaluator, TopKWriter
 
         parser.link_arguments("data.num_users", "model.num_users", apply_on="instantiate")
         parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
         parser.link_arguments("data.feature_dims", "model.feature_dims", apply_on="instantiate")
         parser.add_lightning_class_args(RankingEvaluator, "eval")
+        parser.add_lightning_class_args(TopKWriter, "topk")  # acts only in `recplug predict`
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

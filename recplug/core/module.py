@@ -223,7 +223,6 @@ class RecModule(pl.LightningModule):
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         """See :meth:`validation_step`."""
 
-    def predict_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        """Return the scores of a batch of users against every item (``[B, N]``)."""
-        users, items = self.cached_embeddings()
-        return users[batch] @ items.T
+    def predict_step(self, batch: Tensor, batch_idx: int) -> None:
+        """Nothing to return: the ``TopKWriter`` callback (``--topk.*`` in ``recplug predict``) searches each
+        batch's top-K on the cached embeddings and writes it, so no ``[B, N]`` score matrix is kept."""
