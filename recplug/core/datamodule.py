@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from recplug.core.errors import ConfigError
 from recplug.core.dataset import InteractionData
 from recplug.core.registry import DEFAULT_DATASET, load_any
 from recplug.core.sampler import BPRTrainSet
@@ -78,6 +79,11 @@ class RecDataModule(pl.LightningDataModule):
         split_seed: int = 0,
     ) -> None:
         super().__init__()
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ConfigError(f"data.{key} must be >= 1, got {value}")
+        if not 0.0 <= valid_ratio < 1.0:
+            raise ConfigError(f"data.valid_ratio must be in [0, 1), got {valid_ratio}")
         self.path, self.feature_files = path, feature_files
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
