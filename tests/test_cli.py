@@ -104,7 +104,8 @@ def test_predict_writes_top_k_for_every_user_without_seen_items(tmp_path) -> Non
     ckpt = next(tmp_path.rglob("last.ckpt"))
     out = tmp_path / "top.tsv"
     assert main(["predict", "--config", str(ROOT / "configs" / "mf.yaml"), "--ckpt_path", str(ckpt),
-                 "--topk.output_path", str(out), "--topk.k", "5", "--trainer.logger=false", *QUIET]) == 0
+                 "--topk.output_path", str(out), "--topk.k", "5", "--trainer.logger=false",
+                 "--trainer.default_root_dir", str(tmp_path), *QUIET]) == 0
     rows = list(csv.DictReader(open(out), delimiter="\t"))
     data = load_dataset("default")
     assert [int(r["user"]) for r in rows] == list(range(data.num_users))
