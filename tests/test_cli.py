@@ -113,3 +113,16 @@ def test_predict_writes_top_k_for_every_user_without_seen_items(tmp_path) -> Non
     for row in rows[:200]:
         user, items = int(row["user"]), [int(i) for i in row["items"].split(",")]
         assert len(items) == 5 and not set(items) & set(seen[indptr[user]:indptr[user + 1]].tolist())
+
+
+def test_checkpoints_carry_provenance(tmp_path) -> None:
+    import torch
+
+    from recplug.core.datamodule import load_dataset
+
+    assert fit("mf.yaml", tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+               "--trainer.logger=false", "--seed_everything=4") == 0
+    record = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)["recplug"]
+    assert record["seed"] == 4 and record["recplug"] == "0.1.0"
+    assert record["data_sha256"] == load_dataset("default").content_hash()
+    assert len(record["config_sha256"]) == 64 and "recplug 0.1.0" in record["plugins"]

@@ -46,10 +46,6 @@ from recplug.core.errors import ConfigError, RecplugError
 RESULT_FILE = "result.json"
 FIT_DIR = "fit"  # a run's Lightning outputs: metrics.csv, config.yaml, checkpoints/
 # config keys that only say where a run's outputs go or how it prints: left out of the config hash
-LOCATION_KEYS = (
-    "config", "ckpt_path", "seed_everything", "data.seed", "trainer.default_root_dir", "trainer.logger",
-    "trainer.enable_progress_bar", "trainer.enable_model_summary",
-)
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
 
@@ -211,19 +207,6 @@ def select_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
     }
 
 
-def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config without :data:`LOCATION_KEYS`, so the seeds of one variant share a config hash."""
-    trimmed = json.loads(json.dumps(config, default=str))
-    for dotted in LOCATION_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = trimmed
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return trimmed
-
-
 @contextlib.contextmanager
 def _captured(log_path: Path) -> Iterator[None]:
     """Send a run's prints, warnings and Lightning's log lines to ``log_path`` instead of the terminal (with
@@ -247,7 +230,7 @@ def _captured(log_path: Path) -> Iterator[None]:
 def fit_one(run: Run) -> dict[str, Any]:
     """Train and test one run in this process; return its result record (also written to ``result.json``)."""
     from recplug.core.cli import run_cli
-    from recplug.core.provenance import provenance
+    from recplug.core.provenance import hashed_config, provenance
 
     if run.directory.exists():  # a partial run (interrupted, failed, or of an older spec): start clean
         shutil.rmtree(run.directory)

@@ -89,9 +89,12 @@ class RecplugCLI(LightningCLI):
             config["checkpoint.dirpath"] = str(Path(ckpt_path).parent)
 
     def before_fit(self) -> None:
-        from recplug.core.plugins import plugin_provenance
+        from recplug.core.provenance import hashed_config, provenance
 
-        print("plugins: " + ", ".join(plugin_provenance()), file=sys.stderr)
+        config = self.config[self.subcommand].as_dict()
+        record = provenance(hashed_config(config), self.datamodule.data, config.get("seed_everything") or 0)
+        self.model.run_provenance = record  # saved in every checkpoint
+        print("plugins: " + ", ".join(record["plugins"]), file=sys.stderr)
 
     def after_fit(self) -> None:
         """Report test metrics at the best-validation epoch (the field's protocol)."""

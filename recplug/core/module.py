@@ -87,7 +87,7 @@ class RecModule(pl.LightningModule):
             num_users=num_users, num_items=num_items, feature_dims=self.feature_dims, embedding_dim=embedding_dim
         )
         self._embedding_cache: tuple[Tensor, Tensor] | None = None
-        self.provenance = plugin_provenance()
+        self.run_provenance: dict[str, Any] = {"plugins": plugin_provenance()}
 
     # ------------------------------------------------------------------ wiring
     def reset_parameters(self) -> None:
@@ -212,9 +212,11 @@ class RecModule(pl.LightningModule):
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record what produced the weights: recplug and plugin versions (and, from the CLI, config and data
+        hashes and the seed; see :func:`recplug.core.provenance.provenance`)."""
         from recplug import __version__
 
-        checkpoint["recplug"] = {"version": __version__, "plugins": self.provenance}
+        checkpoint["recplug"] = {"recplug": __version__, **self.run_provenance}
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:

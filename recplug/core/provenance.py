@@ -17,6 +17,12 @@ import yaml
 
 from recplug.core.dataset import InteractionData
 
+# config keys that only say where outputs go (or which seed): left out of the config hash
+LOCATION_KEYS = (
+    "config", "ckpt_path", "seed_everything", "data.seed", "trainer.default_root_dir", "trainer.logger",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary",
+)
+
 
 def canonical_json(config: dict[str, Any] | str) -> str:
     """A canonical text of a config: sorted keys, compact separators; a string is parsed as YAML first.
@@ -62,8 +68,21 @@ def provenance(config: dict[str, Any] | str, data: InteractionData, seed: int) -
         "data_sha256": data.content_hash(),
         "data": data.name,
         "seed": int(seed),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion: plain str keeps checkpoints weights_only-loadable
         "pytorch_lightning": pytorch_lightning.__version__,
         "python": platform.python_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config without :data:`LOCATION_KEYS`, so the seeds of one variant share a config hash."""
+    trimmed = json.loads(json.dumps(config, default=str))
+    for dotted in LOCATION_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = trimmed
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return trimmed
