@@ -20,6 +20,9 @@ from recplug.plugins.fusion.sum import SumFusion
 
 
 # ---------------------------------------------------------------- fake distributions (nothing installed)
+ORIGINAL_DISTRIBUTIONS = importlib.metadata.distributions
+
+
 class FakeEntryPoint:
     def __init__(self, name: str, value: str) -> None:
         self.name, self.value, self.group = name, value, "recplug"
@@ -113,11 +116,13 @@ def test_allow_list_and_autoload_switches(fake_dists, monkeypatch) -> None:
     assert "good" not in load_plugins(reload=True)
 
 
-def test_entry_point_components_resolve_by_short_name_in_the_cli(fake_dists, tmp_path, capsys) -> None:
+def test_entry_point_components_resolve_by_short_name_in_the_cli(fake_dists, tmp_path, monkeypatch) -> None:
     from recplug.core.cli import main
 
     with pytest.warns(UserWarning):
         load_plugins(reload=True)
+    # discovery is done (and cached); Lightning's own entry-point lookups must see the real distributions
+    monkeypatch.setattr(importlib.metadata, "distributions", ORIGINAL_DISTRIBUTIONS)
     code = main(["fit", "--config", "configs/mf.yaml", "--model.fusion", "GatedToyFusion",
                  "--trainer.fast_dev_run=true", "--trainer.default_root_dir", str(tmp_path),
                  "--trainer.enable_progress_bar=false", "--trainer.logger=false"])
