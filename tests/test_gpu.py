@@ -25,8 +25,12 @@ def test_training_step_and_evaluation_on_cuda(config: str, tmp_path) -> None:
 
 
 def test_ddp_strategy_on_one_gpu(tmp_path) -> None:
-    assert run("crane.yaml", tmp_path, "--trainer.accelerator=gpu", "--trainer.devices=1",
-               "--trainer.strategy=ddp", "--trainer.max_epochs=1", "--trainer.limit_train_batches=3") == 0
+    try:
+        assert run("crane.yaml", tmp_path, "--trainer.accelerator=gpu", "--trainer.devices=1",
+                   "--trainer.strategy=ddp", "--trainer.max_epochs=1", "--trainer.limit_train_batches=3") == 0
+    finally:  # Lightning leaves the NCCL group up; later single-process tests must not inherit it
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def test_cuda_forward_matches_cpu(tiny_data) -> None:
