@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,15 @@ class RecplugCLI(LightningCLI):
         trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
 
 
+# Lightning advice that does not apply: batches are slices of in-memory tensors (no worker processes needed),
+# and the BPR iterable's __len__ is exact per process (it shards itself).
+HARMLESS_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*`IterableDataset` has `__len__` defined.*",
+    r".*smaller than the logging interval.*",
+)
+
+
 def run_cli(args: list[str] | None, **kwargs: Any) -> RecplugCLI:
     """Build the LightningCLI on ``args`` (plugins are loaded first, so short class names resolve)."""
     from recplug.core.datamodule import RecDataModule
@@ -112,6 +122,8 @@ def run_cli(args: list[str] | None, **kwargs: Any) -> RecplugCLI:
     from recplug.core.plugins import load_plugins
 
     load_plugins()
+    for harmless in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=harmless)
     return RecplugCLI(
         RecModule,
         RecDataModule,
