@@ -7,7 +7,7 @@ gain arguments without breaking plugins. Any method whose name starts with ``rec
 implementation; ``@hookimpl`` is only needed for options such as ``tryfirst`` or ``wrapper``.
 
 Cardinality is stated for each hook and checked when the model is built: a violation raises
-:class:`recplug.core.plugins.CardinalityError` naming every provider and the config key to change.
+:class:`recplug.core.errors.CardinalityError` naming every provider and the config key to change.
 """
 
 from __future__ import annotations

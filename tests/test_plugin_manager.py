@@ -10,7 +10,7 @@ import pytest
 from torch import Tensor
 
 from recplug.core import plugins
-from recplug.core.components import AuxLoss, FusionModule
+from recplug.core.components import AuxLoss
 from recplug.core.errors import CardinalityError, PluginError
 from recplug.core.module import RecModule
 from recplug.core.plugins import RecplugPluginManager, load_plugins

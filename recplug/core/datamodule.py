@@ -11,7 +11,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from recplug.core.errors import ConfigError
-from recplug.core.dataset import InteractionData
 from recplug.core.registry import DEFAULT_DATASET, load_any
 from recplug.core.sampler import BPRTrainSet
 
@@ -33,17 +32,8 @@ class EvalTask:
     seen: tuple[Tensor, Tensor]
 
 
-def load_dataset(
-    path: str,
-    feature_files: dict[str, str] | None = None,
-    format: str = "auto",
-    valid_ratio: float = 0.0,
-    split_seed: int = 0,
-    cache_dir: str | Path | None = None,
-) -> InteractionData:
-    """Resolve ``path`` (``"default"``, a folder or raw log in any supported format, or a registered dataset
-    name) to a dataset; see :func:`recplug.core.registry.load_any`."""
-    return load_any(path, feature_files, format, valid_ratio, split_seed, cache_dir)
+load_dataset = load_any
+"""Resolve a ``data.path`` (``"default"``, a folder or raw log in any supported format, or a registered name)."""
 
 
 class RecDataModule(pl.LightningDataModule):

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recplug.core.errors import ConfigError
+from recplug.core.errors import CardinalityError, ConfigError
 from recplug.core.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.dataset import InteractionData
-from recplug.core.plugins import CardinalityError, RecplugPluginManager, active_plugin_modules, plugin_provenance
+from recplug.core.plugins import RecplugPluginManager, active_plugin_modules, plugin_provenance
 from recplug.core.types import BPRBatch, GraphView, ModelOutput
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]

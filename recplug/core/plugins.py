@@ -29,7 +29,7 @@ from typing import Any, Iterable
 import pluggy
 
 from recplug import hookspecs
-from recplug.core.errors import CardinalityError, PluginError
+from recplug.core.errors import PluginError
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "recplug.plugins.combine",
