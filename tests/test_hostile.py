@@ -131,3 +131,11 @@ def test_hostile_configs_end_in_one_line_errors(tmp_path, case: str, capsys) -> 
     assert code == 2, f"{case}: exit {code}"
     assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_huge_id_is_refused_without_allocating_for_it(tmp_path) -> None:
+    """Found by the random-file test above: one id of 2^34 must not allocate a 160 GB count array."""
+    (tmp_path / "train.txt").write_text("0 1\n1 0\n")
+    (tmp_path / "test.txt").write_text("21474836480 0\n")
+    with pytest.raises(DataError, match="user id values are not contiguous: id 2 never occurs"):
+        read_lightgcn(tmp_path)

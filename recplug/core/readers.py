@@ -138,9 +138,15 @@ def _folder_features(folder: Path, num_items: int, feature_files: dict[str, str]
 def _contiguity(ids: np.ndarray, field: str, where: str) -> int:
     """Number of distinct ids, checking they are exactly ``0..max`` (the format's contract)."""
     count = int(ids.max()) + 1
-    present = np.bincount(ids, minlength=count) > 0
-    if not present.all():
-        gap = int(np.argmin(present))
+    if count > ids.size:
+        # more ids than rows, so one is missing: find it by sorting, never with an array as long as the max id
+        unique = np.unique(ids)
+        missing = np.flatnonzero(unique != np.arange(unique.size))
+        gap: int | None = int(missing[0]) if missing.size else unique.size
+    else:
+        absent = np.flatnonzero(np.bincount(ids, minlength=count) == 0)
+        gap = int(absent[0]) if absent.size else None
+    if gap is not None:
         raise DataError(
             f"{where}: {field} values are not contiguous: id {gap} never occurs (max {count - 1}); "
             "raw ids belong in a raw log (recplug data convert)"
