@@ -149,7 +149,7 @@ class RecModule(pl.LightningModule):
     # ------------------------------------------------------------------ forward
     def forward(self) -> ModelOutput:
         """One full pass through the stages; returns every intermediate (see :class:`ModelOutput`)."""
-        content = self.pm.hook.recplug_fuse() if self.fusion is not None else None
+        content = self.pm.hook.recplug_fuse()  # None when no fusion is configured
         ego_users, ego_items = self.user_embedding.weight, self.item_embedding.weight
         output = ModelOutput(ego_users=ego_users, ego_items=ego_items, content=content)
         views: list[GraphView] = self.pm.hook.recplug_encode(
