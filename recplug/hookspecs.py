@@ -73,7 +73,8 @@ class RecplugSpecs:
         Example::
 
             def recplug_setup(self, data):
-                self.register_buffer("adj", normalized_adjacency(data), persistent=False)
+                users, items = data.split("train")
+                self.adjacency = normalized_adjacency(users, items, data.num_users, data.num_items)
         """
 
     @hookspec

@@ -126,3 +126,12 @@ def test_checkpoints_carry_provenance(tmp_path) -> None:
     assert record["seed"] == 4 and record["recplug"] == "0.1.0"
     assert record["data_sha256"] == load_dataset("default").content_hash()
     assert len(record["config_sha256"]) == 64 and "recplug 0.1.0" in record["plugins"]
+
+
+def test_a_monitor_the_evaluator_never_logs_is_refused(capsys, tmp_path) -> None:
+    code = fit("mf.yaml", tmp_path, "--eval.ks=[10]", "--trainer.fast_dev_run=true")
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: checkpoint.monitor is 'val/recall@20', which the evaluator never logs (eval.ks=[10], "
+        "eval.metrics=['recall', 'ndcg', 'precision', 'hit', 'mrr', 'map']); change one of them"
+    )

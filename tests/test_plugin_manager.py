@@ -215,3 +215,18 @@ def test_fusion_rejects_unknown_modalities(tiny_data) -> None:
     with pytest.raises(ConfigError, match=r"modalities names \['audio'\]"):
         RecModule(tiny_data.num_users, tiny_data.num_items, tiny_data.feature_dims,
                   fusion=ConcatFusion(modalities=["audio"]))
+
+
+def test_trained_features_survive_a_checkpoint_load_and_prepare(tiny_data) -> None:
+    import torch
+
+    trained = RecModule(tiny_data.num_users, tiny_data.num_items, tiny_data.feature_dims,
+                        fusion=SumFusion(trainable_features=True))
+    trained.prepare(tiny_data)
+    with torch.no_grad():
+        trained.fusion.raw_image.add_(1.0)
+    restored = RecModule(tiny_data.num_users, tiny_data.num_items, tiny_data.feature_dims,
+                         fusion=SumFusion(trainable_features=True))
+    restored.load_state_dict(trained.state_dict())
+    restored.prepare(tiny_data)  # what load_from_checkpoint users are told to do
+    assert torch.equal(restored.fusion.raw_image, trained.fusion.raw_image)

@@ -45,7 +45,6 @@ from recplug.core.errors import ConfigError, RecplugError
 
 RESULT_FILE = "result.json"
 FIT_DIR = "fit"  # a run's Lightning outputs: metrics.csv, config.yaml, checkpoints/
-# config keys that only say where a run's outputs go or how it prints: left out of the config hash
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
 

@@ -83,6 +83,11 @@ class FusionModule(RecComponent):
                 getattr(self, f"raw_{m}").copy_(data.features[m])
         self._features_loaded = True
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if any(f"{prefix}raw_{m}" in state_dict for m in self.feature_dims):
+            self._features_loaded = True  # trained features came from a checkpoint: setup must not reset them
+
     def features(self) -> dict[str, Tensor]:
         """The raw feature tables ``{modality: [N, d_m]}`` in the order the fusion uses."""
         return {m: getattr(self, f"raw_{m}") for m in self.feature_dims}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -132,6 +133,11 @@ class RecDataModule(pl.LightningDataModule):
         return "valid" if "valid" in self.data.splits else "test"
 
     def val_dataloader(self) -> DataLoader:
+        if self.validation_split == "test":
+            rank_zero_warn(
+                f"{self.data.source}: the dataset has no validation split, so validation evaluates the test split "
+                "and selecting epochs on it leaks; set data.valid_ratio to carve one from train"
+            )
         return self._user_loader(self.eval_task(self.validation_split).users)
 
     def test_dataloader(self) -> DataLoader:

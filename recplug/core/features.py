@@ -267,7 +267,7 @@ def dataset_items(dataset: str) -> tuple[int, list[str] | None, Path | None]:
     """``(num_items, raw item ids or None, folder or None)`` of what ``data.path`` accepts: a dataset folder, a
     raw interaction log, or a registered name. Raw ids are those the reader kept (an ``item_map.tsv`` beside an
     MMRec folder, the ids of a raw log); the folder is ``None`` unless ``dataset`` is a folder of the user's."""
-    from recplug.core.datamodule import DEFAULT_DATASET, load_dataset
+    from recplug.core.registry import DEFAULT_DATASET, load_any as load_dataset
 
     data = load_dataset(dataset, feature_files={})  # only the item count and ids are needed
     path = Path(dataset)

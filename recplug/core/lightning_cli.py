@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from recplug.core.cli import EXTRA_COMMANDS
+from recplug.core.errors import ConfigError
 
 
 COMPONENT_KEYS = {
@@ -82,9 +83,18 @@ class RecplugCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Resuming (``fit --ckpt_path .../checkpoints/last.ckpt``) keeps checkpointing in that folder, so the
-        best-validation tracking restored from the checkpoint stays valid."""
+        """Refuse a checkpoint monitor the evaluator never logs; and resuming (``fit --ckpt_path
+        .../checkpoints/last.ckpt``) keeps checkpointing in that folder, so the restored best-validation tracking
+        stays valid."""
         config = self.config.get(self.subcommand) if self.subcommand else self.config
+        monitor = config.get("checkpoint.monitor")
+        logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in config["eval.metrics"]
+                  for k in config["eval.ks"]}
+        if monitor and monitor.split("/")[0] in ("val", "test") and monitor not in logged:
+            raise ConfigError(
+                f"checkpoint.monitor is {monitor!r}, which the evaluator never logs "
+                f"(eval.ks={config['eval.ks']}, eval.metrics={config['eval.metrics']}); change one of them"
+            )
         ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None
         if ckpt_path and not config.get("checkpoint.dirpath") and Path(ckpt_path).parent.name == "checkpoints":
             config["checkpoint.dirpath"] = str(Path(ckpt_path).parent)

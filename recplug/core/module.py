@@ -18,15 +18,11 @@ from torch import Tensor, nn
 from recplug.core.errors import CardinalityError, ConfigError
 from recplug.core.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.dataset import InteractionData
+from recplug.core.registry import cache_root
 from recplug.core.plugins import RecplugPluginManager, active_plugin_modules, plugin_provenance
 from recplug.core.types import BPRBatch, GraphView, ModelOutput
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-
-
-def default_cache_dir() -> Path:
-    """``$RECPLUG_CACHE`` or ``~/.cache/recplug``: where kNN graphs and downloads are kept."""
-    return Path(os.environ.get("RECPLUG_CACHE", Path.home() / ".cache" / "recplug"))
 
 
 class RecModule(pl.LightningModule):
@@ -134,7 +130,7 @@ class RecModule(pl.LightningModule):
                 f"data has {data.num_users} users and {data.num_items} items, the model was built for "
                 f"{self.num_users} and {self.num_items}"
             )
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache = cache_root(cache_dir)  # data.cache_dir, $RECPLUG_CACHE or ~/.cache/recplug
         device = self.user_embedding.weight.device
         self.pm.hook.recplug_setup(data=data, cache_dir=cache)
         self.to(device)  # buffers plugins built from (CPU) data follow the module

@@ -213,7 +213,7 @@ def active_plugin_modules() -> list[tuple[str, ModuleType]]:
 
 
 def plugin_provenance() -> list[str]:
-    """``"distribution version"`` of every active non-built-in plugin, for run logs and checkpoints."""
+    """``"distribution version"`` of every active plugin module (recplug itself included), for logs and checkpoints."""
     seen = sorted(
         {f"{p.distribution} {p.version}" for p in load_plugins().values() if p.status == "active"}
     )

@@ -162,7 +162,7 @@ def _duplicate_notes(splits: dict[str, tuple[torch.Tensor, torch.Tensor]], num_i
         repeats = int((keys[split][1:] == keys[split][:-1]).sum())
         if repeats:
             notes.append(f"{split}: {repeats} repeated (user, item) pairs kept as they are")
-    if "test" in keys:
+    if "test" in keys and keys["train"].size:
         train, test = keys["train"], keys["test"]
         at = np.minimum(np.searchsorted(train, test), train.size - 1)
         shared = int((train[at] == test).sum())
