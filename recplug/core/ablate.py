@@ -183,26 +183,26 @@ def finished(run: Run) -> dict[str, Any] | None:
 
 
 def select_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
-    """From a CSVLogger ``metrics.csv``: the validation row that is best on ``monitor`` (the first of ties,
-    as ``ModelCheckpoint`` keeps the first) and the test row logged after fit.
+    """From a CSVLogger ``metrics.csv``: the epoch that is best on ``monitor`` (the first of ties, as
+    ``ModelCheckpoint`` keeps it; :func:`recplug.core.report.best_epoch`), its validation metrics, and the test
+    metrics logged after fit.
 
     Returns ``{"epoch", "val": {metric: value}, "test": {metric: value}, "epochs_validated"}``.
     """
-    with open(metrics_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    validated = [r for r in rows if r.get(monitor)]
-    tested = [r for r in rows if any(k.startswith("test/") and v for k, v in r.items())]
-    if not validated:
+    from recplug.core.report import best_epoch, read_csv_log
+
+    log = read_csv_log(metrics_csv)
+    epoch = best_epoch(log, monitor, mode)
+    if epoch is None:
         raise ConfigError(f"{metrics_csv}: {monitor} was never logged; is checkpoint.monitor a validation metric?")
-    if not tested:
+    test = {k: v for k, v in log.final.items() if k.startswith("test/")}
+    if not test:
         raise ConfigError(f"{metrics_csv}: no test metrics were logged after fit")
-    sign = 1.0 if mode == "max" else -1.0
-    best = max(enumerate(validated), key=lambda ir: (sign * float(ir[1][monitor]), -ir[0]))[1]
     return {
-        "epoch": int(best["epoch"]),
-        "val": {k: float(v) for k, v in best.items() if k.startswith("val/") and v},
-        "test": {k: float(v) for k, v in tested[-1].items() if k.startswith("test/") and v},
-        "epochs_validated": len(validated),
+        "epoch": epoch,
+        "val": {k: s[epoch] for k, s in log.series.items() if k.startswith("val/") and epoch in s},
+        "test": test,
+        "epochs_validated": len(log.series[monitor]),
     }
 
 
