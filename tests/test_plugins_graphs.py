@@ -165,15 +165,17 @@ def test_learned_graph_mixes_and_refreshes_once_per_epoch(tiny_data, tmp_path):
     model = make(encoder, tiny_data, tmp_path, fusion=SumFusion())
     model.train()
     out = model()
-    learned = encoder.learned
-    mixed = encoder.frozen.to_dense() + learned.to_dense()
-    torch.testing.assert_close(mixed.sum(1), torch.ones(tiny_data.num_items))
-    torch.testing.assert_close(out.views["semantic"].items, mixed @ out.ego_items)
+    mixed = encoder.mixed
+    dense = mixed.to_dense()
+    torch.testing.assert_close(dense.sum(1), torch.ones(tiny_data.num_items))
+    torch.testing.assert_close(out.views["semantic"].items, dense @ out.ego_items)
+    learned = dense - encoder.frozen.to_dense()  # w S_learned: k neighbours of the content, w/k each
+    assert ((learned > 0).sum(1) <= 4).all() and torch.allclose(learned.sum(1), torch.full((tiny_data.num_items,), 0.1))
     model()
-    assert encoder.learned is learned  # same epoch: not recomputed
+    assert encoder.mixed is mixed  # same epoch: not recomputed
     encoder.recplug_resample()
     model()
-    assert encoder.learned is not learned
+    assert encoder.mixed is not mixed
 
 
 def test_knn_graph_is_cached_by_content_hash(tiny_data, tmp_path, monkeypatch):

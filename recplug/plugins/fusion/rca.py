@@ -94,11 +94,6 @@ class RCAFusion(FusionModule):
         )
         self.final = nn.Linear(count * embedding_dim, embedding_dim)
 
-    def reset_parameters(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                module.reset_parameters()
-
     def recplug_fuse(self) -> Tensor:
         xs = [self.proj[m](x) for m, x in self.features().items()]
         for r in range(self.num_recursions):

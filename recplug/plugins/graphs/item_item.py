@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from recplug.core.components import GraphEncoder
@@ -65,7 +66,7 @@ class ItemItemGraph(GraphEncoder):
         self.backend = check_backend(backend)
         self.num_users = self.num_items = 0
         self.frozen: SparseOperator | None = None
-        self.learned: SparseOperator | None = None
+        self.mixed: SparseOperator | None = None  # (1-w) S_frozen + w S_learned, one operator
         self.profiles: SparseOperator | None = None
         self._learned_stale = True
 
@@ -95,18 +96,28 @@ class ItemItemGraph(GraphEncoder):
         self.frozen = SparseOperator.from_coo(
             rows, cols, values * frozen_share, (self.num_items, self.num_items), backend=self.backend
         )
+        if self.learned_weight > 0:  # kept to be summed with each epoch's learned graph into one operator
+            self.register_buffer("frozen_rows", rows, persistent=False)
+            self.register_buffer("frozen_cols", cols, persistent=False)
+            self.register_buffer("frozen_values", values * frozen_share, persistent=False)
         if self.user_profiles:
             users, items = data.split("train")
             self.profiles = row_normalized(users, items, self.num_users, self.num_items, self.backend)
-        self.learned, self._learned_stale = None, True
+        self.mixed, self._learned_stale = None, True
 
     def recplug_resample(self) -> None:
         self._learned_stale = True
 
     def _refresh_learned(self, content: Tensor) -> None:
-        """LATTICE's learned graph: kNN of the detached fused content, once per training epoch."""
+        """LATTICE's learned graph (kNN of the detached fused content, once per training epoch), summed with the
+        frozen one into a single operator, so each hop is one sparse product."""
         rows, cols, values = knn_coo({"content": content.detach()}, self.k, {"content": self.learned_weight})
-        self.learned = SparseOperator.from_coo(rows, cols, values, (self.num_items, self.num_items), backend=self.backend)
+        self.mixed = SparseOperator.from_coo(
+            torch.cat([self.frozen_rows, rows.to(self.frozen_rows.device)]),
+            torch.cat([self.frozen_cols, cols.to(self.frozen_cols.device)]),
+            torch.cat([self.frozen_values, values.to(self.frozen_values)]),
+            (self.num_items, self.num_items), backend=self.backend,
+        )
         self._learned_stale = False
 
     def recplug_encode(self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None) -> GraphView:
@@ -117,13 +128,14 @@ class ItemItemGraph(GraphEncoder):
                 raise ConfigError(
                     "ItemItemGraph with source 'content' or a learned graph needs item content: set model.fusion"
                 )
-        if self.learned_weight > 0 and (self.learned is None or (self._learned_stale and self.training)):
+        if self.learned_weight > 0 and (self.mixed is None or (self._learned_stale and self.training)):
             self._refresh_learned(content)
+        graph = self.mixed if self.learned_weight > 0 else self.frozen
         items = content if self.source == "content" else ego_items
         for _ in range(self.num_layers):
-            items = self.frozen(items) + self.learned(items) if self.learned is not None else self.frozen(items)
+            items = graph(items)
         if self.profiles is not None:
             users = self.profiles(items)
-        else:
-            users = items.new_zeros(self.num_users, items.shape[1])
+        else:  # a stride-0 view: no [M, d] allocation per forward
+            users = items.new_zeros(1, items.shape[1]).expand(self.num_users, -1)
         return GraphView(self.view_name, users, items)
