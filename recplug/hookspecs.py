@@ -160,7 +160,8 @@ class RecplugSpecs:
     # ------------------------------------------------------------------ losses
     @hookspec
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
-        """Return auxiliary loss terms, already weighted, added to the BPR loss.
+        """Return auxiliary loss terms, already weighted, added to the BPR loss (``model.bpr_weight`` times;
+        with ``bpr_weight: 0`` these terms are the whole objective, as for UltraGCN).
 
         **Called:** once per training step, after the BPR loss is computed.
 

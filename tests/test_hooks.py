@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from recplug.core.errors import ConfigError
 from recplug.core.components import AuxLoss, Combiner, FusionModule, GraphEncoder
 from recplug.core.hookdocs import REQUIRED_SECTIONS, hookspecs, render, signature
 from recplug.core.module import RecModule
@@ -158,3 +159,22 @@ def test_hook_recplug_aux_loss(tiny_data) -> None:
     assert torch.allclose(logged["train/bpr"], bpr)
     assert torch.allclose(logged["train/norm"], norm)
     assert torch.allclose(loss, bpr + norm)
+
+
+def test_bpr_weight_scales_or_switches_off_the_skeleton_loss(tiny_data) -> None:
+    batch = (torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5]))
+    losses = {}
+    for weight in (1.0, 0.25, 0.0):
+        torch.manual_seed(0)
+        module = make_module(tiny_data, aux_losses=[NormPenalty(weight=0.5)], bpr_weight=weight)
+        logged: dict[str, Tensor] = {}
+        module.log = lambda name, value, **kw: logged.__setitem__(name, value)  # type: ignore[method-assign]
+        losses[weight] = module.training_step(batch, 0)
+        assert ("train/bpr" in logged) == (weight > 0)
+    u = module.user_embedding.weight[batch[0]]
+    torch.testing.assert_close(losses[0.0], 0.5 * u.pow(2).sum(1).mean())  # the aux term alone
+    torch.testing.assert_close(losses[0.25] - losses[0.0], 0.25 * (losses[1.0] - losses[0.0]))
+    with pytest.raises(ConfigError, match="nothing to train"):
+        make_module(tiny_data, bpr_weight=0.0)
+    with pytest.raises(ConfigError, match="model.bpr_weight must be >= 0"):
+        make_module(tiny_data, bpr_weight=-1.0)

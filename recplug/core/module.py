@@ -37,6 +37,8 @@ class RecModule(pl.LightningModule):
         fusion: the modality fusion, or ``None`` for models that ignore item content (``model.fusion``).
         combiner: how views become final embeddings (``model.combiner``; default: sum of views).
         aux_losses: auxiliary losses, each returning named terms (``model.aux_losses``).
+        bpr_weight: weight of the skeleton's BPR term; 0 switches it off for models whose aux losses are the
+            whole objective (UltraGCN's ``UltraGCNLoss``).
         lr: learning rate of the default Adam optimiser.
         weight_decay: weight decay of the default optimiser.
         optimizer: optimiser factory (``lambda params: Optimizer``), overriding ``lr``/``weight_decay``.
@@ -52,6 +54,7 @@ class RecModule(pl.LightningModule):
         fusion: FusionModule | None = None,
         combiner: Combiner | None = None,
         aux_losses: list[AuxLoss] | None = None,
+        bpr_weight: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         optimizer: OptimizerFactory | None = None,
@@ -64,6 +67,11 @@ class RecModule(pl.LightningModule):
         self.num_users, self.num_items = num_users, num_items
         self.feature_dims = dict(feature_dims or {})
         self.embedding_dim = embedding_dim
+        if bpr_weight < 0:
+            raise ConfigError(f"model.bpr_weight must be >= 0, got {bpr_weight}")
+        if bpr_weight == 0 and not aux_losses:
+            raise ConfigError("model.bpr_weight is 0 and model.aux_losses is empty: there is nothing to train")
+        self.bpr_weight = bpr_weight
         self.lr, self.weight_decay, self.optimizer_factory = lr, weight_decay, optimizer
         self.user_embedding = nn.Embedding(num_users, embedding_dim)
         self.item_embedding = nn.Embedding(num_items, embedding_dim)
@@ -185,10 +193,12 @@ class RecModule(pl.LightningModule):
         self._embedding_cache = None
         triples = BPRBatch(*batch)
         output = self()
-        u = output.users[triples.users]
-        pos = (u * output.items[triples.pos_items]).sum(-1)
-        neg = (u * output.items[triples.neg_items]).sum(-1)
-        terms = {"bpr": F.softplus(neg - pos).mean()}  # -log sigmoid(pos - neg)
+        terms: dict[str, Tensor] = {}
+        if self.bpr_weight > 0:
+            u = output.users[triples.users]
+            pos = (u * output.items[triples.pos_items]).sum(-1)
+            neg = (u * output.items[triples.neg_items]).sum(-1)
+            terms["bpr"] = self.bpr_weight * F.softplus(neg - pos).mean()  # -log sigmoid(pos - neg)
         for extra in self.pm.hook.recplug_aux_loss(batch=triples, output=output):
             for name, value in extra.items():
                 if name in terms:

@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "recplug.plugins.losses.infonce",
     "recplug.plugins.losses.l2",
     "recplug.plugins.losses.content_bpr",
+    "recplug.plugins.losses.ultragcn",
 )
 ENTRY_POINT_GROUP = "recplug"
 HOOK_PREFIX = "recplug_"
