@@ -29,11 +29,11 @@ CONTRIB = ROOT / "plugins_contrib"
 
 
 # ---------------------------------------------------------------- docs/writing_plugins.md stays true
-def test_writing_plugins_example_and_its_test_work(monkeypatch, tiny_folder: Path) -> None:
+def test_writing_plugins_example_and_its_tests_work(monkeypatch, tiny_data, tiny_folder: Path) -> None:
     from recplug.core.cli import run_cli
 
     text = (ROOT / "docs" / "writing_plugins.md").read_text()
-    plugin_code, test_code = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    plugin_code, test_code, conformance_code = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert len(plugin_code.splitlines()) <= 25  # "a complete example of about twenty lines"
     package, module = types.ModuleType("recplug_contentalign"), types.ModuleType("recplug_contentalign.plugin")
     monkeypatch.setitem(sys.modules, "recplug_contentalign", package)
@@ -42,6 +42,8 @@ def test_writing_plugins_example_and_its_test_work(monkeypatch, tiny_folder: Pat
     namespace: dict[str, object] = {}
     exec(compile(test_code, "test_plugin.py", "exec"), namespace)
     namespace["test_content_align_loss_reaches_the_item_embeddings"]()
+    exec(compile(conformance_code, "test_conformance.py", "exec"), namespace)
+    namespace["test_my_loss_conforms"](tiny_data)
 
     # the short class name resolves, from a YAML list or appended on the command line
     cli = run_cli(["--config", str(ROOT / "configs" / "vbpr.yaml"), "--data.path", str(tiny_folder),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 
 from recplug.core.errors import ConfigError
 from recplug.plugins.fusion.rca import RCAFusion
+from recplug.plugins.fusion.sum import SumFusion
 
 D = 16
 
@@ -117,3 +119,12 @@ def test_fusion_and_item_item_propagation_on_a_million_items_stay_linear_in_memo
     n_by_d = 1_000_000 * 64 * 4  # one [N, d] float matrix: 256 MB; N x N floats would be 4 TB
     # peak RSS (ever) minus RSS before the pass bounds what the pass allocated from above
     assert stats["peak"] - stats["base"] < 12 * n_by_d, stats  # measured: about 7 [N, d] matrices
+
+
+def test_a_rebuilt_fusion_reloads_its_features_at_the_next_setup():
+    """A copy of a set-up fusion wired into a new model is built again (zero tables): setup must refill them."""
+    feats = features()
+    fusion = copy.deepcopy(build(SumFusion(), feats))
+    build(fusion, feats)
+    for m, x in feats.items():
+        torch.testing.assert_close(fusion.features()[m], x)

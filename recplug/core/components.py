@@ -63,6 +63,7 @@ class FusionModule(RecComponent):
             )
         self.feature_dims = {m: feature_dims[m] for m in chosen}
         self.embedding_dim = embedding_dim
+        self._features_loaded = False  # fresh (zero) tables below: the next setup must fill them
         for m, dim in self.feature_dims.items():
             table = torch.zeros(num_items, dim)
             if self.trainable_features:  # trained with the model, so saved in checkpoints

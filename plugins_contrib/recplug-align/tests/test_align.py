@@ -12,6 +12,7 @@ from recplug.core.module import RecModule
 from recplug.core.plugins import hooks_implemented
 from recplug.core.types import BPRBatch, GraphView, ModelOutput
 from recplug.datasets.synthetic import generate
+from recplug.testing import check_component, make_tiny_data
 from recplug_align import AlignUniformLoss, alignment, uniformity
 
 
@@ -68,3 +69,9 @@ def test_trains_through_a_model() -> None:
     assert set(terms) == {"au_align", "au_uniform"}
     sum(terms.values()).backward()
     assert model.user_embedding.weight.grad[:3].abs().sum() > 0
+
+
+def test_conforms_to_recplug() -> None:
+    """recplug's own conformance check: repr, finite loss, a restored copy reproduces the trained model."""
+    check_component(AlignUniformLoss(), make_tiny_data())
+    check_component(AlignUniformLoss(view="id", weight=0.5), make_tiny_data(), bpr_weight=0.0)  # DirectAU proper

@@ -8,7 +8,7 @@ import torch
 from recplug.core.dataset import InteractionData
 from recplug.core.module import RecModule
 from recplug.core.plugins import hooks_implemented
-from recplug.datasets.synthetic import generate
+from recplug.testing import check_component, make_tiny_data
 from recplug.plugins.combine import ConcatCombiner
 from recplug.plugins.embedding import ContentView, IdEmbedding
 from recplug_gmu import GMUFusion
@@ -16,7 +16,7 @@ from recplug_gmu import GMUFusion
 
 @pytest.fixture(scope="module")
 def tiny_data() -> InteractionData:
-    return generate(num_users=200, num_items=150, num_topics=6, image_dim=12, text_dim=8, seed=7)
+    return make_tiny_data()
 
 
 def built(data: InteractionData, **kwargs: object) -> GMUFusion:
@@ -64,3 +64,10 @@ def test_in_a_model_through_the_plugin_manager(tiny_data: InteractionData) -> No
     out = model()
     assert out.content.shape == (tiny_data.num_items, 16) and out.items.shape == (tiny_data.num_items, 32)
     assert "trainable_features=False, dropout=0.1" in model.fusion.extra_repr()
+
+
+def test_conforms_to_recplug(tiny_data: InteractionData) -> None:
+    """recplug's own conformance check: repr, shapes, a gradient to every weight, a restored copy that
+    reproduces the trained model."""
+    check_component(GMUFusion(dropout=0.1), tiny_data)
+    check_component(GMUFusion(trainable_features=True), tiny_data)
