@@ -1,12 +1,13 @@
 """Test helpers for plugin authors: a tiny multimodal dataset and a conformance check for components.
 
-In a plugin package's ``conftest.py``::
+Needs pytest (the ``test`` extra). Import the fixtures in a plugin package's ``conftest.py`` (or test file)::
 
-    pytest_plugins = ["recplug.testing"]
+    from recplug.testing import check_component, recplug_temporary_cache, tiny_data, tiny_folder  # noqa: F401
 
-gives every test the fixtures ``tiny_data`` (200 users, 150 items, ``image`` and ``text`` features) and
-``tiny_folder`` (the same data written as an MMRec folder), with kNN and download caches in a temporary folder.
-:func:`check_component` then checks what recplug needs of any fusion, encoder, combiner or aux loss::
+``tiny_data`` is 200 users and 150 items with ``image`` and ``text`` features, ``tiny_folder`` the same data
+written as an MMRec folder; ``recplug_temporary_cache`` (automatic once imported) points ``RECPLUG_CACHE`` at a
+temporary folder for the session, so kNN graphs and downloads stay out of ``~/.cache``. :func:`check_component` checks
+what recplug needs of any fusion, encoder, combiner or aux loss::
 
     def test_my_fusion_conforms(tiny_data):
         check_component(MyFusion(), tiny_data)
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,7 +30,7 @@ from recplug.core.dataset import InteractionData
 from recplug.core.module import RecModule
 from recplug.datasets.synthetic import generate
 
-__all__ = ["check_component", "make_tiny_data", "tiny_data", "tiny_folder"]
+__all__ = ["check_component", "make_tiny_data", "recplug_temporary_cache", "tiny_data", "tiny_folder"]
 
 
 def make_tiny_data(num_users: int = 200, num_items: int = 150, seed: int = 7) -> InteractionData:
@@ -51,7 +53,7 @@ def tiny_folder(tiny_data: InteractionData, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _recplug_cache_in_a_temporary_folder() -> Iterator[None]:
+def recplug_temporary_cache() -> Iterator[None]:
     """kNN graphs and downloads built by tests never land in the user's cache."""
     previous = os.environ.get("RECPLUG_CACHE")
     with tempfile.TemporaryDirectory(prefix="recplug-test-cache-") as folder:
@@ -115,8 +117,9 @@ def check_component(
     text = repr(component)
     assert text.startswith(type(component).__name__ + "("), f"repr should name the class: {text}"
 
+    cache = Path(tempfile.mkdtemp(prefix="recplug-check-"))  # kNN graphs the components build
     model = _wired(component, data, embedding_dim, slots)
-    model.prepare(data)
+    model.prepare(data, cache)
     model.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer to log to
     model.eval()
     with torch.no_grad():
@@ -137,10 +140,11 @@ def check_component(
     trained = {key: value.detach().clone() for key, value in model.state_dict().items()}
     restored = _wired(pristine, data, embedding_dim, pristine_slots)
     restored.load_state_dict(trained)
-    restored.prepare(data)
+    restored.prepare(data, cache)
     restored.eval()
     with torch.no_grad():
         expected, again = model(), restored()
     torch.testing.assert_close(again.users, expected.users, msg="restored model differs: state lost on resume")
     torch.testing.assert_close(again.items, expected.items, msg="restored model differs: state lost on resume")
+    shutil.rmtree(cache, ignore_errors=True)
     return model

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recplug.testing import _recplug_cache_in_a_temporary_folder, tiny_data, tiny_folder  # noqa: F401  (fixtures)
+from recplug.testing import recplug_temporary_cache, tiny_data, tiny_folder  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(autouse=True)
