@@ -46,6 +46,32 @@ def test_the_crane_ablation_file_has_eight_variants() -> None:
     assert fusions == {"RCAFusion", "ConcatFusion", "SumFusion", "GMUFusion"}
 
 
+VARIANT_FILES = {  # variants file -> the bundle it varies (configs/ablations/crane.yaml needs recplug-gmu: test_contrib)
+    **{p: p.name for p in sorted((ROOT / "configs" / "tuning").glob("*.yaml"))},
+    ROOT / "configs" / "ablations" / "crane_components.yaml": "crane.yaml",
+}
+
+
+@pytest.mark.parametrize("variants_file", sorted(VARIANT_FILES), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_variant_builds_through_the_real_cli(variants_file: Path, tmp_path: Path) -> None:
+    """Every variant of the tuning and ablation files parses, instantiates and runs a forward pass."""
+    from recplug.core.lightning_cli import run_cli
+
+    variants, _, common = load_variants(variants_file)
+    assert variants[0].overrides == {} and len(variants) >= 3  # the bundle as it is, first
+    for variant in variants:
+        cli = run_cli(["--config", str(ROOT / "configs" / VARIANT_FILES[variants_file]),
+                       *override_args({**common, **variant.overrides}),
+                       "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"], run=False)
+        cli.datamodule.prepare_data()
+        cli.datamodule.setup("fit")
+        cli.model.prepare(cli.datamodule.data)
+        assert cli.model().items.isfinite().all(), variant.name
+        for key, value in variant.overrides.items():
+            if key.endswith(".init_args.num_recursions"):
+                assert cli.model.fusion.num_recursions == value
+
+
 def test_overrides_become_cli_arguments() -> None:
     assert override_args({"model.fusion": "ConcatFusion", "model.aux_losses": [], "model.fusion.init_args.dropout": 0.1,
                           "data.feature_files": None, "model.combiner": {"class_path": "SumCombiner"}}) == [
