@@ -61,15 +61,18 @@ def test_every_variant_builds_through_the_real_cli(variants_file: Path, tmp_path
     assert variants[0].overrides == {} and len(variants) >= 3  # the bundle as it is, first
     for variant in variants:
         cli = run_cli(["--config", str(ROOT / "configs" / VARIANT_FILES[variants_file]),
-                       *override_args({**common, **variant.overrides}),
+                       *override_args(common), *variant.args(),  # the order ablate uses: the variant wins
                        "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"], run=False)
         cli.datamodule.prepare_data()
         cli.datamodule.setup("fit")
         cli.model.prepare(cli.datamodule.data)
         assert cli.model().items.isfinite().all(), variant.name
-        for key, value in variant.overrides.items():
-            if key.endswith(".init_args.num_recursions"):
-                assert cli.model.fusion.num_recursions == value
+        expected = {**common, **variant.overrides}
+        if "model.fusion.init_args.num_recursions" in expected:
+            assert cli.model.fusion.num_recursions == expected["model.fusion.init_args.num_recursions"]
+        if "model.aux_losses" in expected:
+            assert [(type(loss).__name__, loss.weight) for loss in cli.model.aux_losses] == [
+                (spec["class_path"], spec["init_args"]["weight"]) for spec in expected["model.aux_losses"]]
 
 
 def test_overrides_become_cli_arguments() -> None:
