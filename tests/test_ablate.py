@@ -188,6 +188,20 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
     assert "| bad | 0 | – | – | – |" in (out / "results.md").read_text()
 
 
+def test_validation_metrics_in_the_table_and_unknown_metrics_refused(mf_ablation, capsys) -> None:
+    args, out = mf_ablation
+    split = args.index("--")  # ablate's own options, then what goes to every fit
+    ours, theirs = args[:split], [*args[split:], "--trainer.limit_train_batches=2"]
+    assert main([*ours, "--metrics", "test/recall@20", "val/recall@20", "--no-plot", *theirs]) == 0
+    table = (out / "results.md").read_text()
+    assert table.startswith("| variant | seeds | test/recall@20 | val/recall@20 | epoch |")
+    base = next(line for line in table.splitlines() if line.startswith("| base |"))
+    assert "–" not in base  # the validation column is filled
+    capsys.readouterr()
+    assert main([*ours, "--metrics", "val/recal@20", "--no-plot", *theirs]) == 2
+    assert "--metrics ['val/recal@20'] were not logged by any run; choose from" in capsys.readouterr().err
+
+
 def test_dry_run_prints_reproducible_commands(mf_ablation, capsys) -> None:
     args, out = mf_ablation
     assert main([*args[:-3], "--dry-run"]) == 0

@@ -338,7 +338,7 @@ def summarize(variants: list[Variant], results: list[dict[str, Any]], metrics: l
     summaries = []
     for variant in variants:
         mine = [r for r in results if r["variant"] == variant.name]
-        values = {m: [r["test"][m] for r in mine if m in r["test"]] for m in metrics}
+        values = {m: [_run_values(r)[m] for r in mine if m in _run_values(r)] for m in metrics}
         values["epoch"] = [float(r["epoch"]) for r in mine]
         summaries.append(Summary(variant, values))
     return summaries
@@ -399,7 +399,7 @@ def markdown(
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Test metrics at the epoch selected on {monitor}, mean ± sample std over seeds {seeds} "
+        f"Metrics (test/…, and val/… where asked for) at the epoch selected on {monitor}, mean ± sample std over seeds {seeds} "
         "(the seeds column counts finished runs); epoch = selected epoch (0-based).",
     ]
     if results:
@@ -491,6 +491,11 @@ def main(argv: list[str]) -> int:
         print(f"recplug ablate: interrupted; {len(results)} runs finished. Run the same command again to resume.")
         return 130
     out.mkdir(parents=True, exist_ok=True)
+    logged = sorted({m for r in results for m in _run_values(r)} - {"epoch"})
+    unknown = [m for m in args.metrics if results and m not in logged]
+    if unknown:
+        print(f"recplug ablate: --metrics {unknown} were not logged by any run; choose from {logged}", file=sys.stderr)
+        return 2
     summaries = summarize(variants, results, args.metrics)
     monitor = results[0]["monitor"] if results else "val/recall@20"
     write_csv(out / "results.csv", axes, results, summaries)
