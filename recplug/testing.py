@@ -135,6 +135,7 @@ def check_component(
     loss.backward()
     silent = [name for name, p in component.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
     assert not silent, f"no gradient reaches {type(component).__name__} parameters {silent}"
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()  # weights now differ from init
 
     model.eval()
     trained = {key: value.detach().clone() for key, value in model.state_dict().items()}
