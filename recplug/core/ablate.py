@@ -337,9 +337,9 @@ class Summary:
 def summarize(variants: list[Variant], results: list[dict[str, Any]], metrics: list[str]) -> list[Summary]:
     summaries = []
     for variant in variants:
-        mine = [r for r in results if r["variant"] == variant.name]
-        values = {m: [_run_values(r)[m] for r in mine if m in _run_values(r)] for m in metrics}
-        values["epoch"] = [float(r["epoch"]) for r in mine]
+        mine = [_run_values(r) for r in results if r["variant"] == variant.name]
+        values = {m: [run[m] for run in mine if m in run] for m in metrics}
+        values["epoch"] = [run["epoch"] for run in mine]
         summaries.append(Summary(variant, values))
     return summaries
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from recplug.core.errors import DataError
+from recplug.core.sparse import distinct_pairs
 
 SPLITS = ("train", "valid", "test")
 
@@ -92,9 +93,7 @@ class InteractionData:
             names = (names,)
         users = torch.cat([self.split(n)[0] for n in names])
         items = torch.cat([self.split(n)[1] for n in names])
-        key = users * self.num_items + items
-        key = torch.unique(key)  # sorted, de-duplicated
-        users, items = key // self.num_items, key % self.num_items
+        users, items = distinct_pairs(users, items, self.num_items)
         counts = torch.bincount(users, minlength=self.num_users)
         indptr = torch.zeros(self.num_users + 1, dtype=torch.long)
         indptr[1:] = torch.cumsum(counts, 0)

@@ -25,6 +25,15 @@ from recplug.core.search import Pairs, TorchExactSearch, VectorSearch, csr_pairs
 CSR = tuple[Tensor, Tensor]
 
 
+def search_users(
+    user_emb: Tensor, users: Tensor, search: VectorSearch, k: int, seen: CSR | None = None
+) -> tuple[Tensor, Tensor]:
+    """Top-``k`` ``(scores [B, k], items [B, k])`` of ``users`` (a batch of ids) with their ``seen`` items
+    excluded; ``search`` must already be built on the item embeddings."""
+    exclude: Pairs | None = csr_pairs(*seen, users) if seen is not None else None
+    return search.search(user_emb[users], k, exclude)
+
+
 def rank_users(
     user_emb: Tensor,
     users: Tensor,
@@ -36,8 +45,7 @@ def rank_users(
     """Search ``users`` (a batch of ids) with their ``seen`` items masked; returns ``(hits [B, k], n_truth [B])``.
 
     ``search`` must already be built on the item embeddings; CSRs are ``(indptr, items)`` over all users."""
-    exclude: Pairs | None = csr_pairs(*seen, users) if seen is not None else None
-    _, topk = search.search(user_emb[users], k, exclude)
+    _, topk = search_users(user_emb, users, search, k, seen)
     truth_rows, truth_items = csr_pairs(*truth, users)
     hits = hit_matrix(topk, truth_rows.to(topk.device), truth_items.to(topk.device), search.num_items)
     counts = torch.bincount(truth_rows, minlength=users.numel()).to(topk.device)
@@ -233,9 +241,7 @@ class TopKWriter(BasePredictionWriter):
         state, handle = self._state, self._file
         assert handle is not None
         users = batch.to(state["users"].device).long()
-        seen = state["seen"]
-        exclude = csr_pairs(*seen, users) if seen is not None else None
-        scores, items = self.search.search(state["users"][users], self.k, exclude)
+        scores, items = search_users(state["users"], users, self.search, self.k, state["seen"])
         user_ids, item_ids = state["user_ids"], state["item_ids"]
         lines = []
         for user, row, row_scores in zip(users.tolist(), items.cpu().tolist(), scores.cpu().tolist()):

@@ -147,6 +147,12 @@ class SparseOperator(nn.Module):
         return _SparseMatmul.apply(x, self)
 
 
+def distinct_pairs(rows: Tensor, cols: Tensor, num_cols: int) -> tuple[Tensor, Tensor]:
+    """The ``(rows, cols)`` pairs de-duplicated and sorted row-major (each pair once, however often it occurs)."""
+    keys = torch.unique(rows * num_cols + cols)
+    return keys // num_cols, keys % num_cols
+
+
 def normalized_adjacency(
     users: Tensor, items: Tensor, num_users: int, num_items: int, backend: str = "torch"
 ) -> SparseOperator:
@@ -155,8 +161,7 @@ def normalized_adjacency(
     Duplicate ``(user, item)`` pairs count once; degrees come from the given pairs, so a pruned edge list gives
     the renormalised graph FREEDOM uses (Zhou & Shen, MM 2023).
     """
-    keys = torch.unique(users * num_items + items)
-    users, items = keys // num_items, keys % num_items
+    users, items = distinct_pairs(users, items, num_items)
     deg_u = torch.bincount(users, minlength=num_users).float()
     deg_i = torch.bincount(items, minlength=num_items).float()
     weight = (deg_u[users] * deg_i[items]).rsqrt()
@@ -170,7 +175,6 @@ def row_normalized(
     rows: Tensor, cols: Tensor, num_rows: int, num_cols: int, backend: str = "torch"
 ) -> SparseOperator:
     """The 0/1 matrix of ``(rows, cols)`` with each non-empty row divided by its count (a mean operator)."""
-    keys = torch.unique(rows * num_cols + cols)
-    rows, cols = keys // num_cols, keys % num_cols
+    rows, cols = distinct_pairs(rows, cols, num_cols)
     count = torch.bincount(rows, minlength=num_rows).clamp_(min=1).float()
     return SparseOperator.from_coo(rows, cols, 1.0 / count[rows], (num_rows, num_cols), False, backend)

@@ -8,7 +8,7 @@ from torch import Tensor
 from recplug.core.components import GraphEncoder
 from recplug.core.dataset import InteractionData
 from recplug.core.errors import ConfigError
-from recplug.core.sparse import SparseOperator, check_backend, normalized_adjacency
+from recplug.core.sparse import SparseOperator, check_backend, distinct_pairs, normalized_adjacency
 from recplug.core.types import GraphView
 
 
@@ -60,10 +60,9 @@ class UserItemGraph(GraphEncoder):
         self.num_users, self.num_items = num_users, num_items
 
     def recplug_setup(self, data: InteractionData) -> None:
-        users, items = data.split("train")
-        keys = torch.unique(users * data.num_items + items)
-        self.register_buffer("edge_users", keys // data.num_items, persistent=False)
-        self.register_buffer("edge_items", keys % data.num_items, persistent=False)
+        users, items = distinct_pairs(*data.split("train"), data.num_items)
+        self.register_buffer("edge_users", users, persistent=False)
+        self.register_buffer("edge_items", items, persistent=False)
         self.adjacency = normalized_adjacency(self.edge_users, self.edge_items, self.num_users, self.num_items, self.backend)
         self.pruned = None
 

@@ -11,6 +11,7 @@ from torch import Tensor
 from recplug.core.components import AuxLoss
 from recplug.core.dataset import InteractionData
 from recplug.core.errors import ConfigError
+from recplug.core.sparse import distinct_pairs
 from recplug.core.types import BPRBatch, ModelOutput
 
 
@@ -126,9 +127,7 @@ class UltraGCNLoss(AuxLoss):
         self.num_items = num_items
 
     def recplug_setup(self, data: InteractionData) -> None:
-        users, items = data.split("train")
-        keys = torch.unique(users * data.num_items + items)
-        users, items = keys // data.num_items, keys % data.num_items
+        users, items = distinct_pairs(*data.split("train"), data.num_items)
         beta_users, beta_items = constraint_factors(users, items, data.num_users, data.num_items)
         self.register_buffer("beta_users", beta_users, persistent=False)
         self.register_buffer("beta_items", beta_items, persistent=False)
