@@ -67,10 +67,12 @@ def test_plugins_command_lists_builtins(capsys) -> None:
         (["--model.fusion", "NoSuchFusion"], "model.fusion: unknown or invalid plugin class 'NoSuchFusion'; "
                                              "choose one of: "),
         (["--model.no_such_key", "3"], "unrecognized arguments: --model.no_such_key 3"),
+        (["--data.positives", "items"], "data.positives: expected one of 'interactions', 'users', got 'items'"),
+        (["--data.batch_size", "abc"], "data.batch_size: expected int, got 'abc'"),
         (["--config", "/nonexistent/config.yaml"], 'Parser key "config": File does not exist: '
                                                    "'/nonexistent/config.yaml'"),
     ],
-    ids=["unknown-plugin-class", "unknown-config-key", "missing-config-file"],
+    ids=["unknown-plugin-class", "unknown-config-key", "bad-choice", "bad-type", "missing-config-file"],
 )
 def test_bad_config_gives_one_line_error(args, expected, capsys) -> None:
     with pytest.raises(SystemExit) as info:

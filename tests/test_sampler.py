@@ -123,3 +123,49 @@ def test_gowalla_epoch_has_no_positive_negative() -> None:
     drawn = u * data.num_items + n
     assert not torch.isin(drawn, keys).any()
     assert torch.equal(torch.sort(u * data.num_items + p).values, torch.sort(users * data.num_items + items).values)
+
+
+def skewed_pairs() -> tuple[torch.Tensor, torch.Tensor, int]:
+    """User 0 has 200 items, users 1..9 have 2 each, user 10 has none."""
+    users = torch.cat([torch.zeros(200, dtype=torch.long), torch.arange(1, 10).repeat_interleave(2)])
+    items = torch.cat([torch.arange(200), torch.arange(18) % 2])
+    return users, items, 250
+
+
+def test_user_uniform_positives_weigh_users_equally_and_stay_training_pairs() -> None:
+    users, items, num_items = skewed_pairs()
+    dataset = BPRTrainSet(users, items, num_items, batch_size=50, seed=0, positives="users")
+    served_users, served_items = [], []
+    for epoch in range(200):
+        dataset.epoch_fn = lambda epoch=epoch: epoch
+        u, p, n = epoch_of(dataset)
+        assert u.numel() == users.numel()  # an epoch keeps E triples
+        assert pair_set(u, p) <= pair_set(users, items)
+        assert not pair_set(u, n) & pair_set(users, items)
+        served_users.append(u), served_items.append(p[u == 0])
+    per_user = torch.bincount(torch.cat(served_users), minlength=11).float()
+    draws = 200 * users.numel()
+    assert per_user[10] == 0  # a user without training items is never drawn
+    assert (per_user[:10] - draws / 10).abs().max() < 0.1 * draws / 10  # uniform over the 10 active users
+    assert per_user[0] < 0.2 * draws  # interaction-uniform would give user 0 about 92% of the draws
+    assert torch.bincount(torch.cat(served_items), minlength=200).min() > 0  # every item of user 0 is reachable
+
+
+def test_user_uniform_epochs_are_reproducible_and_shard_equally() -> None:
+    users, items, num_items = skewed_pairs()
+
+    def shard(seed: int, epoch: int, rank: int = 0, world: int = 1):
+        return epoch_of(BPRTrainSet(users, items, num_items, 16, seed=seed, epoch_fn=lambda: epoch,
+                                    rank_fn=lambda: (rank, world), positives="users"))
+
+    assert all(torch.equal(a, b) for a, b in zip(shard(0, 3), shard(0, 3)))
+    assert not torch.equal(shard(0, 3)[1], shard(0, 4)[1])
+    whole, halves = shard(2, 1), [shard(2, 1, rank, 2) for rank in range(2)]
+    assert [h[0].numel() for h in halves] == [(users.numel() + 1) // 2, users.numel() // 2]
+    assert torch.equal(torch.sort(torch.cat([h[0] for h in halves])).values, torch.sort(whole[0]).values)
+
+
+def test_unknown_positives_mode_is_refused() -> None:
+    users, items, num_items = skewed_pairs()
+    with pytest.raises(ValueError, match="positives must be 'interactions' or 'users', got 'items'"):
+        BPRTrainSet(users, items, num_items, 16, positives="items")  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from recplug.core.errors import ConfigError
 from recplug.core.registry import DEFAULT_DATASET, load_any
-from recplug.core.sampler import BPRTrainSet
+from recplug.core.sampler import BPRTrainSet, Positives
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class RecDataModule(pl.LightningDataModule):
         valid_ratio: carve this share of each user's training interactions into a validation split, for datasets
             shipped without one (LightGCN's); 0 keeps the dataset's own splits.
         split_seed: seed of the carved validation split, apart from ``seed`` so that training seeds share it.
+        positives: how an epoch's positive pairs are drawn: ``"interactions"`` (every training pair once, as
+            MMRec) or ``"users"`` (a uniform user, then one of its items, as LightGCN's and NGCF's code).
     """
 
     def __init__(
@@ -68,8 +70,11 @@ class RecDataModule(pl.LightningDataModule):
         format: str = "auto",
         valid_ratio: float = 0.0,
         split_seed: int = 0,
+        positives: Positives = "interactions",
     ) -> None:
         super().__init__()
+        if positives not in ("interactions", "users"):
+            raise ConfigError(f"data.positives must be 'interactions' or 'users', got {positives!r}")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")
@@ -77,6 +82,7 @@ class RecDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.valid_ratio must be in [0, 1), got {valid_ratio}")
         self.path, self.feature_files = path, feature_files
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.positives = positives
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         # loaded now: counts are linked into the model
         self.data = load_dataset(path, feature_files, format, valid_ratio, split_seed, self.cache_dir)
@@ -122,7 +128,7 @@ class RecDataModule(pl.LightningDataModule):
         dataset = BPRTrainSet(
             users, items, self.data.num_items, self.batch_size, self.seed,
             epoch_fn=lambda: trainer.current_epoch if trainer is not None else 0,
-            rank_fn=self._rank,
+            rank_fn=self._rank, positives=self.positives,
         )
         return DataLoader(dataset, batch_size=None)
 

@@ -50,6 +50,12 @@ def summarize_parser_error(message: str) -> str:
         value = re.search(r"Given value: (.+)", message)
         shown = f" {value.group(1).strip()!r}" if value else ""
         return f"{key}: unknown or invalid plugin class{shown}; choose one of: {', '.join(component_choices(base))}"
+    expected = re.search(r"Expected an? (.+?)\. Got value: (.+)", message)
+    if key and expected:  # e.g. 'Parser key "data.positives":' with the reason on the next line
+        wanted, given = expected.groups()
+        choices = re.fullmatch(r"typing\.Literal\[(.+)\]", wanted)
+        wanted = f"one of {choices.group(1)}" if choices else re.sub(r"<class '(\w+)'>", r"\1", wanted)
+        return f"{key}: expected {wanted}, got {given.strip()!r}"
     return summary
 
 

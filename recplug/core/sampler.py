@@ -1,6 +1,10 @@
-"""BPR training sampler: every training interaction once per epoch, uniform negatives with rejection.
+"""BPR training sampler: uniform negatives with rejection, positives by interaction or by user.
 
 BPR (Rendle et al., UAI 2009) pairs each observed (user, item) with an item the user has not interacted with.
+An epoch has as many triples as there are training interactions. ``"interactions"`` serves each training pair
+exactly once per epoch (MMRec, RecBole); ``"users"`` draws a user uniformly, then one of the user's items, for
+every triple (NGCF's and LightGCN's released samplers), so light users weigh as much as heavy ones -- as they
+do in the per-user averaged Recall and NDCG.
 LightGCN and MMRec draw negatives per user in Python loops (``while neg in train_items[u]``); GRecX draws
 ``randint`` without rejection. Here one epoch is sampled with a handful of tensor operations: uniform draws,
 a membership test against the training pairs, and redraws of the (rare) rejected entries only.
@@ -8,7 +12,7 @@ a membership test against the training pairs, and redraws of the (rare) rejected
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import Tensor
@@ -16,6 +20,7 @@ from torch.utils.data import IterableDataset
 
 from recplug.core.dataset import DataError
 
+Positives = Literal["interactions", "users"]
 _SLOTS_PER_PAIR = 16  # filter size; about 1/16 of the non-positive draws need the exact check
 _SPREAD = 0x9E3779B1  # odd multiplier (2^32 / golden ratio) scattering users over the filter
 
@@ -76,13 +81,14 @@ class NegativeSampler:
 
 
 class BPRTrainSet(IterableDataset):
-    """Yields whole ``(users, pos_items, neg_items)`` batches; one pass = one epoch over the training pairs.
+    """Yields whole ``(users, pos_items, neg_items)`` batches; one pass = one epoch of ``E`` triples.
 
-    The epoch's permutation and negatives come from a generator seeded by ``(seed, epoch)``, so an epoch is
-    reproducible and a resumed run sees the same batches. Under DDP, process ``rank`` takes every
-    ``world_size``-th pair of the shared permutation: the shards are disjoint and together cover every pair
-    exactly once. Every process runs the same number of steps (a shard one pair shorter ends with a batch of
-    one pair; only with ``batch_size=1`` must it repeat one pair instead).
+    The epoch's order (a permutation of the ``E`` training pairs, or ``E`` pairs drawn user-uniformly) and its
+    negatives come from a generator seeded by ``(seed, epoch)``, so an epoch is reproducible and a resumed run
+    sees the same batches. Under DDP, process ``rank`` takes every ``world_size``-th entry of the shared order:
+    the shards are disjoint and, with ``positives="interactions"``, together cover every pair exactly once.
+    Every process runs the same number of steps (a shard one pair shorter ends with a batch of one pair; only
+    with ``batch_size=1`` must it repeat one pair instead).
 
     Args:
         users: training user column ``LongTensor[E]``.
@@ -92,6 +98,8 @@ class BPRTrainSet(IterableDataset):
         seed: base seed.
         epoch_fn: returns the epoch about to run (the trainer's ``current_epoch``).
         rank_fn: returns ``(rank, world_size)``.
+        positives: ``"interactions"`` (each training pair once per epoch) or ``"users"`` (a uniform user, then
+            a uniform one of its training pairs, ``E`` times with replacement).
     """
 
     def __init__(
@@ -103,19 +111,39 @@ class BPRTrainSet(IterableDataset):
         seed: int = 0,
         epoch_fn: Callable[[], int] = lambda: 0,
         rank_fn: Callable[[], tuple[int, int]] = lambda: (0, 1),
+        positives: Positives = "interactions",
     ) -> None:
         super().__init__()
+        if positives not in ("interactions", "users"):
+            raise ValueError(f"positives must be 'interactions' or 'users', got {positives!r}")
         self.users, self.items = users, items
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.positives = batch_size, seed, positives
         self.epoch_fn, self.rank_fn = epoch_fn, rank_fn
         self.negatives = NegativeSampler(users, items, num_items)
+        if positives == "users":  # the pairs grouped by user: user u owns by_user[start[u] : start[u] + count[u]]
+            self.by_user = torch.argsort(users, stable=True)
+            counts = torch.bincount(users)
+            self.active_users = counts.nonzero().squeeze(1)
+            self.user_count = counts.index_select(0, self.active_users)
+            self.user_start = (torch.cumsum(counts, 0) - counts).index_select(0, self.active_users)
+
+    def _user_uniform_pairs(self, generator: torch.Generator) -> Tensor:
+        """``E`` pair indices: a uniform active user each, then a uniform one of that user's pairs."""
+        n = self.users.numel()
+        slot = torch.randint(self.active_users.numel(), (n,), generator=generator)
+        count = self.user_count.index_select(0, slot)
+        offset = (torch.rand(n, generator=generator, dtype=torch.float64) * count).long().clamp_(max=count - 1)
+        return self.by_user.index_select(0, self.user_start.index_select(0, slot) + offset)
 
     def epoch_order(self, epoch: int) -> tuple[Tensor, torch.Generator]:
-        """This process's share of the epoch's permutation, and the generator for its negatives."""
+        """This process's share of the epoch's pair indices, and the generator for its negatives."""
         rank, world = self.rank_fn()
         generator = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
         n = self.users.numel()
-        order = torch.randperm(n, generator=generator, dtype=torch.int32 if n < 2**31 else torch.int64)
+        if self.positives == "users":
+            order = self._user_uniform_pairs(generator)
+        else:
+            order = torch.randperm(n, generator=generator, dtype=torch.int32 if n < 2**31 else torch.int64)
         if world > 1:
             order = order[rank::world]
         generator.manual_seed(self.seed * 1000003 + epoch * 7919 + rank + 1)
