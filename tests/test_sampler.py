@@ -169,3 +169,11 @@ def test_unknown_positives_mode_is_refused() -> None:
     users, items, num_items = skewed_pairs()
     with pytest.raises(ValueError, match="positives must be 'interactions' or 'users', got 'items'"):
         BPRTrainSet(users, items, num_items, 16, positives="items")  # type: ignore[arg-type]
+
+
+def test_datamodule_names_the_config_key_of_a_bad_positives_mode() -> None:
+    from recplug.core.datamodule import RecDataModule
+    from recplug.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^data.positives must be 'interactions' or 'users', got 'items'$"):
+        RecDataModule(positives="items")  # type: ignore[arg-type]

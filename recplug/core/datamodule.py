@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from recplug.core.errors import ConfigError
 from recplug.core.registry import DEFAULT_DATASET, load_any
-from recplug.core.sampler import BPRTrainSet, Positives
+from recplug.core.sampler import BPRTrainSet, Positives, check_positives
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,7 @@ class RecDataModule(pl.LightningDataModule):
         positives: Positives = "interactions",
     ) -> None:
         super().__init__()
-        if positives not in ("interactions", "users"):
-            raise ConfigError(f"data.positives must be 'interactions' or 'users', got {positives!r}")
+        check_positives(positives, "data.positives")
         for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {value}")

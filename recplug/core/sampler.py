@@ -12,15 +12,24 @@ a membership test against the training pairs, and redraws of the (rare) rejected
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, get_args
 
 import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from recplug.core.dataset import DataError
+from recplug.core.errors import ConfigError, DataError
 
 Positives = Literal["interactions", "users"]
+
+
+def check_positives(positives: str, key: str = "positives") -> None:
+    """Refuse a ``positives`` mode other than those of :data:`Positives`, naming the config ``key``."""
+    if positives not in get_args(Positives):
+        choices = " or ".join(repr(choice) for choice in get_args(Positives))
+        raise ConfigError(f"{key} must be {choices}, got {positives!r}")
+
+
 _SLOTS_PER_PAIR = 16  # filter size; about 1/16 of the non-positive draws need the exact check
 _SPREAD = 0x9E3779B1  # odd multiplier (2^32 / golden ratio) scattering users over the filter
 
@@ -114,8 +123,7 @@ class BPRTrainSet(IterableDataset):
         positives: Positives = "interactions",
     ) -> None:
         super().__init__()
-        if positives not in ("interactions", "users"):
-            raise ValueError(f"positives must be 'interactions' or 'users', got {positives!r}")
+        check_positives(positives)
         self.users, self.items = users, items
         self.batch_size, self.seed, self.positives = batch_size, seed, positives
         self.epoch_fn, self.rank_fn = epoch_fn, rank_fn
@@ -123,14 +131,14 @@ class BPRTrainSet(IterableDataset):
         if positives == "users":  # the pairs grouped by user: user u owns by_user[start[u] : start[u] + count[u]]
             self.by_user = torch.argsort(users, stable=True)
             counts = torch.bincount(users)
-            self.active_users = counts.nonzero().squeeze(1)
-            self.user_count = counts.index_select(0, self.active_users)
-            self.user_start = (torch.cumsum(counts, 0) - counts).index_select(0, self.active_users)
+            active = counts.nonzero().squeeze(1)  # users with training pairs: the ones drawn
+            self.user_count = counts.index_select(0, active)
+            self.user_start = (torch.cumsum(counts, 0) - counts).index_select(0, active)
 
     def _user_uniform_pairs(self, generator: torch.Generator) -> Tensor:
         """``E`` pair indices: a uniform active user each, then a uniform one of that user's pairs."""
         n = self.users.numel()
-        slot = torch.randint(self.active_users.numel(), (n,), generator=generator)
+        slot = torch.randint(self.user_count.numel(), (n,), generator=generator)
         count = self.user_count.index_select(0, slot)
         offset = (torch.rand(n, generator=generator, dtype=torch.float64) * count).long().clamp_(max=count - 1)
         return self.by_user.index_select(0, self.user_start.index_select(0, slot) + offset)
