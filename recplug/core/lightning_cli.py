@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
@@ -87,6 +88,37 @@ class RecplugCLI(LightningCLI):
                 "checkpoint.filename": "best-{epoch}",
             }
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Open ``ckpt_path`` through recplug's checkpoint opener before Lightning's own pre-check (which reads
+        local files only, with a traceback for a broken one): a URL is downloaded into a temporary file, a broken,
+        foreign or unsafe file is refused in one line, and ``weights_only: false`` is refused."""
+        from recplug.core.checkpoint import TRAINER_KEYWORDS, local_checkpoint, open_checkpoint, refuse_unsafe_loading
+
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        if config is not None:
+            refuse_unsafe_loading(config.get("weights_only"))
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and str(ckpt_path) not in TRAINER_KEYWORDS:
+                config["ckpt_path"] = str(local_checkpoint(ckpt_path))
+                open_checkpoint(config["ckpt_path"])  # Lightning's pre-check below loads it again, unguarded
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with checkpoint loading routed through :class:`WeightsOnlyCheckpointIO`."""
+        from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+        from recplug.core.checkpoint import WeightsOnlyCheckpointIO
+
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is not TorchCheckpointIO:
+            raise ConfigError(
+                f"trainer.plugins: a custom CheckpointIO ({type(trainer.strategy.checkpoint_io).__name__}) is not "
+                "supported: recplug opens checkpoints weights-only (docs/security.md)"
+            )
+        trainer.strategy.checkpoint_io = WeightsOnlyCheckpointIO()
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         """Refuse a checkpoint monitor the evaluator never logs; and resuming (``fit --ckpt_path

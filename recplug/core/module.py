@@ -7,16 +7,20 @@ forward = fuse modalities (``recplug_fuse``) -> encode views (``recplug_encode``
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recplug.core.errors import CardinalityError, ConfigError
-from recplug.core.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
+from recplug.core.components import (
+    AuxLoss, Combiner, FusionModule, GraphEncoder, InvalidArgument, RecComponent, check_number,
+)
 from recplug.core.dataset import InteractionData
 from recplug.core.registry import cache_root
 from recplug.core.plugins import RecplugPluginManager, active_plugin_modules, plugin_provenance
@@ -66,9 +70,11 @@ class RecModule(pl.LightningModule):
 
         self.num_users, self.num_items = num_users, num_items
         self.feature_dims = dict(feature_dims or {})
+        check_number("model", "embedding_dim", embedding_dim, 1)
+        check_number("model", "bpr_weight", bpr_weight, 0)
+        check_number("model", "lr", lr, 0, low_open=True)
+        check_number("model", "weight_decay", weight_decay, 0)
         self.embedding_dim = embedding_dim
-        if bpr_weight < 0:
-            raise ConfigError(f"model.bpr_weight must be >= 0, got {bpr_weight}")
         if bpr_weight == 0 and not aux_losses:
             raise ConfigError("model.bpr_weight is 0 and model.aux_losses is empty: there is nothing to train")
         self.bpr_weight = bpr_weight
@@ -87,9 +93,10 @@ class RecModule(pl.LightningModule):
         for key, component in self.components().items():
             self.pm.register(component, name=key)
         self.check_cardinality()
-        self.pm.hook.recplug_build(
-            num_users=num_users, num_items=num_items, feature_dims=self.feature_dims, embedding_dim=embedding_dim
-        )
+        with self.naming_component_keys():
+            self.pm.hook.recplug_build(
+                num_users=num_users, num_items=num_items, feature_dims=self.feature_dims, embedding_dim=embedding_dim
+            )
         self._embedding_cache: tuple[Tensor, Tensor] | None = None
         self.run_provenance: dict[str, Any] = {"plugins": plugin_provenance()}
 
@@ -109,6 +116,18 @@ class RecModule(pl.LightningModule):
         for i, loss in enumerate(self.aux_losses):
             found[f"model.aux_losses[{i}]"] = loss
         return found
+
+    @contextmanager
+    def naming_component_keys(self) -> Iterator[None]:
+        """Re-raise a component's :class:`InvalidArgument` (which names only its class) with the component's
+        config key, e.g. ``model.encoders[1].init_args.k``."""
+        try:
+            yield
+        except InvalidArgument as exc:
+            key = next((k for k, c in self.components().items() if c is exc.owner), None)
+            if key is None:
+                raise
+            raise exc.at(key) from exc
 
     def _describe(self, key: str) -> str:
         plugin = self.pm.get_plugin(key)
@@ -140,7 +159,8 @@ class RecModule(pl.LightningModule):
             )
         cache = cache_root(cache_dir)  # data.cache_dir, $RECPLUG_CACHE or ~/.cache/recplug
         device = self.user_embedding.weight.device
-        self.pm.hook.recplug_setup(data=data, cache_dir=cache)
+        with self.naming_component_keys():
+            self.pm.hook.recplug_setup(data=data, cache_dir=cache)
         self.to(device)  # buffers plugins built from (CPU) data follow the module
         self._embedding_cache = None
 
@@ -223,6 +243,43 @@ class RecModule(pl.LightningModule):
         from recplug import __version__
 
         checkpoint["recplug"] = {"recplug": __version__, **self.run_provenance}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse weights of another dataset or bundle in one line, and warn when the checkpoint records other
+        data than this run's (``RECPLUG_STRICT_CHECKPOINTS=1`` refuses it)."""
+        from recplug.core.checkpoint import CheckpointError, check_state_matches
+
+        source = str(self.trainer.ckpt_path) if self._trainer is not None else "checkpoint"
+        check_state_matches(source, checkpoint, self.state_dict())
+        recorded = (checkpoint.get("recplug") or {}).get("data_sha256")
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data = getattr(datamodule, "data", None)
+        current = data.content_hash() if recorded and data is not None else recorded
+        if current != recorded:
+            message = (
+                f"{source}: trained on other data ({checkpoint['recplug'].get('data')!r}, sha256 "
+                f"{recorded[:12]}) than this run's ({data.name!r}, sha256 {current[:12]})"
+            )
+            if os.environ.get("RECPLUG_STRICT_CHECKPOINTS") == "1":
+                raise CheckpointError(message + "; refused under RECPLUG_STRICT_CHECKPOINTS=1")
+            rank_zero_warn(message + "; set RECPLUG_STRICT_CHECKPOINTS=1 to refuse such checkpoints")
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path, map_location: Any = None, hparams_file: str | Path | None = None,
+        strict: bool | None = None, weights_only: bool | None = None, **kwargs: Any,
+    ) -> RecModule:
+        """Lightning's ``load_from_checkpoint``, opened weights-only through :mod:`recplug.core.checkpoint`
+        (a URL is downloaded to a temporary file; ``weights_only=False`` is refused). Pass the components
+        (``encoders=[...]``, ``fusion=...``) as keyword arguments: checkpoints keep their weights, not their classes."""
+        from recplug.core.checkpoint import local_checkpoint, open_checkpoint, refuse_unsafe_loading
+
+        refuse_unsafe_loading(weights_only)
+        path = local_checkpoint(checkpoint_path)
+        open_checkpoint(path)  # one-line errors before Lightning's loader (weights-only below) reads it again
+        return super().load_from_checkpoint(
+            path, map_location=map_location, hparams_file=hparams_file, strict=strict, weights_only=True, **kwargs
+        )
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
