@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from recplug.core.components import FusionModule
+from recplug.core.components import FusionModule, check_probability
 
 
 class ConcatFusion(FusionModule):
@@ -21,6 +21,7 @@ class ConcatFusion(FusionModule):
         self, trainable_features: bool = False, modalities: list[str] | None = None, dropout: float = 0.0
     ) -> None:
         super().__init__(trainable_features, modalities)
+        check_probability(self, "dropout", dropout)
         self.dropout = nn.Dropout(dropout)
 
     def build(self, feature_dims: dict[str, int], embedding_dim: int) -> None:

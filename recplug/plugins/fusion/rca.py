@@ -7,8 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from recplug.core.components import FusionModule
-from recplug.core.errors import ConfigError
+from recplug.core.components import FusionModule, check_layers, check_number, check_probability
 
 
 class RCALayer(nn.Module):
@@ -74,8 +73,10 @@ class RCAFusion(FusionModule):
         shared_weights: bool = False,
     ) -> None:
         super().__init__(trainable_features, modalities)
-        if num_recursions < 0:
-            raise ConfigError(f"RCAFusion: num_recursions must be >= 0, got {num_recursions}")
+        check_layers(self, "num_recursions", num_recursions)
+        if joint_dim is not None:
+            check_number(self, "joint_dim", joint_dim, 1)
+        check_probability(self, "dropout", dropout)
         self.num_recursions, self.joint_dim = num_recursions, joint_dim
         self.dropout, self.shared_weights = dropout, shared_weights
 

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from recplug.core.components import GraphEncoder
+from recplug.core.components import GraphEncoder, check_layers, check_number
 from recplug.core.dataset import InteractionData
 from recplug.core.errors import ConfigError
 from recplug.core.knn import cached_knn_coo, knn_coo
@@ -54,12 +54,13 @@ class ItemItemGraph(GraphEncoder):
         backend: str = "torch",
     ) -> None:
         super().__init__(name)
-        if k < 1 or num_layers < 0:
-            raise ConfigError(f"ItemItemGraph: k must be >= 1 and num_layers >= 0, got k={k}, num_layers={num_layers}")
+        check_number(self, "k", k, 1)
+        check_layers(self, "num_layers", num_layers)
         if source not in ("content", "id"):
             raise ConfigError(f"ItemItemGraph: source must be 'content' or 'id', got {source!r}")
-        if not 0.0 <= learned_weight <= 1.0:
-            raise ConfigError(f"ItemItemGraph: learned_weight must be in [0, 1], got {learned_weight}")
+        check_number(self, "learned_weight", learned_weight, 0, 1)
+        for modality, weight in (weights or {}).items():
+            check_number(self, f"weights.{modality}", weight, 0)
         self.k, self.source, self.num_layers = k, source, num_layers
         self.weights = dict(weights) if weights is not None else None
         self.user_profiles, self.learned_weight = user_profiles, learned_weight
@@ -91,6 +92,7 @@ class ItemItemGraph(GraphEncoder):
 
     def recplug_setup(self, data: InteractionData, cache_dir: Path) -> None:
         assert self.weights is not None
+        check_number(self, "k", self.k, 1, data.num_items)  # neighbours among the catalogue
         rows, cols, values = cached_knn_coo(data.features, self.k, self.weights, cache_dir)
         frozen_share = 1.0 - self.learned_weight
         self.frozen = SparseOperator.from_coo(

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recplug.core.components import check_probability
 from recplug.plugins.graphs.user_item import UserItemGraph
 
 
@@ -26,6 +27,7 @@ class NGCFGraph(UserItemGraph):
         backend: str = "torch",
     ) -> None:
         super().__init__(name, num_layers, edge_drop, backend)
+        check_probability(self, "message_dropout", message_dropout)
         self.message_dropout = message_dropout
         self.dropout = nn.Dropout(message_dropout)
 

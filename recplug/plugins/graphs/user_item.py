@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recplug.core.components import GraphEncoder
+from recplug.core.components import GraphEncoder, check_layers, check_probability
 from recplug.core.dataset import InteractionData
-from recplug.core.errors import ConfigError
 from recplug.core.sparse import SparseOperator, check_backend, distinct_pairs, normalized_adjacency
 from recplug.core.types import GraphView
 
@@ -43,10 +42,8 @@ class UserItemGraph(GraphEncoder):
 
     def __init__(self, name: str = "behavior", num_layers: int = 3, edge_drop: float = 0.0, backend: str = "torch") -> None:
         super().__init__(name)
-        if num_layers < 0:
-            raise ConfigError(f"UserItemGraph: num_layers must be >= 0, got {num_layers}")
-        if not 0.0 <= edge_drop < 1.0:
-            raise ConfigError(f"UserItemGraph: edge_drop must be in [0, 1), got {edge_drop}")
+        check_layers(self, "num_layers", num_layers)
+        check_probability(self, "edge_drop", edge_drop)
         self.num_layers, self.edge_drop, self.backend = num_layers, edge_drop, check_backend(backend)
         self.num_users = self.num_items = 0
         self.adjacency: SparseOperator | None = None

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recplug.core.components import AuxLoss
+from recplug.core.components import AuxLoss, check_number
 from recplug.core.errors import ConfigError
 from recplug.core.types import BPRBatch, ModelOutput
 
@@ -46,8 +46,7 @@ class InfoNCELoss(AuxLoss):
         name: str = "infonce",
     ) -> None:
         super().__init__(weight)
-        if temperature <= 0:
-            raise ConfigError(f"InfoNCELoss: temperature must be > 0, got {temperature}")
+        check_number(self, "temperature", temperature, 0, low_open=True)
         self.view_a, self.view_b, self.temperature = view_a, view_b, temperature
         self.users, self.items, self.name = users, items, name
 

@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recplug.core.components import AuxLoss
+from recplug.core.components import AuxLoss, check_number
 from recplug.core.dataset import InteractionData
-from recplug.core.errors import ConfigError
 from recplug.core.sparse import distinct_pairs
 from recplug.core.types import BPRBatch, ModelOutput
 
@@ -105,10 +104,11 @@ class UltraGCNLoss(AuxLoss):
         name: str = "ultragcn",
     ) -> None:
         super().__init__(weight)
-        if num_negatives < 1:
-            raise ConfigError(f"UltraGCNLoss: num_negatives must be >= 1, got {num_negatives}")
-        if num_neighbors < 1:
-            raise ConfigError(f"UltraGCNLoss: num_neighbors must be >= 1, got {num_neighbors}")
+        check_number(self, "num_negatives", num_negatives, 1)
+        check_number(self, "num_neighbors", num_neighbors, 1)
+        for argument, value in (("negative_weight", negative_weight), ("w1", w1), ("w2", w2), ("w3", w3),
+                                ("w4", w4), ("item_weight", item_weight), ("norm_weight", norm_weight)):
+            check_number(self, argument, value, 0)
         self.num_negatives, self.negative_weight = num_negatives, negative_weight
         self.w1, self.w2, self.w3, self.w4 = w1, w2, w3, w4
         self.item_weight, self.num_neighbors, self.norm_weight = item_weight, num_neighbors, norm_weight
