@@ -218,6 +218,15 @@ def test_raw_log_without_header_min_rating_and_dropping_featureless_items(tmp_pa
         process_raw(tmp_path / "r.tsv", {"text": tmp_path / "t.tsv"}, RawOptions(columns=("user", "item", "rating")))
 
 
+def test_raw_ids_longer_than_int64_sort_numerically(tmp_path: Path) -> None:
+    """Numeric raw ids of any length (a 24-digit id overflowed int64 and ended in a traceback)."""
+    items = ["123456789012345678901234", "9", "10", "0009", "99999999999999999999"]
+    rows = ["user,item"] + [f"u{u},{i}" for u in range(3) for i in items]
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    data = process_raw(tmp_path / "log.csv", options=RawOptions(split="loo"))
+    assert data.item_ids == ["0009", "9", "10", "99999999999999999999", "123456789012345678901234"]
+
+
 def test_read_any_detects_raw_logs_and_rejects_unknown_folders(tmp_path: Path) -> None:
     (tmp_path / "log.csv").write_text("user,item\n" + "\n".join(f"{u},{i}" for u in range(5) for i in range(4)) + "\n")
     data = read_any(tmp_path / "log.csv", cache_dir=tmp_path / "cache")
@@ -284,6 +293,8 @@ BAD_INPUT = [
     bad("raw-nan-time", RAW, {"log.csv": "user,item,timestamp\n0,1,nan\n"}, "log.csv:2", "'timestamp'"),
     bad("raw-column", RAW, {"log.csv": "uid,item\n0,1\n"}, "log.csv:1", "'user'"),
     bad("raw-empty", RAW, {"log.csv": "user,item\n"}, "log.csv", "no interactions"),
+    bad("raw-nul", RAW, {"log.csv": LOG + "1,\x002\n"}, "log.csv:3", "NUL byte"),
+    bad("raw-header-quoted", RAW, {"log.csv": "uid,iid\n0,1\n"}, "log.csv:1", "no column 'user'", "header 'uid,iid'"),
     bad("raw-feature-nan", RAWF, {"log.csv": LOG, "f.tsv": "1\t0.5\n2\tnan\n"}, "f.tsv:2", "NaN or inf"),
     bad("raw-feature-ragged", RAWF, {"log.csv": LOG, "f.tsv": "1\t0.5\t1\n2\t0.5\n"}, "f.tsv:2", "expected 2"),
     bad("raw-feature-dup", RAWF, {"log.csv": LOG, "f.tsv": "1\t0.5\n1\t0.7\n"}, "f.tsv:2", "'1'", "line 1"),
@@ -318,7 +329,7 @@ def test_keyed_features_npz_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"a\.npz: item id 'x' has more than one feature row"):
         read_keyed_features(tmp_path / "a.npz", "image")
     np.savez(tmp_path / "b.npz", ids=np.array(["x", "y"]), features=np.array([[1.0, np.inf], [0, 0]]))
-    with pytest.raises(DataError, match=r"b\.npz: row 0 \(id x\)"):
+    with pytest.raises(DataError, match=r"b\.npz: row 0 \(id 'x'\): NaN or inf"):
         read_keyed_features(tmp_path / "b.npz", "image")
     np.savez(tmp_path / "c.npz", vectors=np.ones((2, 2)))
     with pytest.raises(DataError, match=r"c\.npz: expected an \.npz with arrays 'ids' and 'features'"):

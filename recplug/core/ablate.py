@@ -35,6 +35,7 @@ import statistics
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -173,13 +174,43 @@ def plan(
     return runs
 
 
+RESULT_TYPES = {"variant": str, "levels": dict, "seed": int, "monitor": str, "epoch": int, "val": dict, "test": dict,
+                "seconds": (int, float), "provenance": dict, "spec_sha256": str}
+"""What :func:`fit_one` writes to ``result.json`` and the reports read back, with their types."""
+PROVENANCE_KEYS = ("recplug", "torch", "pytorch_lightning", "python", "plugins", "data", "config_sha256", "data_sha256")
+"""The provenance entries the reports print."""
+
+
+def _result_problem(result: Any) -> str | None:
+    """What a parsed ``result.json`` lacks for the reports (``None`` when nothing)."""
+    if not isinstance(result, dict):
+        return f"a JSON {type(result).__name__}, not an object"
+    wrong = [key for key, kind in RESULT_TYPES.items() if not isinstance(result.get(key), kind)]
+    if wrong:
+        return f"missing or mistyped {', '.join(wrong)}"
+    for split in ("val", "test"):
+        if not all(isinstance(v, (int, float)) for v in result[split].values()):
+            return f"a non-numeric {split} metric"
+    absent = [key for key in PROVENANCE_KEYS if key not in result["provenance"]]
+    return f"provenance lacks {', '.join(absent)}" if absent else None
+
+
 def finished(run: Run) -> dict[str, Any] | None:
-    """The run's stored result if it finished under the same spec, else ``None``."""
+    """The run's stored result if it finished under the same spec, else ``None``. A ``result.json`` that cannot
+    be read or lacks what the reports need (truncated, edited by hand) counts as unfinished, with a warning."""
     path = run.directory / RESULT_FILE
     if not path.exists():
         return None
-    result = json.loads(path.read_text())
-    return result if result.get("spec_sha256") == run.spec_sha256 else None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        problem: str | None = f"unreadable ({type(exc).__name__})"
+    else:
+        problem = _result_problem(result)
+    if problem is not None:  # warned once per file and problem: the warning's location is this line
+        warnings.warn(f"{path}: {problem}; the run counts as unfinished and is run again")
+        return None
+    return result if result["spec_sha256"] == run.spec_sha256 else None
 
 
 def select_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:

@@ -123,12 +123,16 @@ class InteractionData:
 
     @classmethod
     def from_state(cls, state: dict) -> InteractionData:
-        """Inverse of :meth:`to_state` (validates again)."""
-        return cls(
-            name=state["name"], num_users=state["num_users"], num_items=state["num_items"],
-            splits={s: (cols[0], cols[1]) for s, cols in state["splits"].items()}, features=state["features"],
-            user_ids=state["user_ids"], item_ids=state["item_ids"], notes=state["notes"], source=state["source"],
-        )
+        """Inverse of :meth:`to_state` (validates again); a state of another shape (a damaged or foreign cache
+        file) is a :class:`DataError`."""
+        try:
+            return cls(
+                name=state["name"], num_users=state["num_users"], num_items=state["num_items"],
+                splits={s: (cols[0], cols[1]) for s, cols in state["splits"].items()}, features=state["features"],
+                user_ids=state["user_ids"], item_ids=state["item_ids"], notes=state["notes"], source=state["source"],
+            )
+        except (TypeError, KeyError, IndexError, AttributeError) as exc:
+            raise DataError(f"not a processed dataset ({type(exc).__name__}: {exc})") from None
 
     def summary(self) -> dict[str, object]:
         """Statistics printed by ``recplug data stats``."""

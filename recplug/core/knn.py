@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +47,17 @@ def knn_coo(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """COO triplets ``(rows, cols, values)`` of ``S = Σ_m w_m S_m`` with ``S_m`` the row-``1/k`` kNN graph of
     modality ``m``. Duplicate entries (an edge found in two modalities) are left for the caller to sum."""
-    rows, cols, values = [], [], []
-    for modality, weight in weights.items():
-        neighbours = knn_indices(features[modality], k, chunk_bytes)
-        num = neighbours.shape[0]
-        rows.append(torch.arange(num, device=neighbours.device).repeat_interleave(k))
-        cols.append(neighbours.reshape(-1))
-        values.append(torch.full((num * k,), weight / k, device=neighbours.device))
-    return torch.cat(rows), torch.cat(cols), torch.cat(values)
+    cols = [knn_indices(features[modality], k, chunk_bytes).reshape(-1) for modality in weights]
+    rows, values = _rows_and_values(features[next(iter(weights))].shape[0], k, weights, cols[0].device)
+    return rows, torch.cat(cols), values
+
+
+def _rows_and_values(num: int, k: int, weights: dict[str, float], device: torch.device) -> tuple[Tensor, Tensor]:
+    """The ``rows`` and ``values`` of :func:`knn_coo`, which depend only on the graph's size, ``k`` and the
+    weights: per modality (in ``weights`` order), row ``i`` repeated ``k`` times, each entry ``w_m / k``."""
+    rows = torch.arange(num, device=device).repeat_interleave(k).repeat(len(weights))
+    values = torch.cat([torch.full((num * k,), weight / k, device=device) for weight in weights.values()])
+    return rows, values
 
 
 def knn_cache_key(features: dict[str, Tensor], k: int, weights: dict[str, float]) -> str:
@@ -65,17 +69,49 @@ def knn_cache_key(features: dict[str, Tensor], k: int, weights: dict[str, float]
     return digest.hexdigest()
 
 
+def _cache_problem(stored: object, expected_rows: Tensor, expected_values: Tensor, num: int) -> str | None:
+    """Why ``stored`` is not the kNN graph of :func:`knn_coo` with these rows and values (``None`` if it is)."""
+    if not isinstance(stored, dict) or set(stored) != {"rows", "cols", "values"}:
+        keys = sorted(map(str, stored)) if isinstance(stored, dict) else type(stored).__name__
+        return f"expected the tensors rows, cols and values, found {keys}"
+    if not all(isinstance(t, Tensor) for t in stored.values()):
+        return "rows, cols and values are not all tensors"
+    cols = stored["cols"]
+    if cols.dtype != torch.long or cols.shape != expected_rows.shape:
+        return f"cols has dtype {cols.dtype} and shape {tuple(cols.shape)}, expected int64 {tuple(expected_rows.shape)}"
+    if cols.numel() and (int(cols.min()) < 0 or int(cols.max()) >= num):
+        return f"cols has item ids outside 0..{num - 1}"
+    for name, expected in (("rows", expected_rows), ("values", expected_values)):
+        tensor = stored[name]
+        if tensor.dtype != expected.dtype or not torch.equal(tensor, expected):
+            return f"{name} is not the graph's ({tensor.dtype}, shape {tuple(tensor.shape)})"
+    return None
+
+
 def cached_knn_coo(
     features: dict[str, Tensor], k: int, weights: dict[str, float], cache_dir: Path | None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`knn_coo`, loaded from ``cache_dir/knn/<sha256>.pt`` when present, else built and saved there."""
+    """:func:`knn_coo`, loaded from ``cache_dir/knn/<sha256>.pt`` when present, else built and saved there.
+
+    A cache file that cannot be read or does not hold this graph (truncated, overwritten, of another shape) is
+    reported with a one-line warning naming it, then rebuilt and rewritten.
+    """
     if cache_dir is None:
         return knn_coo(features, k, weights, chunk_bytes)
     path = Path(cache_dir) / "knn" / f"{knn_cache_key(features, k, weights)}.pt"
     if path.exists():
-        stored = torch.load(path, weights_only=True)
-        return stored["rows"], stored["cols"], stored["values"]
+        first = features[next(iter(weights))]
+        rows, values = _rows_and_values(first.shape[0], k, weights, first.device)
+        try:
+            stored = torch.load(path, map_location=first.device, weights_only=True)
+        except Exception as exc:  # whatever the unpickler or zip reader raises, the file is not a readable graph
+            problem: str | None = f"unreadable: {type(exc).__name__}"
+        else:
+            problem = _cache_problem(stored, rows, values, first.shape[0])
+        if problem is None:
+            return rows, stored["cols"], values
+        warnings.warn(f"{path}: corrupted kNN graph cache ({problem}); rebuilding it", stacklevel=2)
     rows, cols, values = knn_coo(features, k, weights, chunk_bytes)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.tmp")

@@ -14,9 +14,13 @@ pairs load in well under a second; a bad token is reported as ``file:line: ...``
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import re
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,22 +38,62 @@ MAP_FILES = {"user": "user_map.tsv", "item": "item_map.tsv"}
 LIGHTGCN_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
 FORMATS = ("auto", "mmrec", "lightgcn", "raw")
 
-_NEWLINE, _CR = 10, 13
+_NEWLINE = 10
 _BLANK = np.isin(np.arange(256), [32, 9, 11, 12, 13, 10])  # space \t \v \f \r \n, as a byte lookup table
 _POW10 = 10 ** np.arange(19, dtype=np.int64)
 _MAX_DIGITS = 18  # keeps every id exactly representable in int64
+QUOTE_LIMIT = 80
+"""Most characters of a file's content (or of a library's message) that an error message repeats."""
+
+
+# ---------------------------------------------------------------------------------------------- messages
+def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``repr`` of ``text`` for an error message: at most ``limit`` characters, saying how long it was."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def one_line(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """A library's error message on one line, cut to ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---------------------------------------------------------------------------------------------- tokenising
-def _read_bytes(path: Path) -> np.ndarray:
-    """The file's bytes as ``uint8``, always ending with a newline."""
+def _file_bytes(path: Path) -> bytes:
+    """The file's bytes with every line end (``\\n``, ``\\r\\n`` or a lone ``\\r``) written as ``\\n``, a UTF-8
+    byte-order mark dropped, and a final newline added when missing: the one line splitting of every reader."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    return np.frombuffer(data, dtype=np.uint8)
+    data = data.removeprefix(codecs.BOM_UTF8)
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return data if data.endswith(b"\n") else data + b"\n"
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    """:func:`_file_bytes` as ``uint8``, for the numpy tokenisers."""
+    return np.frombuffer(_file_bytes(path), dtype=np.uint8)
+
+
+def _read_text(path: Path) -> str:
+    """:func:`_file_bytes` decoded as UTF-8; a NUL byte or one that is not UTF-8 is an error naming its line."""
+    data = _file_bytes(path)
+    nul = data.find(b"\0")
+    if nul >= 0:  # never text; numpy's string arrays would also drop a trailing one silently
+        line = _line_of(np.frombuffer(data, dtype=np.uint8), nul) + 1
+        raise DataError(f"{path}:{line}: NUL byte; a text file was expected")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = _line_of(np.frombuffer(data, dtype=np.uint8), exc.start) + 1
+        raise DataError(f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8; save the file as UTF-8") from None
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The lines of :func:`_read_text`, without their line ends."""
+    return _read_text(path).split("\n")[:-1]
 
 
 def _whitespace_tokens(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -62,16 +106,13 @@ def _whitespace_tokens(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _delimited_fields(buf: np.ndarray, sep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(starts, ends, line)`` of every ``sep``-separated field, empty fields included; a ``\\r`` before the
-    newline is not part of the last field."""
+    """``(starts, ends, line)`` of every ``sep``-separated field, empty fields included."""
     delims = np.flatnonzero((buf == sep) | (buf == _NEWLINE))
     if delims.size == 0:
         return delims, delims, delims
     starts = np.concatenate(([0], delims[:-1] + 1))
-    ends = delims.copy()
+    ends = delims
     at_newline = buf[ends] == _NEWLINE
-    crlf = at_newline & (ends > starts) & (buf[np.maximum(ends - 1, 0)] == _CR)
-    ends[crlf] -= 1
     line = np.cumsum(at_newline) - at_newline + 1
     return starts, ends, line
 
@@ -100,31 +141,72 @@ def _parse_ints(
     if not ok.all():
         k = int(np.argmin(ok))
         text = _token(buf, int(starts[k]), int(ends[k]))
-        if re.fullmatch(r"-\d+", text):
+        if len(text) <= QUOTE_LIMIT and re.fullmatch(r"-\d+", text):
             problem = f"negative {what(k)} {text}"
         else:
-            problem = f"{what(k)} must be a non-negative integer, got {text!r}"
+            problem = f"{what(k)} must be a non-negative integer, got {quoted(text)}"
         raise DataError(f"{path}:{int(line[k])}: {problem}")
     return values
 
 
 # ---------------------------------------------------------------------------------------------- features
-def load_features(path: Path, num_items: int, modality: str) -> torch.Tensor:
-    """Load one ``[num_items, d]`` feature matrix from ``.npy``, refusing wrong shapes and non-finite values."""
+def real_matrix(path: Path, array: np.ndarray, modality: str, where: Callable[[int], str]) -> np.ndarray:
+    """``array`` as a C-contiguous ``float32`` matrix with at least one column, or :class:`DataError` naming
+    ``path``: not 2-D, no columns, complex (its imaginary part would be lost) or non-numeric values, NaN/inf, or
+    values beyond ``float32``'s range. ``where(r)`` locates row ``r`` in the message (e.g. ``"f.npy: row 3"``)."""
+    if array.ndim != 2:
+        raise DataError(f"{path}: feature matrix has shape {array.shape}, expected (items, d)")
+    if array.shape[1] == 0:
+        raise DataError(f"{path}: feature matrix of modality {modality!r} has 0 columns")
+    if array.dtype.kind == "c":
+        raise DataError(
+            f"{path}: feature matrix has complex dtype {array.dtype}; recplug takes real features "
+            "(save np.abs(x), or the real and imaginary parts as separate columns)"
+        )
+    if array.dtype.kind not in "iuf":
+        raise DataError(f"{path}: feature matrix has dtype {array.dtype}, expected numbers")
+    with np.errstate(over="ignore"):
+        matrix = np.ascontiguousarray(array, dtype=np.float32)
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        problem = "values beyond float32's range (±3.4e38)" if np.isfinite(array[row]).all() else "NaN or inf values"
+        raise DataError(f"{where(row)}: {problem} in modality {modality!r}")
+    return matrix
+
+
+_NUMPY_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError)
+"""What ``np.load`` raises on a truncated, corrupted or foreign file (``MemoryError``: a header claiming a shape
+far larger than the file, or than this machine)."""
+
+
+def _load_array(path: Path, modality: str) -> np.ndarray:
+    """The array of an ``.npy`` file, or of an ``.npz`` archive that holds exactly one (never unpickling)."""
     try:
-        array = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return loaded
+        with loaded:
+            if len(loaded.files) == 1:
+                return loaded[loaded.files[0]]
+            names = loaded.files
     except FileNotFoundError:
         raise DataError(f"{path}: feature file of modality {modality!r} not found") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read feature matrix ({exc})") from None
+    except _NUMPY_READ_ERRORS as exc:
+        raise DataError(f"{path}: cannot read feature matrix ({one_line(str(exc))})") from None
+    raise DataError(
+        f"{path}: an .npz with arrays {quoted(str(names))}; modality {modality!r} takes one matrix "
+        "(an .npy, or an .npz holding one array)"
+    )
+
+
+def load_features(path: Path, num_items: int, modality: str) -> torch.Tensor:
+    """Load one ``[num_items, d]`` feature matrix (``.npy``, or an ``.npz`` holding one array); see
+    :func:`real_matrix` for what is refused."""
+    array = _load_array(path, modality)
     if array.ndim != 2 or array.shape[0] != num_items:
         raise DataError(f"{path}: feature matrix has shape {array.shape}, expected ({num_items}, d): one row per item")
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{path}: feature matrix has dtype {array.dtype}, expected numbers")
-    bad = ~np.isfinite(array).all(axis=1)
-    if bad.any():
-        raise DataError(f"{path}: row {int(np.argmax(bad))} of modality {modality!r} has NaN or inf values")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return torch.from_numpy(real_matrix(path, array, modality, lambda row: f"{path}: row {row}"))
 
 
 def _folder_features(folder: Path, num_items: int, feature_files: dict[str, str] | None) -> dict[str, torch.Tensor]:
@@ -230,14 +312,16 @@ def _read_side_files(
         if not path.exists():
             maps[kind] = None
             continue
-        rows = path.read_text(encoding="utf-8").splitlines()[1:]
+        rows = _read_lines(path)[1:]
         raw = [row.split("\t")[0] for row in rows]
-        expected = [f"{r}\t{i}" for i, r in enumerate(raw)]
-        if len(rows) != count or rows != expected:
-            raise DataError(f"{path}: expected {count} rows 'raw_id<TAB>id' with ids 0..{count - 1} in order")
+        wrong = next((i for i, (row, r) in enumerate(zip(rows, raw)) if row != f"{r}\t{i}"), None)
+        if wrong is not None:
+            raise DataError(f"{path}:{wrong + 2}: expected 'raw_id<TAB>{wrong}', got {quoted(rows[wrong])}")
+        if len(rows) != count:
+            raise DataError(f"{path}: expected {count} rows 'raw_id<TAB>id' after the header, got {len(rows)}")
         maps[kind] = raw
     notes_path = folder / NOTES_FILE
-    notes = notes_path.read_text(encoding="utf-8").splitlines() if notes_path.exists() else []
+    notes = _read_lines(notes_path) if notes_path.exists() else []
     return maps["user"], maps["item"], notes
 
 
@@ -251,13 +335,12 @@ def _table(path: Path, buf: np.ndarray, offset: int, sep: int, ncols: int) -> tu
     body = buf[offset:]
     newlines = np.flatnonzero(body == _NEWLINE)
     line_starts = np.concatenate(([0], newlines[:-1] + 1))
-    line_ends = newlines - ((newlines > line_starts) & (body[np.maximum(newlines - 1, 0)] == _CR))
-    filled = line_ends > line_starts
+    filled = newlines > line_starts
     seps = np.flatnonzero(body == sep)
     rows = int(filled.sum())
     if ncols > 1 and rows and seps.size == rows * (ncols - 1):
         seps = seps.reshape(rows, ncols - 1)
-        first, last = line_starts[filled], line_ends[filled]
+        first, last = line_starts[filled], newlines[filled]
         if (seps[:, 0] >= first).all() and (seps[:, -1] < last).all():
             starts = np.concatenate([first[:, None], seps + 1], axis=1) + offset
             ends = np.concatenate([seps, last[:, None]], axis=1) + offset
@@ -329,11 +412,11 @@ def read_mmrec(
     inter = _find_inter(folder, inter_file)
     buf = _read_bytes(inter)
     header_end = int(np.argmax(buf == _NEWLINE))
-    header = _token(buf, 0, header_end).rstrip("\r").split(sep)
+    header = _token(buf, 0, header_end).split(sep)
     wanted = (user_field, item_field, label_field)
     missing = [c for c in wanted if c not in header]
     if missing:
-        raise DataError(f"{inter}:1: header {header} lacks column(s) {missing}")
+        raise DataError(f"{inter}:1: header {quoted(sep.join(header))} lacks column(s) {missing}")
     if len(sep.encode()) != 1:
         raise ConfigError(f"sep: MMRec's field separator must be one byte, got {sep!r}")
     starts, ends, line = _table(inter, buf, header_end + 1, sep.encode()[0], len(header))
@@ -588,55 +671,48 @@ def _float_field(path: Path, lineno: int, field: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise DataError(f"{path}:{lineno}: field {field!r} must be a number, got {text!r}") from None
+        raise DataError(f"{path}:{lineno}: field {field!r} must be a number, got {quoted(text)}") from None
     if not np.isfinite(value):
-        raise DataError(f"{path}:{lineno}: field {field!r} is {text!r}, expected a finite number")
+        raise DataError(f"{path}:{lineno}: field {field!r} is {quoted(text)}, expected a finite number")
     return value
 
 
 def _read_log(path: Path, options: RawOptions) -> _RawLog:
     """Parse a CSV/TSV log with the ``csv`` module (quoting allowed); every malformed row is an error."""
     sep = options.sep or ("," if path.suffix.lower() == ".csv" else "\t")
+    text = _read_text(path)
+    if text == "\n":
+        raise DataError(f"{path}: empty log")
+    reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=sep)
     try:
-        handle = open(path, newline="", encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    with handle:
-        reader = csv.reader(handle, delimiter=sep)
-        try:
-            header = list(options.columns) if options.columns else next(reader)
-        except StopIteration:
-            raise DataError(f"{path}: empty log") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}:1: {exc}") from None
+        header = list(options.columns) if options.columns else next(reader)
+        shown = quoted(sep.join(header))
         for role, col in (("user_col", options.user_col), ("item_col", options.item_col)):
             if col not in header:
-                raise DataError(f"{path}:1: no column {col!r} ({role}) in {header}")
+                raise DataError(f"{path}:1: no column {col!r} ({role}) in the header {shown}")
         if options.min_rating is not None and options.rating_col not in header:
-            raise DataError(f"{path}:1: min_rating needs column {options.rating_col!r}, not in {header}")
+            raise DataError(f"{path}:1: min_rating needs column {options.rating_col!r}, not in the header {shown}")
         cu, ci = header.index(options.user_col), header.index(options.item_col)
         cr = header.index(options.rating_col) if options.rating_col in header else None
         ct = header.index(options.time_col) if options.time_col in header else None
         users, items, ratings, times = [], [], [], []
-        lineno = reader.line_num
-        try:
-            for row in reader:
-                lineno = reader.line_num
-                if not row:
-                    continue
-                if len(row) != len(header):
-                    raise DataError(f"{path}:{lineno}: expected {len(header)} {sep!r}-separated fields, got {len(row)}")
-                for c, field in ((cu, options.user_col), (ci, options.item_col)):
-                    if not row[c].strip():
-                        raise DataError(f"{path}:{lineno}: empty {field!r}")
-                users.append(row[cu].strip())
-                items.append(row[ci].strip())
-                if cr is not None:
-                    ratings.append(_float_field(path, lineno, options.rating_col, row[cr]))
-                if ct is not None:
-                    times.append(_float_field(path, lineno, options.time_col, row[ct]))
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}:{lineno + 1}: {exc}") from None
+        for row in reader:
+            lineno = reader.line_num
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:{lineno}: expected {len(header)} {sep!r}-separated fields, got {len(row)}")
+            for c, field in ((cu, options.user_col), (ci, options.item_col)):
+                if not row[c].strip():
+                    raise DataError(f"{path}:{lineno}: empty {field!r}")
+            users.append(row[cu].strip())
+            items.append(row[ci].strip())
+            if cr is not None:
+                ratings.append(_float_field(path, lineno, options.rating_col, row[cr]))
+            if ct is not None:
+                times.append(_float_field(path, lineno, options.time_col, row[ct]))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: {one_line(str(exc))}") from None
     if not users:
         raise DataError(f"{path}: no interactions")
     return _RawLog(
@@ -647,35 +723,33 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
 
 def read_keyed_features(path: str | Path, modality: str) -> tuple[list[str], np.ndarray]:
     """Item features keyed by raw item id: ``.npz`` with arrays ``ids`` and ``features``, or a CSV/TSV text file
-    whose rows are ``raw_id, f1, ..., fd`` (a header row is allowed). Duplicate ids, ragged rows and NaN/inf are
-    errors naming the file and line (or row)."""
+    whose rows are ``raw_id, f1, ..., fd`` (a header row is allowed). Duplicate ids, ragged rows and the matrices
+    :func:`real_matrix` refuses are errors naming the file and line (or row)."""
     path = Path(path)
     if path.suffix == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as archive:
+            archive = np.load(path, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("an .npy array, not an .npz archive")
+            with archive:
                 ids, matrix = archive["ids"], archive["features"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{path}: expected an .npz with arrays 'ids' and 'features' ({exc})") from None
+        except (*_NUMPY_READ_ERRORS, KeyError) as exc:
+            raise DataError(
+                f"{path}: expected an .npz with arrays 'ids' and 'features' ({one_line(str(exc))})"
+            ) from None
         if matrix.ndim != 2 or ids.shape != (matrix.shape[0],):
             raise DataError(f"{path}: 'ids' has shape {ids.shape} but 'features' has shape {matrix.shape}")
         raw = [str(x) for x in ids.tolist()]
-        bad = ~np.isfinite(matrix).all(axis=1)
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise DataError(f"{path}: row {row} (id {raw[row]}) of modality {modality!r} has NaN or inf values")
+        matrix = real_matrix(path, matrix, modality, lambda row: f"{path}: row {row} (id {quoted(raw[row])})")
         rows = {r: k for k, r in enumerate(raw)}
         if len(rows) != len(raw):
             dup = next(r for k, r in enumerate(raw) if rows[r] != k)
-            raise DataError(f"{path}: item id {dup!r} has more than one feature row")
-        return raw, matrix.astype(np.float32)
+            raise DataError(f"{path}: item id {quoted(dup)} has more than one feature row")
+        return raw, matrix
     sep = "," if path.suffix.lower() == ".csv" else "\t"
-    raw, values, width = [], [], None
+    raw, values, line_of_row = [], [], []
     seen: dict[str, int] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read feature file ({exc})") from None
-    for lineno, line in enumerate(lines, start=1):
+    for lineno, line in enumerate(_read_lines(path), start=1):
         if not line.strip():
             continue
         fields = line.split(sep)
@@ -686,25 +760,32 @@ def read_keyed_features(path: str | Path, modality: str) -> tuple[list[str], np.
             if lineno == 1:
                 continue  # header
             raise DataError(f"{path}:{lineno}: feature values must be numbers") from None
-        width = len(row) if width is None else width
-        if len(row) != width or width == 0:
-            raise DataError(f"{path}:{lineno}: expected {width} feature values after the id, got {len(row)}")
-        if not np.isfinite(row).all():
-            raise DataError(f"{path}:{lineno}: NaN or inf feature of item {fields[0]!r} (modality {modality!r})")
+        if not row:
+            raise DataError(f"{path}:{lineno}: no feature values after the id {quoted(fields[0])} (separator {sep!r})")
+        if values and len(row) != len(values[0]):
+            raise DataError(f"{path}:{lineno}: expected {len(values[0])} feature values after the id, got {len(row)}")
         if fields[0] in seen:
-            raise DataError(f"{path}:{lineno}: item id {fields[0]!r} has a second feature row (line {seen[fields[0]]})")
+            raise DataError(
+                f"{path}:{lineno}: item id {quoted(fields[0])} has a second feature row (line {seen[fields[0]]})"
+            )
         seen[fields[0]] = lineno
         raw.append(fields[0])
         values.append(row)
+        line_of_row.append(lineno)
     if not raw:
         raise DataError(f"{path}: no feature rows")
-    return raw, np.asarray(values, dtype=np.float32)
+
+    def where(row: int) -> str:
+        return f"{path}:{line_of_row[row]} (item {quoted(raw[row])})"
+
+    return raw, real_matrix(path, np.asarray(values, dtype=np.float64), modality, where)
 
 
 def _natural_order(raw: np.ndarray) -> np.ndarray:
-    """Sort order of raw ids: numeric when every id is a decimal integer, else lexicographic."""
+    """Sort order of raw ids: numeric when every id is a decimal integer (of any length), else lexicographic."""
     if all(r.isascii() and r.isdigit() for r in raw.tolist()):
-        return np.argsort(raw.astype(np.int64), kind="stable")
+        digits = np.char.lstrip(raw, "0")  # without leading zeros, a longer number is a larger one
+        return np.lexsort((digits, np.char.str_len(digits)))
     return np.argsort(raw, kind="stable")
 
 
@@ -795,7 +876,7 @@ def process_raw(
             missing = np.unique(raw.items[~known & keep])
             if options.missing_features == "error":
                 raise DataError(
-                    f"{(features or {})[modality]}: no feature row for item {str(missing[0])!r} "
+                    f"{(features or {})[modality]}: no feature row for item {quoted(str(missing[0]))} "
                     f"({missing.size} items of {log.name} lack {modality!r} features; or use missing_features='drop')"
                 )
             dropped = int((~known & keep).sum())
@@ -831,7 +912,7 @@ def process_raw(
     for field, ids in ((options.user_col, users_raw), (options.item_col, items_raw)):
         odd = [r for r in np.unique(ids).tolist() if "\t" in r or "\n" in r]
         if odd:
-            raise DataError(f"{log}: field {field!r} has an id with a tab or newline: {odd[0]!r}")
+            raise DataError(f"{log}: field {field!r} has an id with a tab or newline: {quoted(odd[0])}")
     times = raw.times[keep] if raw.times is not None else None
     if options.split == "temporal" and times is None:
         raise DataError(f"{log}:1: split 'temporal' needs a time column, but {options.time_col!r} is not in the log")
