@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recplug.core.components import AuxLoss, check_number
+from recplug.core.components import AuxLoss
 from recplug.core.dataset import InteractionData
+from recplug.core.errors import check_number
 from recplug.core.sparse import distinct_pairs
 from recplug.core.types import BPRBatch, ModelOutput
 
@@ -17,13 +18,14 @@ from recplug.core.types import BPRBatch, ModelOutput
 def constraint_factors(users: Tensor, items: Tensor, num_users: int, num_items: int) -> tuple[Tensor, Tensor]:
     """``(β_u [M], β_i [N])`` with ``β_{u,i} = β_u β_i = (1/d_u) sqrt((d_u + 1) / (d_i + 1))`` (UltraGCN Eq. 10).
 
-    ``d`` are the degrees over distinct training ``(user, item)`` pairs; a user or item without training
-    interactions gets a factor of 0.
+    ``d`` are the degrees over distinct training ``(user, item)`` pairs. An item without training interactions
+    gets ``β_i = 1`` (Eq. 10 at ``d_i = 0``, as in the official code), so as a negative it is pushed down like
+    any other item; a user without training interactions (never in a batch) gets 0.
     """
     deg_users = torch.bincount(users, minlength=num_users).double()
     deg_items = torch.bincount(items, minlength=num_items).double()
     beta_users = torch.where(deg_users > 0, (deg_users + 1).sqrt() / deg_users.clamp(min=1), 0.0)
-    beta_items = torch.where(deg_items > 0, 1.0 / (deg_items + 1).sqrt(), 0.0)
+    beta_items = (deg_items + 1).rsqrt()
     return beta_users.float(), beta_items.float()
 
 
