@@ -164,14 +164,19 @@ def plan(
                 *common, *variant.args(), *extra, f"--seed_everything={seed}", f"--data.seed={seed}",
             ]
             spec = _sha256(json.dumps({"configs": config_texts, "args": args}))
-            logger = {"class_path": "pytorch_lightning.loggers.CSVLogger",
-                      "init_args": {"save_dir": str(directory), "name": "", "version": FIT_DIR}}
-            args += [
-                f"--trainer.default_root_dir={directory}", f"--trainer.logger={json.dumps(logger)}",
-                "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            ]
-            runs.append(Run(variant, seed, directory, args, spec))
+            runs.append(Run(variant, seed, directory, args + output_args(directory), spec))
     return runs
+
+
+def output_args(directory: Path) -> list[str]:
+    """The ``recplug fit`` arguments that put a run's Lightning outputs (``metrics.csv``, ``config.yaml``,
+    checkpoints) in ``directory/fit``, without a progress bar or model summary."""
+    logger = {"class_path": "pytorch_lightning.loggers.CSVLogger",
+              "init_args": {"save_dir": str(directory), "name": "", "version": FIT_DIR}}
+    return [
+        f"--trainer.default_root_dir={directory}", f"--trainer.logger={json.dumps(logger)}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ]
 
 
 RESULT_TYPES = {"variant": str, "levels": dict, "seed": int, "monitor": str, "epoch": int, "val": dict, "test": dict,
@@ -213,12 +218,12 @@ def finished(run: Run) -> dict[str, Any] | None:
     return result if result["spec_sha256"] == run.spec_sha256 else None
 
 
-def select_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
+def select_validation_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
     """From a CSVLogger ``metrics.csv``: the epoch that is best on ``monitor`` (the first of ties, as
-    ``ModelCheckpoint`` keeps it; :func:`recplug.core.report.best_epoch`), its validation metrics, and the test
-    metrics logged after fit.
+    ``ModelCheckpoint`` keeps it; :func:`recplug.core.report.best_epoch`) and its validation metrics; no test
+    metric is read.
 
-    Returns ``{"epoch", "val": {metric: value}, "test": {metric: value}, "epochs_validated"}``.
+    Returns ``{"epoch", "val": {metric: value}, "epochs_validated"}``.
     """
     from recplug.core.report import best_epoch, read_csv_log
 
@@ -226,19 +231,25 @@ def select_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
     epoch = best_epoch(log, monitor, mode)
     if epoch is None:
         raise ConfigError(f"{metrics_csv}: {monitor} was never logged; is checkpoint.monitor a validation metric?")
-    test = {k: v for k, v in log.final.items() if k.startswith("test/")}
-    if not test:
-        raise ConfigError(f"{metrics_csv}: no test metrics were logged after fit")
     return {
         "epoch": epoch,
         "val": {k: s[epoch] for k, s in log.series.items() if k.startswith("val/") and epoch in s},
-        "test": test,
         "epochs_validated": len(log.series[monitor]),
     }
 
 
+def select_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
+    """:func:`select_validation_epoch` plus the test metrics logged after fit (``"test": {metric: value}``)."""
+    from recplug.core.report import read_csv_log
+
+    test = {k: v for k, v in read_csv_log(metrics_csv).final.items() if k.startswith("test/")}
+    if not test:
+        raise ConfigError(f"{metrics_csv}: no test metrics were logged after fit")
+    return {**select_validation_epoch(metrics_csv, monitor, mode), "test": test}
+
+
 @contextlib.contextmanager
-def _captured(log_path: Path) -> Iterator[None]:
+def captured(log_path: Path) -> Iterator[None]:
     """Send a run's prints, warnings and Lightning's log lines to ``log_path`` instead of the terminal (with
     ``sys.argv`` emptied: the run's arguments are given to the CLI directly, not read from the command line)."""
     loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
@@ -266,7 +277,7 @@ def fit_one(run: Run) -> dict[str, Any]:
         shutil.rmtree(run.directory)
     run.directory.mkdir(parents=True)
     start = time.perf_counter()
-    with _captured(run.directory / "log.txt"):
+    with captured(run.directory / "log.txt"):
         cli = run_cli(run.args)
     seconds = time.perf_counter() - start
     config = cli.config[cli.subcommand].as_dict()
@@ -293,7 +304,7 @@ def fit_one(run: Run) -> dict[str, Any]:
     return result
 
 
-def _last_error_line(log_path: Path) -> str:
+def last_error_line(log_path: Path) -> str:
     lines = [line.strip() for line in log_path.read_text().splitlines() if line.strip()] if log_path.exists() else []
     return lines[-1] if lines else ""
 
@@ -325,7 +336,7 @@ def execute(runs: list[Run], primary: str) -> tuple[list[dict[str, Any]], list[s
             if not (isinstance(exc, SystemExit) and exc.code == 2):
                 print(" interrupted", flush=True)
                 return results, failures, True
-            message = _last_error_line(run.directory / "log.txt")  # the CLI rejected the config in one line
+            message = last_error_line(run.directory / "log.txt")  # the CLI rejected the config in one line
         except Exception as exc:  # a crashing variant must not lose the others' results
             with open(run.directory / "log.txt", "a") as log:
                 traceback.print_exc(file=log)

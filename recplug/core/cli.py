@@ -21,6 +21,7 @@ EXTRA_COMMANDS = {
     "features": "encode item content into <modality>_feat.npy: `recplug features text --items T ...`",
     "report": "training curves and metrics table of a run: `recplug report RUN_DIR [--out DIR]`",
     "ablate": "run variants x seeds, report mean ± std: `recplug ablate --config C --variants V --seeds 0 1`",
+    "tune": "tune hyper-parameters on validation (Optuna): `recplug tune --config C --space S --trials N`",
 }
 
 
@@ -58,6 +59,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "features": _lazy("recplug.core.features"),
     "report": _lazy("recplug.core.report"),
     "ablate": _lazy("recplug.core.ablate"),
+    "tune": _lazy("recplug.core.tune"),
 }
 
 
