@@ -29,6 +29,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -307,8 +308,9 @@ def load(
     if path.is_file():
         try:
             return InteractionData.from_state(torch.load(path, weights_only=True))
-        except (OSError, RuntimeError, KeyError, EOFError, DataError):
-            path.unlink(missing_ok=True)  # unreadable or stale: rebuilt below
+        except Exception as exc:  # a cache: whatever is wrong with the file, it is rebuilt from the source
+            warnings.warn(f"{path}: corrupted processed-dataset cache ({readers.one_line(str(exc) or type(exc).__name__)}); rebuilding it", stacklevel=2)
+            path.unlink(missing_ok=True)
     data = _READERS[spec.format](folder)
     data.name, data.source = spec.name, str(folder)
     _check_stats(spec, data)
