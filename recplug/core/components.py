@@ -6,79 +6,13 @@ offers a base class as a choice). Each declares the hook that defines its role; 
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
-from recplug.core.errors import ConfigError
+from recplug.core.errors import ConfigError, check_number
 from recplug.core.dataset import InteractionData
 from recplug.core.types import BPRBatch, GraphView, ModelOutput
-
-
-class InvalidArgument(ConfigError):
-    """A constructor argument out of its range, raised where the value enters: the ``__init__`` (or the build,
-    for ranges that depend on the data) of the class that received it.
-
-    ``owner`` is the config group of a class the CLI always places at one key (``"model"``, ``"data"``), or
-    else the component itself, which does not know its key: the message then names the class
-    (``UserItemGraph: num_layers must be >= 0, got -1``), and whoever knows the key (``RecModule`` for its
-    components, the CLI for what it instantiates) re-raises the error :meth:`at` it:
-    ``model.encoders[1].init_args.num_layers must be >= 0, got -1 (UserItemGraph)``.
-    """
-
-    def __init__(self, owner: object, argument: str, value: object, rule: str) -> None:
-        self.owner, self.argument, self.value, self.rule = owner, argument, value, rule
-        if isinstance(owner, str):
-            super().__init__(f"{owner}.{argument} must be {rule}, got {value!r}")
-        else:
-            self.owner_name = owner.__name__ if isinstance(owner, type) else type(owner).__name__
-            super().__init__(f"{self.owner_name}: {argument} must be {rule}, got {value!r}")
-
-    def at(self, key: str) -> ConfigError:
-        """The same error, named by the config key of the component that raised it (``model.encoders[1]``)."""
-        return ConfigError(
-            f"{key}.init_args.{self.argument} must be {self.rule}, got {self.value!r} ({self.owner_name})"
-        )
-
-
-def check_number(
-    owner: object, argument: str, value: float, low: float | None = None, high: float | None = None,
-    *, low_open: bool = False, high_open: bool = False,
-) -> None:
-    """Raise :class:`InvalidArgument` unless ``value`` is a finite number in the interval from ``low`` to ``high``
-    (closed unless ``low_open``/``high_open``; ``None``: unbounded). NaN and infinities always fail."""
-    finite = not isinstance(value, bool) and (
-        isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
-    )
-    above = low is None or (finite and (value > low if low_open else value >= low))
-    below = high is None or (finite and (value < high if high_open else value <= high))
-    if finite and above and below:
-        return
-    if low is not None and high is not None:
-        rule = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    elif low is not None:
-        rule = f"{'>' if low_open else '>='} {low}"
-    elif high is not None:
-        rule = f"{'<' if high_open else '<='} {high}"
-    else:
-        rule = "a finite number"
-    raise InvalidArgument(owner, argument, value, rule)
-
-
-MAX_LAYERS = 100
-"""Most layers (or recursions) any component accepts: each one costs a propagation or a weight matrix, so a
-typo like ``num_layers: 1000000`` would exhaust memory or hang instead of failing; published models use <= 10."""
-
-
-def check_layers(owner: object, argument: str, value: int) -> None:
-    """A layer or recursion count: in ``[0, MAX_LAYERS]``."""
-    check_number(owner, argument, value, 0, MAX_LAYERS)
-
-
-def check_probability(owner: object, argument: str, value: float) -> None:
-    """A dropout or drop rate: in ``[0, 1)`` (1 would drop everything)."""
-    check_number(owner, argument, value, 0, 1, high_open=True)
 
 
 class RecComponent(nn.Module, ABC):

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from recplug.core.errors import ConfigError
+from recplug.core.errors import check_number
 from recplug.core.registry import DEFAULT_DATASET, load_any
 from recplug.core.sampler import BPRTrainSet, Positives, check_positives
 
@@ -32,6 +32,9 @@ class EvalTask:
     truth: tuple[Tensor, Tensor]
     seen: tuple[Tensor, Tensor]
 
+
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit, as numpy's and Lightning's ``seed_everything`` (the sampler derives per-epoch seeds from them)."""
 
 load_dataset = load_any
 """Resolve a ``data.path`` (``"default"``, a folder or raw log in any supported format, or a registered name)."""
@@ -74,11 +77,11 @@ class RecDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_positives(positives, "data.positives")
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value < 1:
-                raise ConfigError(f"data.{key} must be >= 1, got {value}")
-        if not 0.0 <= valid_ratio < 1.0:
-            raise ConfigError(f"data.valid_ratio must be in [0, 1), got {valid_ratio}")
+        check_number("data", "batch_size", batch_size, 1)
+        check_number("data", "eval_batch_size", eval_batch_size, 1)
+        check_number("data", "valid_ratio", valid_ratio, 0, 1, high_open=True)
+        for key, value in (("seed", seed), ("split_seed", split_seed)):
+            check_number("data", key, value, 0, MAX_SEED)
         self.path, self.feature_files = path, feature_files
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.positives = positives

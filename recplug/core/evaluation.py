@@ -19,6 +19,8 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler
 
 from recplug.core.datamodule import EvalTask
+from recplug.core.dataset import SPLITS
+from recplug.core.errors import ConfigError, check_number
 from recplug.core.metrics import METRICS, FastMetrics, check_metric_args, hit_matrix
 from recplug.core.search import Pairs, TorchExactSearch, VectorSearch, csr_pairs
 
@@ -31,7 +33,13 @@ def search_users(
     """Top-``k`` ``(scores [B, k], items [B, k])`` of ``users`` (a batch of ids) with their ``seen`` items
     excluded; ``search`` must already be built on the item embeddings."""
     exclude: Pairs | None = csr_pairs(*seen, users) if seen is not None else None
-    return search.search(user_emb[users], k, exclude)
+    scores, items = search.search(user_emb[users], k, exclude)
+    if not bool(torch.isfinite(scores[items >= 0]).all()):  # an empty position (-1) scores -inf by convention
+        raise ConfigError(
+            "the model's scores are not finite (its embeddings overflow or are NaN), so nothing can be ranked; "
+            "lower model.lr or the loss weights and check train/loss"
+        )
+    return scores, items
 
 
 def rank_users(
@@ -107,12 +115,18 @@ class RankingEvaluator(pl.Callback):
         metrics: list[str] = ["recall", "ndcg", "precision", "hit", "mrr", "map"],  # noqa: B006
         search: VectorSearch | None = None,
     ) -> None:
-        self.ks, self.metrics = check_metric_args(ks, metrics)
+        self.ks, self.metrics = check_metric_args(ks, metrics, "eval.")
         self.search = search if search is not None else TorchExactSearch()
         self._meters = {stage: FastMetrics(self.ks, self.metrics) for stage in ("val", "test")}
         self._tasks: dict[str, EvalTask] = {}
         self._tasks_of: object = None
         self._run: dict[str, Any] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse cut-offs beyond the catalogue (they rank nothing more and cost ``[B, k]`` memory)."""
+        num_items = getattr(pl_module, "num_items", None)
+        if stage != "predict" and num_items is not None:
+            check_number("eval", "ks", self.ks[-1], 1, num_items, bounds="the number of items")
 
     def _task(self, trainer: pl.Trainer, split: str, device: torch.device) -> EvalTask:
         """The datamodule's EvalTask for ``split``, built once and kept on ``device``."""
@@ -213,12 +227,22 @@ class TopKWriter(BasePredictionWriter):
         search: VectorSearch | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        check_number("topk", "k", k, 1)
+        unknown = [s for s in exclude if s not in SPLITS]
+        if unknown:
+            raise ConfigError(f"topk.exclude: unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
+        if Path(output_path).is_dir():
+            raise ConfigError(f"topk.output_path: {output_path} is a folder; give the file to write, e.g. "
+                              f"{Path(output_path) / 'predictions.tsv'}")
         self.output_path, self.k, self.exclude = Path(output_path), k, list(exclude)
         self.search = search if search is not None else TorchExactSearch()
         self._file: IO[str] | None = None
         self._state: dict[str, Any] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        num_items = getattr(pl_module, "num_items", None)
+        if stage == "predict" and num_items is not None:
+            check_number("topk", "k", self.k, 1, num_items, bounds="the number of items")
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data = trainer.datamodule.data  # type: ignore[attr-defined]

@@ -18,24 +18,30 @@ minus the masked items is shorter than ``k``) are misses; ``precision@k`` still 
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from recplug.core.errors import ConfigError
+
 METRICS: tuple[str, ...] = ("recall", "ndcg", "precision", "hit", "mrr", "map")
 
 
-def check_metric_args(ks: Sequence[int], metrics: Sequence[str]) -> tuple[list[int], list[str]]:
-    """Validated copies of ``ks`` (positive, sorted, de-duplicated) and ``metrics`` (known names)."""
+def check_metric_args(ks: Sequence[int], metrics: Sequence[str], key: str = "") -> tuple[list[int], list[str]]:
+    """Validated copies of ``ks`` (positive, sorted, de-duplicated) and ``metrics`` (known names); errors name
+    ``<key>ks`` and ``<key>metrics`` (``key="eval."`` for the CLI's evaluator)."""
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
-    if not ks or not metrics:
-        raise ValueError("need at least one k and one metric")
-    if any(int(k) < 1 for k in ks):
-        raise ValueError(f"every k must be >= 1, got {list(ks)}")
+        raise ConfigError(f"{key}metrics: unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
+    if not metrics:
+        raise ConfigError(f"{key}metrics is empty; choose from {', '.join(METRICS)}")
+    if not ks:
+        raise ConfigError(f"{key}ks is empty; give at least one cut-off, e.g. [10, 20]")
+    if any(isinstance(k, bool) or not isinstance(k, Integral) or k < 1 for k in ks):
+        raise ConfigError(f"{key}ks: every k must be an integer >= 1, got {list(ks)}")
     return sorted({int(k) for k in ks}), list(dict.fromkeys(metrics))
 
 

@@ -17,10 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recplug.core.errors import CardinalityError, ConfigError
-from recplug.core.components import (
-    AuxLoss, Combiner, FusionModule, GraphEncoder, InvalidArgument, RecComponent, check_number,
-)
+from recplug.core.errors import CardinalityError, ConfigError, InvalidArgument, check_number
+from recplug.core.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.dataset import InteractionData
 from recplug.core.registry import cache_root
 from recplug.core.plugins import RecplugPluginManager, active_plugin_modules, plugin_provenance
@@ -225,11 +223,49 @@ class RecModule(pl.LightningModule):
                     raise ConfigError(f"two aux losses return a term named {name!r}; rename one")
                 terms[name] = value
         loss = torch.stack(list(terms.values())).sum()
+        if not bool(torch.isfinite(loss)):  # one host sync per step; stops the run before NaN reaches the weights
+            raise self._diverged(batch_idx, *self._non_finite_term(terms, triples, output))
         batch_size = len(triples)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=batch_size, on_step=False, on_epoch=True)
         self.log("train/loss", loss, batch_size=batch_size, prog_bar=True, on_step=True, on_epoch=True)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Stop on weights the optimiser step made non-finite (the loss of this step was still finite)."""
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        if parameters and not bool(torch.stack([torch.isfinite(p).all() for p in parameters]).all()):
+            name = next(n for n, p in self.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all()))
+            raise self._diverged(batch_idx, f"parameter {name} is not finite after the optimiser step")
+
+    def _non_finite_term(self, terms: dict[str, Tensor], batch: BPRBatch, output: ModelOutput) -> tuple[str, str]:
+        """``(what is not finite, the weight that scales it)`` for the first non-finite loss term."""
+        name = next((n for n, value in terms.items() if not bool(torch.isfinite(value))), None)
+        if name is None:
+            return f"train/loss is {float(torch.stack(list(terms.values())).sum())} (its finite terms overflow)", ""
+        if name == "bpr":
+            return f"train/bpr is {float(terms[name])}", "model.bpr_weight"
+        owner = self._aux_loss_returning(name, batch, output) or "its aux loss"
+        weight = f"{owner}.init_args.weight" if owner.startswith("model.") else f"the weight of {owner}"
+        return f"train/{name} is {float(terms[name])}", weight
+
+    def _aux_loss_returning(self, term: str, batch: BPRBatch, output: ModelOutput) -> str | None:
+        """Name (config key) of the aux-loss provider whose terms include ``term``: each is asked alone, which only
+        a diverged run pays for."""
+        arguments = {"batch": batch, "output": output}
+        with torch.no_grad():
+            for impl in self.pm.hook.recplug_aux_loss.get_hookimpls():
+                if term in impl.function(**{a: arguments[a] for a in impl.argnames}):
+                    return impl.plugin_name
+        return None
+
+    def _diverged(self, batch_idx: int, problem: str, weight: str = "") -> ConfigError:
+        """The one-line error that stops a diverged run: the step, what is not finite and the likely knobs."""
+        lr = f"model.lr ({self.lr:g})" if self.optimizer_factory is None else "model.optimizer's learning rate"
+        return ConfigError(
+            f"training diverged at epoch {self.current_epoch}, batch {batch_idx} (step {self.global_step}): "
+            f"{problem}; lower {lr}{' or ' + weight if weight else ''}"
+        )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]

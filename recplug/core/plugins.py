@@ -29,7 +29,7 @@ from typing import Any, Iterable
 import pluggy
 
 from recplug import hookspecs
-from recplug.core.errors import PluginError
+from recplug.core.errors import PluginError, one_line
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "recplug.plugins.combine",
@@ -148,9 +148,12 @@ def _load_one(name: str, import_target: Any, distribution: str, version: str, st
         module = import_target()
         record.module, record.module_name = module, module.__name__
         record.hooks, record.components = _validate(module)
-    except Exception as exc:  # a broken third-party plugin must not take the CLI down
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a broken third-party plugin must not take the CLI down, even by sys.exit()
         record.status = "skipped"
-        record.error = f"{type(exc).__name__}: " + "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        detail = f"it called sys.exit({exc.code!r}) at import" if isinstance(exc, SystemExit) else one_line(exc)
+        record.error = f"{type(exc).__name__}: {detail}"
         message = f"recplug: plugin {name!r} from distribution {distribution} {version} failed to load: {record.error}"
         if strict:
             raise PluginError(message) from exc

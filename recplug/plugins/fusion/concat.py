@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from recplug.core.components import FusionModule, check_probability
+from recplug.core.components import FusionModule
+from recplug.core.errors import check_probability
 
 
 class ConcatFusion(FusionModule):

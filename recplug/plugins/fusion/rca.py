@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from recplug.core.components import FusionModule, check_layers, check_number, check_probability
+from recplug.core.components import FusionModule
+from recplug.core.errors import check_layers, check_number, check_probability
 
 
 class RCALayer(nn.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from recplug.core.errors import ConfigError
-from recplug.core.components import FusionModule, check_number
+from recplug.core.components import FusionModule
+from recplug.core.errors import ConfigError, check_number
 
 
 class SumFusion(FusionModule):

@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from recplug.core.components import GraphEncoder, check_layers, check_number
+from recplug.core.components import GraphEncoder
 from recplug.core.dataset import InteractionData
-from recplug.core.errors import ConfigError
+from recplug.core.errors import ConfigError, InvalidArgument, check_layers, check_number
 from recplug.core.knn import cached_knn_coo, knn_coo
 from recplug.core.sparse import SparseOperator, check_backend, row_normalized
 from recplug.core.types import GraphView
@@ -59,6 +59,8 @@ class ItemItemGraph(GraphEncoder):
         if source not in ("content", "id"):
             raise ConfigError(f"ItemItemGraph: source must be 'content' or 'id', got {source!r}")
         check_number(self, "learned_weight", learned_weight, 0, 1)
+        if weights is not None and not weights:
+            raise InvalidArgument(self, "weights", weights, "a {modality: weight} mapping with at least one entry")
         for modality, weight in (weights or {}).items():
             check_number(self, f"weights.{modality}", weight, 0)
         self.k, self.source, self.num_layers = k, source, num_layers
@@ -86,13 +88,12 @@ class ItemItemGraph(GraphEncoder):
             self.weights = {m: 1.0 / len(feature_dims) for m in sorted(feature_dims)}
         unknown = sorted(set(self.weights) - set(feature_dims))
         if unknown:
-            raise ConfigError(
-                f"ItemItemGraph: weights name modalities {unknown} the data lacks (it has {sorted(feature_dims)})"
-            )
+            rule = f"keyed by the data's modalities {sorted(feature_dims)} (it lacks {unknown})"
+            raise InvalidArgument(self, "weights", self.weights, rule)
 
     def recplug_setup(self, data: InteractionData, cache_dir: Path) -> None:
         assert self.weights is not None
-        check_number(self, "k", self.k, 1, data.num_items)  # neighbours among the catalogue
+        check_number(self, "k", self.k, 1, data.num_items, bounds="the number of items")
         rows, cols, values = cached_knn_coo(data.features, self.k, self.weights, cache_dir)
         frozen_share = 1.0 - self.learned_weight
         self.frozen = SparseOperator.from_coo(

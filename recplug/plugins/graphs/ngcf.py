@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recplug.core.components import check_probability
+from recplug.core.errors import check_probability
 from recplug.plugins.graphs.user_item import UserItemGraph
 
 

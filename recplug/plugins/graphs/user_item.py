@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recplug.core.components import GraphEncoder, check_layers, check_probability
+from recplug.core.components import GraphEncoder
 from recplug.core.dataset import InteractionData
+from recplug.core.errors import check_layers, check_probability
 from recplug.core.sparse import SparseOperator, check_backend, distinct_pairs, normalized_adjacency
 from recplug.core.types import GraphView
 

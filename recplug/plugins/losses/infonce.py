@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recplug.core.components import AuxLoss, check_number
-from recplug.core.errors import ConfigError
+from recplug.core.components import AuxLoss
+from recplug.core.errors import ConfigError, check_number
 from recplug.core.types import BPRBatch, ModelOutput
 
 
