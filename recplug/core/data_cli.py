@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from recplug.core.cli import report_errors
 from recplug.core.dataset import InteractionData
-from recplug.core.errors import RecplugError
+from recplug.core.errors import ConfigError, RecplugError
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one ``error:`` line and exit status 2, like every other recplug error."""
+    """Usage errors as a :class:`ConfigError` (one ``error:`` line and exit status 2, like every recplug error)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"error: {self.prog}: {message}\n")
-        raise SystemExit(2)
+        raise ConfigError(f"{self.prog}: {message}")
 
 
 def _feature_pairs(values: list[str]) -> dict[str, str]:
@@ -184,11 +183,8 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """:func:`run`, with errors as one ``error:`` line on stderr and exit status 2."""
+    """:func:`run`, with errors as one ``error:`` line on stderr and exit status 2 (the CLI's error boundary)."""
     try:
-        return run(argv)
-    except SystemExit as exc:
+        return report_errors(lambda: run(argv))
+    except SystemExit as exc:  # argparse's --help
         return int(exc.code or 0)
-    except RecplugError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2

@@ -41,6 +41,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from recplug.core.cli import report_errors
 from recplug.core.errors import ConfigError, DataError, RecplugError
 
 TextEncoder = Callable[[list[str]], np.ndarray]
@@ -509,9 +510,5 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """:func:`run`, with errors as one ``error:`` line on stderr and exit status 2."""
-    try:
-        return run(argv)
-    except RecplugError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
+    """:func:`run`, with errors as one ``error:`` line on stderr and exit status 2 (the CLI's error boundary)."""
+    return report_errors(lambda: run(argv))

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recplug.core.errors import ConfigError, DataError, RecplugError
+from recplug.core.cli import report_errors
+from recplug.core.errors import ConfigError, DataError
 
 DEFAULT_MONITOR = "val/recall@20"
 METRIC_ORDER = ("recall", "ndcg", "precision", "map", "mrr", "hit")
@@ -311,12 +311,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", help="output folder (default: the run folder)")
     parser.add_argument("--monitor", help="metric choosing the best epoch (default: the run's checkpoint.monitor)")
     parser.add_argument("--mode", choices=("max", "min"), help="whether --monitor is maximised (default: max)")
-    try:
+
+    def command() -> int:
         args = parser.parse_args(argv)
-        report = make_report(args.run_dir, args.out, args.monitor, args.mode)
-    except RecplugError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    for path in report.files:
-        print(path)
-    return 0
+        for path in make_report(args.run_dir, args.out, args.monitor, args.mode).files:
+            print(path)
+        return 0
+
+    return report_errors(command)
