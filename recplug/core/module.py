@@ -232,10 +232,17 @@ class RecModule(pl.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Stop on weights the optimiser step made non-finite (the loss of this step was still finite)."""
-        parameters = [p for p in self.parameters() if p.requires_grad]
-        if parameters and not bool(torch.stack([torch.isfinite(p).all() for p in parameters]).all()):
-            name = next(n for n, p in self.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all()))
+        """Stop on weights the optimiser step made non-finite (the loss of this step was still finite).
+
+        A parameter's float32 sum is finite iff its values are (short of a total beyond ~1e38, itself a divergence):
+        one reduction per parameter and one host sync; measured on CPU for Gowalla-sized MF tables (4.5 M floats),
+        3 ms per step against 34 ms for ``isfinite(p).all()``."""
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        if not named:
+            return
+        finite = torch.isfinite(torch.stack([p.sum(dtype=torch.float32) for _, p in named]))
+        if not bool(finite.all()):
+            name = named[int((~finite).nonzero()[0])][0]
             raise self._diverged(batch_idx, f"parameter {name} is not finite after the optimiser step")
 
     def _non_finite_term(self, terms: dict[str, Tensor], batch: BPRBatch, output: ModelOutput) -> tuple[str, str]:
