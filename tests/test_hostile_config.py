@@ -285,12 +285,21 @@ def test_a_plugin_that_exits_at_import_is_reported_and_skipped(exiting_plugin, c
         loaded = exiting_plugin(reload=True)
     assert loaded["exits"].status == "skipped"
     assert main(["plugins", "--all"]) == 0  # every command still runs
-    assert "exits  (recplug-exits 0.1.0)  [skipped: SystemExit: it called sys.exit(3) at import]" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "exits  (recplug-exits 0.1.0)  [skipped: SystemExit: it called sys.exit(3) at import]" in listed
 
 
-def test_strict_plugins_turn_an_exiting_plugin_into_an_error(exiting_plugin) -> None:
+def test_strict_plugins_turn_an_exiting_plugin_into_an_error(exiting_plugin, monkeypatch) -> None:
+    from recplug.core import plugins
+
     with pytest.raises(PluginError, match=r"recplug-exits 0.1.0 failed to load: SystemExit"):
         exiting_plugin(strict=True, reload=True)
+    monkeypatch.setattr(plugins, "_LOADED", None)  # the next command loads the plugins again, under the env switch
+    monkeypatch.setenv("RECPLUG_STRICT_PLUGINS", "1")
+    assert one_error(*run("plugins")) == (
+        "error: recplug: plugin 'exits' from distribution recplug-exits 0.1.0 failed to load: "
+        "SystemExit: it called sys.exit(3) at import"
+    )
 
 
 # ------------------------------------------------------------------------------------------ property test
@@ -383,7 +392,8 @@ def component_args(slot: str, argument: str, raw: str) -> list[str]:
         return [f"--model.encoders=[{behavior}, {semantic}, {entry}]"]
     if issubclass(cls, AuxLoss):  # beside InfoNCE, or instead of it (two would log the same term)
         infonce = "{class_path: InfoNCELoss, init_args: {view_a: behavior, view_b: semantic}}"
-        return [f"--model.aux_losses=[{entry}]" if slot == "InfoNCELoss" else f"--model.aux_losses=[{infonce}, {entry}]"]
+        return [f"--model.aux_losses=[{entry}]" if slot == "InfoNCELoss" else
+                f"--model.aux_losses=[{infonce}, {entry}]"]
     return [f"--model.combiner={entry}"]
 
 
