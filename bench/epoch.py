@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 
-from recplug.core.cli import run_cli
-from recplug.core.readers import read_lightgcn
-from recplug.core.sampler import BPRTrainSet
+from recplug.core.cli.main import run_cli
+from recplug.core.data.readers import read_lightgcn
+from recplug.core.data.sampler import BPRTrainSet
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

@@ -22,9 +22,9 @@ import faiss
 import torch
 from torch import Tensor
 
-from recplug.core.evaluation import evaluate
-from recplug.core.metrics import METRICS
-from recplug.core.search import (
+from recplug.core.eval.evaluator import evaluate
+from recplug.core.eval.metrics import METRICS
+from recplug.core.eval.search import (
     FaissFlatSearch, FaissHNSWSearch, FaissIVFSearch, TorchExactSearch, VectorSearch, csr_pairs, search_recall,
 )
 

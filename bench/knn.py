@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from recplug.core.knn import knn_coo
+from recplug.core.ops.knn import knn_coo
 
 
 def resident_bytes() -> int:

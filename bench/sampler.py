@@ -3,7 +3,7 @@
     python bench/sampler.py [--data ../shared/data/gowalla] [--batch-size 2048] [--repeats 7] [--threads N]
 
 Times, interleaved in one run (the machine is shared and noisy; the minimum of the repeats is kept): one epoch
-of :class:`~recplug.core.sampler.BPRTrainSet` (permutation, gathers, uniform negatives with rejection of the
+of :class:`~recplug.core.data.sampler.BPRTrainSet` (permutation, gathers, uniform negatives with rejection of the
 user's training positives, iteration over every batch), and ``torch.randint(num_items, (E,))``, the cost of the
 negatives' random numbers alone. Checks that every training pair is served once and no negative is a positive.
 Last line: ``ratio=<epoch time / randint time>``.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from recplug.core.registry import load_any
-from recplug.core.sampler import BPRTrainSet
+from recplug.core.data.registry import load_any
+from recplug.core.data.sampler import BPRTrainSet
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "gowalla"
 

@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from recplug.core.readers import read_lightgcn
-from recplug.core.sparse import SparseOperator, normalized_adjacency
+from recplug.core.data.readers import read_lightgcn
+from recplug.core.ops.sparse import SparseOperator, normalized_adjacency
 
 LAYERS, DIM = 3, 64
 

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from recplug.core.dataset import InteractionData
-    from recplug.core.types import BPRBatch, GraphView, ModelOutput
+    from recplug.core.data.dataset import InteractionData
+    from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
 
 PROJECT = "recplug"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -129,7 +129,7 @@ class RecplugSpecs:
             content: ``[N, d]`` fused item content, or ``None`` when no fusion is configured.
 
         Returns:
-            a :class:`~recplug.core.types.GraphView` ``(name, users [M, d_v], items [N, d_v])``.
+            a :class:`~recplug.core.model.types.GraphView` ``(name, users [M, d_v], items [N, d_v])``.
 
         Example::
 

@@ -25,9 +25,9 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-from recplug.core.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
-from recplug.core.dataset import InteractionData
-from recplug.core.module import RecModule
+from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
+from recplug.core.data.dataset import InteractionData
+from recplug.core.model.module import RecModule
 from recplug.datasets.synthetic import generate
 
 __all__ = ["check_component", "make_tiny_data", "recplug_temporary_cache", "tiny_data", "tiny_folder"]
@@ -47,7 +47,7 @@ def tiny_data() -> InteractionData:
 @pytest.fixture
 def tiny_folder(tiny_data: InteractionData, tmp_path: Path) -> Path:
     """``tiny_data`` written as an MMRec folder (``recplug fit --data.path <it>``)."""
-    from recplug.core.readers import write_mmrec
+    from recplug.core.data.readers import write_mmrec
 
     return write_mmrec(tiny_data, tmp_path / "tiny")
 

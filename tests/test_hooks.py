@@ -9,10 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from recplug.core.errors import ConfigError
-from recplug.core.components import AuxLoss, Combiner, FusionModule, GraphEncoder
-from recplug.core.hookdocs import REQUIRED_SECTIONS, hookspecs, render, signature
-from recplug.core.module import RecModule
-from recplug.core.types import BPRBatch, GraphView, ModelOutput
+from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder
+from recplug.core.model.hookdocs import REQUIRED_SECTIONS, hookspecs, render, signature
+from recplug.core.model.module import RecModule
+from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
 from recplug.plugins.embedding import IdEmbedding
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def test_hookspec_is_documented(name: str) -> None:
 
 
 def test_hook_reference_is_up_to_date() -> None:
-    assert (ROOT / "docs" / "hooks.md").read_text() == render(), "run: python -m recplug.core.hookdocs > docs/hooks.md"
+    assert (ROOT / "docs" / "hooks.md").read_text() == render(), "run: python -m recplug.core.model.hookdocs > docs/hooks.md"
 
 
 @pytest.mark.parametrize("name", list(hookspecs()))
@@ -83,7 +83,7 @@ def test_hook_recplug_setup(tiny_data, tmp_path) -> None:
 def test_hook_recplug_resample(tiny_data) -> None:
     import pytorch_lightning as pl
 
-    from recplug.core.datamodule import RecDataModule
+    from recplug.core.data.datamodule import RecDataModule
 
     recorder = Recorder()
     dm = RecDataModule(batch_size=4096)

@@ -17,7 +17,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_readme_plugin_example_runs(tiny_data) -> None:
-    from recplug.core.module import RecModule
+    from recplug.core.model.module import RecModule
     from recplug.plugins.embedding import ContentView, IdEmbedding
 
     code = re.search(r"## Writing a plugin.*?```python\n(.*?)```", README, re.S).group(1)

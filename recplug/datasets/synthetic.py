@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recplug.core.dataset import InteractionData
+from recplug.core.data.dataset import InteractionData
 
 
 def mmrec_split(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -109,7 +109,7 @@ def generate(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from recplug.core.readers import write_mmrec
+    from recplug.core.data.readers import write_mmrec
     from recplug.datasets import default_path
 
     parser = argparse.ArgumentParser(description="Regenerate recplug's embedded default dataset.")

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from recplug.core.errors import ConfigError
-from recplug.core.components import Combiner
-from recplug.core.types import GraphView
+from recplug.core.model.components import Combiner
+from recplug.core.model.types import GraphView
 
 
 class SumCombiner(Combiner):

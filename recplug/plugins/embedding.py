@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from recplug.core.errors import ConfigError
-from recplug.core.components import GraphEncoder
-from recplug.core.types import GraphView
+from recplug.core.model.components import GraphEncoder
+from recplug.core.model.types import GraphView
 
 
 class IdEmbedding(GraphEncoder):

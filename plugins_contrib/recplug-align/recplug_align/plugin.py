@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recplug.core.components import AuxLoss
+from recplug.core.model.components import AuxLoss
 from recplug.core.errors import ConfigError
-from recplug.core.types import BPRBatch, ModelOutput
+from recplug.core.model.types import BPRBatch, ModelOutput
 
 
 def alignment(x: Tensor, y: Tensor) -> Tensor:

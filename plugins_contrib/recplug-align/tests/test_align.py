@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from recplug.core.errors import ConfigError
-from recplug.core.module import RecModule
-from recplug.core.plugins import hooks_implemented
-from recplug.core.types import BPRBatch, GraphView, ModelOutput
+from recplug.core.model.module import RecModule
+from recplug.core.model.plugins import hooks_implemented
+from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
 from recplug.datasets.synthetic import generate
 from recplug.testing import check_component, make_tiny_data
 from recplug_align import AlignUniformLoss, alignment, uniformity

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from recplug.core.components import FusionModule
+from recplug.core.model.components import FusionModule
 
 
 class GMUFusion(FusionModule):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from recplug.core.components import FusionModule
+from recplug.core.model.components import FusionModule
 from recplug.core.errors import check_probability
 
 

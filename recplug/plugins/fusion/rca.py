@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from recplug.core.components import FusionModule
+from recplug.core.model.components import FusionModule
 from recplug.core.errors import check_layers, check_number, check_probability
 
 

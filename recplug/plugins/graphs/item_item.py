@@ -8,12 +8,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from recplug.core.components import GraphEncoder
-from recplug.core.dataset import InteractionData
+from recplug.core.model.components import GraphEncoder
+from recplug.core.data.dataset import InteractionData
 from recplug.core.errors import ConfigError, InvalidArgument, check_layers, check_number
-from recplug.core.knn import cached_knn_coo, knn_coo
-from recplug.core.sparse import SparseOperator, check_backend, row_normalized
-from recplug.core.types import GraphView
+from recplug.core.ops.knn import cached_knn_coo, knn_coo
+from recplug.core.ops.sparse import SparseOperator, check_backend, row_normalized
+from recplug.core.model.types import GraphView
 
 
 class ItemItemGraph(GraphEncoder):

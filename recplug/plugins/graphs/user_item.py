@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recplug.core.components import GraphEncoder
-from recplug.core.dataset import InteractionData
+from recplug.core.model.components import GraphEncoder
+from recplug.core.data.dataset import InteractionData
 from recplug.core.errors import check_layers, check_probability
-from recplug.core.sparse import SparseOperator, check_backend, distinct_pairs, normalized_adjacency
-from recplug.core.types import GraphView
+from recplug.core.ops.sparse import SparseOperator, check_backend, distinct_pairs, normalized_adjacency
+from recplug.core.model.types import GraphView
 
 
 def degree_sensitive_sample(users: Tensor, items: Tensor, keep: int, generator: torch.Generator) -> Tensor:

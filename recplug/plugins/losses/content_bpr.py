@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from recplug.core.components import AuxLoss
+from recplug.core.model.components import AuxLoss
 from recplug.core.errors import ConfigError
-from recplug.core.types import BPRBatch, ModelOutput
+from recplug.core.model.types import BPRBatch, ModelOutput
 
 
 class ContentBPRLoss(AuxLoss):

@@ -6,9 +6,9 @@ from typing import Literal
 
 from torch import Tensor
 
-from recplug.core.components import AuxLoss
+from recplug.core.model.components import AuxLoss
 from recplug.core.errors import ConfigError
-from recplug.core.types import BPRBatch, ModelOutput
+from recplug.core.model.types import BPRBatch, ModelOutput
 
 
 class L2Regularization(AuxLoss):

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recplug.core.components import AuxLoss
-from recplug.core.dataset import InteractionData
+from recplug.core.model.components import AuxLoss
+from recplug.core.data.dataset import InteractionData
 from recplug.core.errors import check_number
-from recplug.core.sparse import distinct_pairs
-from recplug.core.types import BPRBatch, ModelOutput
+from recplug.core.ops.sparse import distinct_pairs
+from recplug.core.model.types import BPRBatch, ModelOutput
 
 
 def constraint_factors(users: Tensor, items: Tensor, num_users: int, num_items: int) -> tuple[Tensor, Tensor]:

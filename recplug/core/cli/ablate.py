@@ -1,0 +1,553 @@
+"""``recplug ablate``: run every variant of a bundle over several seeds and report paper-ready tables.
+
+    recplug ablate --config configs/crane.yaml --variants configs/ablations/crane.yaml --seeds 0 1 2 \\
+        --out runs/ablate/crane [--max-epochs N] [-- extra CLI overrides for every run]
+
+A *variant* is a set of config overrides (plugin swaps and argument changes) applied on top of the base
+config; the variants file (docs/ablation.md) lists them by name, or as a factorial ``grid`` of named levels.
+Every (variant, seed) is one ``recplug fit`` run, in this process, under ``<out>/runs/<variant>/seed<S>/``
+(``log.txt``, ``result.json``, and Lightning's ``fit/``).
+Its epoch is selected on validation (the ``checkpoint.monitor`` of the config, ``val/recall@20`` by default)
+and the test metrics are those of that epoch's checkpoint (the CLI tests the best-validation checkpoint after
+fit: the field's protocol). A run is finished when its ``result.json`` (metrics + provenance) exists; a rerun
+of the same command skips finished runs, so an interrupted ablation resumes where it stopped.
+
+Outputs in ``<out>``: ``results.csv`` (one row per run, then a mean and a std row per variant),
+``results.md`` (mean ± std over seeds, best mean in bold, provenance) and ``results.png`` (bars with
+std error bars; needs matplotlib, ``pip install 'recplug[report]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import gc
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import statistics
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from recplug.core.errors import ConfigError, RecplugError
+
+RESULT_FILE = "result.json"
+FIT_DIR = "fit"  # a run's Lightning outputs: metrics.csv, config.yaml, checkpoints/
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
+
+
+# ---------------------------------------------------------------------------- the variants file
+@dataclass(frozen=True)
+class Variant:
+    """One named configuration: dotted config keys -> values, and its level on each grid axis."""
+
+    name: str
+    overrides: dict[str, Any]
+    levels: dict[str, str] = field(default_factory=dict)
+
+    def args(self) -> list[str]:
+        return override_args(self.overrides)
+
+
+def override_args(overrides: dict[str, Any]) -> list[str]:
+    """``{"model.fusion": "ConcatFusion", "model.aux_losses": []}`` -> ``["--model.fusion=ConcatFusion",
+    "--model.aux_losses=[]"]``: strings as they are, anything else (lists, dicts, numbers, null) as JSON."""
+    return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()]
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of dotted config keys to values, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"{where}: key {key!r} is not a string (YAML reads unquoted on/off/yes/no as booleans: quote it)"
+            )
+    return value
+
+
+def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str, Any]]:
+    """Read a variants file; return ``(variants, grid axes, common overrides)``.
+
+    Keys: ``common`` (overrides for every run), ``variants`` (``{name: overrides}``) and/or ``grid``
+    (``{axis: {level: overrides}}``: one variant per combination of levels, named ``axis=level,...``).
+    """
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such variants file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    spec = _mapping(spec, str(path))
+    unknown = sorted(set(spec) - {"common", "variants", "grid"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; expected common, variants and/or grid")
+    variants = [
+        Variant(name, dict(_mapping(overrides, f"{path}: variants.{name}")))
+        for name, overrides in _mapping(spec.get("variants"), f"{path}: variants").items()
+    ]
+    grid = _mapping(spec.get("grid"), f"{path}: grid")
+    axes = [(axis, _mapping(levels, f"{path}: grid.{axis}")) for axis, levels in grid.items()]
+    for axis, levels in axes:
+        if not levels:
+            raise ConfigError(f"{path}: grid.{axis} has no levels")
+    combinations = itertools.product(*[[(axis, level) for level in levels] for axis, levels in axes]) if axes else []
+    for combination in combinations:
+        merged: dict[str, Any] = {}
+        for axis, level in combination:
+            for key, value in _mapping(grid[axis][level], f"{path}: grid.{axis}.{level}").items():
+                if key in merged:
+                    raise ConfigError(f"{path}: {key} is set by two grid axes; each key belongs to one axis")
+                merged[key] = value
+        name = ",".join(f"{axis}={level}" for axis, level in combination)
+        variants.append(Variant(name, merged, dict(combination)))
+    if not variants:
+        raise ConfigError(f"{path}: no variants; give `variants: {{name: {{key: value}}}}` or a `grid`")
+    names = [v.name for v in variants]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{path}: duplicate variant name(s) {duplicates}")
+    return variants, [axis for axis, _ in axes], dict(_mapping(spec.get("common"), f"{path}: common"))
+
+
+# ---------------------------------------------------------------------------- runs
+@dataclass(frozen=True)
+class Run:
+    """One (variant, seed): where it writes and the ``recplug fit`` arguments that reproduce it."""
+
+    variant: Variant
+    seed: int
+    directory: Path
+    args: list[str]
+    spec_sha256: str
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", name)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def plan(
+    configs: list[str], variants: list[Variant], seeds: list[int], out: Path, common: list[str], extra: list[str]
+) -> list[Run]:
+    """Every (variant, seed) run, variant-major. ``spec_sha256`` covers the config files' contents and every
+    argument except the run's own directory: a finished run is reused only while its spec is unchanged."""
+    try:
+        config_texts = [_sha256(Path(c).read_text()) for c in configs]
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{exc.filename}: no such config file") from None
+    runs = []
+    for variant in variants:
+        for seed in seeds:
+            directory = out / "runs" / _slug(variant.name) / f"seed{seed}"
+            args = [
+                "fit", *itertools.chain.from_iterable(("--config", c) for c in configs),
+                *common, *variant.args(), *extra, f"--seed_everything={seed}", f"--data.seed={seed}",
+            ]
+            spec = _sha256(json.dumps({"configs": config_texts, "args": args}))
+            runs.append(Run(variant, seed, directory, args + output_args(directory), spec))
+    return runs
+
+
+def output_args(directory: Path) -> list[str]:
+    """The ``recplug fit`` arguments that put a run's Lightning outputs (``metrics.csv``, ``config.yaml``,
+    checkpoints) in ``directory/fit``, without a progress bar or model summary."""
+    logger = {"class_path": "pytorch_lightning.loggers.CSVLogger",
+              "init_args": {"save_dir": str(directory), "name": "", "version": FIT_DIR}}
+    return [
+        f"--trainer.default_root_dir={directory}", f"--trainer.logger={json.dumps(logger)}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ]
+
+
+RESULT_TYPES = {"variant": str, "levels": dict, "seed": int, "monitor": str, "epoch": int, "val": dict, "test": dict,
+                "seconds": (int, float), "provenance": dict, "spec_sha256": str}
+"""What :func:`fit_one` writes to ``result.json`` and the reports read back, with their types."""
+PROVENANCE_KEYS = ("recplug", "torch", "pytorch_lightning", "python", "plugins", "data", "config_sha256", "data_sha256")
+"""The provenance entries the reports print."""
+
+
+def _result_problem(result: Any) -> str | None:
+    """What a parsed ``result.json`` lacks for the reports (``None`` when nothing)."""
+    if not isinstance(result, dict):
+        return f"a JSON {type(result).__name__}, not an object"
+    wrong = [key for key, kind in RESULT_TYPES.items() if not isinstance(result.get(key), kind)]
+    if wrong:
+        return f"missing or mistyped {', '.join(wrong)}"
+    for split in ("val", "test"):
+        if not all(isinstance(v, (int, float)) for v in result[split].values()):
+            return f"a non-numeric {split} metric"
+    absent = [key for key in PROVENANCE_KEYS if key not in result["provenance"]]
+    return f"provenance lacks {', '.join(absent)}" if absent else None
+
+
+def finished(run: Run) -> dict[str, Any] | None:
+    """The run's stored result if it finished under the same spec, else ``None``. A ``result.json`` that cannot
+    be read or lacks what the reports need (truncated, edited by hand) counts as unfinished, with a warning."""
+    path = run.directory / RESULT_FILE
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        problem: str | None = f"unreadable ({type(exc).__name__})"
+    else:
+        problem = _result_problem(result)
+    if problem is not None:  # warned once per file and problem: the warning's location is this line
+        warnings.warn(f"{path}: {problem}; the run counts as unfinished and is run again")
+        return None
+    return result if result["spec_sha256"] == run.spec_sha256 else None
+
+
+def select_validation_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
+    """From a CSVLogger ``metrics.csv``: the epoch that is best on ``monitor`` (the first of ties, as
+    ``ModelCheckpoint`` keeps it; :func:`recplug.core.cli.report.best_epoch`) and its validation metrics; no test
+    metric is read.
+
+    Returns ``{"epoch", "val": {metric: value}, "epochs_validated"}``.
+    """
+    from recplug.core.cli.report import best_epoch, read_csv_log
+
+    log = read_csv_log(metrics_csv)
+    epoch = best_epoch(log, monitor, mode)
+    if epoch is None:
+        raise ConfigError(f"{metrics_csv}: {monitor} was never logged; is checkpoint.monitor a validation metric?")
+    return {
+        "epoch": epoch,
+        "val": {k: s[epoch] for k, s in log.series.items() if k.startswith("val/") and epoch in s},
+        "epochs_validated": len(log.series[monitor]),
+    }
+
+
+def select_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
+    """:func:`select_validation_epoch` plus the test metrics logged after fit (``"test": {metric: value}``)."""
+    from recplug.core.cli.report import read_csv_log
+
+    test = {k: v for k, v in read_csv_log(metrics_csv).final.items() if k.startswith("test/")}
+    if not test:
+        raise ConfigError(f"{metrics_csv}: no test metrics were logged after fit")
+    return {**select_validation_epoch(metrics_csv, monitor, mode), "test": test}
+
+
+@contextlib.contextmanager
+def captured(log_path: Path) -> Iterator[None]:
+    """Send a run's prints, warnings and Lightning's log lines to ``log_path`` instead of the terminal (with
+    ``sys.argv`` emptied: the run's arguments are given to the CLI directly, not read from the command line)."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    saved = [(lg.handlers, lg.propagate) for lg in loggers]
+    saved_argv = sys.argv
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        handler = logging.StreamHandler(log)
+        for lg in loggers:
+            lg.handlers, lg.propagate = [handler], False
+        sys.argv = sys.argv[:1]
+        try:
+            yield
+        finally:
+            sys.argv = saved_argv
+            for lg, (handlers, propagate) in zip(loggers, saved):
+                lg.handlers, lg.propagate = handlers, propagate
+
+
+def fit_one(run: Run) -> dict[str, Any]:
+    """Train and test one run in this process; return its result record (also written to ``result.json``)."""
+    from recplug.core.cli.main import run_cli
+    from recplug.core.model.provenance import hashed_config, provenance
+
+    if run.directory.exists():  # a partial run (interrupted, failed, or of an older spec): start clean
+        shutil.rmtree(run.directory)
+    run.directory.mkdir(parents=True)
+    start = time.perf_counter()
+    with captured(run.directory / "log.txt"):
+        cli = run_cli(run.args)
+    seconds = time.perf_counter() - start
+    config = cli.config[cli.subcommand].as_dict()
+    checkpoint = config.get("checkpoint") or {}
+    monitor, mode = checkpoint.get("monitor") or "val/recall@20", checkpoint.get("mode") or "max"
+    selected = select_epoch(run.directory / FIT_DIR / "metrics.csv", monitor, mode)
+    result = {
+        "variant": run.variant.name,
+        "levels": run.variant.levels,
+        "seed": run.seed,
+        "monitor": monitor,
+        **selected,
+        "best_checkpoint": cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else "",
+        "seconds": round(seconds, 2),
+        "command": ["recplug", *run.args],
+        "spec_sha256": run.spec_sha256,
+        "provenance": provenance(hashed_config(config), cli.datamodule.data, run.seed),
+    }
+    del cli
+    gc.collect()
+    tmp = run.directory / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, run.directory / RESULT_FILE)  # atomic: result.json exists only for a finished run
+    return result
+
+
+def last_error_line(log_path: Path) -> str:
+    lines = [line.strip() for line in log_path.read_text().splitlines() if line.strip()] if log_path.exists() else []
+    return lines[-1] if lines else ""
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def execute(runs: list[Run], primary: str) -> tuple[list[dict[str, Any]], list[str], bool]:
+    """Run what is not finished, printing one progress line per run.
+
+    Returns ``(results of finished runs, failure messages, interrupted)``; a failed run is reported and
+    the others go on; an interrupt (Ctrl-C) stops the loop, leaving every finished run's result in place.
+    """
+    results, failures, durations = [], [], []
+    todo = sum(finished(r) is None for r in runs)
+    for index, run in enumerate(runs, 1):
+        head = f"[{index}/{len(runs)}] variant={run.variant.name} seed={run.seed}"
+        done = finished(run)
+        if done is not None:
+            print(f"{head}: finished earlier, skipped", flush=True)
+            results.append(done)
+            continue
+        print(f"{head} ...", end="", flush=True)
+        try:
+            result = fit_one(run)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            if not (isinstance(exc, SystemExit) and exc.code == 2):
+                print(" interrupted", flush=True)
+                return results, failures, True
+            message = last_error_line(run.directory / "log.txt")  # the CLI rejected the config in one line
+        except Exception as exc:  # a crashing variant must not lose the others' results
+            with open(run.directory / "log.txt", "a") as log:
+                traceback.print_exc(file=log)
+            message = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, RecplugError):
+                message += f" (traceback in {run.directory / 'log.txt'})"
+        else:
+            message = ""
+        todo -= 1
+        if message:
+            failures.append(f"variant={run.variant.name} seed={run.seed}: {message}")
+            print(f" failed: {message}", flush=True)
+            continue
+        results.append(result)
+        durations.append(result["seconds"])
+        score = result["test"].get(primary)
+        shown = f"  {primary}={score:.4f}" if score is not None else ""
+        eta = f"  (about {_duration(statistics.fmean(durations) * todo)} left)" if todo else ""
+        print(f" {result['seconds']:.1f}s  epoch={result['epoch']}{shown}{eta}", flush=True)
+    return results, failures, False
+
+
+# ---------------------------------------------------------------------------- reports
+@dataclass
+class Summary:
+    """Per-variant values of each reported metric over the seeds that finished."""
+
+    variant: Variant
+    values: dict[str, list[float]]
+
+    def mean(self, metric: str) -> float:
+        return statistics.fmean(self.values[metric]) if self.values.get(metric) else math.nan
+
+    def std(self, metric: str) -> float:
+        """Sample standard deviation (n - 1); ``nan`` with one seed."""
+        values = self.values.get(metric, [])
+        return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def summarize(variants: list[Variant], results: list[dict[str, Any]], metrics: list[str]) -> list[Summary]:
+    summaries = []
+    for variant in variants:
+        mine = [_run_values(r) for r in results if r["variant"] == variant.name]
+        values = {m: [run[m] for run in mine if m in run] for m in metrics}
+        values["epoch"] = [run["epoch"] for run in mine]
+        summaries.append(Summary(variant, values))
+    return summaries
+
+
+def _number(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.6g}"
+
+
+def _run_values(result: dict[str, Any]) -> dict[str, float]:
+    return {"epoch": float(result["epoch"]), **result["val"], **result["test"]}
+
+
+def write_csv(path: Path, axes: list[str], results: list[dict[str, Any]], summaries: list[Summary]) -> None:
+    """One row per run (the selected epoch, its val and test metrics, provenance), then a ``mean`` and a
+    ``std`` row per variant (std empty with one seed)."""
+    columns = ["epoch", *sorted({k for r in results for k in [*r["val"], *r["test"]]})]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["variant", *axes, "seed", *columns, "recplug", "plugins", "config_sha256", "data_sha256",
+                         "seconds"])
+        for r in results:
+            p, values = r["provenance"], _run_values(r)
+            writer.writerow([r["variant"], *[r["levels"].get(a, "") for a in axes], r["seed"],
+                             *[_number(values.get(c, math.nan)) for c in columns],
+                             p["recplug"], "; ".join(p["plugins"]), p["config_sha256"], p["data_sha256"], r["seconds"]])
+        for s in summaries:
+            runs = [_run_values(r) for r in results if r["variant"] == s.variant.name]
+            for stat, fn, needed in (("mean", statistics.fmean, 1), ("std", statistics.stdev, 2)):
+                cells = []
+                for c in columns:
+                    values = [v[c] for v in runs if c in v]
+                    cells.append(_number(fn(values)) if len(values) >= needed else "")
+                writer.writerow([s.variant.name, *[s.variant.levels.get(a, "") for a in axes], stat, *cells,
+                                 "", "", "", "", ""])
+
+
+def markdown(
+    summaries: list[Summary], axes: list[str], metrics: list[str], monitor: str, results: list[dict[str, Any]],
+    seeds: list[int],
+) -> str:
+    """The mean ± std table (best mean per metric in bold) followed by the provenance of the runs."""
+    first = axes or ["variant"]
+    lines = ["| " + " | ".join([*first, "seeds", *metrics, "epoch"]) + " |",
+             "|" + "---|" * len(first) + "---:|" * (len(metrics) + 2)]
+    best = {m: max((s.mean(m) for s in summaries if not math.isnan(s.mean(m))), default=math.nan) for m in metrics}
+    for s in summaries:
+        cells = [s.variant.levels[a] for a in axes] if axes else [s.variant.name]
+        cells.append(str(len(s.values["epoch"])))
+        for m in [*metrics, "epoch"]:
+            mean, std = s.mean(m), s.std(m)
+            if math.isnan(mean):
+                cells.append("–")
+                continue
+            digits = 1 if m == "epoch" else 4
+            text = f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+            cells.append(f"**{text}**" if m != "epoch" and mean == best[m] else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Metrics (test/…, and val/… where asked for) at the epoch selected on {monitor}, mean ± sample std over seeds {seeds} "
+        "(the seeds column counts finished runs); epoch = selected epoch (0-based).",
+    ]
+    if results:
+        p = results[0]["provenance"]
+        data = sorted({r["provenance"]["data_sha256"] for r in results})
+        plugins = sorted({x for r in results for x in r["provenance"]["plugins"]})
+        lines += [
+            "",
+            "Provenance:",
+            f"- recplug {p['recplug']}, torch {p['torch']}, pytorch-lightning {p['pytorch_lightning']}, "
+            f"python {p['python']}",
+            f"- plugins: {', '.join(plugins)}",
+            f"- data: {p['data']} sha256 {', '.join(data)}",
+        ]
+        for s in summaries:
+            hashes = sorted({r["provenance"]["config_sha256"][:12] for r in results if r["variant"] == s.variant.name})
+            lines.append(f"- config sha256 of {s.variant.name}: {', '.join(hashes)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(path: Path, summaries: list[Summary], metrics: list[str]) -> None:
+    """Grouped bars (one group per variant, one bar per metric) with ±std error bars."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("the PNG chart needs matplotlib: pip install 'recplug[report]' (or pass --no-plot)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / len(metrics)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(summaries) * max(1, len(metrics)) ** 0.5 + 2), 4.5))
+    for k, metric in enumerate(metrics):
+        xs = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(summaries))]
+        means = [s.mean(metric) for s in summaries]
+        stds = [0.0 if math.isnan(s.std(metric)) else s.std(metric) for s in summaries]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=metric)
+    ax.set_xticks(range(len(summaries)))
+    ax.set_xticklabels([s.variant.name for s in summaries], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("mean ± std over seeds")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- command
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recplug ablate",
+        description="Run every variant x seed of a bundle; report test at the best-validation epoch as "
+        "mean ± std (CSV, Markdown, PNG). Rerunning skips finished runs. Arguments after `--` are passed "
+        "to every `recplug fit` run.",
+    )
+    parser.add_argument("--config", action="append", required=True, help="base config(s), composed left to right")
+    parser.add_argument("--variants", required=True, help="variants YAML (see docs/ablation.md)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
+    parser.add_argument("--out", help="output folder (default: runs/ablate/<variants file name>)")
+    parser.add_argument("--max-epochs", type=int, help="shortcut for --trainer.max_epochs in every run")
+    parser.add_argument("--metrics", nargs="+", default=["test/recall@20", "test/ndcg@20"],
+                        help="metrics in the table and the chart (default: test/recall@20 test/ndcg@20)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
+    parser.add_argument("--dry-run", action="store_true", help="print each run's `recplug fit` command; run nothing")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """``recplug ablate ...`` (``argv`` excludes ``ablate``). Returns 0, 1 if a run failed, 130 if interrupted."""
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_args(argv)
+    variants, axes, common = load_variants(args.variants)
+    if args.max_epochs is not None:
+        common = {**common, "trainer.max_epochs": args.max_epochs}
+    out = Path(args.out or Path("runs") / "ablate" / Path(args.variants).stem)
+    seeds = list(dict.fromkeys(args.seeds))
+    runs = plan(args.config, variants, seeds, out, override_args(common), extra)
+    if args.dry_run:
+        for run in runs:
+            print(" ".join(["recplug", *run.args]))
+        return 0
+    todo = sum(finished(r) is None for r in runs)
+    print(f"recplug ablate: {len(variants)} variants x {len(seeds)} seeds = {len(runs)} runs, "
+          f"{len(runs) - todo} finished earlier, {todo} to run; logs in {out / 'runs'}", flush=True)
+    results, failures, interrupted = execute(runs, args.metrics[0])
+    if interrupted:
+        print(f"recplug ablate: interrupted; {len(results)} runs finished. Run the same command again to resume.")
+        return 130
+    out.mkdir(parents=True, exist_ok=True)
+    logged = sorted({m for r in results for m in _run_values(r)} - {"epoch"})
+    unknown = [m for m in args.metrics if results and m not in logged]
+    if unknown:
+        print(f"recplug ablate: --metrics {unknown} were not logged by any run; choose from {logged}", file=sys.stderr)
+        return 2
+    summaries = summarize(variants, results, args.metrics)
+    monitor = results[0]["monitor"] if results else "val/recall@20"
+    write_csv(out / "results.csv", axes, results, summaries)
+    (out / "results.md").write_text(markdown(summaries, axes, args.metrics, monitor, results, seeds))
+    written = [out / "results.csv", out / "results.md"]
+    if not args.no_plot and results:
+        write_plot(out / "results.png", summaries, args.metrics)
+        written.append(out / "results.png")
+    print((out / "results.md").read_text())
+    print("wrote " + ", ".join(str(p) for p in written))
+    for failure in failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,190 @@
+"""``recplug data``: dataset statistics, conversion and downloads.
+
+    recplug data stats PATH [--json]          users, items, interactions per split, density, modalities, notes
+    recplug data convert SRC OUT              any readable dataset (or a raw log, with filtering/split options)
+                                              written as an MMRec folder
+    recplug data download NAME                fetch and verify a registered dataset into the cache
+    recplug data list                         registered datasets
+
+PATH/SRC is a dataset folder (MMRec or LightGCN), a raw CSV/TSV log, ``default`` or a registered name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from recplug.core.cli.main import report_errors
+from recplug.core.data.dataset import InteractionData
+from recplug.core.errors import ConfigError, RecplugError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as a :class:`ConfigError` (one ``error:`` line and exit status 2, like every recplug error)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _feature_pairs(values: list[str]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        modality, sep, file = value.partition("=")
+        if not sep or not modality or not file:
+            raise RecplugError(f"--feature: expected MODALITY=FILE, got {value!r}")
+        pairs[modality] = file
+    return pairs
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    from recplug.core.data.readers import FORMATS, RawOptions
+
+    defaults = RawOptions()
+    parser.add_argument("--format", choices=FORMATS, default="auto", help="dataset format (default: detect)")
+    parser.add_argument("--valid-ratio", type=float, default=0.0, help="carve a validation split from train")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of --valid-ratio")
+    parser.add_argument("--cache-dir", default=None, help="cache (default $RECPLUG_CACHE or ~/.cache/recplug)")
+    raw = parser.add_argument_group("raw logs (CSV/TSV)")
+    raw.add_argument("--feature", action="append", default=[], metavar="MODALITY=FILE",
+                     help="item features keyed by raw item id (.npz ids/features, or CSV/TSV rows id,f1,...)")
+    raw.add_argument("--sep", default=None, help="field separator (default: ',' for .csv, tab otherwise)")
+    raw.add_argument("--columns", default=None, help="comma-separated column names when the log has no header")
+    raw.add_argument("--user-col", default=defaults.user_col)
+    raw.add_argument("--item-col", default=defaults.item_col)
+    raw.add_argument("--rating-col", default=defaults.rating_col)
+    raw.add_argument("--time-col", default=defaults.time_col)
+    raw.add_argument("--min-rating", type=float, default=None)
+    raw.add_argument("--k-core", type=int, default=defaults.k_core)
+    raw.add_argument("--split", choices=("random", "loo", "temporal"), default=defaults.split)
+    raw.add_argument("--ratios", type=float, nargs=3, default=list(defaults.ratios), metavar=("TRAIN", "VALID", "TEST"))
+    raw.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random split")
+    raw.add_argument("--missing-features", choices=("error", "drop"), default=defaults.missing_features)
+
+
+def _load(args: argparse.Namespace, cached: bool = True) -> InteractionData:
+    """The dataset ``args.path`` names; a raw log is processed with the raw-log options, through the processed
+    cache when ``cached`` (``stats``), directly otherwise (``convert`` writes its own copy)."""
+    from recplug.core.data import readers, registry
+
+    source = Path(args.path)
+    if source.is_file() and args.format in ("auto", "raw"):
+        options = readers.RawOptions(
+            sep=args.sep, columns=tuple(args.columns.split(",")) if args.columns else None,
+            user_col=args.user_col, item_col=args.item_col, rating_col=args.rating_col, time_col=args.time_col,
+            min_rating=args.min_rating, k_core=args.k_core, split=args.split, ratios=tuple(args.ratios),
+            seed=args.seed, missing_features=args.missing_features,
+        )
+        features = _feature_pairs(args.feature)
+        if cached:
+            data = registry.load_raw(source, features, options, args.cache_dir)
+        else:
+            data = readers.process_raw(source, features, options)
+        return readers.carve_validation(data, args.valid_ratio, args.split_seed) if args.valid_ratio > 0 else data
+    return registry.load_any(args.path, None, args.format, args.valid_ratio, args.split_seed, args.cache_dir)
+
+
+def _print_stats(data: InteractionData) -> None:
+    summary = data.summary()
+    rows = [("name", summary["name"]), ("source", summary["source"]), ("users", summary["users"]),
+            ("items", summary["items"])]
+    total = 0
+    for split in ("train", "valid", "test"):
+        if f"{split}_interactions" in summary:
+            count = int(summary[f"{split}_interactions"])
+            total += count
+            users = int(data.split(split)[0].unique().numel())
+            rows.append((f"{split} interactions", f"{count}  ({users} users)"))
+    rows.append(("interactions", total))
+    rows.append(("density", f"{summary['density']:.6g}"))
+    modalities = summary["modalities"]
+    rows.append(("modalities", ", ".join(f"{m} {tuple(s)}" for m, s in modalities.items()) or "none"))
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    notes = summary["notes"] or ["none: nothing dropped or repaired"]
+    print(f"{'notes':<{width}}  {notes[0]}")
+    for note in notes[1:]:
+        print(f"{'':<{width}}  {note}")
+
+
+def _stats(args: argparse.Namespace) -> int:
+    data = _load(args)
+    if args.json:
+        print(json.dumps(data.summary(), indent=2))
+    else:
+        _print_stats(data)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from recplug.core.data.readers import write_mmrec
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RecplugError(f"{out}: output folder exists and is not empty")
+    if args.name is not None and (not args.name or any(c in args.name for c in "/\\\t\n")):
+        raise RecplugError(f"--name: expected a file stem without path separators, got {args.name!r}")
+    data = _load(args, cached=False)
+    data.name = args.name or data.name
+    write_mmrec(data, out)
+    print(f"wrote {out} (MMRec format: {data.name}.inter, {len(data.features)} feature files)")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from recplug.core.data import registry
+
+    print(registry.fetch(args.name, args.cache_dir, args.mirror, progress=not args.quiet))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from recplug.core.data import registry
+
+    for spec in registry.REGISTRY.values():
+        stats = ", ".join(f"{k.replace('_interactions', '')} {v}" for k, v in spec.stats.items())
+        where = "" if all(f.url for f in spec.files) else f"; from ${registry.MIRROR_ENV} only"
+        prepared = "; prepared once by recplug commands" if spec.prepare else ""
+        print(f"{spec.name}  ({spec.format}; {stats}{where}{prepared})\n    {spec.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``recplug data`` argument parser."""
+    parser = _Parser(prog="recplug data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    stats = commands.add_parser("stats", help="dataset statistics and everything dropped or repaired")
+    stats.add_argument("path", help="dataset folder, raw log, 'default' or registered name")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    _add_source_options(stats)
+    stats.set_defaults(run=_stats)
+    convert = commands.add_parser("convert", help="write any readable dataset as an MMRec folder")
+    convert.add_argument("path", help="dataset folder, raw log, 'default' or registered name")
+    convert.add_argument("out", help="output folder (new or empty)")
+    convert.add_argument("--name", default=None, help="dataset name, the stem of <name>.inter (default: the source's)")
+    _add_source_options(convert)
+    convert.set_defaults(run=_convert)
+    download = commands.add_parser("download", help="fetch and verify a registered dataset")
+    download.add_argument("name")
+    download.add_argument("--cache-dir", default=None)
+    download.add_argument("--mirror", default=None, help="folder or URL laid out as <mirror>/<name>/<file>")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.set_defaults(run=_download)
+    listing = commands.add_parser("list", help="registered datasets")
+    listing.set_defaults(run=_list)
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    """Run ``recplug data <argv>``, raising :class:`RecplugError` on bad input (usage errors exit 2)."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+def main(argv: list[str]) -> int:
+    """:func:`run`, with errors as one ``error:`` line on stderr and exit status 2 (the CLI's error boundary)."""
+    try:
+        return report_errors(lambda: run(argv))
+    except SystemExit as exc:  # argparse's --help
+        return int(exc.code or 0)

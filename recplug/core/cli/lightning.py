@@ -1,0 +1,353 @@
+"""LightningCLI for ``recplug fit|validate|test|predict``: data->model links, the ranking evaluator, best-checkpoint
+testing and one-line config errors. Imported only for those sub-commands (Lightning is slow to import)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+from jsonargparse import ArgumentError
+from pytorch_lightning import Trainer
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from recplug.core.cli.main import EXTRA_COMMANDS, debugging, print_error
+from recplug.core.errors import ConfigError, InvalidArgument, RecplugError, one_line
+
+
+COMPONENT_KEYS = {
+    "model.fusion": "FusionModule",
+    "model.encoders": "GraphEncoder",
+    "model.combiner": "Combiner",
+    "model.aux_losses": "AuxLoss",
+}
+
+
+def component_choices(base_name: str) -> list[str]:
+    """Short names of every loaded, concrete subclass of a component base class."""
+    import inspect
+
+    from recplug.core.model import components
+
+    found, stack = set(), [getattr(components, base_name)]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if not inspect.isabstract(cls):
+            found.add(cls.__name__)
+    return sorted(found)
+
+
+PARSER_KEY = r'Parser key "([^"]+)":?'
+"""How jsonargparse names the key at fault, at every level of a nested message."""
+
+
+def _list_items(text: str) -> list[str]:
+    """Top-level items of a printed Python list (``[a, f(b, c), {'d': e}]`` -> 3 items), quotes respected."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return []
+    items, depth, quote, start = [], 0, "", 1
+    for position, char in enumerate(text[1:-1], 1):
+        if quote:
+            quote = "" if char == quote and text[position - 1] != "\\" else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            items.append(text[start:position].strip())
+            start = position + 1
+    return items + [text[start:-1].strip()]
+
+
+def _component_key(key: str, message: str) -> str:
+    """``model.encoders[1]`` for the item of a component list that failed to parse (the items jsonargparse had
+    accepted print as ``Namespace(...)``), else ``key`` itself."""
+    given = re.findall(r"^\s*Given value: (.+)$", message, flags=re.MULTILINE)
+    items = _list_items(given[-1]) if given else []
+    failed = next((i for i, item in enumerate(items) if not item.startswith("Namespace(")), None)
+    return f"{key}[{failed}]" if failed is not None else key
+
+
+def summarize_parser_error(message: str) -> str:
+    """One line out of jsonargparse's (often nested, multi-line) message, naming the full key
+    (``model.encoders[1].init_args.num_layers``), what was expected and the valid choices."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    summary = lines[0] if lines else "invalid arguments"
+    match = re.search(PARSER_KEY, summary)
+    key = match.group(1) if match else ""
+    base = next((b for k, b in COMPONENT_KEYS.items() if key == k or key.startswith(k + ".")), None)
+    nested = re.search(r"Problem with given class_path '([^']+)':\n(.*)", message, flags=re.DOTALL)
+    if key and nested:  # the class resolved; one of its arguments is bad: name it under init_args
+        key = f"{_component_key(key, message)}.init_args"
+        class_path, message = nested.groups()
+        unknown = re.search(r"Option '([^']+)' is not accepted", message)
+        if unknown:
+            return f"{key}: {class_path.rsplit('.', 1)[-1]} has no argument {unknown.group(1)!r}"
+        key = ".".join([key, *re.findall(PARSER_KEY, message)])
+    elif base is not None:
+        value = re.search(r"Given value: (.+)", message)
+        shown = f" {value.group(1).strip()!r}" if value else ""
+        return f"{key}: unknown or invalid plugin class{shown}; choose one of: {', '.join(component_choices(base))}"
+    expected = re.search(r"Expected an? (.+?)\. Got value: (.+)", message)
+    if key and expected:  # e.g. 'Parser key "data.positives":' with the reason on the next line
+        wanted, given = expected.groups()
+        choices = re.fullmatch(r"typing\.Literal\[(.+)\]", wanted)
+        wanted = f"one of {choices.group(1)}" if choices else re.sub(r"<class '(\w+)'>", r"\1", wanted)
+        return f"{key}: expected {wanted}, got {given.strip()!r}"
+    union = re.search(r"Subtypes: \[(.+?)\]\n.*?Given value: (.+?)$", message, flags=re.DOTALL | re.MULTILINE)
+    if key and union:  # e.g. a list[str] | None given 5
+        subtypes, given = union.groups()
+        named = [re.sub(r"<class '(\w+)'>", r"\1", t).replace("NoneType", "null") for t in _list_items(f"[{subtypes}]")]
+        wanted = " or ".join(named)
+        return f"{key}: expected {wanted}, got {given.strip()!r}"
+    if key and nested:
+        return f"{key}: {one_line(re.sub(PARSER_KEY, '', message))}"
+    return summary
+
+
+def yaml_location(path: str, error: BaseException) -> str | None:
+    """``FILE, line L, column C: problem`` for a YAML syntax error in the config file ``path``."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    if mark is None:
+        return None
+    problem = getattr(error, "problem", None) or getattr(error, "context", None) or "invalid YAML"
+    context = getattr(error, "context", None)
+    context_mark = getattr(error, "context_mark", None)
+    opened = f" ({context} at line {context_mark.line + 1})" if context and context_mark and problem != context else ""
+    return f"{path}, line {mark.line + 1}, column {mark.column + 1}: {problem}{opened}"
+
+
+def _class_entries(value: Any, key: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(config key, {"class_path": ..., "init_args": ...})`` of every class entry in a config dict."""
+    if isinstance(value, dict):
+        if "class_path" in value:
+            yield key, value
+        for name, item in value.items():
+            yield from _class_entries(item, f"{key}.{name}" if key else name)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _class_entries(item, f"{key}[{i}]")
+
+
+def component_key(config: dict[str, Any], error: InvalidArgument) -> str | None:
+    """Config key (``model.encoders[1]``) of the component that raised ``error``: the first entry of its class
+    whose value for the argument is the one refused."""
+    cls = type(error.owner)
+    for key, entry in _class_entries(config):
+        value: Any = entry.get("init_args") or {}
+        for part in error.argument.split("."):  # ``weights.image``: the image weight of ``weights``
+            value = value.get(part) if isinstance(value, dict) else None
+        same = value == error.value or (value != value and error.value != error.value)  # NaN is NaN
+        if entry["class_path"] == f"{cls.__module__}.{cls.__qualname__}" and same:
+            return key
+    return None
+
+
+def trainer_error(exc: Exception) -> ConfigError | None:
+    """Lightning's message with the Trainer arguments it names in backticks as their config keys
+    (```max_epochs` must be ...`` -> ``trainer.max_epochs must be ...``); ``None`` when it names none."""
+    import inspect
+
+    arguments = set(inspect.signature(Trainer.__init__).parameters)
+    named = re.sub(r"`(\w+)`", lambda m: f"trainer.{m.group(1)}" if m.group(1) in arguments else m.group(0), str(exc))
+    return ConfigError(one_line(named)) if named != str(exc) else None
+
+
+class RecplugArgumentParser(LightningArgumentParser):
+    """Reports a bad config as one ``error:`` line naming the key (and the valid choices), or the file and line
+    of a YAML syntax error, then exits 2 (``RECPLUG_DEBUG=1``: raises with the traceback instead)."""
+
+    _reading: str | None = None  # the config file being parsed, for YAML syntax errors
+
+    def parse_path(self, path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        previous, self._reading = self._reading, str(path)
+        try:
+            return super().parse_path(path, *args, **kwargs)
+        finally:
+            self._reading = previous
+
+    def error(self, message: str, ex: Exception | None = None) -> None:  # type: ignore[override]
+        if not self.exit_on_error:  # a nested parser: the outer one reports, with the full key
+            super().error(message, ex)
+        if debugging():
+            raise ArgumentError(None, message) from ex
+        print_error(self._config_file_problem(message, ex) or summarize_parser_error(message))
+        sys.exit(2)
+
+    def _config_file_problem(self, message: str, ex: Exception | None) -> str | None:
+        """The config file's name with its YAML syntax error's line, or with its wrong top-level shape."""
+        if self._reading is None:
+            return None
+        if message.startswith("Unexpected config"):
+            return f"{self._reading}: expected a mapping of config keys (model:, data:, trainer:, ...)"
+        cause = ex.__cause__ if ex is not None else None
+        return yaml_location(self._reading, cause) if cause is not None else None
+
+
+class RecplugCLI(LightningCLI):
+    """LightningCLI with the data->model links, the ranking evaluator and best-checkpoint testing."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        from recplug.core.eval.evaluator import RankingEvaluator, TopKWriter
+
+        parser.link_arguments("data.num_users", "model.num_users", apply_on="instantiate")
+        parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
+        parser.link_arguments("data.feature_dims", "model.feature_dims", apply_on="instantiate")
+        parser.add_lightning_class_args(RankingEvaluator, "eval")
+        parser.add_lightning_class_args(TopKWriter, "topk")  # acts only in `recplug predict`
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/recall@20",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-{epoch}",
+            }
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        """Open ``ckpt_path`` through recplug's checkpoint opener before Lightning's own pre-check (which reads
+        local files only, with a traceback for a broken one): a URL is downloaded into a temporary file, a broken,
+        foreign or unsafe file is refused in one line, and ``weights_only: false`` is refused."""
+        from recplug.core.model.checkpoint import TRAINER_KEYWORDS, local_checkpoint, open_checkpoint, refuse_unsafe_loading
+
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        if config is not None:
+            refuse_unsafe_loading(config.get("weights_only"))
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and str(ckpt_path) not in TRAINER_KEYWORDS:
+                config["ckpt_path"] = str(local_checkpoint(ckpt_path))
+                open_checkpoint(config["ckpt_path"])  # Lightning's pre-check below loads it again, unguarded
+        super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with checkpoint loading routed through :class:`WeightsOnlyCheckpointIO`."""
+        from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+        from recplug.core.model.checkpoint import WeightsOnlyCheckpointIO
+
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is not TorchCheckpointIO:
+            raise ConfigError(
+                f"trainer.plugins: a custom CheckpointIO ({type(trainer.strategy.checkpoint_io).__name__}) is not "
+                "supported: recplug opens checkpoints weights-only (docs/security.md)"
+            )
+        trainer.strategy.checkpoint_io = WeightsOnlyCheckpointIO()
+        return trainer
+
+    def instantiate_classes(self) -> None:
+        """LightningCLI's instantiation, with recplug's errors taken out of jsonargparse's wrappers and named by
+        their config key: a component's :class:`InvalidArgument` by where the config puts it
+        (``model.encoders[1].init_args.num_layers``), a Trainer misconfiguration by ``trainer.<argument>``."""
+        try:
+            super().instantiate_classes()
+        except Exception as exc:
+            named = self._named_error(exc)
+            if named is None:
+                raise
+            raise named from exc
+
+    def _named_error(self, exc: Exception) -> Exception | None:
+        """The error to report instead of ``exc`` (``None``: ``exc`` itself)."""
+        from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, RecplugError):
+            cause = cause.__cause__
+        if isinstance(cause, InvalidArgument) and not isinstance(cause.owner, str):
+            config = self.config.get(self.subcommand) if self.subcommand else self.config
+            key = component_key(config.as_dict(), cause)
+            return cause.at(key) if key else cause
+        if cause is not None:
+            return None if cause is exc else cause
+        if isinstance(exc, MisconfigurationException):
+            return trainer_error(exc)
+        return None
+
+    def before_instantiate_classes(self) -> None:
+        """Refuse a monitor (of ``checkpoint`` or of any callback, e.g. ``EarlyStopping``) the evaluator never
+        logs; and resuming (``fit --ckpt_path .../checkpoints/last.ckpt``) keeps checkpointing in that folder, so
+        the restored best-validation tracking stays valid."""
+        from recplug.core.eval.metrics import check_metric_args
+
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
+        logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in metrics for k in ks}
+        monitors = {"checkpoint.monitor": config.get("checkpoint.monitor")}
+        for i, callback in enumerate(config.get("trainer.callbacks") or []):
+            init_args = callback.get("init_args") if hasattr(callback, "get") else None
+            if init_args is not None and init_args.get("monitor"):
+                monitors[f"trainer.callbacks[{i}].init_args.monitor"] = init_args.get("monitor")
+        for key, monitor in monitors.items():
+            if monitor and monitor.split("/")[0] in ("val", "test") and monitor not in logged:
+                raise ConfigError(
+                    f"{key} is {monitor!r}, which the evaluator never logs "
+                    f"(eval.ks={config['eval.ks']}, eval.metrics={config['eval.metrics']}); change one of them"
+                )
+        ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None
+        if ckpt_path and not config.get("checkpoint.dirpath") and Path(ckpt_path).parent.name == "checkpoints":
+            config["checkpoint.dirpath"] = str(Path(ckpt_path).parent)
+
+    def before_fit(self) -> None:
+        from recplug.core.model.provenance import hashed_config, provenance
+
+        config = self.config[self.subcommand].as_dict()
+        record = provenance(hashed_config(config), self.datamodule.data, config.get("seed_everything") or 0)
+        self.model.run_provenance = record  # saved in every checkpoint
+        print("plugins: " + ", ".join(record["plugins"]), file=sys.stderr)
+
+    def after_fit(self) -> None:
+        """Report test metrics at the best-validation epoch (the field's protocol)."""
+        trainer = self.trainer
+        if trainer.interrupted:
+            return
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, weights_only=True)
+
+
+# Lightning advice that does not apply: batches are slices of in-memory tensors (no worker processes needed),
+# and the BPR iterable's __len__ is exact per process (it shards itself).
+HARMLESS_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*`IterableDataset` has `__len__` defined.*",
+    r".*smaller than the logging interval.*",
+)
+
+
+def run_cli(args: list[str] | None, **kwargs: Any) -> RecplugCLI:
+    """Build the LightningCLI on ``args`` (plugins are loaded first, so short class names resolve)."""
+    from recplug.core.data.datamodule import RecDataModule
+    from recplug.core.model.module import RecModule
+    from recplug.core.model.plugins import load_plugins
+
+    load_plugins()
+    for harmless in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=harmless)
+    return RecplugCLI(
+        RecModule,
+        RecDataModule,
+        parser_class=RecplugArgumentParser,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+            "max_epochs": 100,
+            "num_sanity_val_steps": 0,
+            # same seed -> same weights, metrics and top-K on CPU; on GPU, ops without a deterministic kernel warn
+            "deterministic": "warn",
+        },
+        parser_kwargs={
+            "description": "recplug: plugin-based recommendation. Also: "
+            + "; ".join(f"recplug {k}: {v}" for k, v in EXTRA_COMMANDS.items())
+        },
+        args=args,
+        **kwargs,
+    )

@@ -1,0 +1,1 @@
+"""The data layer: the dataset, one path resolver and its formats, the registry, sampler and datamodule."""

@@ -1,0 +1,155 @@
+"""RecDataModule: one LightningDataModule for every dataset format, behind every bundle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from recplug.core.errors import check_number
+from recplug.core.data.registry import DEFAULT_DATASET, load_any
+from recplug.core.data.sampler import BPRTrainSet, Positives, check_positives
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """What full-ranking evaluation of one split needs.
+
+    Attributes:
+        split: ``"valid"`` or ``"test"``.
+        users: ``LongTensor[U]`` users with at least one held-out item in this split (the others are excluded).
+        truth: CSR ``(indptr[M+1], items)`` of every user's held-out items.
+        seen: CSR ``(indptr[M+1], items)`` of the items to mask: train (and valid, when evaluating test).
+    """
+
+    split: str
+    users: Tensor
+    truth: tuple[Tensor, Tensor]
+    seen: tuple[Tensor, Tensor]
+
+
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit, as numpy's and Lightning's ``seed_everything`` (the sampler derives per-epoch seeds from them)."""
+
+load_dataset = load_any
+"""Resolve a ``data.path`` (``"default"``, a folder or raw log in any supported format, or a registered name)."""
+
+
+class RecDataModule(pl.LightningDataModule):
+    """Loads a dataset once and serves BPR training batches and user batches for evaluation.
+
+    Args:
+        path: a dataset folder (MMRec or LightGCN format), a raw CSV/TSV log, or a registered name (e.g.
+            ``"gowalla"``, downloaded into the cache; see docs/data.md); ``"default"`` is the embedded
+            multimodal dataset shipped with recplug.
+        feature_files: ``{modality: file name}`` in the dataset folder (default: every ``*_feat.npy``).
+        batch_size: BPR triples per training step.
+        eval_batch_size: users per full-ranking evaluation batch (bounds evaluation memory).
+        seed: seed of the sampler (permutation and negatives per epoch).
+        cache_dir: where plugins cache expensive artefacts and registered datasets are downloaded (default
+            ``$RECPLUG_CACHE`` or ``~/.cache/recplug``).
+        format: ``"auto"`` (detect), ``"mmrec"``, ``"lightgcn"`` or ``"raw"`` (a CSV/TSV log, processed with
+            :class:`~recplug.core.data.readers.RawOptions` defaults; ``recplug data convert`` offers the other options).
+        valid_ratio: carve this share of each user's training interactions into a validation split, for datasets
+            shipped without one (LightGCN's); 0 keeps the dataset's own splits.
+        split_seed: seed of the carved validation split, apart from ``seed`` so that training seeds share it.
+        positives: how an epoch's positive pairs are drawn: ``"interactions"`` (every training pair once, as
+            MMRec) or ``"users"`` (a uniform user, then one of its items, as LightGCN's and NGCF's code).
+    """
+
+    def __init__(
+        self,
+        path: str = DEFAULT_DATASET,
+        feature_files: dict[str, str] | None = None,
+        batch_size: int = 2048,
+        eval_batch_size: int = 4096,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        format: str = "auto",
+        valid_ratio: float = 0.0,
+        split_seed: int = 0,
+        positives: Positives = "interactions",
+    ) -> None:
+        super().__init__()
+        check_positives(positives, "data.positives")
+        check_number("data", "batch_size", batch_size, 1)
+        check_number("data", "eval_batch_size", eval_batch_size, 1)
+        check_number("data", "valid_ratio", valid_ratio, 0, 1, high_open=True)
+        for key, value in (("seed", seed), ("split_seed", split_seed)):
+            check_number("data", key, value, 0, MAX_SEED)
+        self.path, self.feature_files = path, feature_files
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.positives = positives
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        # loaded now: counts are linked into the model
+        self.data = load_dataset(path, feature_files, format, valid_ratio, split_seed, self.cache_dir)
+
+    # ------------------------------------------------------------------ linked into the model
+    @property
+    def num_users(self) -> int:
+        return self.data.num_users
+
+    @property
+    def num_items(self) -> int:
+        return self.data.num_items
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        return self.data.feature_dims
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_task(self, split: str) -> EvalTask:
+        """Users, ground truth and items to mask for evaluating ``split`` (valid masks train; test masks
+        train and valid)."""
+        if split not in self.data.splits:
+            raise ValueError(f"{self.data.source}: the dataset has no {split!r} split")
+        truth = self.data.user_csr(split)
+        seen_splits = ("train",) if split == "valid" else tuple(s for s in ("train", "valid") if s in self.data.splits)
+        users = (truth[0][1:] > truth[0][:-1]).nonzero().squeeze(1)
+        return EvalTask(split, users, truth, self.data.user_csr(seen_splits))
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self._trainer if hasattr(self, "_trainer") else None
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _user_loader(self, users: Tensor) -> DataLoader:
+        # Lightning shards this loader across processes (DistributedSampler) under DDP.
+        return DataLoader(users, batch_size=self.eval_batch_size, shuffle=False)
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> DataLoader:
+        users, items = self.data.split("train")
+        trainer = self.trainer
+        dataset = BPRTrainSet(
+            users, items, self.data.num_items, self.batch_size, self.seed,
+            epoch_fn=lambda: trainer.current_epoch if trainer is not None else 0,
+            rank_fn=self._rank, positives=self.positives,
+        )
+        return DataLoader(dataset, batch_size=None)
+
+    @property
+    def validation_split(self) -> str:
+        """The split validation evaluates: ``valid``, or ``test`` for datasets that have none (with a warning,
+        since selecting epochs on test leaks; carve a validation split instead)."""
+        return "valid" if "valid" in self.data.splits else "test"
+
+    def val_dataloader(self) -> DataLoader:
+        if self.validation_split == "test":
+            rank_zero_warn(
+                f"{self.data.source}: the dataset has no validation split, so validation evaluates the test split "
+                "and selecting epochs on it leaks; set data.valid_ratio to carve one from train"
+            )
+        return self._user_loader(self.eval_task(self.validation_split).users)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._user_loader(self.eval_task("test").users)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._user_loader(torch.arange(self.data.num_users))

@@ -1,0 +1,369 @@
+"""Named datasets: where they come from, their checksums and expected statistics, and the cache.
+
+Layout of the cache (``$RECPLUG_CACHE``, default ``~/.cache/recplug``)::
+
+    datasets/<name>/<file>            verified downloads (sha256 checked on every use)
+    processed/<name>-<key>.pt         a registered dataset after parsing; key = sha256 of its files' sha256s,
+                                      the reader, its preparation and recplug's processed-format version
+    processed/<name>-<key>/           a registered dataset with a preparation (raw files in, MMRec folder out,
+                                      built once by recplug's own commands); key = sha256 of its files' sha256s
+                                      and the commands
+    processed/<log stem>-<key>/       a raw log after filtering/remapping/splitting, in MMRec format with
+                                      user_map.tsv/item_map.tsv; key = sha256 of the log, its feature files
+                                      and the RawOptions
+
+Offline use: set ``RECPLUG_DATA_MIRROR`` (or pass ``mirror=``) to a folder or URL laid out as
+``<mirror>/<name>/<file>``; files come from there instead of the upstream URL and are checked against the same
+sha256 sums. In this repository's workspace, ``RECPLUG_DATA_MIRROR=../shared/data`` serves Gowalla, TikTok and
+Amazon Office; the last two were converted from their sources, so no public URL serves their bytes and they come
+from a mirror only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from recplug.core.data import readers
+from recplug.core.data.dataset import DataError, InteractionData
+from recplug.core.data.download import as_url, download, sha256sum
+from recplug.core.errors import RecplugError
+
+MIRROR_ENV = "RECPLUG_DATA_MIRROR"
+CACHE_ENV = "RECPLUG_CACHE"
+PROCESSED_VERSION = "1"  # bump when a reader's output changes, so stale processed caches are not reused
+COMPLETE_MARKER = ".complete"
+DEFAULT_DATASET = "default"
+PREPARE_COMMANDS = ("data", "features")
+"""The recplug commands a dataset's preparation may run."""
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """``cache_dir``, else ``$RECPLUG_CACHE``, else ``~/.cache/recplug``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "recplug")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a dataset: its name in the dataset folder, upstream URL (``None``: no public URL serves these
+    bytes, so only a mirror can), sha256 and size in bytes."""
+
+    name: str
+    url: str | None
+    sha256: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset.
+
+    Attributes:
+        name: registry name (``RecDataModule(path=name)``, ``recplug data stats name``).
+        format: ``"lightgcn"`` or ``"mmrec"``: the reader applied to the downloaded (or prepared) folder.
+        files: the files making up the folder.
+        stats: expected ``users``, ``items`` and ``<split>_interactions``; a mismatch is an error.
+        description: one line: what it is and where it comes from.
+        prepare: recplug commands (the words after ``recplug``) that turn the downloaded files into the folder
+            ``format`` reads, run in order once per content and cached (:func:`dataset_folder`); in each word
+            ``{raw}`` is the downloaded folder and ``{out}`` the folder being built. Empty: read the files as
+            they are.
+    """
+
+    name: str
+    format: str
+    files: tuple[RemoteFile, ...]
+    stats: dict[str, int] = field(default_factory=dict)
+    description: str = ""
+    prepare: tuple[tuple[str, ...], ...] = ()
+
+
+REGISTRY: dict[str, DatasetSpec] = {}
+_READERS: dict[str, Callable[[Path], InteractionData]] = {
+    "lightgcn": readers.read_lightgcn,
+    "mmrec": readers.read_mmrec,
+}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    """Add ``spec`` to the registry; a second dataset under the same name is refused."""
+    if spec.name in REGISTRY:
+        raise ValueError(f"dataset {spec.name!r} is already registered")
+    if spec.format not in _READERS:
+        raise ValueError(f"dataset {spec.name!r}: unknown format {spec.format!r} (one of {sorted(_READERS)})")
+    odd = [step for step in spec.prepare if not step or step[0] not in PREPARE_COMMANDS]
+    if odd:
+        raise ValueError(f"dataset {spec.name!r}: preparation runs `recplug data|features ...`, not {odd[0]}")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registered dataset ``name``; :class:`DataError` listing the known names otherwise."""
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise DataError(f"{name}: no such dataset folder or file, nor a registered dataset (registered: {known})")
+    return REGISTRY[name]
+
+
+_LIGHTGCN_DATA = "https://raw.githubusercontent.com/kuandeng/LightGCN/master/Data"
+
+# kuandeng/LightGCN Data/gowalla, byte-identical to GRecX's light_gcn_gowalla.zip (sums: shared/data/gowalla/SHA256SUMS)
+register(
+    DatasetSpec(
+        name="gowalla",
+        format="lightgcn",
+        files=(
+            RemoteFile("train.txt", f"{_LIGHTGCN_DATA}/gowalla/train.txt",
+                       "7244696fdeb23911319cf7b689f2e15a3c4c92549c873a5677b44e3f13cc3e62", 4633414),
+            RemoteFile("test.txt", f"{_LIGHTGCN_DATA}/gowalla/test.txt",
+                       "099a2a73924e4b754dc6efd730d764f492321b53c38eb93298850c83acf57be3", 1372559),
+            RemoteFile("user_list.txt", f"{_LIGHTGCN_DATA}/gowalla/user_list.txt",
+                       "5344c4d0deef610e1f148f23ad216a0db03b36f88834cd39a06786a672c5f5a1", 351203),
+            RemoteFile("item_list.txt", f"{_LIGHTGCN_DATA}/gowalla/item_list.txt",
+                       "6b186f92890cc3f0c15a6dae5d6285f125a302bb8c5ea0cd9a16cf9c16347139", 506926),
+        ),
+        stats={"users": 29858, "items": 40981, "train_interactions": 810128, "test_interactions": 217242},
+        description="Gowalla check-ins (Cho et al. KDD 2011), the NGCF/LightGCN split used by GRecX",
+    )
+)
+
+
+# HKUDS/DiffMM Datasets/tiktok (the MMSSL/DiffMM split) as MMRec files; sums: shared/data/tiktok/SHA256SUMS
+register(
+    DatasetSpec(
+        name="tiktok",
+        format="mmrec",
+        files=(
+            RemoteFile("tiktok.inter", None, "4f363acc388aaa34b93041b768bb3eeffe023074e240859bea3bee65ff16846d",
+                       1032407),
+            RemoteFile("image_feat.npy", None, "2cda708fab2bddf246e5f7e8c5f5626c13953e32ed09d7fdd935fe003f8ce486",
+                       3435648),
+            RemoteFile("audio_feat.npy", None, "bec33846c3fc62d11dcec584a2d42c1145afd5adf7b1b1f4141985fdf8c35d68",
+                       3435648),
+        ),
+        # the file's 3,051 valid / 6,130 test less MMRec's 5 + 5 interactions of users absent from train
+        stats={"users": 9308, "items": 6710, "train_interactions": 59541, "valid_interactions": 3046,
+               "test_interactions": 6125},
+        description="TikTok micro-videos with visual and acoustic features (MMSSL/DiffMM split, from HKUDS/DiffMM)",
+    )
+)
+
+AMAZON_OFFICE_PREPARATION = (
+    ("data", "convert", "{raw}/interactions.tsv", "{out}", "--name", "amazon_office", "--user-col", "user_id",
+     "--item-col", "item_id", "--time-col", "order", "--k-core", "5", "--split", "random", "--seed", "0"),
+    ("features", "text", "--items", "{raw}/items.tsv", "--id-column", "item_id",
+     "--text-columns", "title,brand,categories,description", "--dataset", "{out}"),
+    ("features", "categories", "--items", "{raw}/items.tsv", "--id-column", "item_id", "--column", "categories",
+     "--dataset", "{out}"),
+)
+"""Amazon Office's raw log to an MMRec folder with ``text`` and ``categories`` modalities (docs/data.md)."""
+
+# yuyq18/APAO data/Office (LC-Rec/LETTER preprocessing of Amazon 2014 Office 5-core) as TSV; shared/data/amazon_office
+register(
+    DatasetSpec(
+        name="amazon_office",
+        format="mmrec",
+        files=(
+            RemoteFile("interactions.tsv", None, "5709d5e913988462096a425e15d7816087aaba0bce534f06d6a9b909c5566d36",
+                       600516),
+            RemoteFile("items.tsv", None, "697bd725f8300432c82efbfd5ee6e8542397ed816168bd4356046caebbef6cad",
+                       2155087),
+        ),
+        stats={"users": 4905, "items": 2420, "train_interactions": 40877, "valid_interactions": 5880,
+               "test_interactions": 6501},
+        description="Amazon Office Products 5-core (2014) with item text and categories, MMRec's random 8:1:1 split",
+        prepare=AMAZON_OFFICE_PREPARATION,
+    )
+)
+
+
+def fetch(name: str, cache_dir: str | Path | None = None, mirror: str | None = None, progress: bool = True) -> Path:
+    """Make sure every file of dataset ``name`` is in the cache with its registered sha256; return the folder.
+
+    Files already cached are re-hashed; a cached file with the wrong sum is downloaded again. A file without a
+    public URL needs a mirror (``mirror`` or ``$RECPLUG_DATA_MIRROR``); without one it is a :class:`DataError`.
+    """
+    spec = get_spec(name)
+    folder = cache_root(cache_dir) / "datasets" / spec.name
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
+    for remote in spec.files:
+        dest = folder / remote.name
+        if dest.is_file() and sha256sum(dest) == remote.sha256:
+            continue
+        if mirror:
+            url = f"{as_url(mirror).rstrip('/')}/{spec.name}/{remote.name}"
+        elif remote.url is None:
+            raise DataError(
+                f"{spec.name}: {remote.name} is served by no public URL; set {MIRROR_ENV} to a folder or URL holding "
+                f"{spec.name}/{remote.name} (see docs/data.md)"
+            )
+        else:
+            url = remote.url
+        download(url, dest, remote.sha256, size=remote.size, progress=progress)
+    return folder
+
+
+def _complete_folder(folder: Path, build: Callable[[Path], None]) -> Path:
+    """``folder``, built by ``build(tmp)`` into a temporary folder beside it and moved into place with a
+    completion marker, unless a complete one is there already (when processes race, the first to finish wins)."""
+    if not (folder / COMPLETE_MARKER).exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            build(tmp)
+            (tmp / COMPLETE_MARKER).touch()
+            if not (folder / COMPLETE_MARKER).exists():
+                shutil.rmtree(folder, ignore_errors=True)  # an incomplete earlier attempt
+                os.replace(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _run_command(spec: DatasetSpec, argv: list[str], progress: bool) -> None:
+    """Run one preparation command in this process; its report goes to stderr (stdout may carry JSON)."""
+    from recplug.core.cli import data as data_cli, features  # the commands sit above the registry: imported on use
+
+    commands = {"data": data_cli.run, "features": features.run}
+    if progress:
+        print(f"{spec.name}: recplug {shlex.join(argv)}", file=sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            commands[argv[0]](argv[1:])
+    except RecplugError as exc:
+        raise type(exc)(f"{spec.name}: preparation `recplug {' '.join(argv[:2])}` failed: {exc}") from None
+
+
+def dataset_folder(
+    name: str, cache_dir: str | Path | None = None, mirror: str | None = None, progress: bool = True
+) -> Path:
+    """The folder dataset ``name``'s reader reads: the verified downloads (:func:`fetch`), or, for a dataset with
+    a ``prepare`` list, the folder those commands build from them, once per content, under
+    ``processed/<name>-<key>/``."""
+    spec = get_spec(name)
+    raw = fetch(name, cache_dir, mirror, progress)
+    if not spec.prepare:
+        return raw
+    steps = [json.dumps(step) for step in spec.prepare]
+    folder = _processed_path(cache_root(cache_dir), spec.name, ["prepare", *(f.sha256 for f in spec.files), *steps])
+
+    def build(out: Path) -> None:
+        if progress:
+            print(f"{spec.name}: preparing {folder} once, in {out}:", file=sys.stderr)
+        for step in spec.prepare:
+            _run_command(spec, [word.format(raw=raw, out=out) for word in step], progress)
+
+    return _complete_folder(folder, build)
+
+
+def _check_stats(spec: DatasetSpec, data: InteractionData) -> None:
+    summary = data.summary()
+    for key, expected in spec.stats.items():
+        if summary.get(key) != expected:
+            what = key.replace("_", " ")
+            raise DataError(f"{spec.name}: expected {expected} {what}, read {summary.get(key)} (field {key})")
+
+
+def _processed_path(root: Path, stem: str, parts: list[str]) -> Path:
+    key = hashlib.sha256("\n".join([PROCESSED_VERSION, *parts]).encode()).hexdigest()[:16]
+    return root / "processed" / f"{stem}-{key}"
+
+
+def load(
+    name: str,
+    cache_dir: str | Path | None = None,
+    mirror: str | None = None,
+    progress: bool = True,
+    feature_files: dict[str, str] | None = None,
+) -> InteractionData:
+    """Download (or reuse) dataset ``name``, prepare and parse it once and reuse the processed cache afterwards.
+
+    ``feature_files`` (``{modality: file name}`` in the dataset folder) chooses the modalities, as for a folder of
+    one's own; such a selection is read from the folder each time rather than cached.
+    """
+    spec = get_spec(name)
+    folder = dataset_folder(name, cache_dir, mirror, progress)
+    if feature_files is not None:
+        data = _READERS[spec.format](folder, feature_files=feature_files)
+        data.name, data.source = spec.name, str(folder)
+        _check_stats(spec, data)
+        return data
+    parts = [spec.format, *(f.sha256 for f in spec.files), *(json.dumps(step) for step in spec.prepare)]
+    path = _processed_path(cache_root(cache_dir), spec.name, parts).with_suffix(".pt")
+    if path.is_file():
+        try:
+            return InteractionData.from_state(torch.load(path, weights_only=True))
+        except Exception as exc:  # a cache: whatever is wrong with the file, it is rebuilt from the source
+            warnings.warn(f"{path}: corrupted processed-dataset cache ({readers.one_line(str(exc) or type(exc).__name__)}); rebuilding it", stacklevel=2)
+            path.unlink(missing_ok=True)
+    data = _READERS[spec.format](folder)
+    data.name, data.source = spec.name, str(folder)
+    _check_stats(spec, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(data.to_state(), tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return data
+
+
+def load_raw(
+    log: str | Path,
+    features: dict[str, str | Path] | None = None,
+    options: readers.RawOptions = readers.RawOptions(),
+    cache_dir: str | Path | None = None,
+) -> InteractionData:
+    """Process a raw log with :func:`readers.process_raw` once per content (log, feature files, options) and read
+    the processed MMRec folder (with ``user_map.tsv``/``item_map.tsv`` beside it) from the cache afterwards."""
+    log = Path(log)
+    if not log.is_file():
+        raise DataError(f"{log}: no such log file")
+    options.check()
+    parts = [options.key(), sha256sum(log), *(f"{m}={sha256sum(p)}" for m, p in sorted((features or {}).items()))]
+    folder = _processed_path(cache_root(cache_dir), log.stem, parts)
+    _complete_folder(folder, lambda tmp: readers.write_mmrec(readers.process_raw(log, features, options), tmp))
+    return readers.read_mmrec(folder)
+
+
+def load_any(
+    path: str | Path,
+    feature_files: dict[str, str] | None = None,
+    format: str = "auto",
+    valid_ratio: float = 0.0,
+    split_seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> InteractionData:
+    """Resolve ``path`` to a dataset: ``"default"`` (the embedded dataset), an existing folder or raw log
+    (``format="auto"`` detects MMRec, LightGCN or raw), else a registered name (downloaded into the cache).
+    With ``valid_ratio > 0`` a validation split is carved from train (:func:`readers.carve_validation`)."""
+    if str(path) == DEFAULT_DATASET:
+        from recplug.datasets import default_path
+
+        data = readers.read_mmrec(default_path(), feature_files)
+    elif Path(path).exists() or format != "auto":
+        data = readers.read_any(path, feature_files, format, cache_dir)
+    elif str(path) in REGISTRY or not any(sep in str(path) for sep in ("/", os.sep)):
+        data = load(get_spec(str(path)).name, cache_dir, feature_files=feature_files)
+    else:
+        raise DataError(f"{path}: no such dataset folder")
+    if valid_ratio > 0:
+        data = readers.carve_validation(data, valid_ratio, split_seed)
+    return data

@@ -1,0 +1,1 @@
+"""The evaluation layer: ranking metrics, vector search, the evaluator and GRMF-X."""

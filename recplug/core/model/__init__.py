@@ -1,0 +1,1 @@
+"""The model layer: component bases, typed records, the LightningModule skeleton and its plugin manager."""

@@ -1,0 +1,224 @@
+"""Plugin discovery and the per-model plugin manager.
+
+Two kinds of plugin, loaded through one path:
+
+* *plugin modules*: recplug's built-ins (``BUILTIN_PLUGINS``) and third-party modules named by entry points in
+  the ``recplug`` group. Importing one makes its component classes resolvable by short name in YAML/CLI
+  (jsonargparse only resolves classes already imported), and its module-level ``recplug_*`` functions are
+  registered on every model's manager.
+* *components*: the ``nn.Module`` instances the config chose (fusion, encoders, combiner, aux losses),
+  registered on the model's own :class:`RecplugPluginManager` under their config key.
+
+Environment: ``RECPLUG_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points; ``RECPLUG_LOAD_PLUGINS=a,b`` loads only
+the named entry points; ``RECPLUG_STRICT_PLUGINS=1`` turns a broken plugin into an error;
+``RECPLUG_TRACE_PLUGINS=1`` prints every hook call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any, Iterable
+
+import pluggy
+
+from recplug import hookspecs
+from recplug.core.errors import PluginError, one_line
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "recplug.plugins.combine",
+    "recplug.plugins.embedding",
+    "recplug.plugins.fusion.concat",
+    "recplug.plugins.fusion.sum",
+    "recplug.plugins.fusion.rca",
+    "recplug.plugins.graphs.user_item",
+    "recplug.plugins.graphs.item_item",
+    "recplug.plugins.graphs.ngcf",
+    "recplug.plugins.losses.infonce",
+    "recplug.plugins.losses.l2",
+    "recplug.plugins.losses.content_bpr",
+    "recplug.plugins.losses.ultragcn",
+)
+ENTRY_POINT_GROUP = "recplug"
+HOOK_PREFIX = "recplug_"
+
+
+class RecplugPluginManager(pluggy.PluginManager):
+    """A pluggy manager that only looks at ``recplug_*`` attributes.
+
+    Components are ``nn.Module``s with large ``dir()``s and properties that must not be read (pytest filters by
+    prefix for the same reason). Any ``recplug_*`` callable is a hook implementation, decorated or not.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs.RecplugSpecs)
+        if os.environ.get("RECPLUG_TRACE_PLUGINS"):
+            self.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
+            self.enable_tracing()
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> pluggy.HookimplOpts | None:
+        if not name.startswith(HOOK_PREFIX):
+            return None
+        method = inspect.getattr_static(plugin, name, None)
+        if isinstance(method, (staticmethod, classmethod)):
+            method = method.__func__
+        if not callable(method):
+            return None
+        opts = getattr(method, hookspecs.PROJECT + "_impl", None)
+        if opts is not None:
+            return opts
+        return pluggy.HookimplOpts(
+            wrapper=False, hookwrapper=False, optionalhook=False, tryfirst=False, trylast=False, specname=None
+        )
+
+    def providers(self, hook_name: str) -> list[str]:
+        """Names of the registered plugins implementing ``hook_name``, in registration order."""
+        return [self.get_name(impl.plugin) for impl in getattr(self.hook, hook_name).get_hookimpls()]
+
+
+def hooks_implemented(obj: Any) -> list[str]:
+    """Names of the hooks a module, class or instance implements (by the same rule the manager uses)."""
+    pm = RecplugPluginManager()
+    names = []
+    for attr in dir(obj):
+        if attr.startswith(HOOK_PREFIX) and pm.parse_hookimpl_opts(obj, attr) is not None:
+            if hasattr(pm.hook, attr):
+                names.append(attr)
+    return sorted(names)
+
+
+# ---------------------------------------------------------------------------- discovery
+@dataclass
+class LoadedPlugin:
+    """One plugin module: where it came from and what it contributes (``recplug plugins`` prints these)."""
+
+    name: str
+    module_name: str
+    distribution: str
+    version: str
+    status: str  # "active", "skipped", "disabled"
+    hooks: list[str] = field(default_factory=list)
+    components: list[str] = field(default_factory=list)
+    error: str = ""
+    module: ModuleType | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "module"}
+
+
+_LOADED: dict[str, LoadedPlugin] | None = None
+
+
+def _components_of(module: ModuleType) -> list[type]:
+    from recplug.core.model.components import RecComponent
+
+    return [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj)
+        and issubclass(obj, RecComponent)
+        and obj.__module__ == module.__name__
+        and not inspect.isabstract(obj)
+    ]
+
+
+def _validate(module: ModuleType) -> tuple[list[str], list[str]]:
+    """Register the module and its component classes on a scratch manager, so signature errors surface now."""
+    pm = RecplugPluginManager()
+    pm.register(module, name=module.__name__)
+    hooks = set(hooks_implemented(module))
+    classes = _components_of(module)
+    for cls in classes:
+        pm.register(cls, name=f"{module.__name__}.{cls.__name__}")
+        hooks.update(hooks_implemented(cls))
+    pm.check_pending()
+    return sorted(hooks), [cls.__name__ for cls in classes]
+
+
+def _load_one(name: str, import_target: Any, distribution: str, version: str, strict: bool) -> LoadedPlugin:
+    record = LoadedPlugin(name, "", distribution, version, "active")
+    try:
+        module = import_target()
+        record.module, record.module_name = module, module.__name__
+        record.hooks, record.components = _validate(module)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a broken third-party plugin must not take the CLI down, even by sys.exit()
+        record.status = "skipped"
+        detail = f"it called sys.exit({exc.code!r}) at import" if isinstance(exc, SystemExit) else one_line(exc)
+        record.error = f"{type(exc).__name__}: {detail}"
+        message = f"recplug: plugin {name!r} from distribution {distribution} {version} failed to load: {record.error}"
+        if strict:
+            raise PluginError(message) from exc
+        warnings.warn(message + " (skipped; set RECPLUG_STRICT_PLUGINS=1 to make this an error)", stacklevel=2)
+    return record
+
+
+def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
+    for dist in importlib.metadata.distributions():
+        for ep in dist.entry_points:
+            if ep.group == ENTRY_POINT_GROUP:
+                yield ep, dist
+
+
+def load_plugins(strict: bool | None = None, reload: bool = False) -> dict[str, LoadedPlugin]:
+    """Import the built-in and entry-point plugin modules, once; return them by plugin name.
+
+    A plugin that fails to import, or whose hook implementations do not match the specs, is reported with its
+    distribution and skipped (or raises :class:`PluginError` when ``strict``). A second plugin with a name
+    already taken is rejected the same way.
+    """
+    global _LOADED
+    if _LOADED is not None and not reload:
+        return _LOADED
+    if strict is None:
+        strict = bool(os.environ.get("RECPLUG_STRICT_PLUGINS"))
+    from recplug import __version__
+
+    loaded: dict[str, LoadedPlugin] = {}
+    for module_name in BUILTIN_PLUGINS:
+        # built-ins must load: a failure here is a bug in recplug, so it always raises
+        loaded[module_name] = _load_one(
+            module_name, lambda m=module_name: importlib.import_module(m), "recplug", __version__, strict=True
+        )
+    if not os.environ.get("RECPLUG_DISABLE_PLUGIN_AUTOLOAD"):
+        allow = os.environ.get("RECPLUG_LOAD_PLUGINS")
+        allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
+        for ep, dist in _entry_points():
+            dist_name, dist_version = dist.metadata["Name"], dist.version
+            if allowed is not None and ep.name not in allowed:
+                loaded.setdefault(ep.name, LoadedPlugin(ep.name, ep.value, dist_name, dist_version, "disabled"))
+                continue
+            if ep.name in loaded:
+                other = loaded[ep.name]
+                message = (
+                    f"recplug: plugin name {ep.name!r} from {dist_name} {dist_version} conflicts with "
+                    f"{other.distribution} {other.version}; rename one entry point"
+                )
+                if strict:
+                    raise PluginError(message)
+                warnings.warn(message + " (the second one is skipped)", stacklevel=2)
+                continue
+            loaded[ep.name] = _load_one(ep.name, ep.load, dist_name, dist_version, strict)
+    _LOADED = loaded
+    return loaded
+
+
+def active_plugin_modules() -> list[tuple[str, ModuleType]]:
+    """(name, module) of every successfully loaded plugin module."""
+    return [(p.name, p.module) for p in load_plugins().values() if p.status == "active" and p.module is not None]
+
+
+def plugin_provenance() -> list[str]:
+    """``"distribution version"`` of every active plugin module (recplug itself included), for logs and checkpoints."""
+    seen = sorted(
+        {f"{p.distribution} {p.version}" for p in load_plugins().values() if p.status == "active"}
+    )
+    return seen

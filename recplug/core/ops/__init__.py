@@ -1,0 +1,1 @@
+"""Numerical building blocks: sparse propagation, kNN graphs and file writes."""

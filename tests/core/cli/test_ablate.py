@@ -1,0 +1,210 @@
+"""``recplug ablate``: the variants file, epoch selection, the reports, failures, and resuming after an interrupt."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from recplug.core.cli import ablate
+from recplug.core.cli.ablate import Variant, load_variants, override_args, select_epoch
+from recplug.core.cli.main import main
+from recplug.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------- the variants file
+def test_variants_grid_and_common(tmp_path: Path) -> None:
+    variants, axes, common = load_variants(write(tmp_path / "v.yaml", """
+common: {trainer.max_epochs: 3}
+variants:
+  base: {}
+grid:
+  fusion: {concat: {model.fusion: ConcatFusion}, none: {model.fusion: null}}
+  dim: {d16: {model.embedding_dim: 16}, d32: {model.embedding_dim: 32}}
+"""))
+    assert [v.name for v in variants] == [
+        "base", "fusion=concat,dim=d16", "fusion=concat,dim=d32", "fusion=none,dim=d16", "fusion=none,dim=d32"]
+    assert axes == ["fusion", "dim"] and common == {"trainer.max_epochs": 3}
+    assert variants[0] == Variant("base", {})
+    assert variants[3].overrides == {"model.fusion": None, "model.embedding_dim": 16}
+    assert variants[3].levels == {"fusion": "none", "dim": "d16"}
+
+
+def test_the_crane_ablation_file_has_eight_variants() -> None:
+    variants, axes, _ = load_variants(ROOT / "configs" / "ablations" / "crane.yaml")
+    assert axes == ["fusion", "infonce"] and len(variants) == 8
+    fusions = {v.overrides.get("model.fusion", "RCAFusion") for v in variants}
+    assert fusions == {"RCAFusion", "ConcatFusion", "SumFusion", "GMUFusion"}
+
+
+VARIANT_FILES = {  # variants file -> the bundle it varies (configs/ablations/crane.yaml needs recplug-gmu: test_contrib)
+    **{p: p.name for p in sorted((ROOT / "configs" / "tuning").glob("*.yaml"))},
+    ROOT / "configs" / "ablations" / "crane_components.yaml": "crane.yaml",
+}
+
+
+@pytest.mark.parametrize("variants_file", sorted(VARIANT_FILES), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_variant_builds_through_the_real_cli(variants_file: Path, tmp_path: Path) -> None:
+    """Every variant of the tuning and ablation files parses, instantiates and runs a forward pass."""
+    from recplug.core.cli.lightning import run_cli
+
+    variants, _, common = load_variants(variants_file)
+    assert variants[0].overrides == {} and len(variants) >= 3  # the bundle as it is, first
+    for variant in variants:
+        cli = run_cli(["--config", str(ROOT / "configs" / VARIANT_FILES[variants_file]),
+                       *override_args(common), *variant.args(),  # the order ablate uses: the variant wins
+                       "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"], run=False)
+        cli.datamodule.prepare_data()
+        cli.datamodule.setup("fit")
+        cli.model.prepare(cli.datamodule.data)
+        assert cli.model().items.isfinite().all(), variant.name
+        expected = {**common, **variant.overrides}
+        if "model.fusion.init_args.num_recursions" in expected:
+            assert cli.model.fusion.num_recursions == expected["model.fusion.init_args.num_recursions"]
+        if "model.aux_losses" in expected:
+            assert [(type(loss).__name__, loss.weight) for loss in cli.model.aux_losses] == [
+                (spec["class_path"], spec["init_args"]["weight"]) for spec in expected["model.aux_losses"]]
+
+
+def test_overrides_become_cli_arguments() -> None:
+    assert override_args({"model.fusion": "ConcatFusion", "model.aux_losses": [], "model.fusion.init_args.dropout": 0.1,
+                          "data.feature_files": None, "model.combiner": {"class_path": "SumCombiner"}}) == [
+        "--model.fusion=ConcatFusion", "--model.aux_losses=[]", "--model.fusion.init_args.dropout=0.1",
+        "--data.feature_files=null", '--model.combiner={"class_path": "SumCombiner"}']
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("variants: {a: {}}\nseeds: [1]\n", r"unknown key\(s\) \['seeds'\]"),
+    ("grid: {infonce: {on: {}, off: {model.aux_losses: []}}}\n", r"quote it"),
+    ("grid: {a: {x: {model.lr: 0.1}}, b: {y: {model.lr: 0.2}}}\n", r"model.lr is set by two grid axes"),
+    ("variants: {a: [--model.lr=0.1]}\n", r"variants.a: expected a mapping"),
+    ("common: {}\n", r"no variants"),
+    ("variants: {a: {}\n", r"not valid YAML"),
+], ids=["unknown-key", "unquoted-on-off", "key-on-two-axes", "list-not-mapping", "empty", "bad-yaml"])
+def test_bad_variants_file_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_variants(write(tmp_path / "v.yaml", text))
+
+
+# ---------------------------------------------------------------- epoch selection
+METRICS_CSV = """epoch,step,test/recall@20,train/bpr,val/recall@20,val/ndcg@20
+0,9,,,0.10,0.05
+0,9,,0.69,,
+1,19,,,0.30,0.07
+2,29,,,0.30,0.09
+3,39,,,0.20,0.10
+4,40,0.25,,,
+"""
+
+
+def test_selects_the_first_best_validation_epoch_and_the_test_row(tmp_path: Path) -> None:
+    path = write(tmp_path / "metrics.csv", METRICS_CSV)
+    chosen = select_epoch(path, "val/recall@20", "max")
+    assert chosen == {"epoch": 1, "val": {"val/recall@20": 0.30, "val/ndcg@20": 0.07}, "test": {"test/recall@20": 0.25},
+                      "epochs_validated": 4}
+    assert select_epoch(path, "val/recall@20", "min")["epoch"] == 0
+    with pytest.raises(ConfigError, match="val/loss was never logged"):
+        select_epoch(path, "val/loss", "min")
+
+
+# ---------------------------------------------------------------- end to end on MF and tiny data
+@pytest.fixture
+def mf_ablation(tmp_path: Path, tiny_folder: Path) -> tuple[list[str], Path]:
+    variants = write(tmp_path / "variants.yaml", "variants:\n  base: {}\n  d16: {model.embedding_dim: 16}\n")
+    out = tmp_path / "out"
+    args = ["ablate", "--config", str(ROOT / "configs" / "mf.yaml"), "--variants", str(variants),
+            "--seeds", "0", "1", "--out", str(out), "--max-epochs", "2", "--", "--data.path", str(tiny_folder)]
+    return args, out
+
+
+def test_interrupted_ablation_resumes_with_only_the_missing_runs(mf_ablation, monkeypatch, capsys) -> None:
+    args, out = mf_ablation
+    real_fit, calls = ablate.fit_one, []
+
+    def fit_then_interrupt(run):
+        calls.append((run.variant.name, run.seed))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_fit(run)
+
+    monkeypatch.setattr(ablate, "fit_one", fit_then_interrupt)
+    assert main(args) == 130
+    assert "Run the same command again to resume" in capsys.readouterr().out
+    assert sorted(p.parent.name for p in out.glob("runs/*/*/result.json")) == ["seed0", "seed1"]
+
+    calls.clear()
+    assert main(args) == 0
+    assert calls == [("d16", 0), ("d16", 1)]  # only what was missing
+    printed = capsys.readouterr().out
+    assert "[1/4] variant=base seed=0: finished earlier, skipped" in printed
+    assert "[3/4] variant=d16 seed=0 ..." in printed
+
+    table = (out / "results.md").read_text()
+    assert table.startswith("| variant | seeds | test/recall@20 | test/ndcg@20 | epoch |")
+    assert "| base | 2 | " in table and "| d16 | 2 | " in table and " ± " in table
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["variant"], r["seed"]) for r in rows] == [
+        ("base", "0"), ("base", "1"), ("d16", "0"), ("d16", "1"), ("base", "mean"), ("base", "std"),
+        ("d16", "mean"), ("d16", "std")]
+    runs = [r for r in rows if r["seed"] in ("0", "1")]
+    mean = next(r for r in rows if r["variant"] == "base" and r["seed"] == "mean")
+    assert float(mean["test/recall@20"]) == pytest.approx(
+        sum(float(r["test/recall@20"]) for r in runs if r["variant"] == "base") / 2, rel=1e-4)
+
+    results = {(p.parent.parent.name, p.parent.name): json.loads(p.read_text())
+               for p in out.glob("runs/*/*/result.json")}
+    config_hashes = {k: r["provenance"]["config_sha256"] for k, r in results.items()}
+    assert config_hashes[("base", "seed0")] == config_hashes[("base", "seed1")] != config_hashes[("d16", "seed0")]
+    for (variant, seed), r in results.items():
+        assert r["provenance"]["seed"] == int(seed[4:]) and r["provenance"]["recplug"]
+        assert len({x["provenance"]["data_sha256"] for x in results.values()}) == 1
+        assert r["command"][:2] == ["recplug", "fit"]  # how to reproduce this one run
+        # test metrics are those of the selected epoch's checkpoint
+        assert f"best-epoch={r['epoch']}.ckpt" in r["best_checkpoint"]
+
+
+def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_ablation, tmp_path, capsys) -> None:
+    args, out = mf_ablation
+    assert main([*args[:-2], "--trainer.limit_train_batches=2", *args[-2:]]) == 0
+    capsys.readouterr()
+    write(Path(args[4]),
+          "variants:\n  base: {}\n  d16: {model.embedding_dim: 8}\n  bad: {model.fusion: NoSuchFusion}\n")
+    assert main([*args[:-2], "--trainer.limit_train_batches=2", *args[-2:]]) == 1
+    printed = capsys.readouterr()
+    assert printed.out.count("finished earlier, skipped") == 2  # base; d16 changed, so it is rerun
+    assert "[5/6] variant=bad seed=0 ... failed: error: model.fusion: unknown or invalid plugin class" in printed.out
+    assert "failed: variant=bad seed=1: error: model.fusion" in printed.err
+    assert "| bad | 0 | – | – | – |" in (out / "results.md").read_text()
+
+
+def test_validation_metrics_in_the_table_and_unknown_metrics_refused(mf_ablation, capsys) -> None:
+    args, out = mf_ablation
+    split = args.index("--")  # ablate's own options, then what goes to every fit
+    ours, theirs = args[:split], [*args[split:], "--trainer.limit_train_batches=2"]
+    assert main([*ours, "--metrics", "test/recall@20", "val/recall@20", "--no-plot", *theirs]) == 0
+    table = (out / "results.md").read_text()
+    assert table.startswith("| variant | seeds | test/recall@20 | val/recall@20 | epoch |")
+    base = next(line for line in table.splitlines() if line.startswith("| base |"))
+    assert "–" not in base  # the validation column is filled
+    capsys.readouterr()
+    assert main([*ours, "--metrics", "val/recal@20", "--no-plot", *theirs]) == 2
+    assert "--metrics ['val/recal@20'] were not logged by any run; choose from" in capsys.readouterr().err
+
+
+def test_dry_run_prints_reproducible_commands(mf_ablation, capsys) -> None:
+    args, out = mf_ablation
+    assert main([*args[:-3], "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(line.startswith("recplug fit --config ") for line in lines)
+    assert "--model.embedding_dim=16" in lines[2] and "--seed_everything=1" in lines[3] and not out.exists()

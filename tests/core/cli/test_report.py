@@ -1,0 +1,103 @@
+"""`recplug report` on a real (short) run: the pictures and the table exist, and the table's numbers are the
+logged ones; the same run read from TensorBoard gives the same report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from recplug.core.cli.main import main
+from recplug.core.cli.report import best_epoch, configured_monitor, find_run, make_report, read_run_log
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-epoch MF fit on the embedded dataset, logged by both CSVLogger (runs/mf) and TensorBoard (runs/tb)."""
+    pytest.importorskip("matplotlib", reason="needs the report extra: pip install 'recplug[report]'")
+    pytest.importorskip("tensorboard", reason="needs the report extra: pip install 'recplug[report]'")
+    root = tmp_path_factory.mktemp("runs")
+    loggers = json.dumps([
+        {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(root), "name": "mf"}},
+        {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+         "init_args": {"save_dir": str(root), "name": "tb"}},
+    ])
+    assert main(["fit", "--config", str(ROOT / "configs" / "mf.yaml"), "--trainer.max_epochs=3",
+                 "--trainer.limit_train_batches=3", "--trainer.default_root_dir", str(root),
+                 f"--trainer.logger={loggers}", "--trainer.enable_progress_bar=false",
+                 "--trainer.enable_model_summary=false"]) == 0
+    return root
+
+
+def logged(metrics_csv: Path) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
+    """``({epoch: {val metric: value}}, {test metric: value})`` straight from the CSV."""
+    val: dict[int, dict[str, float]] = {}
+    test: dict[str, float] = {}
+    for row in csv.DictReader(open(metrics_csv)):
+        for name, value in row.items():
+            if value and name.startswith("val/"):
+                val.setdefault(int(row["epoch"]), {})[name[4:]] = float(value)
+            elif value and name.startswith("test/"):
+                test[name[5:]] = float(value)
+    return val, test
+
+
+def table(markdown: str) -> dict[str, tuple[str, str]]:
+    """``{metric: (validation cell, test cell)}`` of the metrics table."""
+    rows = re.findall(r"^\| ([a-z]+@\d+) \| (\S+) \| (\S+) \|$", markdown, flags=re.M)
+    return {name: (v, t) for name, v, t in rows}
+
+
+def test_report_writes_pictures_and_a_table_equal_to_the_logged_metrics(run: Path, capsys) -> None:
+    out = run / "report"
+    assert main(["report", str(run / "mf"), "--out", str(out)]) == 0  # logger folder: latest version is used
+    written = capsys.readouterr().out.split()
+    assert written == [str(out / "losses.png"), str(out / "validation.png"), str(out / "metrics.md")]
+    for png in ("losses.png", "validation.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 10_000
+
+    val, test = logged(run / "mf" / "version_0" / "metrics.csv")
+    assert sorted(val) == [0, 1, 2] and test
+    best = max(sorted(val), key=lambda e: (val[e]["recall@20"], -e))
+    markdown = (out / "metrics.md").read_text()
+    assert f"Best validation epoch: **{best}** (val/recall@20 = {val[best]['recall@20']:.4f}, max)" in markdown
+    assert f"| metric | validation (epoch {best}) | test |" in markdown
+    cells = table(markdown)
+    assert set(cells) == set(val[best]) == set(test) and "recall@20" in cells
+    for name, (val_cell, test_cell) in cells.items():
+        assert val_cell == f"{val[best][name]:.4f}" and test_cell == f"{test[name]:.4f}", name
+
+
+def test_tensorboard_log_of_the_same_run_gives_the_same_report(run: Path) -> None:
+    from_csv = make_report(run / "mf" / "version_0", run / "from_csv")
+    from_tb = make_report(run / "tb", run / "from_tb")
+    assert from_tb.log.source.name.startswith("events.out.tfevents.")
+    assert from_tb.best_epoch == from_csv.best_epoch
+    assert set(from_tb.log.series) == set(from_csv.log.series)  # train/loss, train/bpr, val/...
+    for metric, series in from_csv.log.series.items():
+        assert from_tb.log.series[metric] == pytest.approx(series, rel=1e-6), metric  # TB stores float32
+    assert from_tb.test == pytest.approx(from_csv.test, rel=1e-6)
+    assert [p.name for p in from_tb.files] == ["losses.png", "validation.png", "metrics.md"]
+
+
+def test_best_epoch_follows_monitor_and_mode(run: Path) -> None:
+    folder = find_run(run / "mf")
+    assert configured_monitor(folder) == ("val/recall@20", "max")  # from the run's config.yaml
+    log = read_run_log(folder)
+    series = log.series["val/ndcg@10"]
+    assert series[best_epoch(log, "val/ndcg@10", "min")] == min(series.values())
+    assert series[best_epoch(log, "val/ndcg@10", "max")] == max(series.values())
+    assert best_epoch(log, "val/no_such_metric", "max") is None
+
+
+def test_missing_run_is_one_line_error(tmp_path: Path, capsys) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path}: no metrics.csv or TensorBoard events file (nor a version_N folder holding one)\n"
+    with pytest.raises(Exception, match="run folder not found"):
+        find_run(tmp_path / "nope")

@@ -1,0 +1,334 @@
+"""Dataset registry: downloads from a local HTTP server started by the test, checksums, truncation, atomic writes,
+the processed cache keyed by content, the offline mirror, preparations run once by recplug's own commands, and the
+registered sums and statistics of Gowalla, TikTok and Amazon Office (served from ../shared/data as a mirror)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from recplug.core.cli import features
+from recplug.core.data import readers, registry
+from recplug.core.data.dataset import DataError
+from recplug.core.data.download import download
+from recplug.core.data.registry import DatasetSpec, RemoteFile
+
+ROOT = Path(__file__).resolve().parents[3]
+SHARED = ROOT.parent / "shared" / "data"
+GOWALLA = SHARED / "gowalla"
+
+TRAIN = "0 0 1\n1 1 2\n2 2 0\n"
+TEST = "0 2\n1 0\n2 1\n"
+
+
+class Handler(SimpleHTTPRequestHandler):
+    """Serves the test's folder; ``/truncated/<file>`` announces more bytes than it sends, then hangs up."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path.startswith("/truncated/"):
+            body = (Path(self.directory) / self.path.removeprefix("/truncated/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) + 100))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            return
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``(base URL, served folder)`` of an HTTP server on localhost."""
+    served = tmp_path / "served"
+    (served / "toy").mkdir(parents=True)
+    (served / "toy" / "train.txt").write_text(TRAIN)
+    (served / "toy" / "test.txt").write_text(TEST)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: Handler(*a, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def toy(server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> DatasetSpec:
+    url, _ = server
+    spec = DatasetSpec(
+        name="toy", format="lightgcn",
+        files=(RemoteFile("train.txt", f"{url}/toy/train.txt", sha(TRAIN), len(TRAIN)),
+               RemoteFile("test.txt", f"{url}/toy/test.txt", sha(TEST), len(TEST))),
+        stats={"users": 3, "items": 3, "train_interactions": 6, "test_interactions": 3},
+    )
+    monkeypatch.setitem(registry.REGISTRY, "toy", spec)
+    monkeypatch.delenv(registry.MIRROR_ENV, raising=False)
+    return spec
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")] if folder.exists() else []
+
+
+def test_fetch_downloads_verifies_and_reuses(toy: DatasetSpec, tmp_path: Path) -> None:
+    folder = registry.fetch("toy", tmp_path / "cache", progress=False)
+    assert (folder / "train.txt").read_text() == TRAIN and leftovers(folder) == []
+    (folder / "test.txt").write_text("0 0\n")  # a corrupted cached file is downloaded again
+    registry.fetch("toy", tmp_path / "cache", progress=False)
+    assert (folder / "test.txt").read_text() == TEST
+
+
+def test_checksum_mismatch_is_an_error_and_leaves_nothing(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = server
+    dest = tmp_path / "dl" / "train.txt"
+    with pytest.raises(DataError, match=r"^train\.txt: checksum mismatch: sha256 [0-9a-f]{64}, expected 0{64}") as info:
+        download(f"{url}/toy/train.txt", dest, "0" * 64, progress=False)
+    assert "\n" not in str(info.value)
+    assert not dest.exists() and leftovers(dest.parent) == []
+
+
+def test_truncated_download_is_an_error_and_leaves_nothing(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = server
+    dest = tmp_path / "dl" / "train.txt"
+    with pytest.raises(DataError, match=r"^train\.txt: truncated download") as info:
+        download(f"{url}/truncated/toy/train.txt", dest, sha(TRAIN), progress=False)
+    assert "\n" not in str(info.value)
+    assert not dest.exists() and leftovers(dest.parent) == []
+
+
+def test_short_file_without_content_length_is_caught_by_the_registered_size(
+    server: tuple[str, Path], tmp_path: Path
+) -> None:
+    _, served = server
+    (served / "short.txt").write_text(TRAIN[:5])
+    with pytest.raises(DataError, match=r"short\.txt: truncated download .* got 5 of 18 bytes \(registered size\)"):
+        download((served / "short.txt").as_uri(), tmp_path / "short.txt", None, size=len(TRAIN), progress=False)
+
+
+def test_missing_file_is_an_error(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = server
+    with pytest.raises(DataError, match=r"^nope\.txt: download from .* failed"):
+        download(f"{url}/toy/nope.txt", tmp_path / "nope.txt", None, progress=False)
+
+
+def test_load_checks_statistics_and_caches_the_processed_dataset(
+    toy: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = registry.load("toy", tmp_path / "cache", progress=False)
+    assert (data.name, data.num_users, data.num_interactions("test")) == ("toy", 3, 3)
+    cached = list((tmp_path / "cache" / "processed").glob("toy-*.pt"))
+    assert len(cached) == 1
+    monkeypatch.setitem(registry._READERS, "lightgcn", lambda folder: pytest.fail("processed cache not used"))
+    again = registry.load("toy", tmp_path / "cache", progress=False)
+    assert again.content_hash() == data.content_hash()
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x80\x02garbage", b"PK\x03\x04truncated"])
+def test_a_corrupted_processed_cache_is_reported_and_rebuilt(damage: bytes, toy: DatasetSpec, tmp_path: Path) -> None:
+    data = registry.load("toy", tmp_path / "cache", progress=False)
+    (cached,) = (tmp_path / "cache" / "processed").glob("toy-*.pt")
+    cached.write_bytes(damage)
+    with pytest.warns(UserWarning, match="corrupted processed-dataset cache.*rebuilding it"):
+        again = registry.load("toy", tmp_path / "cache", progress=False)
+    assert again.content_hash() == data.content_hash() and cached.stat().st_size > len(damage)
+
+
+def test_unexpected_statistics_are_an_error(toy: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong = DatasetSpec(toy.name, toy.format, toy.files, {**toy.stats, "items": 4})
+    monkeypatch.setitem(registry.REGISTRY, "toy", wrong)
+    with pytest.raises(DataError, match=r"toy: expected 4 items, read 3 \(field items\)"):
+        registry.load("toy", tmp_path / "cache", progress=False)
+
+
+def test_mirror_folder_serves_registered_files(toy: DatasetSpec, server: tuple[str, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    _, served = server
+    monkeypatch.setenv(registry.MIRROR_ENV, str(served))
+    unreachable = tuple(RemoteFile(f.name, "http://127.0.0.1:9/unreachable", f.sha256) for f in toy.files)
+    broken = DatasetSpec("toy", "lightgcn", unreachable)
+    monkeypatch.setitem(registry.REGISTRY, "toy", broken)
+    assert registry.load_any("toy", cache_dir=tmp_path / "cache").num_interactions("train") == 6
+
+
+def test_unknown_name_lists_the_registered_datasets(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"no-such-set: no such .* nor a registered dataset \(registered: .*gowalla"):
+        registry.load_any("no-such-set", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["gowalla", "tiktok", "amazon_office"])
+def test_registered_sums_match_the_shipped_sha256sums(name: str) -> None:
+    folder = SHARED / name
+    if not (folder / "SHA256SUMS").is_file():
+        pytest.skip(f"../shared/data/{name} not present")
+    shipped = dict(line.split()[::-1] for line in (folder / "SHA256SUMS").read_text().splitlines() if line.strip())
+    assert {f.name: f.sha256 for f in registry.get_spec(name).files} == shipped
+    sizes = {n: (folder / n).stat().st_size for n in shipped}
+    assert {f.name: f.size for f in registry.get_spec(name).files} == sizes
+
+
+def test_a_file_without_a_public_url_needs_a_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(registry.MIRROR_ENV, raising=False)
+    with pytest.raises(DataError) as info:
+        registry.load_any("tiktok", cache_dir=tmp_path)
+    assert str(info.value) == (
+        f"tiktok: tiktok.inter is served by no public URL; set {registry.MIRROR_ENV} to a folder or URL holding "
+        "tiktok/tiktok.inter (see docs/data.md)"
+    )
+
+
+@pytest.mark.skipif(not GOWALLA.is_dir(), reason="../shared/data/gowalla not present")
+def test_gowalla_through_a_local_mirror(tmp_path: Path) -> None:
+    data = registry.load("gowalla", tmp_path / "cache", mirror=str(GOWALLA.parent), progress=False)
+    assert (data.num_users, data.num_items) == (29858, 40981)
+    assert (data.num_interactions("train"), data.num_interactions("test")) == (810128, 217242)
+
+
+def test_raw_log_cache_is_keyed_by_content_and_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text("user,item\n" + "\n".join(f"u{u},i{i}" for u in range(6) for i in range(5)) + "\n")
+    data = registry.load_raw(log, cache_dir=tmp_path / "cache")
+    (folder,) = (tmp_path / "cache" / "processed").glob("log-*")
+    assert {"log.inter", "user_map.tsv", "item_map.tsv", registry.COMPLETE_MARKER} <= {p.name for p in folder.iterdir()}
+    assert (folder / "user_map.tsv").read_text().splitlines()[:2] == ["raw_id\tuser_id", "u0\t0"]
+    assert data.user_ids == [f"u{u}" for u in range(6)] and data.source == str(folder)
+    monkeypatch.setattr(readers, "process_raw", lambda *a, **k: pytest.fail("processed cache not used"))
+    assert registry.load_raw(log, cache_dir=tmp_path / "cache").content_hash() == data.content_hash()
+    monkeypatch.undo()
+    registry.load_raw(log, options=readers.RawOptions(seed=1), cache_dir=tmp_path / "cache")
+    log.write_text(log.read_text() + "u0,i9\n")
+    registry.load_raw(log, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache" / "processed").glob("log-*"))) == 3
+
+
+def test_datamodule_loads_registered_names_and_carves_validation(
+    toy: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recplug.core.data.datamodule import RecDataModule
+
+    dm = RecDataModule(path="toy", cache_dir=str(tmp_path / "cache"), valid_ratio=0.5, batch_size=4)
+    assert dm.num_users == 3 and dm.validation_split == "valid"
+    assert dm.data.num_interactions("valid") == 3 and dm.data.num_interactions("train") == 3
+    assert torch.equal(dm.eval_task("valid").users, torch.arange(3))
+
+
+LOG = "u\ti\tn\n" + "".join(f"U{u}\tI{(u + k) % 6}\t{k}\n" for u in range(8) for k in range(4))
+ITEMS = "item_id\tcategories\n" + "".join(f"I{i}\tShelf {i % 2}, Box {i % 3}\n" for i in range(6))
+
+
+@pytest.fixture
+def prepared(server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> DatasetSpec:
+    """A raw log and an item table served over HTTP, prepared by ``data convert`` and ``features categories``."""
+    url, served = server
+    (served / "shop").mkdir()
+    (served / "shop" / "log.tsv").write_text(LOG)
+    (served / "shop" / "items.tsv").write_text(ITEMS)
+    spec = DatasetSpec(
+        name="shop", format="mmrec",
+        files=(RemoteFile("log.tsv", f"{url}/shop/log.tsv", sha(LOG)), RemoteFile("items.tsv", None, sha(ITEMS))),
+        stats={"users": 8, "items": 6, "test_interactions": 8},
+        prepare=(
+            ("data", "convert", "{raw}/log.tsv", "{out}", "--name", "shop", "--user-col", "u", "--item-col", "i",
+             "--time-col", "n", "--split", "loo"),
+            ("features", "categories", "--items", "{raw}/items.tsv", "--id-column", "item_id", "--column",
+             "categories", "--dataset", "{out}"),
+        ),
+    )
+    monkeypatch.setitem(registry.REGISTRY, "shop", spec)
+    monkeypatch.setenv(registry.MIRROR_ENV, str(served))
+    return spec
+
+
+def test_preparation_runs_the_commands_once_and_keeps_stdout_clean(
+    prepared: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = registry.load_any("shop", cache_dir=tmp_path / "cache")
+    captured = capsys.readouterr()
+    assert captured.out == ""  # `recplug data stats shop --json` must print JSON only
+    assert "shop: recplug data convert " in captured.err and "shop: recplug features categories " in captured.err
+    assert (data.name, data.num_users, data.num_items) == ("shop", 8, 6)
+    (folder,) = [p for p in (tmp_path / "cache" / "processed").iterdir() if p.is_dir()]
+    assert folder.name.startswith("shop-") and (folder / registry.COMPLETE_MARKER).exists()
+    assert {"shop.inter", "categories_feat.npy", "item_map.tsv"} <= {p.name for p in folder.iterdir()}
+    # row i is item i of the converted id map: item I<k> is in shelf k % 2 and box k % 3
+    vocabulary = ["Box 0", "Box 1", "Box 2", "Shelf 0", "Shelf 1"]
+    for index, raw in enumerate(data.item_ids):
+        k = int(raw[1:])
+        expected = [float(v in (f"Shelf {k % 2}", f"Box {k % 3}")) for v in vocabulary]
+        assert data.features["categories"][index].tolist() == expected
+    monkeypatch.setattr(registry, "_run_command", lambda *a: pytest.fail("prepared folder not reused"))
+    assert registry.load_any("shop", cache_dir=tmp_path / "cache").content_hash() == data.content_hash()
+
+
+def test_a_failing_preparation_is_one_line_and_leaves_no_folder(
+    prepared: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = DatasetSpec("shop", "mmrec", prepared.files, prepare=(("data", "convert", "{raw}/log.tsv", "{out}"),))
+    monkeypatch.setitem(registry.REGISTRY, "shop", broken)
+    with pytest.raises(DataError) as info:
+        registry.load("shop", tmp_path / "cache", progress=False)
+    assert re.fullmatch(r"shop: preparation `recplug data convert` failed: .*log\.tsv:1: no column 'user' .*",
+                        str(info.value))
+    assert not [p for p in (tmp_path / "cache" / "processed").iterdir() if p.is_dir()]
+
+
+def test_registered_feature_files_choose_the_modalities(prepared: DatasetSpec, tmp_path: Path) -> None:
+    data = registry.load_any("shop", feature_files={"cat": "categories_feat.npy"}, cache_dir=tmp_path / "cache")
+    assert list(data.features) == ["cat"] and data.features["cat"].shape == (6, 5)
+    assert registry.load_any("shop", feature_files={}, cache_dir=tmp_path / "cache").features == {}
+
+
+def test_docs_list_the_exact_amazon_office_preparation() -> None:
+    text = re.sub(r"\\\n\s*", "", (ROOT / "docs" / "data.md").read_text(encoding="utf-8"))
+    for step in registry.AMAZON_OFFICE_PREPARATION:
+        words = [w.format(raw="../shared/data/amazon_office", out="data/amazon_office") for w in step]
+        assert f"recplug {shlex.join(words)}" in text
+
+
+@pytest.mark.skipif(not (SHARED / "tiktok").is_dir(), reason="../shared/data/tiktok not present")
+def test_tiktok_through_the_shared_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(registry.MIRROR_ENV, str(SHARED))
+    data = registry.load_any("tiktok", cache_dir=tmp_path / "cache")
+    assert {m: tuple(f.shape) for m, f in data.features.items()} == {"audio": (6710, 128), "image": (6710, 128)}
+    assert data.summary()["valid_interactions"] == 3046 and len(data.notes) == 2  # MMRec's cold-start rule
+
+
+def length_encoder(texts: list[str]) -> np.ndarray:
+    """(characters, words) of each text: a stand-in for all-MiniLM-L6-v2 that tells which text is in which row."""
+    return np.array([[len(t), len(t.split())] for t in texts], dtype=np.float32)
+
+
+@pytest.mark.skipif(not (SHARED / "amazon_office").is_dir(), reason="../shared/data/amazon_office not present")
+def test_amazon_office_is_prepared_from_the_shared_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Convert + text + categories through the registered name, the text encoder replaced by ``length_encoder``
+    (the real one: tests/core/cli/test_features.py): row i of each modality is item i of the converted item map."""
+    import csv
+
+    monkeypatch.setenv(registry.MIRROR_ENV, str(SHARED))
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: length_encoder)
+    data = registry.load("amazon_office", tmp_path / "cache", progress=False)
+    assert {m: tuple(f.shape) for m, f in data.features.items()} == {"categories": (2420, 366), "text": (2420, 2)}
+    with open(SHARED / "amazon_office" / "items.tsv", encoding="utf-8", newline="") as handle:
+        rows = {row["item_id"]: row for row in csv.DictReader(handle, delimiter="\t")}
+    vocabulary = sorted({t.strip() for row in rows.values() for t in row["categories"].split(",")} - {""})
+    categories, text = data.features["categories"].numpy(), data.features["text"].numpy()
+    for index in (0, 1, 777, 2419):
+        row = rows[data.item_ids[index]]
+        joined = " ".join(v for k in ("title", "brand", "categories", "description") if (v := row[k].strip()))
+        assert text[index].tolist() == [len(joined), len(joined.split())]
+        tokens = {t.strip() for t in row["categories"].split(",")} - {""}
+        assert [vocabulary[j] for j in np.flatnonzero(categories[index])] == sorted(tokens)

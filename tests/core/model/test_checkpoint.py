@@ -1,0 +1,178 @@
+"""Checkpoints are opened weights-only by every path (local, remote, the Python API), and a broken, foreign or
+unsafe one ends in one line (issue 14). The payload of the malicious checkpoint would create a file: it must not."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+from recplug.core.model.checkpoint import CheckpointError, open_checkpoint
+from recplug.core.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[3]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false"]
+
+
+class Payload:
+    """Unpickling this object runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def recplug(command: str, tmp_path: Path, *extra: str) -> int:
+    return main([command, "--config", str(ROOT / "configs" / "mf.yaml"), "--trainer.default_root_dir",
+                 str(tmp_path), *QUIET, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A real checkpoint of a one-epoch MF fit on the embedded default."""
+    folder = tmp_path_factory.mktemp("trained")
+    assert recplug("fit", folder, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2") == 0
+    return next(folder.rglob("last.ckpt"))
+
+
+@pytest.fixture()
+def evil(tmp_path, trained) -> tuple[Path, Path]:
+    """``(checkpoint, marker)``: a real checkpoint with a code-running object added."""
+    marker = tmp_path / "pwned"
+    checkpoint = torch.load(trained, weights_only=True)
+    checkpoint["payload"] = Payload(marker)
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.save(checkpoint, served / "last.ckpt")
+    return served / "last.ckpt", marker
+
+
+@pytest.fixture()
+def server(tmp_path) -> Iterator[tuple[str, Path]]:
+    """``(base URL, folder)`` of a real HTTP server on localhost serving ``folder``."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder
+    httpd.shutdown()
+
+
+def last_error(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines, "no error was printed"
+    return lines[-1]
+
+
+@pytest.mark.parametrize("command", ["test", "validate", "predict", "fit"])
+def test_a_remote_checkpoint_with_a_payload_never_runs_it(command, tmp_path, evil, server, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    checkpoint, marker = evil
+    base, folder = server
+    (folder / "last.ckpt").write_bytes(checkpoint.read_bytes())
+    assert recplug(command, tmp_path, "--ckpt_path", f"{base}/last.ckpt") == 2
+    message = last_error(capsys)
+    assert message.startswith("error: ") and "refused" in message and "last.ckpt" in message
+    assert not marker.exists()
+    assert not (tmp_path / "torch_home").exists()  # nothing cached under torch.hub's file-name key
+
+
+def test_a_local_checkpoint_with_a_payload_is_refused_by_every_path(tmp_path, evil, capsys) -> None:
+    from recplug.core.model.module import RecModule
+
+    checkpoint, marker = evil
+    assert recplug("test", tmp_path, "--ckpt_path", str(checkpoint)) == 2
+    assert "refused" in last_error(capsys)
+    with pytest.raises(CheckpointError, match="refused"):
+        RecModule.load_from_checkpoint(checkpoint)
+    assert not marker.exists()
+
+
+def test_weights_only_false_is_refused_from_the_command_line_config_and_python(tmp_path, trained, capsys) -> None:
+    from recplug.core.errors import ConfigError
+    from recplug.core.model.module import RecModule
+
+    assert recplug("test", tmp_path, "--ckpt_path", str(trained), "--weights_only=false") == 2
+    assert last_error(capsys).startswith("error: weights_only: false is refused")
+    config = tmp_path / "unsafe.yaml"
+    config.write_text(f"ckpt_path: {trained}\nweights_only: false\n")
+    assert recplug("test", tmp_path, "--config", str(config)) == 2
+    assert "weights_only: false is refused" in last_error(capsys)
+    with pytest.raises(ConfigError, match="weights_only"):
+        RecModule.load_from_checkpoint(trained, weights_only=False)
+
+
+def test_a_remote_checkpoint_that_is_safe_loads_and_is_not_cached_by_name(tmp_path, trained, evil, server, capsys,
+                                                                          monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    base, folder = server
+    (folder / "last.ckpt").write_bytes(trained.read_bytes())
+    assert recplug("test", tmp_path, "--ckpt_path", f"{base}/last.ckpt") == 0
+    # the same file name served with a payload afterwards is downloaded again and refused, not replayed
+    checkpoint, marker = evil
+    (folder / "last.ckpt").write_bytes(checkpoint.read_bytes())
+    assert recplug("test", tmp_path, "--ckpt_path", f"{base}/last.ckpt") == 2
+    assert not marker.exists() and not (tmp_path / "torch_home").exists()
+
+
+def test_a_missing_remote_checkpoint_is_one_line(tmp_path, server, capsys) -> None:
+    base, _ = server
+    assert recplug("test", tmp_path, "--ckpt_path", f"{base}/nothing.ckpt") == 2
+    assert "nothing.ckpt" in last_error(capsys)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty", "not-a-checkpoint"])
+def test_broken_checkpoint_files_are_one_line(damage, tmp_path, trained, capsys) -> None:
+    broken = tmp_path / f"{damage}.ckpt"
+    raw = trained.read_bytes()
+    if damage == "truncated":
+        broken.write_bytes(raw[: len(raw) // 2])
+    elif damage == "random":
+        broken.write_bytes(os.urandom(4096))
+    elif damage == "empty":
+        broken.write_bytes(b"")
+    else:
+        torch.save({"weights": torch.zeros(3)}, broken)
+    assert recplug("test", tmp_path, "--ckpt_path", str(broken)) == 2
+    message = last_error(capsys)
+    assert message.startswith(f"error: {broken}: ") and len(message) < 400
+    with pytest.raises(CheckpointError):
+        open_checkpoint(broken)
+
+
+def test_a_checkpoint_of_another_model_or_dataset_is_one_line(tmp_path, trained, tiny_folder, capsys) -> None:
+    # other model: LightGCN's state has the same tables; VBPR's adds content projections it lacks
+    assert main(["test", "--config", str(ROOT / "configs" / "vbpr.yaml"), "--ckpt_path", str(trained),
+                 "--trainer.default_root_dir", str(tmp_path), *QUIET]) == 2
+    message = last_error(capsys)
+    assert "trained for another dataset or model configuration" in message and "missing" in message
+    # other dataset: embedding tables of another size
+    assert recplug("test", tmp_path, "--ckpt_path", str(trained), "--data.path", str(tiny_folder)) == 2
+    assert "user_embedding.weight is [4000, 64] in the checkpoint, [200, 64] here" in last_error(capsys)
+
+
+def test_a_checkpoint_of_other_data_of_the_same_shape_warns_or_is_refused_under_strict(tmp_path, trained, capsys,
+                                                                                      monkeypatch) -> None:
+    # the embedded default with validation and test swapped: the same users, items and shapes, other data
+    other = tmp_path / "swapped"
+    shutil.copytree(ROOT / "recplug" / "datasets" / "default", other)
+    lines = (other / "default.inter").read_text().splitlines()
+    swap = {"1": "2", "2": "1", "0": "0"}
+    rows = [line.rsplit("\t", 1) for line in lines[1:]]
+    (other / "default.inter").write_text("\n".join([lines[0]] + [f"{head}\t{swap[label]}" for head, label in rows]))
+    with pytest.warns(UserWarning, match="trained on other data"):
+        assert recplug("test", tmp_path, "--ckpt_path", str(trained), "--data.path", str(other)) == 0
+    monkeypatch.setenv("RECPLUG_STRICT_CHECKPOINTS", "1")
+    assert recplug("test", tmp_path, "--ckpt_path", str(trained), "--data.path", str(other)) == 2
+    assert "RECPLUG_STRICT_CHECKPOINTS=1" in last_error(capsys)
+    assert recplug("test", tmp_path, "--ckpt_path", str(trained)) == 0  # its own data passes the strict check

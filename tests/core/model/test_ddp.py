@@ -1,0 +1,45 @@
+"""Multi-process training and evaluation through Lightning's DDP strategy (gloo on CPU)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.slow
+
+
+def recplug(*args: str, cwd: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "recplug.core.cli.main", *args], cwd=cwd, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def last_metrics(root: Path, prefix: str) -> dict[str, float]:
+    rows = list(csv.DictReader(open(next(root.rglob("metrics.csv")))))
+    return {k: float(v) for row in rows for k, v in row.items() if k.startswith(prefix) and v}
+
+
+def test_two_process_ddp_trains_and_evaluates_like_one_process(tmp_path) -> None:
+    common = ["--config", str(ROOT / "configs" / "crane.yaml"), "--trainer.enable_progress_bar=false",
+              "--trainer.accelerator=cpu"]
+    logger = '--trainer.logger={"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "."}}'
+    # training under DDP: 2 processes, each a disjoint half of every epoch
+    recplug("fit", *common, "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_epochs=2",
+            logger, cwd=tmp_path.joinpath("train").mkdir() or tmp_path / "train")
+    ckpt = next((tmp_path / "train").rglob("last.ckpt"))
+    # the same weights evaluated by 1 and by 2 processes
+    for name, devices in (("one", "1"), ("two", "2")):
+        folder = tmp_path / name
+        folder.mkdir()
+        extra = ["--trainer.strategy=ddp"] if devices == "2" else []
+        recplug("validate", *common, f"--trainer.devices={devices}", *extra, "--ckpt_path", str(ckpt), logger,
+                cwd=folder)
+    one, two = last_metrics(tmp_path / "one", "val/"), last_metrics(tmp_path / "two", "val/")
+    assert one and one.keys() == two.keys()
+    for key in one:
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key
