@@ -23,7 +23,7 @@ import numpy as np
 import pytorch_lightning as pl
 
 from recplug.core.cli.main import run_cli
-from recplug.core.data.readers import read_lightgcn
+from recplug.core.data.formats.lightgcn import read_lightgcn
 from recplug.core.data.sampler import BPRTrainSet
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from recplug.core.data.registry import load_any
+from recplug.core.data.resolve import load_dataset
 from recplug.core.data.sampler import BPRTrainSet
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "gowalla"
@@ -34,7 +34,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    data = load_any(args.data)
+    data = load_dataset(args.data)
     users, items = data.split("train")
     start = time.perf_counter()
     dataset = BPRTrainSet(users, items, data.num_items, args.batch_size, seed=0)

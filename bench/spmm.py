@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from recplug.core.data.readers import read_lightgcn
+from recplug.core.data.formats.lightgcn import read_lightgcn
 from recplug.core.ops.sparse import SparseOperator, normalized_adjacency
 
 LAYERS, DIM = 3, 64

@@ -47,7 +47,7 @@ def tiny_data() -> InteractionData:
 @pytest.fixture
 def tiny_folder(tiny_data: InteractionData, tmp_path: Path) -> Path:
     """``tiny_data`` written as an MMRec folder (``recplug fit --data.path <it>``)."""
-    from recplug.core.data.readers import write_mmrec
+    from recplug.core.data.formats.mmrec import write_mmrec
 
     return write_mmrec(tiny_data, tmp_path / "tiny")
 

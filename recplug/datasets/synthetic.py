@@ -109,7 +109,7 @@ def generate(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from recplug.core.data.readers import write_mmrec
+    from recplug.core.data.formats.mmrec import write_mmrec
     from recplug.datasets import default_path
 
     parser = argparse.ArgumentParser(description="Regenerate recplug's embedded default dataset.")

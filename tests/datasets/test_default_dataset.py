@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recplug.core.data.readers import read_mmrec
+from recplug.core.data.formats.mmrec import read_mmrec
 from recplug.datasets import default_path
 from recplug.datasets.synthetic import generate
 

@@ -12,7 +12,7 @@ from recplug.core.data.datamodule import RecDataModule
 from recplug.core.errors import ConfigError
 from recplug.core.ops.knn import knn_coo, knn_indices
 from recplug.core.model.module import RecModule
-from recplug.core.data.readers import write_mmrec
+from recplug.core.data.formats.mmrec import write_mmrec
 from recplug.plugins.fusion.sum import SumFusion
 from recplug.plugins.graphs.item_item import ItemItemGraph
 from recplug.plugins.graphs.user_item import UserItemGraph, degree_sensitive_sample

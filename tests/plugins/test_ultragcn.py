@@ -14,7 +14,7 @@ from recplug.core.data.datamodule import RecDataModule
 from recplug.core.errors import ConfigError
 from recplug.core.eval.evaluator import evaluate
 from recplug.core.model.module import RecModule
-from recplug.core.data.readers import write_mmrec
+from recplug.core.data.formats.mmrec import write_mmrec
 from recplug.core.model.types import BPRBatch, ModelOutput
 from recplug.plugins.embedding import IdEmbedding
 from recplug.plugins.losses.ultragcn import UltraGCNLoss, constraint_factors, item_item_neighbors

@@ -38,7 +38,8 @@ def _feature_pairs(values: list[str]) -> dict[str, str]:
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
-    from recplug.core.data.readers import FORMATS, RawOptions
+    from recplug.core.data.formats.raw import RawOptions
+    from recplug.core.data.resolve import FORMATS
 
     defaults = RawOptions()
     parser.add_argument("--format", choices=FORMATS, default="auto", help="dataset format (default: detect)")
@@ -65,23 +66,25 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace, cached: bool = True) -> InteractionData:
     """The dataset ``args.path`` names; a raw log is processed with the raw-log options, through the processed
     cache when ``cached`` (``stats``), directly otherwise (``convert`` writes its own copy)."""
-    from recplug.core.data import readers, registry
+    from recplug.core.data.formats.raw import RawOptions, process_raw
+    from recplug.core.data.resolve import carve_validation, load_dataset
 
     source = Path(args.path)
     if source.is_file() and args.format in ("auto", "raw"):
-        options = readers.RawOptions(
+        options = RawOptions(
             sep=args.sep, columns=tuple(args.columns.split(",")) if args.columns else None,
             user_col=args.user_col, item_col=args.item_col, rating_col=args.rating_col, time_col=args.time_col,
             min_rating=args.min_rating, k_core=args.k_core, split=args.split, ratios=tuple(args.ratios),
             seed=args.seed, missing_features=args.missing_features,
         )
         features = _feature_pairs(args.feature)
-        if cached:
-            data = registry.load_raw(source, features, options, args.cache_dir)
-        else:
-            data = readers.process_raw(source, features, options)
-        return readers.carve_validation(data, args.valid_ratio, args.split_seed) if args.valid_ratio > 0 else data
-    return registry.load_any(args.path, None, args.format, args.valid_ratio, args.split_seed, args.cache_dir)
+        if cached:  # feature paths as given (load_dataset reads relative ones from the log's folder)
+            features = {m: str(Path(f).absolute()) for m, f in features.items()}
+            return load_dataset(source, features, "raw", args.valid_ratio, args.split_seed, args.cache_dir,
+                                raw_options=options)
+        data = process_raw(source, features, options)
+        return carve_validation(data, args.valid_ratio, args.split_seed) if args.valid_ratio > 0 else data
+    return load_dataset(args.path, None, args.format, args.valid_ratio, args.split_seed, args.cache_dir)
 
 
 def _print_stats(data: InteractionData) -> None:
@@ -118,7 +121,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from recplug.core.data.readers import write_mmrec
+    from recplug.core.data.formats.mmrec import write_mmrec
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -309,9 +309,10 @@ def dataset_items(dataset: str) -> tuple[int, list[str] | None, Path | None]:
     """``(num_items, raw item ids or None, folder or None)`` of what ``data.path`` accepts: a dataset folder, a
     raw interaction log, or a registered name. Raw ids are those the reader kept (an ``item_map.tsv`` beside an
     MMRec folder, the ids of a raw log); the folder is ``None`` unless ``dataset`` is a folder of the user's."""
-    from recplug.core.data.registry import DEFAULT_DATASET, load_any
+    from recplug.core.data.registry import DEFAULT_DATASET
+    from recplug.core.data.resolve import load_dataset
 
-    data = load_any(dataset, feature_files={})  # only the item count and ids are needed
+    data = load_dataset(dataset, feature_files={})  # only the item count and ids are needed
     path = Path(dataset)
     return data.num_items, data.item_ids, path if path.is_dir() and dataset != DEFAULT_DATASET else None
 

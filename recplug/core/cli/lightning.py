@@ -14,7 +14,8 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from recplug.core.cli.main import EXTRA_COMMANDS, debugging, print_error
+from recplug.core.cli.boundary import debugging, print_error
+from recplug.core.cli.commands import COMMANDS
 from recplug.core.errors import ConfigError, InvalidArgument, RecplugError, one_line
 
 
@@ -346,7 +347,7 @@ def run_cli(args: list[str] | None, **kwargs: Any) -> RecplugCLI:
         },
         parser_kwargs={
             "description": "recplug: plugin-based recommendation. Also: "
-            + "; ".join(f"recplug {k}: {v}" for k, v in EXTRA_COMMANDS.items())
+            + "; ".join(f"recplug {name}: {command.summary}" for name, command in COMMANDS.items())
         },
         args=args,
         **kwargs,

@@ -12,7 +12,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from recplug.core.errors import check_number
-from recplug.core.data.registry import DEFAULT_DATASET, load_any
+from recplug.core.data.registry import DEFAULT_DATASET
+from recplug.core.data.resolve import load_dataset
 from recplug.core.data.sampler import BPRTrainSet, Positives, check_positives
 
 
@@ -36,9 +37,6 @@ class EvalTask:
 MAX_SEED = 2**32 - 1
 """Seeds are 32-bit, as numpy's and Lightning's ``seed_everything`` (the sampler derives per-epoch seeds from them)."""
 
-load_dataset = load_any
-"""Resolve a ``data.path`` (``"default"``, a folder or raw log in any supported format, or a registered name)."""
-
 
 class RecDataModule(pl.LightningDataModule):
     """Loads a dataset once and serves BPR training batches and user batches for evaluation.
@@ -54,7 +52,8 @@ class RecDataModule(pl.LightningDataModule):
         cache_dir: where plugins cache expensive artefacts and registered datasets are downloaded (default
             ``$RECPLUG_CACHE`` or ``~/.cache/recplug``).
         format: ``"auto"`` (detect), ``"mmrec"``, ``"lightgcn"`` or ``"raw"`` (a CSV/TSV log, processed with
-            :class:`~recplug.core.data.readers.RawOptions` defaults; ``recplug data convert`` offers the other options).
+            :class:`~recplug.core.data.formats.raw.RawOptions` defaults; ``recplug data convert`` offers the other
+            options).
         valid_ratio: carve this share of each user's training interactions into a validation split, for datasets
             shipped without one (LightGCN's); 0 keeps the dataset's own splits.
         split_seed: seed of the carved validation split, apart from ``seed`` so that training seeds share it.

@@ -23,22 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import shlex
 import shutil
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import torch
-
-from recplug.core.data import readers
 from recplug.core.data.dataset import DataError, InteractionData
 from recplug.core.data.download import as_url, download, sha256sum
+from recplug.core.data.formats.lightgcn import read_lightgcn
+from recplug.core.data.formats.mmrec import read_mmrec
 from recplug.core.errors import RecplugError
 
 MIRROR_ENV = "RECPLUG_DATA_MIRROR"
@@ -93,18 +92,16 @@ class DatasetSpec:
 
 
 REGISTRY: dict[str, DatasetSpec] = {}
-_READERS: dict[str, Callable[[Path], InteractionData]] = {
-    "lightgcn": readers.read_lightgcn,
-    "mmrec": readers.read_mmrec,
-}
+READERS: dict[str, Callable[..., InteractionData]] = {"lightgcn": read_lightgcn, "mmrec": read_mmrec}
+"""The reader of each format a registered dataset's folder may have."""
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
     """Add ``spec`` to the registry; a second dataset under the same name is refused."""
     if spec.name in REGISTRY:
         raise ValueError(f"dataset {spec.name!r} is already registered")
-    if spec.format not in _READERS:
-        raise ValueError(f"dataset {spec.name!r}: unknown format {spec.format!r} (one of {sorted(_READERS)})")
+    if spec.format not in READERS:
+        raise ValueError(f"dataset {spec.name!r}: unknown format {spec.format!r} (one of {sorted(READERS)})")
     odd = [step for step in spec.prepare if not step or step[0] not in PREPARE_COMMANDS]
     if odd:
         raise ValueError(f"dataset {spec.name!r}: preparation runs `recplug data|features ...`, not {odd[0]}")
@@ -218,7 +215,7 @@ def fetch(name: str, cache_dir: str | Path | None = None, mirror: str | None = N
     return folder
 
 
-def _complete_folder(folder: Path, build: Callable[[Path], None]) -> Path:
+def complete_folder(folder: Path, build: Callable[[Path], None]) -> Path:
     """``folder``, built by ``build(tmp)`` into a temporary folder beside it and moved into place with a
     completion marker, unless a complete one is there already (when processes race, the first to finish wins)."""
     if not (folder / COMPLETE_MARKER).exists():
@@ -237,14 +234,14 @@ def _complete_folder(folder: Path, build: Callable[[Path], None]) -> Path:
 
 def _run_command(spec: DatasetSpec, argv: list[str], progress: bool) -> None:
     """Run one preparation command in this process; its report goes to stderr (stdout may carry JSON)."""
-    from recplug.core.cli import data as data_cli, features  # the commands sit above the registry: imported on use
-
-    commands = {"data": data_cli.run, "features": features.run}
+    # the commands belong to the CLI layer, above this one: looked up by name when a preparation runs, so the data
+    # layer imports nothing from recplug.core.cli
+    run = importlib.import_module(f"recplug.core.cli.{argv[0]}").run
     if progress:
         print(f"{spec.name}: recplug {shlex.join(argv)}", file=sys.stderr)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            commands[argv[0]](argv[1:])
+            run(argv[1:])
     except RecplugError as exc:
         raise type(exc)(f"{spec.name}: preparation `recplug {' '.join(argv[:2])}` failed: {exc}") from None
 
@@ -260,7 +257,7 @@ def dataset_folder(
     if not spec.prepare:
         return raw
     steps = [json.dumps(step) for step in spec.prepare]
-    folder = _processed_path(cache_root(cache_dir), spec.name, ["prepare", *(f.sha256 for f in spec.files), *steps])
+    folder = processed_path(cache_root(cache_dir), spec.name, ["prepare", *(f.sha256 for f in spec.files), *steps])
 
     def build(out: Path) -> None:
         if progress:
@@ -268,10 +265,10 @@ def dataset_folder(
         for step in spec.prepare:
             _run_command(spec, [word.format(raw=raw, out=out) for word in step], progress)
 
-    return _complete_folder(folder, build)
+    return complete_folder(folder, build)
 
 
-def _check_stats(spec: DatasetSpec, data: InteractionData) -> None:
+def check_stats(spec: DatasetSpec, data: InteractionData) -> None:
     summary = data.summary()
     for key, expected in spec.stats.items():
         if summary.get(key) != expected:
@@ -279,91 +276,6 @@ def _check_stats(spec: DatasetSpec, data: InteractionData) -> None:
             raise DataError(f"{spec.name}: expected {expected} {what}, read {summary.get(key)} (field {key})")
 
 
-def _processed_path(root: Path, stem: str, parts: list[str]) -> Path:
+def processed_path(root: Path, stem: str, parts: list[str]) -> Path:
     key = hashlib.sha256("\n".join([PROCESSED_VERSION, *parts]).encode()).hexdigest()[:16]
     return root / "processed" / f"{stem}-{key}"
-
-
-def load(
-    name: str,
-    cache_dir: str | Path | None = None,
-    mirror: str | None = None,
-    progress: bool = True,
-    feature_files: dict[str, str] | None = None,
-) -> InteractionData:
-    """Download (or reuse) dataset ``name``, prepare and parse it once and reuse the processed cache afterwards.
-
-    ``feature_files`` (``{modality: file name}`` in the dataset folder) chooses the modalities, as for a folder of
-    one's own; such a selection is read from the folder each time rather than cached.
-    """
-    spec = get_spec(name)
-    folder = dataset_folder(name, cache_dir, mirror, progress)
-    if feature_files is not None:
-        data = _READERS[spec.format](folder, feature_files=feature_files)
-        data.name, data.source = spec.name, str(folder)
-        _check_stats(spec, data)
-        return data
-    parts = [spec.format, *(f.sha256 for f in spec.files), *(json.dumps(step) for step in spec.prepare)]
-    path = _processed_path(cache_root(cache_dir), spec.name, parts).with_suffix(".pt")
-    if path.is_file():
-        try:
-            return InteractionData.from_state(torch.load(path, weights_only=True))
-        except Exception as exc:  # a cache: whatever is wrong with the file, it is rebuilt from the source
-            warnings.warn(f"{path}: corrupted processed-dataset cache ({readers.one_line(str(exc) or type(exc).__name__)}); rebuilding it", stacklevel=2)
-            path.unlink(missing_ok=True)
-    data = _READERS[spec.format](folder)
-    data.name, data.source = spec.name, str(folder)
-    _check_stats(spec, data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(data.to_state(), tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return data
-
-
-def load_raw(
-    log: str | Path,
-    features: dict[str, str | Path] | None = None,
-    options: readers.RawOptions = readers.RawOptions(),
-    cache_dir: str | Path | None = None,
-) -> InteractionData:
-    """Process a raw log with :func:`readers.process_raw` once per content (log, feature files, options) and read
-    the processed MMRec folder (with ``user_map.tsv``/``item_map.tsv`` beside it) from the cache afterwards."""
-    log = Path(log)
-    if not log.is_file():
-        raise DataError(f"{log}: no such log file")
-    options.check()
-    parts = [options.key(), sha256sum(log), *(f"{m}={sha256sum(p)}" for m, p in sorted((features or {}).items()))]
-    folder = _processed_path(cache_root(cache_dir), log.stem, parts)
-    _complete_folder(folder, lambda tmp: readers.write_mmrec(readers.process_raw(log, features, options), tmp))
-    return readers.read_mmrec(folder)
-
-
-def load_any(
-    path: str | Path,
-    feature_files: dict[str, str] | None = None,
-    format: str = "auto",
-    valid_ratio: float = 0.0,
-    split_seed: int = 0,
-    cache_dir: str | Path | None = None,
-) -> InteractionData:
-    """Resolve ``path`` to a dataset: ``"default"`` (the embedded dataset), an existing folder or raw log
-    (``format="auto"`` detects MMRec, LightGCN or raw), else a registered name (downloaded into the cache).
-    With ``valid_ratio > 0`` a validation split is carved from train (:func:`readers.carve_validation`)."""
-    if str(path) == DEFAULT_DATASET:
-        from recplug.datasets import default_path
-
-        data = readers.read_mmrec(default_path(), feature_files)
-    elif Path(path).exists() or format != "auto":
-        data = readers.read_any(path, feature_files, format, cache_dir)
-    elif str(path) in REGISTRY or not any(sep in str(path) for sep in ("/", os.sep)):
-        data = load(get_spec(str(path)).name, cache_dir, feature_files=feature_files)
-    else:
-        raise DataError(f"{path}: no such dataset folder")
-    if valid_ratio > 0:
-        data = readers.carve_validation(data, valid_ratio, split_seed)
-    return data

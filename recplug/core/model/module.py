@@ -21,10 +21,16 @@ from recplug.core.errors import CardinalityError, ConfigError, InvalidArgument, 
 from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.data.dataset import InteractionData
 from recplug.core.data.registry import cache_root
-from recplug.core.model.plugins import RecplugPluginManager, active_plugin_modules, plugin_provenance
+from recplug.core.model.plugins import (
+    RecplugPluginManager, active_plugin_modules, component_class, plugin_provenance,
+)
 from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+DEFAULT_ENCODER = "IdEmbedding"
+"""``model.encoders`` when none is configured: the plain id embedding (a built-in plugin, found by name)."""
+DEFAULT_COMBINER = "SumCombiner"
+"""``model.combiner`` when none is configured (a built-in plugin, found by name)."""
 
 
 class RecModule(pl.LightningModule):
@@ -63,9 +69,6 @@ class RecModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoders", "fusion", "combiner", "aux_losses", "optimizer"])
-        from recplug.plugins.combine import SumCombiner
-        from recplug.plugins.embedding import IdEmbedding
-
         self.num_users, self.num_items = num_users, num_items
         self.feature_dims = dict(feature_dims or {})
         check_number("model", "embedding_dim", embedding_dim, 1)
@@ -79,9 +82,13 @@ class RecModule(pl.LightningModule):
         self.lr, self.weight_decay, self.optimizer_factory = lr, weight_decay, optimizer
         self.user_embedding = nn.Embedding(num_users, embedding_dim)
         self.item_embedding = nn.Embedding(num_items, embedding_dim)
-        self.encoders = nn.ModuleList(encoders if encoders is not None else [IdEmbedding()])
+        if encoders is None:
+            encoders = [component_class(GraphEncoder, DEFAULT_ENCODER, "model.encoders")()]
+        self.encoders = nn.ModuleList(encoders)
         self.fusion = fusion
-        self.combiner = combiner if combiner is not None else SumCombiner()
+        if combiner is None:
+            combiner = component_class(Combiner, DEFAULT_COMBINER, "model.combiner")()
+        self.combiner = combiner
         self.aux_losses = nn.ModuleList(aux_losses or [])
         self.reset_parameters()
 

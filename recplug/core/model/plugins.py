@@ -211,6 +211,27 @@ def load_plugins(strict: bool | None = None, reload: bool = False) -> dict[str, 
     return loaded
 
 
+def component_class(base: type, name: str, key: str) -> type:
+    """The concrete ``base`` subclass called ``name`` that exactly one loaded plugin module provides.
+
+    How the core names a default component (``RecModule``'s ``IdEmbedding`` and ``SumCombiner``) without importing
+    the plugin that defines it; :class:`PluginError` naming the config ``key`` to set when none or several match.
+    """
+    found = [
+        getattr(p.module, name)
+        for p in load_plugins().values()
+        if p.status == "active" and p.module is not None and name in p.components
+    ]
+    found = [cls for cls in found if issubclass(cls, base)]
+    if len(found) != 1:
+        where = ", ".join(f"{cls.__module__}.{cls.__qualname__}" for cls in found) or "none"
+        raise PluginError(
+            f"{key}: its default, the {base.__name__} {name!r}, must come from exactly one loaded plugin "
+            f"(found: {where}); set {key}"
+        )
+    return found[0]
+
+
 def active_plugin_modules() -> list[tuple[str, ModuleType]]:
     """(name, module) of every successfully loaded plugin module."""
     return [(p.name, p.module) for p in load_plugins().values() if p.status == "active" and p.module is not None]

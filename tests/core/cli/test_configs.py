@@ -24,7 +24,7 @@ def data_args(path: Path, tmp_path: Path, tiny_data) -> list[str]:
     """Gowalla bundles need the real Gowalla: run them on a tiny LightGCN-format folder instead."""
     if not path.name.endswith("_gowalla.yaml"):
         return []
-    from recplug.core.data.readers import write_lightgcn
+    from recplug.core.data.formats.lightgcn import write_lightgcn
 
     return ["--data.path", str(write_lightgcn(tiny_data, tmp_path / "tiny_lightgcn"))]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from recplug.core.cli.data import main
-from recplug.core.data.readers import read_mmrec
+from recplug.core.data.formats.mmrec import read_mmrec
 
 GOWALLA = Path(__file__).resolve().parents[4] / "shared" / "data" / "gowalla"
 

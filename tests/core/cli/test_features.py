@@ -10,7 +10,7 @@ import pytest
 
 from recplug.core.cli import features
 from recplug.core.errors import ConfigError, DataError
-from recplug.core.data.readers import read_mmrec, write_mmrec
+from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -82,7 +82,7 @@ def test_command_reports_missing_and_ignored_rows(folder: Path, tmp_path: Path, 
 
 
 def test_npz_output_is_keyed_by_raw_id_as_raw_log_features_are(folder: Path, tmp_path: Path) -> None:
-    from recplug.core.data.readers import read_keyed_features
+    from recplug.core.data.formats.features import read_keyed_features
 
     table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B149\tt149", "B003\tt3"])
     out = tmp_path / "text_feat.npz"
@@ -205,7 +205,7 @@ def test_categories_command_reports_and_a_custom_separator(folder: Path, tmp_pat
     captured = capsys.readouterr()
     assert captured.out == f"wrote {out}: float32 [150, 3], multi-hot of 3 categories (2 items with categories)\n"
     assert "ignored 1 row(s)" in captured.err and "148 of 150 items have no categories" in captured.err
-    from recplug.core.data.readers import read_keyed_features
+    from recplug.core.data.formats.features import read_keyed_features
 
     ids, matrix = read_keyed_features(out, "genre")  # columns: Blues, Jazz, "Jazz, modal"
     assert ids[:2] == ["B000", "B001"] and matrix[:2].tolist() == [[1, 1, 0], [0, 0, 1]]

@@ -24,7 +24,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recplug.core.cli.main import DEBUG_HINT, main, report_errors
+from recplug.core.cli.boundary import DEBUG_HINT, report_errors
+from recplug.core.cli.main import main
 from recplug.core.errors import ConfigError, PluginError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -63,7 +64,7 @@ data:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny dataset (200 users, 150 items, image and text features) as an MMRec folder."""
-    from recplug.core.data.readers import write_mmrec
+    from recplug.core.data.formats.mmrec import write_mmrec
     from recplug.testing import make_tiny_data
 
     return write_mmrec(make_tiny_data(), tmp_path_factory.mktemp("data") / "tiny")

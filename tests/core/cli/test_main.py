@@ -99,7 +99,7 @@ def test_wiring_error_names_the_config_key(capsys, tmp_path) -> None:
 
 
 def test_predict_writes_top_k_for_every_user_without_seen_items(tmp_path) -> None:
-    from recplug.core.data.datamodule import load_dataset
+    from recplug.core.data.resolve import load_dataset
 
     assert fit("mf.yaml", tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
                "--trainer.logger=false") == 0
@@ -120,7 +120,7 @@ def test_predict_writes_top_k_for_every_user_without_seen_items(tmp_path) -> Non
 def test_checkpoints_carry_provenance(tmp_path) -> None:
     import torch
 
-    from recplug.core.data.datamodule import load_dataset
+    from recplug.core.data.resolve import load_dataset
 
     assert fit("mf.yaml", tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
                "--trainer.logger=false", "--seed_everything=4") == 0

@@ -17,16 +17,12 @@ from hypothesis import strategies as st
 
 from recplug.core.data.dataset import InteractionData
 from recplug.core.errors import DataError
-from recplug.core.data.readers import (
-    QUOTE_LIMIT,
-    load_features,
-    process_raw,
-    read_any,
-    read_keyed_features,
-    read_lightgcn,
-    read_mmrec,
-    write_mmrec,
-)
+from recplug.core.data.formats.features import load_features, read_keyed_features
+from recplug.core.data.formats.lightgcn import read_lightgcn
+from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
+from recplug.core.data.formats.raw import process_raw
+from recplug.core.data.formats.text import QUOTE_LIMIT
+from recplug.core.data.resolve import load_dataset
 
 ROOT = Path(__file__).resolve().parents[3]
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -338,7 +334,7 @@ def test_bad_keyed_feature_matrices_are_refused(tmp_path, case: str) -> None:
 
 def test_directory_of_nothing_is_refused(tmp_path) -> None:
     with pytest.raises(DataError, match=str(tmp_path)):
-        read_any(tmp_path)
+        load_dataset(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- caches

@@ -12,18 +12,11 @@ import torch
 
 from recplug.core.data.dataset import DataError, InteractionData
 from recplug.core.errors import ConfigError
-from recplug.core.data.readers import (
-    RawOptions,
-    carve_validation,
-    detect_format,
-    process_raw,
-    read_any,
-    read_keyed_features,
-    read_lightgcn,
-    read_mmrec,
-    write_lightgcn,
-    write_mmrec,
-)
+from recplug.core.data.formats.features import read_keyed_features
+from recplug.core.data.formats.lightgcn import read_lightgcn, write_lightgcn
+from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
+from recplug.core.data.formats.raw import RawOptions, process_raw
+from recplug.core.data.resolve import carve_validation, detect_format, load_dataset
 
 GOWALLA = Path(__file__).resolve().parents[4] / "shared" / "data" / "gowalla"
 needs_gowalla = pytest.mark.skipif(not GOWALLA.is_dir(), reason="../shared/data/gowalla not present")
@@ -229,12 +222,12 @@ def test_raw_ids_longer_than_int64_sort_numerically(tmp_path: Path) -> None:
 
 def test_read_any_detects_raw_logs_and_rejects_unknown_folders(tmp_path: Path) -> None:
     (tmp_path / "log.csv").write_text("user,item\n" + "\n".join(f"{u},{i}" for u in range(5) for i in range(4)) + "\n")
-    data = read_any(tmp_path / "log.csv", cache_dir=tmp_path / "cache")
+    data = load_dataset(tmp_path / "log.csv", cache_dir=tmp_path / "cache")
     assert data.num_users == 5 and data.user_ids == ["0", "1", "2", "3", "4"]
     with pytest.raises(DataError, match="unknown dataset format"):
-        read_any(write(tmp_path / "empty", {"readme": "x"}))
+        load_dataset(write(tmp_path / "empty", {"readme": "x"}))
     with pytest.raises(ConfigError, match="format"):
-        read_any(tmp_path, format="csv")
+        load_dataset(tmp_path, format="csv")
 
 
 # ------------------------------------------------------------------------------------------------ bad input

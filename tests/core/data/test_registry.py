@@ -17,10 +17,12 @@ import pytest
 import torch
 
 from recplug.core.cli import features
-from recplug.core.data import readers, registry
+from recplug.core.data import registry, resolve
 from recplug.core.data.dataset import DataError
 from recplug.core.data.download import download
+from recplug.core.data.formats.raw import RawOptions
 from recplug.core.data.registry import DatasetSpec, RemoteFile
+from recplug.core.data.resolve import load_dataset
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = ROOT.parent / "shared" / "data"
@@ -129,12 +131,12 @@ def test_missing_file_is_an_error(server: tuple[str, Path], tmp_path: Path) -> N
 def test_load_checks_statistics_and_caches_the_processed_dataset(
     toy: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = registry.load("toy", tmp_path / "cache", progress=False)
+    data = load_dataset("toy", cache_dir=tmp_path / "cache", progress=False)
     assert (data.name, data.num_users, data.num_interactions("test")) == ("toy", 3, 3)
     cached = list((tmp_path / "cache" / "processed").glob("toy-*.pt"))
     assert len(cached) == 1
-    monkeypatch.setitem(registry._READERS, "lightgcn", lambda folder: pytest.fail("processed cache not used"))
-    again = registry.load("toy", tmp_path / "cache", progress=False)
+    monkeypatch.setitem(registry.READERS, "lightgcn", lambda folder: pytest.fail("processed cache not used"))
+    again = load_dataset("toy", cache_dir=tmp_path / "cache", progress=False)
     assert again.content_hash() == data.content_hash()
 
 
@@ -152,7 +154,7 @@ def test_unexpected_statistics_are_an_error(toy: DatasetSpec, tmp_path: Path, mo
     wrong = DatasetSpec(toy.name, toy.format, toy.files, {**toy.stats, "items": 4})
     monkeypatch.setitem(registry.REGISTRY, "toy", wrong)
     with pytest.raises(DataError, match=r"toy: expected 4 items, read 3 \(field items\)"):
-        registry.load("toy", tmp_path / "cache", progress=False)
+        load_dataset("toy", cache_dir=tmp_path / "cache", progress=False)
 
 
 def test_mirror_folder_serves_registered_files(toy: DatasetSpec, server: tuple[str, Path], tmp_path: Path,
@@ -162,12 +164,12 @@ def test_mirror_folder_serves_registered_files(toy: DatasetSpec, server: tuple[s
     unreachable = tuple(RemoteFile(f.name, "http://127.0.0.1:9/unreachable", f.sha256) for f in toy.files)
     broken = DatasetSpec("toy", "lightgcn", unreachable)
     monkeypatch.setitem(registry.REGISTRY, "toy", broken)
-    assert registry.load_any("toy", cache_dir=tmp_path / "cache").num_interactions("train") == 6
+    assert load_dataset("toy", cache_dir=tmp_path / "cache").num_interactions("train") == 6
 
 
 def test_unknown_name_lists_the_registered_datasets(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"no-such-set: no such .* nor a registered dataset \(registered: .*gowalla"):
-        registry.load_any("no-such-set", cache_dir=tmp_path)
+        load_dataset("no-such-set", cache_dir=tmp_path)
 
 
 @pytest.mark.parametrize("name", ["gowalla", "tiktok", "amazon_office"])
@@ -184,7 +186,7 @@ def test_registered_sums_match_the_shipped_sha256sums(name: str) -> None:
 def test_a_file_without_a_public_url_needs_a_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(registry.MIRROR_ENV, raising=False)
     with pytest.raises(DataError) as info:
-        registry.load_any("tiktok", cache_dir=tmp_path)
+        load_dataset("tiktok", cache_dir=tmp_path)
     assert str(info.value) == (
         f"tiktok: tiktok.inter is served by no public URL; set {registry.MIRROR_ENV} to a folder or URL holding "
         "tiktok/tiktok.inter (see docs/data.md)"
@@ -193,7 +195,7 @@ def test_a_file_without_a_public_url_needs_a_mirror(tmp_path: Path, monkeypatch:
 
 @pytest.mark.skipif(not GOWALLA.is_dir(), reason="../shared/data/gowalla not present")
 def test_gowalla_through_a_local_mirror(tmp_path: Path) -> None:
-    data = registry.load("gowalla", tmp_path / "cache", mirror=str(GOWALLA.parent), progress=False)
+    data = load_dataset("gowalla", cache_dir=tmp_path / "cache", mirror=str(GOWALLA.parent), progress=False)
     assert (data.num_users, data.num_items) == (29858, 40981)
     assert (data.num_interactions("train"), data.num_interactions("test")) == (810128, 217242)
 
@@ -201,17 +203,17 @@ def test_gowalla_through_a_local_mirror(tmp_path: Path) -> None:
 def test_raw_log_cache_is_keyed_by_content_and_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "log.csv"
     log.write_text("user,item\n" + "\n".join(f"u{u},i{i}" for u in range(6) for i in range(5)) + "\n")
-    data = registry.load_raw(log, cache_dir=tmp_path / "cache")
+    data = load_dataset(log, cache_dir=tmp_path / "cache")
     (folder,) = (tmp_path / "cache" / "processed").glob("log-*")
     assert {"log.inter", "user_map.tsv", "item_map.tsv", registry.COMPLETE_MARKER} <= {p.name for p in folder.iterdir()}
     assert (folder / "user_map.tsv").read_text().splitlines()[:2] == ["raw_id\tuser_id", "u0\t0"]
     assert data.user_ids == [f"u{u}" for u in range(6)] and data.source == str(folder)
-    monkeypatch.setattr(readers, "process_raw", lambda *a, **k: pytest.fail("processed cache not used"))
-    assert registry.load_raw(log, cache_dir=tmp_path / "cache").content_hash() == data.content_hash()
+    monkeypatch.setattr(resolve, "process_raw", lambda *a, **k: pytest.fail("processed cache not used"))
+    assert load_dataset(log, cache_dir=tmp_path / "cache").content_hash() == data.content_hash()
     monkeypatch.undo()
-    registry.load_raw(log, options=readers.RawOptions(seed=1), cache_dir=tmp_path / "cache")
+    load_dataset(log, raw_options=RawOptions(seed=1), cache_dir=tmp_path / "cache")
     log.write_text(log.read_text() + "u0,i9\n")
-    registry.load_raw(log, cache_dir=tmp_path / "cache")
+    load_dataset(log, cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache" / "processed").glob("log-*"))) == 3
 
 
@@ -256,7 +258,7 @@ def prepared(server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> Datas
 def test_preparation_runs_the_commands_once_and_keeps_stdout_clean(
     prepared: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = registry.load_any("shop", cache_dir=tmp_path / "cache")
+    data = load_dataset("shop", cache_dir=tmp_path / "cache")
     captured = capsys.readouterr()
     assert captured.out == ""  # `recplug data stats shop --json` must print JSON only
     assert "shop: recplug data convert " in captured.err and "shop: recplug features categories " in captured.err
@@ -271,7 +273,7 @@ def test_preparation_runs_the_commands_once_and_keeps_stdout_clean(
         expected = [float(v in (f"Shelf {k % 2}", f"Box {k % 3}")) for v in vocabulary]
         assert data.features["categories"][index].tolist() == expected
     monkeypatch.setattr(registry, "_run_command", lambda *a: pytest.fail("prepared folder not reused"))
-    assert registry.load_any("shop", cache_dir=tmp_path / "cache").content_hash() == data.content_hash()
+    assert load_dataset("shop", cache_dir=tmp_path / "cache").content_hash() == data.content_hash()
 
 
 def test_a_failing_preparation_is_one_line_and_leaves_no_folder(
@@ -280,16 +282,16 @@ def test_a_failing_preparation_is_one_line_and_leaves_no_folder(
     broken = DatasetSpec("shop", "mmrec", prepared.files, prepare=(("data", "convert", "{raw}/log.tsv", "{out}"),))
     monkeypatch.setitem(registry.REGISTRY, "shop", broken)
     with pytest.raises(DataError) as info:
-        registry.load("shop", tmp_path / "cache", progress=False)
+        load_dataset("shop", cache_dir=tmp_path / "cache", progress=False)
     assert re.fullmatch(r"shop: preparation `recplug data convert` failed: .*log\.tsv:1: no column 'user' .*",
                         str(info.value))
     assert not [p for p in (tmp_path / "cache" / "processed").iterdir() if p.is_dir()]
 
 
 def test_registered_feature_files_choose_the_modalities(prepared: DatasetSpec, tmp_path: Path) -> None:
-    data = registry.load_any("shop", feature_files={"cat": "categories_feat.npy"}, cache_dir=tmp_path / "cache")
+    data = load_dataset("shop", feature_files={"cat": "categories_feat.npy"}, cache_dir=tmp_path / "cache")
     assert list(data.features) == ["cat"] and data.features["cat"].shape == (6, 5)
-    assert registry.load_any("shop", feature_files={}, cache_dir=tmp_path / "cache").features == {}
+    assert load_dataset("shop", feature_files={}, cache_dir=tmp_path / "cache").features == {}
 
 
 def test_docs_list_the_exact_amazon_office_preparation() -> None:
@@ -302,7 +304,7 @@ def test_docs_list_the_exact_amazon_office_preparation() -> None:
 @pytest.mark.skipif(not (SHARED / "tiktok").is_dir(), reason="../shared/data/tiktok not present")
 def test_tiktok_through_the_shared_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(registry.MIRROR_ENV, str(SHARED))
-    data = registry.load_any("tiktok", cache_dir=tmp_path / "cache")
+    data = load_dataset("tiktok", cache_dir=tmp_path / "cache")
     assert {m: tuple(f.shape) for m, f in data.features.items()} == {"audio": (6710, 128), "image": (6710, 128)}
     assert data.summary()["valid_interactions"] == 3046 and len(data.notes) == 2  # MMRec's cold-start rule
 
@@ -320,7 +322,7 @@ def test_amazon_office_is_prepared_from_the_shared_mirror(tmp_path: Path, monkey
 
     monkeypatch.setenv(registry.MIRROR_ENV, str(SHARED))
     monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: length_encoder)
-    data = registry.load("amazon_office", tmp_path / "cache", progress=False)
+    data = load_dataset("amazon_office", cache_dir=tmp_path / "cache", progress=False)
     assert {m: tuple(f.shape) for m, f in data.features.items()} == {"categories": (2420, 366), "text": (2420, 2)}
     with open(SHARED / "amazon_office" / "items.tsv", encoding="utf-8", newline="") as handle:
         rows = {row["item_id"]: row for row in csv.DictReader(handle, delimiter="\t")}

@@ -113,7 +113,7 @@ def test_a_user_who_has_every_item_is_an_error() -> None:
 
 @pytest.mark.skipif(not GOWALLA.is_dir(), reason="../shared/data/gowalla not present")
 def test_gowalla_epoch_has_no_positive_negative() -> None:
-    from recplug.core.data.readers import read_lightgcn
+    from recplug.core.data.formats.lightgcn import read_lightgcn
 
     data = read_lightgcn(GOWALLA)
     users, items = data.split("train")

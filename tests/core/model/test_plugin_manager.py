@@ -181,6 +181,20 @@ def test_no_encoder_is_an_error(tiny_data) -> None:
         RecModule(tiny_data.num_users, tiny_data.num_items, encoders=[])
 
 
+def test_defaults_are_found_by_name_among_the_loaded_plugins(tiny_data, monkeypatch) -> None:
+    from recplug.core.model import module
+    from recplug.plugins.embedding import IdEmbedding
+
+    model = RecModule(tiny_data.num_users, tiny_data.num_items)
+    assert type(model.combiner) is SumCombiner and [type(e) for e in model.encoders] == [IdEmbedding]
+    monkeypatch.setattr(module, "DEFAULT_COMBINER", "NoSuchCombiner")
+    with pytest.raises(PluginError, match=r"^model.combiner: .*'NoSuchCombiner'.*found: none\); set model.combiner$"):
+        RecModule(tiny_data.num_users, tiny_data.num_items)
+    monkeypatch.setattr(module, "DEFAULT_COMBINER", "SumFusion")  # a plugin's class, but no Combiner
+    with pytest.raises(PluginError, match="model.combiner"):
+        RecModule(tiny_data.num_users, tiny_data.num_items)
+
+
 def test_builtins_are_plugins_like_any_other() -> None:
     loaded = load_plugins()
     for module_name in plugins.BUILTIN_PLUGINS:

@@ -1,0 +1,69 @@
+"""The one error boundary, :func:`report_errors` (applied by :mod:`recplug.core.cli.main` around every command):
+recplug's own errors, and the errors libraries raise on bad settings or resources (YAML, Lightning's
+misconfigurations, torch/numpy ``ValueError`` and ``RuntimeError``, files), end in one ``error:`` line and exit
+status 2; ``RECPLUG_DEBUG=1`` re-raises them with the traceback. Other exceptions (``TypeError``, ``KeyError``, ...)
+are bugs and keep their traceback.
+
+The Lightning parser (:mod:`recplug.core.cli.lightning`), which exits inside jsonargparse, prints through the same
+:func:`print_error`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from recplug.core.errors import RecplugError, one_line
+
+DEBUG_HINT = "(set RECPLUG_DEBUG=1 for the traceback)"
+BUG_TYPES: tuple[type[BaseException], ...] = (NotImplementedError, RecursionError)
+"""``RuntimeError`` subclasses that mean a bug, not a bad setting: never translated."""
+LIBRARY_ERROR_TYPES: tuple[tuple[str, str], ...] = (
+    ("yaml", "YAMLError"),
+    ("lightning_fabric.utilities.exceptions", "MisconfigurationException"),
+)
+"""``(module, class)`` of library errors translated when that library is loaded (never imported for the check)."""
+
+
+def debugging() -> bool:
+    """``RECPLUG_DEBUG`` is set (and not ``0``): errors are re-raised with their traceback."""
+    return os.environ.get("RECPLUG_DEBUG", "") not in ("", "0")
+
+
+def print_error(message: object, hint: bool = False) -> int:
+    """Write ``error: <message>`` (and the RECPLUG_DEBUG hint) to stderr; return the exit status 2."""
+    sys.stderr.write(f"error: {one_line(message)}\n" + (f"{DEBUG_HINT}\n" if hint else ""))
+    return 2
+
+
+def library_error(exc: BaseException) -> str | None:
+    """One line for an error a library raised on a bad setting or resource, naming where it was raised;
+    ``None`` for what looks like a bug (recplug's own user errors are :class:`RecplugError`)."""
+    library = tuple(
+        getattr(sys.modules[module], name) for module, name in LIBRARY_ERROR_TYPES if module in sys.modules
+    )
+    settings = (ValueError, RuntimeError, OSError, MemoryError, OverflowError)
+    if isinstance(exc, BUG_TYPES) or not isinstance(exc, settings + library):
+        return None
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    origin = frame.tb_frame.f_globals.get("__name__", "?") if frame is not None else "?"
+    return f"{one_line(exc) or type(exc).__name__} ({type(exc).__name__} in {origin})"
+
+
+def report_errors(command: Callable[[], int]) -> int:
+    """Run ``command``; a :class:`RecplugError` or a library's error on bad settings becomes one ``error:`` line
+    and exit status 2 (with ``RECPLUG_DEBUG=1``, it is re-raised with its traceback)."""
+    try:
+        return command()
+    except RecplugError as exc:
+        if debugging():
+            raise
+        return print_error(exc)
+    except Exception as exc:
+        line = library_error(exc)
+        if line is None or debugging():
+            raise
+        return print_error(line, hint=True)

@@ -1,0 +1,1 @@
+"""One module per on-disk dataset format, and the tokenising and checks they share."""

@@ -1,0 +1,143 @@
+"""Item feature files: ``<modality>_feat.npy`` matrices (row i = item i) and features keyed by raw item id (``.npz``
+ids/features or CSV/TSV rows); every refused matrix names its file and row."""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from recplug.core.data.dataset import DataError
+from recplug.core.data.formats.text import one_line, quoted, read_lines
+
+FEATURE_SUFFIX = "_feat.npy"
+
+
+def real_matrix(path: Path, array: np.ndarray, modality: str, where: Callable[[int], str]) -> np.ndarray:
+    """``array`` as a C-contiguous ``float32`` matrix with at least one column, or :class:`DataError` naming
+    ``path``: not 2-D, no columns, complex (its imaginary part would be lost) or non-numeric values, NaN/inf, or
+    values beyond ``float32``'s range. ``where(r)`` locates row ``r`` in the message (e.g. ``"f.npy: row 3"``)."""
+    if array.ndim != 2:
+        raise DataError(f"{path}: feature matrix has shape {array.shape}, expected (items, d)")
+    if array.shape[1] == 0:
+        raise DataError(f"{path}: feature matrix of modality {modality!r} has 0 columns")
+    if array.dtype.kind == "c":
+        raise DataError(
+            f"{path}: feature matrix has complex dtype {array.dtype}; recplug takes real features "
+            "(save np.abs(x), or the real and imaginary parts as separate columns)"
+        )
+    if array.dtype.kind not in "iuf":
+        raise DataError(f"{path}: feature matrix has dtype {array.dtype}, expected numbers")
+    with np.errstate(over="ignore"):
+        matrix = np.ascontiguousarray(array, dtype=np.float32)
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        problem = "values beyond float32's range (±3.4e38)" if np.isfinite(array[row]).all() else "NaN or inf values"
+        raise DataError(f"{where(row)}: {problem} in modality {modality!r}")
+    return matrix
+
+
+NUMPY_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError)
+"""What ``np.load`` raises on a truncated, corrupted or foreign file (``MemoryError``: a header claiming a shape
+far larger than the file, or than this machine)."""
+
+
+def _load_array(path: Path, modality: str) -> np.ndarray:
+    """The array of an ``.npy`` file, or of an ``.npz`` archive that holds exactly one (never unpickling)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return loaded
+        with loaded:
+            if len(loaded.files) == 1:
+                return loaded[loaded.files[0]]
+            names = loaded.files
+    except FileNotFoundError:
+        raise DataError(f"{path}: feature file of modality {modality!r} not found") from None
+    except NUMPY_READ_ERRORS as exc:
+        raise DataError(f"{path}: cannot read feature matrix ({one_line(str(exc))})") from None
+    raise DataError(
+        f"{path}: an .npz with arrays {quoted(str(names))}; modality {modality!r} takes one matrix "
+        "(an .npy, or an .npz holding one array)"
+    )
+
+
+def load_features(path: Path, num_items: int, modality: str) -> torch.Tensor:
+    """Load one ``[num_items, d]`` feature matrix (``.npy``, or an ``.npz`` holding one array); see
+    :func:`real_matrix` for what is refused."""
+    array = _load_array(path, modality)
+    if array.ndim != 2 or array.shape[0] != num_items:
+        raise DataError(f"{path}: feature matrix has shape {array.shape}, expected ({num_items}, d): one row per item")
+    return torch.from_numpy(real_matrix(path, array, modality, lambda row: f"{path}: row {row}"))
+
+
+def folder_features(folder: Path, num_items: int, feature_files: dict[str, str] | None) -> dict[str, torch.Tensor]:
+    """``{modality: matrix}`` from ``feature_files`` (default: every ``<modality>_feat.npy`` in the folder)."""
+    if feature_files is None:
+        feature_files = {p.name[: -len(FEATURE_SUFFIX)]: p.name for p in sorted(folder.glob("*" + FEATURE_SUFFIX))}
+    return {m: load_features(folder / f, num_items, m) for m, f in feature_files.items()}
+
+
+def read_keyed_features(path: str | Path, modality: str) -> tuple[list[str], np.ndarray]:
+    """Item features keyed by raw item id: ``.npz`` with arrays ``ids`` and ``features``, or a CSV/TSV text file
+    whose rows are ``raw_id, f1, ..., fd`` (a header row is allowed). Duplicate ids, ragged rows and the matrices
+    :func:`real_matrix` refuses are errors naming the file and line (or row)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        try:
+            archive = np.load(path, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("an .npy array, not an .npz archive")
+            with archive:
+                ids, matrix = archive["ids"], archive["features"]
+        except (*NUMPY_READ_ERRORS, KeyError) as exc:
+            raise DataError(
+                f"{path}: expected an .npz with arrays 'ids' and 'features' ({one_line(str(exc))})"
+            ) from None
+        if matrix.ndim != 2 or ids.shape != (matrix.shape[0],):
+            raise DataError(f"{path}: 'ids' has shape {ids.shape} but 'features' has shape {matrix.shape}")
+        raw = [str(x) for x in ids.tolist()]
+        matrix = real_matrix(path, matrix, modality, lambda row: f"{path}: row {row} (id {quoted(raw[row])})")
+        rows = {r: k for k, r in enumerate(raw)}
+        if len(rows) != len(raw):
+            dup = next(r for k, r in enumerate(raw) if rows[r] != k)
+            raise DataError(f"{path}: item id {quoted(dup)} has more than one feature row")
+        return raw, matrix
+    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    raw, values, line_of_row = [], [], []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(sep)
+        fields[0] = fields[0].strip()
+        try:
+            row = [float(x) for x in fields[1:]]
+        except ValueError:
+            if lineno == 1:
+                continue  # header
+            raise DataError(f"{path}:{lineno}: feature values must be numbers") from None
+        if not row:
+            raise DataError(f"{path}:{lineno}: no feature values after the id {quoted(fields[0])} (separator {sep!r})")
+        if values and len(row) != len(values[0]):
+            raise DataError(f"{path}:{lineno}: expected {len(values[0])} feature values after the id, got {len(row)}")
+        if fields[0] in seen:
+            raise DataError(
+                f"{path}:{lineno}: item id {quoted(fields[0])} has a second feature row (line {seen[fields[0]]})"
+            )
+        seen[fields[0]] = lineno
+        raw.append(fields[0])
+        values.append(row)
+        line_of_row.append(lineno)
+    if not raw:
+        raise DataError(f"{path}: no feature rows")
+
+    def where(row: int) -> str:
+        return f"{path}:{line_of_row[row]} (item {quoted(raw[row])})"
+
+    return raw, real_matrix(path, np.asarray(values, dtype=np.float64), modality, where)

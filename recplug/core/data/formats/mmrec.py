@@ -1,0 +1,157 @@
+"""MMRec's format (Zhou et al., ``enoche/MMRec``): a folder with ``<name>.inter`` (tab-separated ``userID itemID rating
+timestamp x_label``, 0-based contiguous ids, ``x_label`` 0/1/2 = train/valid/test) and one ``<modality>_feat.npy``
+per modality; read unchanged, written back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from recplug.core.data.dataset import SPLITS, DataError, InteractionData
+from recplug.core.errors import ConfigError
+from recplug.core.data.formats.assemble import assemble, contiguous_count
+from recplug.core.data.formats.features import FEATURE_SUFFIX, folder_features
+from recplug.core.data.formats.text import NEWLINE, parse_ints, quoted, read_bytes, read_lines, separated_table, token
+
+MMREC_COLUMNS = ("userID", "itemID", "rating", "timestamp", "x_label")
+NOTES_FILE = "notes.txt"
+MAP_FILES = {"user": "user_map.tsv", "item": "item_map.tsv"}
+
+
+def mmrec_cold_start(
+    users: np.ndarray, labels: np.ndarray, num_users: int
+) -> tuple[np.ndarray, list[str]]:
+    """MMRec's ``filter_out_cod_start_users``: valid/test interactions of users absent from train are dropped.
+
+    Returns the keep mask and one note per split that lost interactions (the count is always reported).
+    """
+    in_train = np.zeros(num_users, dtype=bool)
+    in_train[users[labels == 0]] = True
+    keep = np.ones(users.size, dtype=bool)
+    notes = []
+    for label in (1, 2):
+        cold = (labels == label) & ~in_train[users]
+        if cold.any():
+            notes.append(
+                f"{SPLITS[label]}: dropped {int(cold.sum())} interactions of {np.unique(users[cold]).size} users "
+                "absent from train (MMRec's filter_out_cod_start_users)"
+            )
+            keep &= ~cold
+    return keep, notes
+
+
+def _read_side_files(
+    folder: Path, num_users: int, num_items: int
+) -> tuple[list[str] | None, list[str] | None, list[str]]:
+    """Raw-id maps and processing notes that recplug writes beside a processed MMRec folder, when present."""
+    maps: dict[str, list[str] | None] = {}
+    for kind, count in (("user", num_users), ("item", num_items)):
+        path = folder / MAP_FILES[kind]
+        if not path.exists():
+            maps[kind] = None
+            continue
+        rows = read_lines(path)[1:]
+        raw = [row.split("\t")[0] for row in rows]
+        wrong = next((i for i, (row, r) in enumerate(zip(rows, raw)) if row != f"{r}\t{i}"), None)
+        if wrong is not None:
+            raise DataError(f"{path}:{wrong + 2}: expected 'raw_id<TAB>{wrong}', got {quoted(rows[wrong])}")
+        if len(rows) != count:
+            raise DataError(f"{path}: expected {count} rows 'raw_id<TAB>id' after the header, got {len(rows)}")
+        maps[kind] = raw
+    notes_path = folder / NOTES_FILE
+    notes = read_lines(notes_path) if notes_path.exists() else []
+    return maps["user"], maps["item"], notes
+
+
+def _find_inter(folder: Path, inter_file: str | None) -> Path:
+    if inter_file is not None:
+        path = folder / inter_file
+        if not path.is_file():
+            raise DataError(f"{path}: interaction file not found")
+        return path
+    inters = sorted(folder.glob("*.inter"))
+    if len(inters) != 1:
+        raise DataError(f"{folder}: expected exactly one *.inter file, found {[p.name for p in inters] or 'none'}")
+    return inters[0]
+
+
+def read_mmrec(
+    folder: str | Path,
+    feature_files: dict[str, str] | None = None,
+    inter_file: str | None = None,
+    user_field: str = "userID",
+    item_field: str = "itemID",
+    label_field: str = "x_label",
+    sep: str = "\t",
+) -> InteractionData:
+    """Read an MMRec dataset folder unchanged (MMRec ``utils/dataset.py``: ``RecDataset``).
+
+    Args:
+        folder: the dataset folder.
+        feature_files: ``{modality: file name}``; default: every ``<modality>_feat.npy`` in the folder
+            (MMRec's ``vision_feature_file``/``text_feature_file``, for any number of modalities).
+        inter_file: the interaction file (MMRec's ``inter_file_name``); default: the folder's only ``*.inter``.
+        user_field, item_field, label_field: column names (MMRec's ``USER_ID_FIELD``, ``ITEM_ID_FIELD``,
+            ``inter_splitting_label``); other columns (rating, timestamp) are ignored, as MMRec does.
+        sep: field separator (MMRec's ``field_separator``).
+
+    Ids must be 0-based and contiguous. Valid/test interactions of users absent from train are dropped, as
+    MMRec does (``filter_out_cod_start_users: True``); the count is reported in ``notes``. Blank lines are
+    skipped (as pandas does); any other malformed line is an error naming the file and line.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: dataset folder not found")
+    inter = _find_inter(folder, inter_file)
+    buf = read_bytes(inter)
+    header_end = int(np.argmax(buf == NEWLINE))
+    header = token(buf, 0, header_end).split(sep)
+    wanted = (user_field, item_field, label_field)
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise DataError(f"{inter}:1: header {quoted(sep.join(header))} lacks column(s) {missing}")
+    if len(sep.encode()) != 1:
+        raise ConfigError(f"sep: MMRec's field separator must be one byte, got {sep!r}")
+    starts, ends, line = separated_table(inter, buf, header_end + 1, sep.encode()[0], len(header))
+    columns = []
+    for field in wanted:
+        c = header.index(field)
+        columns.append(parse_ints(inter, buf, starts[:, c], ends[:, c], line[:, c], lambda k, f=field: f))
+    users, items, labels = columns
+    if labels.max() > 2:
+        k = int(np.argmax(labels > 2))
+        raise DataError(f"{inter}:{int(line[k, 0])}: {label_field} must be 0, 1 or 2, got {labels[k]}")
+    num_users = contiguous_count(users, user_field, str(inter))
+    num_items = contiguous_count(items, item_field, str(inter))
+    keep, notes = mmrec_cold_start(users, labels, num_users)
+    features = folder_features(folder, num_items, feature_files)
+    user_ids, item_ids, side_notes = _read_side_files(folder, num_users, num_items)
+    return assemble(
+        inter.stem, users[keep], items[keep], labels[keep], num_users, num_items, features, side_notes + notes,
+        str(folder), user_ids, item_ids,
+    )
+
+
+def write_mmrec(data: InteractionData, folder: str | Path) -> Path:
+    """Write ``data`` as an MMRec folder (``<name>.inter`` plus ``<modality>_feat.npy``); returns the folder.
+
+    Raw-id maps (``user_map.tsv``, ``item_map.tsv``) and ``notes.txt`` are written beside it when ``data``
+    has them, and read back by :func:`read_mmrec`.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join(MMREC_COLUMNS)]
+    for label, split in enumerate(SPLITS):
+        users, items = data.split(split)
+        lines.extend(f"{u}\t{i}\t1\t0\t{label}" for u, i in zip(users.tolist(), items.tolist()))
+    (folder / f"{data.name}.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for modality, feats in data.features.items():
+        np.save(folder / f"{modality}{FEATURE_SUFFIX}", feats.numpy())
+    for kind, raw in (("user", data.user_ids), ("item", data.item_ids)):
+        if raw is not None:
+            rows = [f"raw_id\t{kind}_id", *(f"{r}\t{i}" for i, r in enumerate(raw))]
+            (folder / MAP_FILES[kind]).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    if data.notes:
+        (folder / NOTES_FILE).write_text("\n".join(data.notes) + "\n", encoding="utf-8")
+    return folder

@@ -1,0 +1,290 @@
+"""Raw interaction logs (CSV/TSV with user, item and optional rating/timestamp columns) plus feature files keyed by raw
+item id: filtered, remapped and split into a dataset (:func:`process_raw`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recplug.core.data.dataset import DataError, InteractionData
+from recplug.core.errors import ConfigError
+from recplug.core.data.formats.assemble import assemble
+from recplug.core.data.formats.features import read_keyed_features
+from recplug.core.data.formats.mmrec import mmrec_cold_start
+from recplug.core.data.formats.text import one_line, quoted, read_text
+
+@dataclass(frozen=True)
+class RawOptions:
+    """How a raw interaction log becomes a dataset (see :func:`process_raw`).
+
+    Attributes:
+        sep: field separator; default ``","`` for ``.csv`` files, tab otherwise.
+        columns: names of the log's columns when it has no header row (default: the first row is a header).
+        user_col, item_col: columns holding raw user and item ids.
+        rating_col, time_col: optional columns, used when the log has them.
+        min_rating: keep only interactions rated at least this (needs ``rating_col``).
+        k_core: repeatedly drop users and items with fewer interactions than this (0 = no filtering).
+        split: ``"random"`` (per user, MMRec's 8:1:1 with its small-user rule), ``"loo"`` (leave-one-out:
+            each user's last interaction is test, the one before valid) or ``"temporal"`` (global time cut).
+        ratios: train/valid/test shares for ``random`` and ``temporal``.
+        seed: seed of the random split.
+        missing_features: ``"error"`` (an item without a row in a feature file is an error) or ``"drop"``
+            (drop that item's interactions before k-core filtering, reported in notes).
+    """
+
+    sep: str | None = None
+    columns: tuple[str, ...] | None = None
+    user_col: str = "user"
+    item_col: str = "item"
+    rating_col: str = "rating"
+    time_col: str = "timestamp"
+    min_rating: float | None = None
+    k_core: int = 0
+    split: str = "random"
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    missing_features: str = "error"
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the option that cannot work."""
+        if self.split not in ("random", "loo", "temporal"):
+            raise ConfigError(f"split: expected 'random', 'loo' or 'temporal', got {self.split!r}")
+        if len(self.ratios) != 3 or min(self.ratios) < 0 or abs(sum(self.ratios) - 1.0) > 1e-6 or self.ratios[0] == 0:
+            raise ConfigError(f"ratios: expected non-negative train/valid/test shares summing to 1, got {self.ratios}")
+        if self.missing_features not in ("error", "drop"):
+            raise ConfigError(f"missing_features: expected 'error' or 'drop', got {self.missing_features!r}")
+        if self.k_core < 0:
+            raise ConfigError(f"k_core: must be >= 0, got {self.k_core}")
+
+    def key(self) -> str:
+        """A stable JSON rendering, part of the processed-cache key."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class _RawLog:
+    users: np.ndarray  # raw ids (str)
+    items: np.ndarray
+    ratings: np.ndarray | None
+    times: np.ndarray | None
+
+
+def _float_field(path: Path, lineno: int, field: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: field {field!r} must be a number, got {quoted(text)}") from None
+    if not np.isfinite(value):
+        raise DataError(f"{path}:{lineno}: field {field!r} is {quoted(text)}, expected a finite number")
+    return value
+
+
+def _read_log(path: Path, options: RawOptions) -> _RawLog:
+    """Parse a CSV/TSV log with the ``csv`` module (quoting allowed); every malformed row is an error."""
+    sep = options.sep or ("," if path.suffix.lower() == ".csv" else "\t")
+    text = read_text(path)
+    if text == "\n":
+        raise DataError(f"{path}: empty log")
+    reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=sep)
+    try:
+        header = list(options.columns) if options.columns else next(reader)
+        shown = quoted(sep.join(header))
+        for role, col in (("user_col", options.user_col), ("item_col", options.item_col)):
+            if col not in header:
+                raise DataError(f"{path}:1: no column {col!r} ({role}) in the header {shown}")
+        if options.min_rating is not None and options.rating_col not in header:
+            raise DataError(f"{path}:1: min_rating needs column {options.rating_col!r}, not in the header {shown}")
+        cu, ci = header.index(options.user_col), header.index(options.item_col)
+        cr = header.index(options.rating_col) if options.rating_col in header else None
+        ct = header.index(options.time_col) if options.time_col in header else None
+        users, items, ratings, times = [], [], [], []
+        for row in reader:
+            lineno = reader.line_num
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:{lineno}: expected {len(header)} {sep!r}-separated fields, got {len(row)}")
+            for c, field in ((cu, options.user_col), (ci, options.item_col)):
+                if not row[c].strip():
+                    raise DataError(f"{path}:{lineno}: empty {field!r}")
+            users.append(row[cu].strip())
+            items.append(row[ci].strip())
+            if cr is not None:
+                ratings.append(_float_field(path, lineno, options.rating_col, row[cr]))
+            if ct is not None:
+                times.append(_float_field(path, lineno, options.time_col, row[ct]))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: {one_line(str(exc))}") from None
+    if not users:
+        raise DataError(f"{path}: no interactions")
+    return _RawLog(
+        np.array(users), np.array(items),
+        np.array(ratings) if cr is not None else None, np.array(times) if ct is not None else None,
+    )
+
+
+def _natural_order(raw: np.ndarray) -> np.ndarray:
+    """Sort order of raw ids: numeric when every id is a decimal integer (of any length), else lexicographic."""
+    if all(r.isascii() and r.isdigit() for r in raw.tolist()):
+        digits = np.char.lstrip(raw, "0")  # without leading zeros, a longer number is a larger one
+        return np.lexsort((digits, np.char.str_len(digits)))
+    return np.argsort(raw, kind="stable")
+
+
+def _k_core(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
+    """Keep mask after repeatedly dropping users and items with fewer than ``k`` interactions."""
+    keep = np.ones(users.size, dtype=bool)
+    while True:
+        user_counts = np.bincount(users[keep], minlength=users.max() + 1)
+        item_counts = np.bincount(items[keep], minlength=items.max() + 1)
+        drop = keep & ((user_counts[users] < k) | (item_counts[items] < k))
+        if not drop.any():
+            return keep
+        keep &= ~drop
+
+
+def _split_labels(users: np.ndarray, times: np.ndarray | None, options: RawOptions) -> tuple[np.ndarray, list[str]]:
+    """Labels 0/1/2 per interaction (rows in file order) and notes on users the rule treats specially."""
+    n, (_, r_valid, r_test) = users.size, options.ratios
+    rng = np.random.default_rng(options.seed)
+    sequence = np.arange(n) if times is None else np.argsort(times, kind="stable")
+    if options.split == "temporal":
+        # global time cut: the earliest share is train, then valid, then test
+        labels = np.empty(n, dtype=np.int64)
+        cut_train, cut_valid = int(n * options.ratios[0]), int(n * (options.ratios[0] + r_valid))
+        labels[sequence] = np.repeat([0, 1, 2], [cut_train, cut_valid - cut_train, n - cut_valid])
+        return labels, []
+    if options.split == "random":
+        # MMRec preprocessing/1splitting.ipynb: shuffle, group by user, the last shares are valid then test
+        sequence = rng.permutation(n)
+    order = sequence[np.argsort(users[sequence], kind="stable")]  # by user; shuffled or by time within a user
+    counts = np.bincount(users)
+    rank = np.arange(n) - (np.cumsum(counts) - counts)[users[order]]
+    size = counts[users[order]]
+    if options.split == "loo":
+        n_valid = (size >= 3).astype(np.int64)
+        n_test = (size >= 2).astype(np.int64)
+        notes = [] if times is not None else ["loo: no time column, so file order is taken as time order"]
+        if (counts == 1).any():
+            notes.append(f"loo: {int((counts == 1).sum())} users with one interaction keep it in train")
+    else:
+        # int(n * 0.2) held out, half of it (floored) valid: MMRec's arithmetic, float rounding included
+        held = np.floor(size * (r_valid + r_test)).astype(np.int64)
+        n_valid = np.floor(held * (r_valid / (r_valid + r_test))).astype(np.int64)
+        n_test = held - n_valid
+        small = size < 10  # MMRec: fewer than 10 interactions -> n-2 / 1 / 1
+        n_valid = np.where(small, ((size >= 3) & (r_valid > 0)).astype(np.int64), n_valid)
+        n_test = np.where(small, (size >= 2).astype(np.int64), n_test)
+        notes = []
+        if (counts < 10).any():
+            notes.append(f"random: {int((counts < 10).sum())} users with < 10 interactions split n-2/1/1 (MMRec)")
+        if (counts < 3).any():
+            notes.append(f"random: {int((counts < 3).sum())} users with 1-2 interactions have no valid item")
+    n_train = size - n_valid - n_test
+    labels = np.empty(n, dtype=np.int64)
+    labels[order] = np.where(rank < n_train, 0, np.where(rank < n_train + n_valid, 1, 2))
+    return labels, notes
+
+
+def process_raw(
+    log: str | Path,
+    features: dict[str, str | Path] | None = None,
+    options: RawOptions = RawOptions(),
+    name: str | None = None,
+) -> InteractionData:
+    """Turn a raw interaction log (and item features keyed by raw item id) into a dataset.
+
+    Steps, each reported in ``notes`` when it changes anything: keep ratings ``>= min_rating``; drop items
+    without features (``missing_features="drop"``; an error by default); drop repeated (user, item) pairs
+    (keeping the earliest); k-core filtering; remap raw ids to 0-based contiguous ids (sorted raw ids, numeric
+    when all are integers; ``user_ids``/``item_ids`` keep the map); split; for a temporal split, MMRec's rule
+    for valid/test users absent from train.
+    """
+    log = Path(log)
+    options.check()
+    raw = _read_log(log, options)
+    notes: list[str] = []
+    keep = np.ones(raw.users.size, dtype=bool)
+    if options.min_rating is not None:
+        assert raw.ratings is not None
+        low = raw.ratings < options.min_rating
+        if low.any():
+            notes.append(f"{log.name}: dropped {int(low.sum())} interactions rated below {options.min_rating}")
+        keep &= ~low
+    feats = {m: read_keyed_features(p, m) for m, p in (features or {}).items()}
+    for modality, (ids, _) in feats.items():
+        known = np.isin(raw.items, np.array(ids))
+        if (~known & keep).any():
+            missing = np.unique(raw.items[~known & keep])
+            if options.missing_features == "error":
+                raise DataError(
+                    f"{(features or {})[modality]}: no feature row for item {quoted(str(missing[0]))} "
+                    f"({missing.size} items of {log.name} lack {modality!r} features; or use missing_features='drop')"
+                )
+            dropped = int((~known & keep).sum())
+            notes.append(f"{modality}: dropped {dropped} interactions of {missing.size} items without features")
+            keep &= known
+    user_codes = np.unique(raw.users, return_inverse=True)[1]
+    item_codes = np.unique(raw.items, return_inverse=True)[1]
+    time_order = np.arange(raw.users.size) if raw.times is None else np.argsort(raw.times, kind="stable")
+    pair = user_codes.astype(np.int64) * (item_codes.max() + 1) + item_codes
+    first_seen = np.zeros(raw.users.size, dtype=bool)
+    candidates = time_order[keep[time_order]]
+    first_seen[candidates[np.unique(pair[candidates], return_index=True)[1]]] = True
+    if (keep & ~first_seen).any():
+        repeats = int((keep & ~first_seen).sum())
+        notes.append(f"{log.name}: dropped {repeats} repeated (user, item) pairs, keeping the earliest")
+    keep &= first_seen
+    if not keep.any():
+        raise DataError(f"{log}: no interactions left after filtering")
+    if options.k_core > 1:
+        core = np.zeros_like(keep)
+        core[keep] = _k_core(user_codes[keep], item_codes[keep], options.k_core)
+        dropped = keep & ~core
+        if dropped.any():
+            notes.append(
+                f"{options.k_core}-core: dropped {int(dropped.sum())} interactions, "
+                f"{np.setdiff1d(user_codes[keep], user_codes[core]).size} users, "
+                f"{np.setdiff1d(item_codes[keep], item_codes[core]).size} items"
+            )
+        keep = core
+        if not keep.any():
+            raise DataError(f"{log}: no interactions survive {options.k_core}-core filtering")
+    users_raw, items_raw = raw.users[keep], raw.items[keep]
+    for field, ids in ((options.user_col, users_raw), (options.item_col, items_raw)):
+        odd = [r for r in np.unique(ids).tolist() if "\t" in r or "\n" in r]
+        if odd:
+            raise DataError(f"{log}: field {field!r} has an id with a tab or newline: {quoted(odd[0])}")
+    times = raw.times[keep] if raw.times is not None else None
+    if options.split == "temporal" and times is None:
+        raise DataError(f"{log}:1: split 'temporal' needs a time column, but {options.time_col!r} is not in the log")
+    user_ids, users = np.unique(users_raw, return_inverse=True)
+    item_ids, items = np.unique(items_raw, return_inverse=True)
+    user_order, item_order = _natural_order(user_ids), _natural_order(item_ids)
+    users, items = np.argsort(user_order)[users], np.argsort(item_order)[items]
+    user_ids, item_ids = user_ids[user_order], item_ids[item_order]
+    labels, split_notes = _split_labels(users, times, options)
+    notes += split_notes
+    cold_keep, cold_notes = mmrec_cold_start(users, labels, user_ids.size)
+    notes += cold_notes
+    matrices = {}
+    for modality, (ids, matrix) in feats.items():
+        row_of = {r: k for k, r in enumerate(ids)}
+        matrices[modality] = torch.from_numpy(matrix[[row_of[r] for r in item_ids.tolist()]])
+        unused = len(ids) - item_ids.size
+        if unused:
+            notes.append(f"{modality}: {unused} feature rows belong to items not in the processed data (unused)")
+    order = np.lexsort((np.arange(users.size), users, labels))  # MMRec files list each split user by user
+    order = order[cold_keep[order]]
+    if not (labels[order] == 2).any():
+        raise DataError(f"{log}: the test split is empty after splitting ({options.split}, ratios {options.ratios})")
+    return assemble(
+        name or log.stem, users[order], items[order], labels[order], user_ids.size, item_ids.size, matrices,
+        notes, str(log), user_ids.tolist(), item_ids.tolist(),
+    )

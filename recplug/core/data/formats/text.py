@@ -1,0 +1,168 @@
+"""Byte-level tokenising shared by every text format: one line splitting (BOM, CR/LF), numpy tokenisers over the raw
+bytes (no per-token Python), integer parsing that names ``file:line``, and the quoting of file content in error
+messages."""
+
+from __future__ import annotations
+
+import codecs
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from recplug.core.data.dataset import DataError
+
+NEWLINE = 10
+_BLANK = np.isin(np.arange(256), [32, 9, 11, 12, 13, 10])  # space \t \v \f \r \n, as a byte lookup table
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+_MAX_DIGITS = 18  # keeps every id exactly representable in int64
+QUOTE_LIMIT = 80
+"""Most characters of a file's content (or of a library's message) that an error message repeats."""
+
+
+def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``repr`` of ``text`` for an error message: at most ``limit`` characters, saying how long it was."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def one_line(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """A library's error message on one line, cut to ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The file's bytes with every line end (``\\n``, ``\\r\\n`` or a lone ``\\r``) written as ``\\n``, a UTF-8
+    byte-order mark dropped, and a final newline added when missing: the one line splitting of every reader."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = data.removeprefix(codecs.BOM_UTF8)
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return data if data.endswith(b"\n") else data + b"\n"
+
+
+def read_bytes(path: Path) -> np.ndarray:
+    """:func:`_file_bytes` as ``uint8``, for the numpy tokenisers."""
+    return np.frombuffer(_file_bytes(path), dtype=np.uint8)
+
+
+def read_text(path: Path) -> str:
+    """:func:`_file_bytes` decoded as UTF-8; a NUL byte or one that is not UTF-8 is an error naming its line."""
+    data = _file_bytes(path)
+    nul = data.find(b"\0")
+    if nul >= 0:  # never text; numpy's string arrays would also drop a trailing one silently
+        line = _line_of(np.frombuffer(data, dtype=np.uint8), nul) + 1
+        raise DataError(f"{path}:{line}: NUL byte; a text file was expected")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = _line_of(np.frombuffer(data, dtype=np.uint8), exc.start) + 1
+        raise DataError(f"{path}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8; save the file as UTF-8") from None
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of :func:`read_text`, without their line ends."""
+    return read_text(path).split("\n")[:-1]
+
+
+def whitespace_tokens(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, ends, line)`` of every maximal run of non-blank bytes; ``line`` is 1-based."""
+    solid = ~_BLANK[buf]
+    edges = np.diff(solid.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    line = np.searchsorted(np.flatnonzero(buf == NEWLINE), starts) + 1
+    return starts, ends, line
+
+
+def _delimited_fields(buf: np.ndarray, sep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, ends, line)`` of every ``sep``-separated field, empty fields included."""
+    delims = np.flatnonzero((buf == sep) | (buf == NEWLINE))
+    if delims.size == 0:
+        return delims, delims, delims
+    starts = np.concatenate(([0], delims[:-1] + 1))
+    ends = delims
+    at_newline = buf[ends] == NEWLINE
+    line = np.cumsum(at_newline) - at_newline + 1
+    return starts, ends, line
+
+
+def token(buf: np.ndarray, start: int, end: int) -> str:
+    return bytes(buf[start:end]).decode("utf-8", "replace")
+
+
+def parse_ints(
+    path: Path, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, line: np.ndarray, what: Callable[[int], str]
+) -> np.ndarray:
+    """Parse the given tokens as non-negative decimal integers, vectorised over tokens (one pass per digit).
+
+    Raises :class:`DataError` ``file:line: ...`` at the first token that is empty, signed, not a decimal
+    integer or longer than 18 digits; ``what(k)`` names token ``k`` (e.g. ``"item id"``).
+    """
+    n = starts.size
+    lengths = ends - starts
+    ok = (lengths > 0) & (lengths <= _MAX_DIGITS)
+    values = np.zeros(n, dtype=np.int64)
+    for place in range(int(lengths[ok].max(initial=0))):  # one pass per digit position, right to left
+        inside = ok & (lengths > place)
+        digit = buf[np.where(inside, ends - 1 - place, 0)].astype(np.int64) - 48
+        ok &= ~inside | ((digit >= 0) & (digit <= 9))
+        values += np.where(inside, digit, 0) * _POW10[place]
+    if not ok.all():
+        k = int(np.argmin(ok))
+        text = token(buf, int(starts[k]), int(ends[k]))
+        if len(text) <= QUOTE_LIMIT and re.fullmatch(r"-\d+", text):
+            problem = f"negative {what(k)} {text}"
+        else:
+            problem = f"{what(k)} must be a non-negative integer, got {quoted(text)}"
+        raise DataError(f"{path}:{int(line[k])}: {problem}")
+    return values
+
+
+def separated_table(
+    path: Path, buf: np.ndarray, offset: int, sep: int, ncols: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, ends, line)``, each ``[rows, ncols]``, of the ``sep``-separated table in ``buf[offset:]``.
+
+    Blank lines are skipped. Fast path: when the separator count is ``rows * (ncols - 1)`` and every row's
+    first and last separators fall inside its own line, each line holds exactly its own separators. Otherwise
+    the field-by-field pass finds the first malformed line and raises.
+    """
+    body = buf[offset:]
+    newlines = np.flatnonzero(body == NEWLINE)
+    line_starts = np.concatenate(([0], newlines[:-1] + 1))
+    filled = newlines > line_starts
+    seps = np.flatnonzero(body == sep)
+    rows = int(filled.sum())
+    if ncols > 1 and rows and seps.size == rows * (ncols - 1):
+        seps = seps.reshape(rows, ncols - 1)
+        first, last = line_starts[filled], newlines[filled]
+        if (seps[:, 0] >= first).all() and (seps[:, -1] < last).all():
+            starts = np.concatenate([first[:, None], seps + 1], axis=1) + offset
+            ends = np.concatenate([seps, last[:, None]], axis=1) + offset
+            line = np.broadcast_to((np.flatnonzero(filled) + 1 + _line_of(buf, offset))[:, None], starts.shape)
+            return starts, ends, line
+    starts, ends, line = _delimited_fields(body, sep)
+    if starts.size == 0:
+        raise DataError(f"{path}: no interactions")
+    starts, ends, line = starts + offset, ends + offset, line + _line_of(buf, offset)
+    counts = np.bincount(line, minlength=line[-1] + 1)
+    has_empty_field = np.zeros(counts.size, dtype=bool)
+    has_empty_field[line[ends == starts]] = True
+    blank = (counts == 1) & has_empty_field
+    bad = (counts != ncols) & ~blank & (np.arange(counts.size) > _line_of(buf, offset))
+    if bad.any():
+        lineno = int(np.argmax(bad))
+        raise DataError(f"{path}:{lineno}: expected {ncols} {chr(sep)!r}-separated fields, got {int(counts[lineno])}")
+    keep = ~blank[line]
+    if not keep.any():
+        raise DataError(f"{path}: no interactions")
+    return tuple(a[keep].reshape(-1, ncols) for a in (starts, ends, line))  # type: ignore[return-value]
+
+
+def _line_of(buf: np.ndarray, offset: int) -> int:
+    """Number of newlines before ``offset``: the file line number of ``buf[offset:]``'s first line, minus one."""
+    return int(np.count_nonzero(buf[:offset] == NEWLINE))

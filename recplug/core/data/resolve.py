@@ -1,0 +1,172 @@
+"""The one path resolver: :func:`load_dataset` turns a ``data.path`` (``"default"``, a dataset folder or raw log in any
+format, or a registered name) into an :class:`InteractionData`."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recplug.core.data import registry
+from recplug.core.data.dataset import SPLITS, DataError, InteractionData
+from recplug.core.data.download import sha256sum
+from recplug.core.data.formats.lightgcn import LIGHTGCN_FILES, read_lightgcn
+from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
+from recplug.core.data.formats.raw import RawOptions, process_raw
+from recplug.core.data.formats.text import one_line
+from recplug.core.errors import ConfigError
+
+FORMATS = ("auto", "mmrec", "lightgcn", "raw")
+
+
+def carve_validation(data: InteractionData, ratio: float, seed: int = 0) -> InteractionData:
+    """Move a seeded random share of each user's training interactions into a new ``valid`` split.
+
+    Each user with ``n >= 2`` training interactions gives ``max(1, round(ratio * n))`` of them, keeping at least
+    one in train (MMRec's rule that small users still get one held-out item). For datasets shipped without
+    validation (LightGCN/GRecX), so that epochs and hyper-parameters are chosen without looking at test.
+    """
+    if not 0.0 < ratio < 1.0:
+        raise ConfigError(f"valid_ratio: must be in (0, 1), got {ratio}")
+    if "valid" in data.splits:
+        raise ConfigError(f"valid_ratio: {data.source or data.name} already has a validation split; set it to 0")
+    users, items = (t.numpy() for t in data.splits["train"])
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(users.size), users))  # by user, random within a user
+    counts = np.bincount(users, minlength=data.num_users)
+    take = np.where(counts >= 2, np.clip(np.floor(ratio * counts + 0.5), 1, np.maximum(counts - 1, 1)), 0)
+    starts = np.cumsum(counts) - counts
+    rank = np.arange(users.size) - starts[users[order]]
+    to_valid = np.zeros(users.size, dtype=bool)
+    to_valid[order] = rank < take[users[order]]
+    splits = dict(data.splits)
+    splits["train"] = (torch.from_numpy(users[~to_valid]), torch.from_numpy(items[~to_valid]))
+    splits["valid"] = (torch.from_numpy(users[to_valid]), torch.from_numpy(items[to_valid]))
+    note = (
+        f"valid: carved {int(to_valid.sum())} interactions of {int((take > 0).sum())} users from train "
+        f"(ratio {ratio}, seed {seed})"
+    )
+    return InteractionData(
+        name=data.name, num_users=data.num_users, num_items=data.num_items,
+        splits={s: splits[s] for s in SPLITS if s in splits}, features=data.features,
+        user_ids=data.user_ids, item_ids=data.item_ids, notes=[*data.notes, note], source=data.source,
+    )
+
+
+def detect_format(path: str | Path) -> str:
+    """``"mmrec"`` (a folder with ``*.inter``), ``"lightgcn"`` (a folder with ``train.txt``) or ``"raw"`` (a file)."""
+    path = Path(path)
+    if path.is_file():
+        return "raw"
+    if path.is_dir():
+        if any(path.glob("*.inter")):
+            return "mmrec"
+        if (path / LIGHTGCN_FILES["train"]).is_file():
+            return "lightgcn"
+        raise DataError(f"{path}: unknown dataset format (expected an MMRec *.inter file or LightGCN train.txt)")
+    raise DataError(f"{path}: no such dataset folder or file")
+
+
+def load_dataset(
+    path: str | Path,
+    feature_files: dict[str, str] | None = None,
+    format: str = "auto",
+    valid_ratio: float = 0.0,
+    split_seed: int = 0,
+    cache_dir: str | Path | None = None,
+    *,
+    raw_options: RawOptions | None = None,
+    mirror: str | None = None,
+    progress: bool = True,
+) -> InteractionData:
+    """Resolve ``path`` to a dataset: ``"default"`` (the embedded dataset), an existing folder or raw log
+    (``format="auto"`` detects MMRec, LightGCN or raw), else a registered name (downloaded into the cache).
+
+    ``feature_files`` is ``{modality: file name}`` in the dataset folder (default: every ``*_feat.npy``); for a
+    raw log, feature files keyed by raw item id, relative to the log's folder. A raw log is processed with
+    ``raw_options`` (default :class:`RawOptions`) once per content and read from the processed cache afterwards.
+    With ``valid_ratio > 0`` a validation split is carved from train (:func:`carve_validation`).
+    """
+    if format not in FORMATS:
+        raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    if str(path) == registry.DEFAULT_DATASET:
+        from recplug.datasets import default_path
+
+        data = read_mmrec(default_path(), feature_files)
+    elif Path(path).exists() or format != "auto":
+        kind = detect_format(path) if format == "auto" else format
+        if kind == "mmrec":
+            data = read_mmrec(path, feature_files)
+        elif kind == "lightgcn":
+            data = read_lightgcn(path, feature_files=feature_files)
+        else:
+            features = {m: Path(path).parent / f for m, f in (feature_files or {}).items()}
+            data = _processed_raw(Path(path), features, raw_options or RawOptions(), cache_dir)
+    elif str(path) in registry.REGISTRY or not any(sep in str(path) for sep in ("/", os.sep)):
+        data = _registered(registry.get_spec(str(path)), cache_dir, mirror, progress, feature_files)
+    else:
+        raise DataError(f"{path}: no such dataset folder")
+    if valid_ratio > 0:
+        data = carve_validation(data, valid_ratio, split_seed)
+    return data
+
+
+def _registered(
+    spec: registry.DatasetSpec,
+    cache_dir: str | Path | None,
+    mirror: str | None,
+    progress: bool,
+    feature_files: dict[str, str] | None,
+) -> InteractionData:
+    """Download (or reuse) a registered dataset, prepare and parse it once and reuse the processed cache afterwards.
+
+    ``feature_files`` (``{modality: file name}`` in the dataset folder) chooses the modalities, as for a folder of
+    one's own; such a selection is read from the folder each time rather than cached.
+    """
+    folder = registry.dataset_folder(spec.name, cache_dir, mirror, progress)
+    read = registry.READERS[spec.format]
+    if feature_files is not None:
+        data = read(folder, feature_files=feature_files)
+        data.name, data.source = spec.name, str(folder)
+        registry.check_stats(spec, data)
+        return data
+    parts = [spec.format, *(f.sha256 for f in spec.files), *(json.dumps(step) for step in spec.prepare)]
+    path = registry.processed_path(registry.cache_root(cache_dir), spec.name, parts).with_suffix(".pt")
+    if path.is_file():
+        try:
+            return InteractionData.from_state(torch.load(path, weights_only=True))
+        except Exception as exc:  # a cache: whatever is wrong with the file, it is rebuilt from the source
+            message = one_line(str(exc) or type(exc).__name__)
+            warnings.warn(f"{path}: corrupted processed-dataset cache ({message}); rebuilding it", stacklevel=2)
+            path.unlink(missing_ok=True)
+    data = read(folder)
+    data.name, data.source = spec.name, str(folder)
+    registry.check_stats(spec, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(data.to_state(), tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return data
+
+
+def _processed_raw(
+    log: Path, features: dict[str, Path], options: RawOptions, cache_dir: str | Path | None
+) -> InteractionData:
+    """Process a raw log with :func:`process_raw` once per content (log, feature files, options) and read the
+    processed MMRec folder (with ``user_map.tsv``/``item_map.tsv`` beside it) from the cache afterwards."""
+    if not log.is_file():
+        raise DataError(f"{log}: no such log file")
+    options.check()
+    parts = [options.key(), sha256sum(log), *(f"{m}={sha256sum(p)}" for m, p in sorted(features.items()))]
+    folder = registry.processed_path(registry.cache_root(cache_dir), log.stem, parts)
+    registry.complete_folder(folder, lambda tmp: write_mmrec(process_raw(log, features, options), tmp))
+    return read_mmrec(folder)
