@@ -28,9 +28,10 @@ import torch
 from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.data.dataset import InteractionData
 from recplug.core.model.module import RecModule
+from recplug.core.model.plugins import hooks_implemented
 from recplug.datasets.synthetic import generate
 
-__all__ = ["check_component", "make_tiny_data", "recplug_temporary_cache", "tiny_data", "tiny_folder"]
+__all__ = ["check_component", "hooks_implemented", "make_tiny_data", "recplug_temporary_cache", "tiny_data", "tiny_folder"]
 
 
 def make_tiny_data(num_users: int = 200, num_items: int = 150, seed: int = 7) -> InteractionData:

@@ -17,9 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recplug.core.model.components import AuxLoss
-from recplug.core.errors import ConfigError
-from recplug.core.model.types import BPRBatch, ModelOutput
+from recplug import AuxLoss, BPRBatch, ConfigError, ModelOutput
 
 
 def alignment(x: Tensor, y: Tensor) -> Tensor:

@@ -7,12 +7,9 @@ import math
 import pytest
 import torch
 
-from recplug.core.errors import ConfigError
-from recplug.core.model.module import RecModule
-from recplug.core.model.plugins import hooks_implemented
-from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
+from recplug import BPRBatch, ConfigError, GraphView, ModelOutput, RecModule
 from recplug.datasets.synthetic import generate
-from recplug.testing import check_component, make_tiny_data
+from recplug.testing import check_component, hooks_implemented, make_tiny_data
 from recplug_align import AlignUniformLoss, alignment, uniformity
 
 

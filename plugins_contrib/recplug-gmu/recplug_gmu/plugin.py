@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from recplug.core.model.components import FusionModule
+from recplug import FusionModule
 
 
 class GMUFusion(FusionModule):

@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recplug.core.data.dataset import InteractionData
-from recplug.core.model.module import RecModule
-from recplug.core.model.plugins import hooks_implemented
-from recplug.testing import check_component, make_tiny_data
-from recplug.plugins.combine import ConcatCombiner
-from recplug.plugins.embedding import ContentView, IdEmbedding
+from recplug import InteractionData, RecModule
+from recplug.testing import check_component, hooks_implemented, make_tiny_data
+from recplug.plugins import ConcatCombiner, ContentView, IdEmbedding
 from recplug_gmu import GMUFusion
 
 
