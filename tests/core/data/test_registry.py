@@ -142,11 +142,11 @@ def test_load_checks_statistics_and_caches_the_processed_dataset(
 
 @pytest.mark.parametrize("damage", [b"", b"\x80\x02garbage", b"PK\x03\x04truncated"])
 def test_a_corrupted_processed_cache_is_reported_and_rebuilt(damage: bytes, toy: DatasetSpec, tmp_path: Path) -> None:
-    data = registry.load("toy", tmp_path / "cache", progress=False)
+    data = load_dataset("toy", cache_dir=tmp_path / "cache", progress=False)
     (cached,) = (tmp_path / "cache" / "processed").glob("toy-*.pt")
     cached.write_bytes(damage)
     with pytest.warns(UserWarning, match="corrupted processed-dataset cache.*rebuilding it"):
-        again = registry.load("toy", tmp_path / "cache", progress=False)
+        again = load_dataset("toy", cache_dir=tmp_path / "cache", progress=False)
     assert again.content_hash() == data.content_hash() and cached.stat().st_size > len(damage)
 
 
