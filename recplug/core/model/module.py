@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterable, Iterator
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recplug.core.errors import CardinalityError, ConfigError, InvalidArgument, check_number
 from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
+from recplug.core.model.losses import bpr_loss
 from recplug.core.data.dataset import InteractionData
 from recplug.core.data.registry import cache_root
 from recplug.core.model.plugins import (
@@ -220,10 +220,10 @@ class RecModule(pl.LightningModule):
         output = self()
         terms: dict[str, Tensor] = {}
         if self.bpr_weight > 0:
-            u = output.users[triples.users]
-            pos = (u * output.items[triples.pos_items]).sum(-1)
-            neg = (u * output.items[triples.neg_items]).sum(-1)
-            terms["bpr"] = self.bpr_weight * F.softplus(neg - pos).mean()  # -log sigmoid(pos - neg)
+            items = output.items
+            terms["bpr"] = self.bpr_weight * bpr_loss(
+                output.users[triples.users], items[triples.pos_items], items[triples.neg_items]
+            )
         for extra in self.pm.hook.recplug_aux_loss(batch=triples, output=output):
             for name, value in extra.items():
                 if name in terms:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from recplug.core.model.components import AuxLoss
+from recplug.core.model.losses import bpr_loss
 from recplug.core.errors import ConfigError
 from recplug.core.model.types import BPRBatch, ModelOutput
 
@@ -35,6 +35,5 @@ class ContentBPRLoss(AuxLoss):
         if self.view not in output.views:
             raise ConfigError(f"ContentBPRLoss: view {self.view!r} does not exist; have {sorted(output.views)}")
         users = output.views[self.view].users[batch.users]
-        pos = (users * output.content[batch.pos_items]).sum(-1)
-        neg = (users * output.content[batch.neg_items]).sum(-1)
-        return {self.name: self.weight * F.softplus(neg - pos).mean()}
+        content = output.content
+        return {self.name: self.weight * bpr_loss(users, content[batch.pos_items], content[batch.neg_items])}
