@@ -73,7 +73,8 @@ def generate(
     for u in range(num_users):
         # Gumbel top-k = sampling without replacement proportionally to softmax(logits)
         keys = logits[u] + rng.gumbel(size=num_items)
-        chosen = np.argpartition(-keys, int(activity[u]))[: int(activity[u])]
+        # sorted: argpartition's order is not specified, and differs between CPUs (numpy's SIMD partition)
+        chosen = np.sort(np.argpartition(-keys, int(activity[u]))[: int(activity[u])])
         rows.append(np.full(chosen.size, u))
         cols.append(rng.permutation(chosen))
     users, items = np.concatenate(rows), np.concatenate(cols)
