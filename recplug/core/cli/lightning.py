@@ -1,5 +1,5 @@
-"""LightningCLI for ``recplug fit|validate|test|predict``: data->model links, the ranking evaluator, best-checkpoint
-testing and one-line config errors. Imported only for those sub-commands (Lightning is slow to import)."""
+"""LightningCLI for ``recplug fit|validate|test|predict``: data->model links, the model's evaluation (``--eval.*``),
+best-checkpoint testing and one-line config errors. Imported only for those sub-commands (Lightning is slow to import)."""
 
 from __future__ import annotations
 
@@ -137,6 +137,13 @@ def _class_entries(value: Any, key: str = "") -> Iterator[tuple[str, dict[str, A
             yield from _class_entries(item, f"{key}[{i}]")
 
 
+def _imported_class(class_path: str) -> object:
+    """The object ``class_path`` names in an already imported module (jsonargparse resolved it), else ``None``.
+    The path may be a re-export (``recplug.plugins.graphs.UserItemGraph``), not the defining module."""
+    module, _, name = class_path.rpartition(".")
+    return getattr(sys.modules.get(module), name, None)
+
+
 def component_key(config: dict[str, Any], error: InvalidArgument) -> str | None:
     """Config key (``model.encoders[1]``) of the component that raised ``error``: the first entry of its class
     whose value for the argument is the one refused."""
@@ -146,7 +153,7 @@ def component_key(config: dict[str, Any], error: InvalidArgument) -> str | None:
         for part in error.argument.split("."):  # ``weights.image``: the image weight of ``weights``
             value = value.get(part) if isinstance(value, dict) else None
         same = value == error.value or (value != value and error.value != error.value)  # NaN is NaN
-        if entry["class_path"] == f"{cls.__module__}.{cls.__qualname__}" and same:
+        if _imported_class(entry["class_path"]) is cls and same:
             return key
     return None
 
@@ -193,15 +200,16 @@ class RecplugArgumentParser(LightningArgumentParser):
 
 
 class RecplugCLI(LightningCLI):
-    """LightningCLI with the data->model links, the ranking evaluator and best-checkpoint testing."""
+    """LightningCLI with the data->model links, the model's evaluation at ``eval`` and best-checkpoint testing."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        from recplug.core.eval.evaluator import RankingEvaluator, TopKWriter
+        from recplug.core.eval.evaluator import RankingEvaluation, TopKWriter
 
         parser.link_arguments("data.num_users", "model.num_users", apply_on="instantiate")
         parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
         parser.link_arguments("data.feature_dims", "model.feature_dims", apply_on="instantiate")
-        parser.add_lightning_class_args(RankingEvaluator, "eval")
+        parser.add_class_arguments(RankingEvaluation, "eval")  # the user-facing keys --eval.ks/metrics/search
+        parser.link_arguments("eval", "model.evaluation", apply_on="instantiate")
         parser.add_lightning_class_args(TopKWriter, "topk")  # acts only in `recplug predict`
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(

@@ -1,16 +1,18 @@
-"""BatchEval: full-ranking evaluation as Lightning callbacks (GRecX, arXiv 2111.10342; LightGCN's protocol).
+"""BatchEval: full-ranking evaluation of the module's cached embeddings (GRecX, arXiv 2111.10342; LightGCN's protocol).
 
-:class:`RankingEvaluator` evaluates validation and test: embeddings are propagated once per evaluation
-(``RecModule.cached_embeddings``), each batch of user ids is searched against every item with the user's
-seen items masked (train; train and valid at test time), and :class:`~recplug.core.eval.metrics.FastMetrics`
-accumulates sums that reduce across DDP processes. It logs ``val/recall@20`` ... and ``test/recall@20`` ...
-for ``ModelCheckpoint``/``EarlyStopping``. :class:`TopKWriter` writes every user's top-k for ``recplug predict``.
+:class:`RankingEvaluation` is what ``RecModule`` evaluates validation and test with (its ``evaluation`` argument,
+``--eval.*`` on the CLI): embeddings are propagated once per evaluation (``RecModule.cached_embeddings``), each
+batch of user ids is searched against every item with the user's seen items masked (train; train and valid at
+test time), and :class:`~recplug.core.eval.metrics.FastMetrics` accumulates sums that reduce across DDP processes.
+The module logs ``val/recall@20`` ... and ``test/recall@20`` ... for ``ModelCheckpoint``/``EarlyStopping``.
+:class:`TopKWriter` is the prediction-writer callback of ``recplug predict``: every user's top-k.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Protocol, Sequence, runtime_checkable
 
 import pytorch_lightning as pl
 import torch
@@ -18,7 +20,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
-from recplug.core.data.datamodule import EvalTask
+from recplug.core.data.datamodule import EvalTask, RecDataModule
 from recplug.core.data.dataset import SPLITS
 from recplug.core.errors import ConfigError, check_number
 from recplug.core.eval.metrics import METRICS, FastMetrics, check_metric_args, hit_matrix
@@ -90,14 +92,53 @@ def _samples_on_rank(dataloader: Any) -> int | None:
     ``DistributedSampler`` pads the index list with its first items up to a multiple of the world size and
     deals position ``p`` to rank ``p % world``: rank ``r``'s first ``len(range(r, n, world))`` samples are
     real, the rest repeat users already counted on another rank (``None``: not sharded, all real)."""
+    if isinstance(dataloader, (list, tuple)):
+        dataloader = dataloader[0]
     sampler = getattr(dataloader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
         return len(range(sampler.rank, len(sampler.dataset), sampler.num_replicas))  # type: ignore[arg-type]
     return None
 
 
-class RankingEvaluator(pl.Callback):
-    """Full-ranking validation and test metrics, logged as ``val/<metric>@<k>`` and ``test/<metric>@<k>``.
+def rec_datamodule(trainer: pl.Trainer | None, needed_by: str) -> RecDataModule:
+    """The trainer's datamodule, which evaluation and prediction read their splits from: a
+    :class:`~recplug.core.data.datamodule.RecDataModule`, else one error saying how to pass one."""
+    datamodule = getattr(trainer, "datamodule", None)  # Lightning's data connector sets it; the class declares none
+    if not isinstance(datamodule, RecDataModule):
+        given = "no datamodule" if datamodule is None else f"a {type(datamodule).__name__}"
+        raise ConfigError(
+            f"{needed_by} needs a RecDataModule, got {given}: call trainer.fit/validate/test/predict(module, "
+            "datamodule=RecDataModule(...))"
+        )
+    return datamodule
+
+
+@runtime_checkable
+class EmbeddingModel(Protocol):
+    """What ranking needs of a model: its catalogue size and final embeddings (``RecModule`` is one)."""
+
+    num_items: int
+
+    def cached_embeddings(self) -> tuple[Tensor, Tensor]:
+        """Final ``(users [M, d], items [N, d])``, computed once until the next training step."""
+        ...
+
+
+@dataclass
+class _Pass:
+    """One validation or test epoch in progress: its task, the user embeddings and the DDP shard count."""
+
+    task: EvalTask
+    user_emb: Tensor
+    real_samples: int | None  # None: the loader is not sharded, every sample is real
+    seen_samples: int = 0
+
+
+class RankingEvaluation:
+    """Full-ranking metrics of ``RecModule``'s validation and test, which it logs as ``val/<metric>@<k>`` and
+    ``test/<metric>@<k>``. A plain object the module calls from its own hooks (``RecModule(evaluation=...)``;
+    ``--eval.*`` on the CLI): :meth:`start` at epoch start, :meth:`update` per batch of user ids,
+    :meth:`compute` at epoch end.
 
     The protocol of LightGCN and GRecX: score every item, mask the user's training items (and validation
     items at test time), rank, and average over users with at least one held-out item.
@@ -117,22 +158,17 @@ class RankingEvaluator(pl.Callback):
     ) -> None:
         self.ks, self.metrics = check_metric_args(ks, metrics, "eval.")
         self.search = search if search is not None else TorchExactSearch()
-        self._meters = {stage: FastMetrics(self.ks, self.metrics) for stage in ("val", "test")}
+        self.meter = FastMetrics(self.ks, self.metrics)
         self._tasks: dict[str, EvalTask] = {}
-        self._tasks_of: object = None
-        self._run: dict[str, Any] = {}
+        self._tasks_of: RecDataModule | None = None
+        self._pass: _Pass | None = None
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def check_cutoffs(self, num_items: int) -> None:
         """Refuse cut-offs beyond the catalogue (they rank nothing more and cost ``[B, k]`` memory)."""
-        num_items = getattr(pl_module, "num_items", None)
-        if stage != "predict" and num_items is not None:
-            check_number("eval", "ks", self.ks[-1], 1, num_items, bounds="the number of items")
+        check_number("eval", "ks", self.ks[-1], 1, num_items, bounds="the number of items")
 
-    def _task(self, trainer: pl.Trainer, split: str, device: torch.device) -> EvalTask:
+    def _task(self, datamodule: RecDataModule, split: str, device: torch.device) -> EvalTask:
         """The datamodule's EvalTask for ``split``, built once and kept on ``device``."""
-        datamodule = trainer.datamodule  # type: ignore[attr-defined]
-        if datamodule is None or not hasattr(datamodule, "eval_task"):
-            raise RuntimeError("RankingEvaluator needs a RecDataModule (trainer.datamodule.eval_task)")
         if self._tasks_of is not datamodule:
             self._tasks, self._tasks_of = {}, datamodule
         task = self._tasks.get(split)
@@ -146,61 +182,38 @@ class RankingEvaluator(pl.Callback):
             self._tasks[split] = task
         return task
 
-    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        split = trainer.datamodule.validation_split if stage == "val" else "test"  # type: ignore[attr-defined]
-        task = self._task(trainer, split, pl_module.device)
-        users, items = pl_module.cached_embeddings()  # type: ignore[operator]
-        self.search.build(items)
-        meter = self._meters[stage].to(pl_module.device)
-        meter.reset()
-        self._meters[stage] = meter
-        loader = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
-        if isinstance(loader, (list, tuple)):
-            loader = loader[0]
-        self._run = {"task": task, "users": users, "seen_samples": 0, "real_samples": _samples_on_rank(loader)}
+    def start(
+        self, datamodule: RecDataModule, split: str, user_emb: Tensor, item_emb: Tensor, dataloader: Any
+    ) -> None:
+        """Begin evaluating ``split``: build the search on ``item_emb`` and reset the metrics. ``dataloader`` is
+        the epoch's user loader (a ``DistributedSampler`` under DDP pads it with repeats, never counted)."""
+        self.check_cutoffs(item_emb.shape[0])
+        task = self._task(datamodule, split, user_emb.device)
+        self.search.build(item_emb)
+        self.meter = self.meter.to(user_emb.device)
+        self.meter.reset()
+        self._pass = _Pass(task, user_emb, _samples_on_rank(dataloader))
 
-    def _batch(self, stage: str, batch: Tensor) -> None:
-        run = self._run
-        users = batch.to(run["users"].device).long()
-        if run["real_samples"] is not None:  # drop the repeats DistributedSampler pads a shard with
-            users = users[: max(0, run["real_samples"] - run["seen_samples"])]
-            run["seen_samples"] += batch.numel()
+    def update(self, users: Tensor) -> None:
+        """Rank a batch of user ids (seen items masked) and add their hits to the metrics."""
+        run = self._pass
+        if run is None:
+            raise RuntimeError("RankingEvaluation.update before start(): start each evaluation epoch first")
+        batch_size = users.numel()
+        users = users.to(run.user_emb.device).long()
+        if run.real_samples is not None:  # drop the repeats DistributedSampler pads a shard with
+            users = users[: max(0, run.real_samples - run.seen_samples)]
+            run.seen_samples += batch_size
         if users.numel() == 0:
             return
-        task: EvalTask = run["task"]
-        hits, counts = rank_users(run["users"], users, self.search, self.ks[-1], task.truth, task.seen)
-        self._meters[stage].update(hits, counts)
+        hits, counts = rank_users(run.user_emb, users, self.search, self.ks[-1], run.task.truth, run.task.seen)
+        self.meter.update(hits, counts)
 
-    def _end(self, pl_module: pl.LightningModule, stage: str) -> None:
-        values = self._meters[stage].compute()  # summed over every process: the same value on each
-        for name, value in values.items():
-            # sync_dist averages identical values (a no-op) and spares Lightning's DDP warning
-            pl_module.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
-        self._run = {}
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start(trainer, pl_module, "val")
-
-    def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Tensor,
-        batch_idx: int, dataloader_idx: int = 0,
-    ) -> None:
-        self._batch("val", batch)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(pl_module, "val")
-
-    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start(trainer, pl_module, "test")
-
-    def on_test_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Tensor,
-        batch_idx: int, dataloader_idx: int = 0,
-    ) -> None:
-        self._batch("test", batch)
-
-    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._end(pl_module, "test")
+    def compute(self) -> dict[str, Tensor]:
+        """End the epoch: ``{"recall@10": mean, ...}`` summed over every process (the same value on each)."""
+        values = self.meter.compute()
+        self._pass = None
+        return values
 
 
 class TopKWriter(BasePredictionWriter):
@@ -239,15 +252,22 @@ class TopKWriter(BasePredictionWriter):
         self._file: IO[str] | None = None
         self._state: dict[str, Any] = {}
 
+    @staticmethod
+    def _model(pl_module: pl.LightningModule) -> EmbeddingModel:
+        """``pl_module`` as the :class:`EmbeddingModel` the writer ranks with, else one error."""
+        if not isinstance(pl_module, EmbeddingModel):
+            raise ConfigError(f"TopKWriter ranks with a RecModule's embeddings; {type(pl_module).__name__} has no "
+                              "cached_embeddings()")
+        return pl_module
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        num_items = getattr(pl_module, "num_items", None)
-        if stage == "predict" and num_items is not None:
-            check_number("topk", "k", self.k, 1, num_items, bounds="the number of items")
+        if stage == "predict":
+            check_number("topk", "k", self.k, 1, self._model(pl_module).num_items, bounds="the number of items")
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        data = trainer.datamodule.data  # type: ignore[attr-defined]
+        data = rec_datamodule(trainer, "TopKWriter").data
         splits = tuple(s for s in self.exclude if s in data.splits)
-        users, items = pl_module.cached_embeddings()  # type: ignore[operator]
+        users, items = self._model(pl_module).cached_embeddings()
         self.search.build(items)
         seen = tuple(t.to(users.device) for t in data.user_csr(splits)) if splits else None
         self._state = {"users": users, "seen": seen, "user_ids": data.user_ids, "item_ids": data.item_ids}

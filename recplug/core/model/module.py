@@ -21,6 +21,7 @@ from recplug.core.model.components import AuxLoss, Combiner, FusionModule, Graph
 from recplug.core.model.losses import bpr_loss
 from recplug.core.data.dataset import InteractionData
 from recplug.core.data.registry import cache_root
+from recplug.core.eval.evaluator import RankingEvaluation, rec_datamodule
 from recplug.core.model.plugins import (
     RecplugPluginManager, active_plugin_modules, component_class, plugin_provenance,
 )
@@ -50,6 +51,8 @@ class RecModule(pl.LightningModule):
         lr: learning rate of the default Adam optimiser.
         weight_decay: weight decay of the default optimiser.
         optimizer: optimiser factory (``lambda params: Optimizer``), overriding ``lr``/``weight_decay``.
+        evaluation: the full-ranking metrics, cut-offs and search of validation and test (``--eval.*`` on the
+            CLI); default exact search, ``ks=[10, 20]``, every metric.
     """
 
     def __init__(
@@ -66,9 +69,10 @@ class RecModule(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         optimizer: OptimizerFactory | None = None,
+        evaluation: RankingEvaluation | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["encoders", "fusion", "combiner", "aux_losses", "optimizer"])
+        self.save_hyperparameters(ignore=["encoders", "fusion", "combiner", "aux_losses", "optimizer", "evaluation"])
         self.num_users, self.num_items = num_users, num_items
         self.feature_dims = dict(feature_dims or {})
         check_number("model", "embedding_dim", embedding_dim, 1)
@@ -80,6 +84,7 @@ class RecModule(pl.LightningModule):
             raise ConfigError("model.bpr_weight is 0 and model.aux_losses is empty: there is nothing to train")
         self.bpr_weight = bpr_weight
         self.lr, self.weight_decay, self.optimizer_factory = lr, weight_decay, optimizer
+        self.evaluation = evaluation if evaluation is not None else RankingEvaluation()
         self.user_embedding = nn.Embedding(num_users, embedding_dim)
         self.item_embedding = nn.Embedding(num_items, embedding_dim)
         if encoders is None:
@@ -332,11 +337,44 @@ class RecModule(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------ evaluation
+    def on_fit_start(self) -> None:
+        """Refuse evaluation cut-offs beyond the catalogue before the first training step."""
+        self.evaluation.check_cutoffs(self.num_items)
+
+    def _start_evaluation(self, stage: str) -> None:
+        """Search and metrics reset for a ``val`` or ``test`` epoch, on the embeddings propagated once for it."""
+        datamodule = rec_datamodule(self._trainer, "RecModule's evaluation")
+        split = datamodule.validation_split if stage == "val" else "test"
+        loader = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        users, items = self.cached_embeddings()
+        self.evaluation.start(datamodule, split, users, items, loader)
+
+    def _log_evaluation(self, stage: str) -> None:
+        for name, value in self.evaluation.compute().items():  # summed over every process: the same on each
+            # sync_dist averages identical values (a no-op) and spares Lightning's DDP warning
+            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation("val")
+
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        """Evaluation is done by the ranking callback on the cached embeddings; nothing per step here."""
+        """Rank a batch of user ids against every item (seen items masked) and add it to the metrics."""
+        self.evaluation.update(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``val/<metric>@<k>``."""
+        self._log_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation("test")
 
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         """See :meth:`validation_step`."""
+        self.evaluation.update(batch)
+
+    def on_test_epoch_end(self) -> None:
+        """Log ``test/<metric>@<k>``."""
+        self._log_evaluation("test")
 
     def predict_step(self, batch: Tensor, batch_idx: int) -> None:
         """Nothing to return: the ``TopKWriter`` callback (``--topk.*`` in ``recplug predict``) searches each

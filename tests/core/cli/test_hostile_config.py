@@ -2,7 +2,7 @@
 the config key (or the file and line), exit status 2 — never a traceback, never a run that exits 0 on NaN.
 
 The cases run the real CLI in-process (``recplug.core.cli.main``) on a tiny MMRec folder; the property test
-introspects the constructor of every built-in component and of RecModule, RecDataModule, RankingEvaluator and
+introspects the constructor of every built-in component and of RecModule, RecDataModule, RankingEvaluation and
 TopKWriter, and feeds hostile values to each numeric and list argument through that CLI."""
 
 from __future__ import annotations
@@ -308,12 +308,12 @@ def configurable_classes() -> dict[str, type]:
     """``{config slot: class}``: the four classes the CLI places at a fixed key, and every built-in component."""
     from recplug.core.model.components import RecComponent
     from recplug.core.data.datamodule import RecDataModule
-    from recplug.core.eval.evaluator import RankingEvaluator, TopKWriter
+    from recplug.core.eval.evaluator import RankingEvaluation, TopKWriter
     from recplug.core.model.module import RecModule
     from recplug.core.model.plugins import BUILTIN_PLUGINS, load_plugins
 
     load_plugins()
-    found: dict[str, type] = {"model": RecModule, "data": RecDataModule, "eval": RankingEvaluator, "topk": TopKWriter}
+    found: dict[str, type] = {"model": RecModule, "data": RecDataModule, "eval": RankingEvaluation, "topk": TopKWriter}
     for module in BUILTIN_PLUGINS:
         for cls in vars(sys.modules[module]).values():
             if (inspect.isclass(cls) and issubclass(cls, RecComponent) and cls.__module__ == module

@@ -1,6 +1,6 @@
-"""BatchEval in a real Trainer: logged val/test metrics equal a brute-force reference on the module's cached
-embeddings, test uses the best-validation checkpoint, DDP shards count every user once, predict writes top-k,
-and GRMF-X ratios."""
+"""BatchEval in a real Trainer: the module's own validation/test steps log metrics equal to a brute-force reference
+on its cached embeddings (and to ``evaluate``), with a bare Trainer and no CLI; test uses the best-validation
+checkpoint, DDP shards count every user once, predict writes top-k, and GRMF-X ratios."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from test_metrics import assert_close, numpy_reference
 
 from recplug.core.data.datamodule import RecDataModule
-from recplug.core.eval.evaluator import RankingEvaluator, TopKWriter, _samples_on_rank, evaluate
+from recplug.core.errors import ConfigError
+from recplug.core.eval.evaluator import RankingEvaluation, TopKWriter, _samples_on_rank, evaluate, rec_datamodule
 from recplug.core.eval.grmfx import grmfx, representation_size
 from recplug.core.eval.metrics import METRICS
 from recplug.core.model.module import RecModule
@@ -57,24 +58,62 @@ def dm() -> RecDataModule:
 
 
 def test_validation_metrics_logged_by_the_trainer_equal_brute_force(dm: RecDataModule, tmp_path: Path) -> None:
-    module = RecModule(num_users=dm.num_users, num_items=dm.num_items, lr=0.05)
-    run = trainer(tmp_path, RankingEvaluator(ks=KS))
+    module = RecModule(num_users=dm.num_users, num_items=dm.num_items, lr=0.05, evaluation=RankingEvaluation(ks=KS))
+    run = trainer(tmp_path)
     run.fit(module, datamodule=dm)
     assert {f"val/{m}@{k}" for m in METRICS for k in KS} <= set(run.callback_metrics)
     assert_close(logged(run, "val"), brute_force(module, dm, "valid", ("train",)), tol=1e-6)
 
 
 def test_test_reports_the_best_validation_checkpoint(dm: RecDataModule, tmp_path: Path) -> None:
-    module = RecModule(num_users=dm.num_users, num_items=dm.num_items, lr=0.05)
+    module = RecModule(num_users=dm.num_users, num_items=dm.num_items, lr=0.05, evaluation=RankingEvaluation(ks=KS))
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/recall@20", mode="max")
     stop = EarlyStopping(monitor="val/recall@20", mode="max", patience=5)
-    run = trainer(tmp_path, RankingEvaluator(ks=KS), checkpoint, stop, max_epochs=3)
+    run = trainer(tmp_path, checkpoint, stop, max_epochs=3)
     run.fit(module, datamodule=dm)
     assert checkpoint.best_model_path and stop.best_score is not None
     run.test(module, datamodule=dm, ckpt_path="best", weights_only=False)
     best = RecModule(num_users=dm.num_users, num_items=dm.num_items)
     best.load_state_dict(torch.load(checkpoint.best_model_path, weights_only=False)["state_dict"])
     assert_close(logged(run, "test"), brute_force(best, dm, "test", ("train", "valid")), tol=1e-6)
+
+
+def test_a_bare_trainer_fit_and_test_log_the_metrics_of_evaluate(tiny_folder: Path, tmp_path: Path) -> None:
+    """No CLI and no callback: the module's own validation/test steps log val/ and test/ metrics, equal to
+    ``evaluate`` on the same cached embeddings and the datamodule's tasks."""
+    data = RecDataModule(path=str(tiny_folder), eval_batch_size=64)  # several user batches per epoch
+    module = RecModule(num_users=data.num_users, num_items=data.num_items, embedding_dim=8, lr=0.05)
+    run = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     enable_checkpointing=False, default_root_dir=tmp_path)
+    run.fit(module, datamodule=data)
+    users, items = module.cached_embeddings()
+    for stage, split in (("val", "valid"), ("test", "test")):
+        if stage == "test":
+            run.test(module, datamodule=data)
+        task = data.eval_task(split)
+        expected = evaluate(users, items, task.truth, task.seen)
+        assert {f"{stage}/{name}" for name in expected} <= set(run.callback_metrics)
+        assert float(run.callback_metrics[f"{stage}/recall@20"]) == pytest.approx(expected["recall@20"], abs=1e-6)
+        assert 0 < expected["recall@20"] < 1
+
+
+def test_evaluation_and_prediction_need_a_rec_datamodule_and_an_embedding_model(tmp_path: Path) -> None:
+    bare = trainer(tmp_path)
+    with pytest.raises(ConfigError, match=r"^RecModule's evaluation needs a RecDataModule, got no datamodule: "):
+        rec_datamodule(bare, "RecModule's evaluation")
+    bare.datamodule = pl.LightningDataModule()
+    with pytest.raises(ConfigError, match=r"^TopKWriter needs a RecDataModule, got a LightningDataModule: "):
+        rec_datamodule(bare, "TopKWriter")
+    with pytest.raises(ConfigError, match=r"^TopKWriter ranks with a RecModule's embeddings; LightningModule has"):
+        TopKWriter(output_path=str(tmp_path / "top.tsv")).setup(bare, pl.LightningModule(), "predict")
+
+
+def test_cutoffs_beyond_the_catalogue_are_refused_before_training(tiny_folder: Path, tmp_path: Path) -> None:
+    data = RecDataModule(path=str(tiny_folder))
+    module = RecModule(num_users=data.num_users, num_items=data.num_items, evaluation=RankingEvaluation(ks=[151]))
+    with pytest.raises(ConfigError, match=r"^eval.ks must be in \[1, 150\] \(the number of items\), got 151$"):
+        trainer(tmp_path).fit(module, datamodule=data)
+    assert module.global_step == 0
 
 
 def test_evaluate_outside_a_trainer_with_faiss_equals_brute_force(dm: RecDataModule) -> None:
@@ -122,13 +161,14 @@ DDP_SCRIPT = """
 import json, sys
 import pytorch_lightning as pl, torch
 from recplug.core.data.datamodule import RecDataModule
-from recplug.core.eval.evaluator import RankingEvaluator
+from recplug.core.errors import ConfigError
+from recplug.core.eval.evaluator import RankingEvaluation
 from recplug.core.model.module import RecModule
 
 dm = RecDataModule(eval_batch_size=700)
-module = RecModule(num_users=dm.num_users, num_items=dm.num_items)
+module = RecModule(num_users=dm.num_users, num_items=dm.num_items, evaluation=RankingEvaluation(ks=[10, 20]))
 module.load_state_dict(torch.load(sys.argv[1]))
-run = pl.Trainer(accelerator="cpu", devices=3, strategy="ddp", callbacks=[RankingEvaluator(ks=[10, 20])],
+run = pl.Trainer(accelerator="cpu", devices=3, strategy="ddp",
                  logger=False, enable_progress_bar=False, enable_model_summary=False)
 run.validate(module, datamodule=dm)
 if run.global_rank == 0:
@@ -151,7 +191,7 @@ def test_ddp_on_three_processes_gives_the_single_process_metrics(dm: RecDataModu
         check=True, cwd=tmp_path, timeout=300,
     )
     sharded = json.loads((tmp_path / "metrics.json").read_text())
-    single = trainer(tmp_path, RankingEvaluator(ks=KS))
+    single = trainer(tmp_path)
     single.validate(module, datamodule=dm)
     assert len(dm.eval_task("valid").users) % 3 != 0  # so DistributedSampler padded shards with repeated users
     assert_close({k: sharded[f"val/{k}"] for k in logged(single, "val")}, logged(single, "val"), tol=1e-9)
