@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 
 
-def one_line(message: object) -> str:
-    """A message's non-empty lines joined with ``; `` (how every error is printed)."""
-    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+def one_line(message: object, limit: int | None = None) -> str:
+    """A message's non-empty lines, stripped, joined with ``; `` (how every error is printed); with ``limit``, cut
+    to that many characters and ``...`` (a library's message quoted inside one of recplug's)."""
+    text = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."
 
 
 class RecplugError(Exception):

@@ -19,7 +19,6 @@ std error bars; needs matplotlib, ``pip install 'recplug[report]'``).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import gc
@@ -28,7 +27,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import statistics
@@ -42,7 +40,9 @@ from typing import Any, Iterator
 
 import yaml
 
+from recplug.core.cli.boundary import CommandParser
 from recplug.core.errors import ConfigError, RecplugError
+from recplug.core.ops.io import atomic_write
 
 RESULT_FILE = "result.json"
 FIT_DIR = "fit"  # a run's Lightning outputs: metrics.csv, config.yaml, checkpoints/
@@ -298,9 +298,8 @@ def fit_one(run: Run) -> dict[str, Any]:
     }
     del cli
     gc.collect()
-    tmp = run.directory / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, run.directory / RESULT_FILE)  # atomic: result.json exists only for a finished run
+    with atomic_write(run.directory / RESULT_FILE) as handle:  # result.json exists only for a finished run
+        handle.write(json.dumps(result, indent=2))
     return result
 
 
@@ -489,8 +488,8 @@ def write_plot(path: Path, summaries: list[Summary], metrics: list[str]) -> None
 
 
 # ---------------------------------------------------------------------------- command
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog="recplug ablate",
         description="Run every variant x seed of a bundle; report test at the best-validation epoch as "
         "mean ± std (CSV, Markdown, PNG). Rerunning skips finished runs. Arguments after `--` are passed "
@@ -510,11 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """``recplug ablate ...`` (``argv`` excludes ``ablate``). Returns 0, 1 if a run failed, 130 if interrupted."""
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_with_passthrough(argv)
     variants, axes, common = load_variants(args.variants)
     if args.max_epochs is not None:
         common = {**common, "trainer.max_epochs": args.max_epochs}

@@ -4,17 +4,19 @@ misconfigurations, torch/numpy ``ValueError`` and ``RuntimeError``, files), end 
 status 2; ``RECPLUG_DEBUG=1`` re-raises them with the traceback. Other exceptions (``TypeError``, ``KeyError``, ...)
 are bugs and keep their traceback.
 
-The Lightning parser (:mod:`recplug.core.cli.lightning`), which exits inside jsonargparse, prints through the same
-:func:`print_error`.
+recplug's own sub-commands parse their arguments with :class:`CommandParser`, whose usage errors are
+:class:`ConfigError`; the Lightning parser (:mod:`recplug.core.cli.lightning`), which exits inside jsonargparse, prints
+through the same :func:`print_error`.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
-from recplug.core.errors import RecplugError, one_line
+from recplug.core.errors import ConfigError, RecplugError, one_line
 
 DEBUG_HINT = "(set RECPLUG_DEBUG=1 for the traceback)"
 BUG_TYPES: tuple[type[BaseException], ...] = (NotImplementedError, RecursionError)
@@ -24,6 +26,21 @@ LIBRARY_ERROR_TYPES: tuple[tuple[str, str], ...] = (
     ("lightning_fabric.utilities.exceptions", "MisconfigurationException"),
 )
 """``(module, class)`` of library errors translated when that library is loaded (never imported for the check)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The argument parser of recplug's own sub-commands: a usage error raises :class:`ConfigError`
+    (``<prog>: <message>``), printed as one ``error:`` line with exit status 2 instead of argparse's usage block.
+    Sub-parsers made with ``add_subparsers(parser_class=CommandParser)`` do the same."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}")
+
+    def parse_with_passthrough(self, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+        """The arguments before the first ``--``, parsed, and those after it as they are (``recplug ablate`` and
+        ``recplug tune`` pass them on to every ``recplug fit`` run)."""
+        cut = argv.index("--") if "--" in argv else len(argv)
+        return self.parse_args(argv[:cut]), argv[cut + 1:]
 
 
 def debugging() -> bool:

@@ -15,16 +15,9 @@ import argparse
 import json
 from pathlib import Path
 
-from recplug.core.cli.main import report_errors
+from recplug.core.cli.boundary import CommandParser, report_errors
 from recplug.core.data.dataset import InteractionData
-from recplug.core.errors import ConfigError, RecplugError
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as a :class:`ConfigError` (one ``error:`` line and exit status 2, like every recplug error)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}")
+from recplug.core.errors import RecplugError
 
 
 def _feature_pairs(values: list[str]) -> dict[str, str]:
@@ -155,8 +148,10 @@ def _list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``recplug data`` argument parser."""
-    parser = _Parser(prog="recplug data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = CommandParser(
+        prog="recplug data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     stats = commands.add_parser("stats", help="dataset statistics and everything dropped or repaired")
     stats.add_argument("path", help="dataset folder, raw log, 'default' or registered name")
     stats.add_argument("--json", action="store_true", help="print JSON")

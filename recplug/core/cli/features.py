@@ -41,8 +41,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from recplug.core.cli.main import report_errors
+from recplug.core.cli.boundary import CommandParser, report_errors
+from recplug.core.data.formats.mmrec import read_id_map
 from recplug.core.errors import ConfigError, DataError, RecplugError
+from recplug.core.ops.io import atomic_write
 
 TextEncoder = Callable[[list[str]], np.ndarray]
 """Encodes a batch of texts to a ``float [len(texts), d]`` array."""
@@ -87,41 +89,9 @@ def _delimiter(path: Path) -> str:
 
 
 def read_item_map(path: str | Path) -> dict[str, int]:
-    """Read a ``raw_id<TAB>index`` file (a header line is allowed) into ``{raw id: index}``.
-
-    Raises :class:`DataError` naming the file and line on a malformed line, a non-integer or negative index,
-    or a raw id or index listed twice.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: item map not found")
-    mapping: dict[str, int] = {}
-    first_line: dict[str, int] = {}
-    index_line: dict[int, int] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) != 2:
-                raise DataError(f"{path}:{lineno}: expected 'raw_id<TAB>index', got {len(fields)} field(s)")
-            raw, value = fields[0].strip(), fields[1].strip()
-            try:
-                index = int(value)
-            except ValueError:
-                if lineno == 1:
-                    continue  # header
-                raise DataError(f"{path}:{lineno}: index must be an integer, got {value!r}") from None
-            if index < 0:
-                raise DataError(f"{path}:{lineno}: negative index {index}")
-            if raw in first_line:
-                raise DataError(f"{path}:{lineno}: raw id {raw!r} already mapped on line {first_line[raw]}")
-            if index in index_line:
-                raise DataError(f"{path}:{lineno}: index {index} already used on line {index_line[index]}")
-            mapping[raw], first_line[raw], index_line[index] = index, lineno, lineno
-    if not mapping:
-        raise DataError(f"{path}: item map is empty")
-    return mapping
+    """``{raw id: index}`` of a ``raw_id<TAB>index`` file, read by the rules of every id map
+    (:func:`~recplug.core.data.formats.mmrec.read_id_map`: header optional, errors name the file and line)."""
+    return {raw: index for _, raw, index in read_id_map(path, "item map")}
 
 
 def read_text_table(path: str | Path, id_column: str, text_columns: Sequence[str]) -> list[tuple[int, str, str]]:
@@ -367,13 +337,14 @@ def _align_table(
 
 
 def _save(out: Path, matrix: np.ndarray, aligned: AlignedText) -> None:
-    """``matrix`` to ``out``: an ``.npz`` keyed by raw item id (arrays ``ids``, ``features``), else an ``.npy``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".npz":
-        ids = [aligned.index_to_raw.get(i, str(i)) for i in range(aligned.num_items)]
-        np.savez(out, ids=np.array(ids), features=matrix)
-    else:
-        np.save(out, matrix)
+    """``matrix`` to ``out``: an ``.npz`` keyed by raw item id (arrays ``ids``, ``features``), else an ``.npy``;
+    written atomically, so a run reading the dataset folder meanwhile never loads half a matrix."""
+    with atomic_write(out, "wb") as handle:
+        if out.suffix == ".npz":
+            ids = [aligned.index_to_raw.get(i, str(i)) for i in range(aligned.num_items)]
+            np.savez(handle, ids=np.array(ids), features=matrix)
+        else:
+            np.save(handle, matrix)
 
 
 def build_text_features(
@@ -421,13 +392,6 @@ def build_category_features(
     return FeatureResult(out, (int(matrix.shape[0]), int(matrix.shape[1])), aligned, missing, vocabulary)
 
 
-class _Parser(argparse.ArgumentParser):
-    """Turns a usage error into a :class:`ConfigError` (printed as one ``error:`` line)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}")
-
-
 def _table_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     """The options every kind shares: the table, the dataset, the id map, the output and the fill rule."""
     parser.add_argument("--items", required=True, help="CSV (.csv) or TSV (other suffixes) with a header line")
@@ -457,7 +421,7 @@ def _report(result: FeatureResult, items: str, what: str) -> None:
 
 
 def _text_command(argv: list[str]) -> int:
-    parser = _Parser(
+    parser = CommandParser(
         prog="recplug features text", description="Encode item text into <dataset>/text_feat.npy (row i = item i)."
     )
     _table_arguments(parser, "text_feat.npy")
@@ -479,7 +443,7 @@ def _text_command(argv: list[str]) -> int:
 
 
 def _categories_command(argv: list[str]) -> int:
-    parser = _Parser(
+    parser = CommandParser(
         prog="recplug features categories",
         description="Multi-hot item categories into <dataset>/<column>_feat.npy (row i = item i, column j = "
         "category j).",

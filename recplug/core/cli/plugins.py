@@ -3,16 +3,16 @@ components each plugin contributes."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
+from recplug.core.cli.boundary import CommandParser
 from recplug.core.cli.commands import COMMANDS
 
 
 def main(argv: list[str]) -> int:
     from recplug.core.model.plugins import load_plugins
 
-    parser = argparse.ArgumentParser(prog="recplug plugins", description=COMMANDS["plugins"].summary)
+    parser = CommandParser(prog="recplug plugins", description=COMMANDS["plugins"].summary)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--all", action="store_true", help="include skipped and disabled plugins")
     args = parser.parse_args(argv)

@@ -17,13 +17,12 @@ The best epoch maximises (``--mode max``) the monitored metric: by default the `
 
 from __future__ import annotations
 
-import argparse
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recplug.core.cli.main import report_errors
+from recplug.core.cli.boundary import CommandParser, report_errors
 from recplug.core.errors import ConfigError, DataError
 
 DEFAULT_MONITOR = "val/recall@20"
@@ -297,16 +296,9 @@ def make_report(run_dir: str | Path, out: str | Path | None = None, monitor: str
     return report
 
 
-class _Parser(argparse.ArgumentParser):
-    """Turns a usage error into a :class:`ConfigError` (printed as one ``error:`` line)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}")
-
-
 def main(argv: list[str]) -> int:
     """``recplug report RUN_DIR [--out DIR]`` (``argv`` excludes ``report``); prints the written paths."""
-    parser = _Parser(prog="recplug report", description="Training curves and metrics table of a run.")
+    parser = CommandParser(prog="recplug report", description="Training curves and metrics table of a run.")
     parser.add_argument("run_dir", help="run folder (runs/NAME/version_N) or logger folder (runs/NAME)")
     parser.add_argument("--out", help="output folder (default: the run folder)")
     parser.add_argument("--monitor", help="metric choosing the best epoch (default: the run's checkpoint.monitor)")

@@ -47,10 +47,11 @@ import numpy as np
 import yaml
 from pytorch_lightning.callbacks import Callback
 
+from recplug.core.cli.boundary import CommandParser
 from recplug.core.cli.ablate import captured, last_error_line, output_args, override_args, select_validation_epoch
 from recplug.core.errors import ConfigError, RecplugError
 from recplug.core.model.provenance import config_hash
-from recplug.core.cli.report import _Parser
+from recplug.core.ops.io import atomic_write
 
 if TYPE_CHECKING:
     import optuna
@@ -626,14 +627,15 @@ def write_best(path: Path, study: optuna.Study, settings: Settings) -> None:
     command = " ".join(["recplug fit --config", str(path), *settings.extra])
     lines.append(f"#   {command}")
     body = yaml.safe_dump(space.applied(best.params), sort_keys=False)
-    path.write_text("\n".join(lines) + "\n" + body)
+    with atomic_write(path) as handle:  # workers on other machines may finish at the same time
+        handle.write("\n".join(lines) + "\n" + body)
 
 
 def write_tables(out: Path, study: optuna.Study, settings: Settings, notes: list[str]) -> list[Path]:
     """``trials.csv`` (one row per trial) and ``trials.md`` (the same table, best row in bold, and a summary)."""
     space, rows = settings.space, _rows(study, settings.space)
     columns = ["number", "state", *[p.key for p in space.params], "value", "best_epoch", "epochs", "seconds", "retry_of"]
-    with open(out / "trials.csv", "w", newline="") as handle:
+    with atomic_write(out / "trials.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)  # full precision: a row's values reproduce the trial
@@ -656,7 +658,8 @@ def write_tables(out: Path, study: optuna.Study, settings: Settings, notes: list
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "value: the metric at the best validation epoch (for a PRUNED trial, the best before it was stopped); "
               "epochs: validated epochs; retry_of: the killed or interrupted trial it re-runs.", *notes]
-    (out / "trials.md").write_text("\n".join(lines) + "\n")
+    with atomic_write(out / "trials.md") as handle:
+        handle.write("\n".join(lines) + "\n")
     return [out / "trials.csv", out / "trials.md"]
 
 
@@ -710,8 +713,8 @@ def write_plots(out: Path, study: optuna.Study, settings: Settings) -> tuple[lis
 
 
 # ---------------------------------------------------------------------------- command
-def build_parser() -> _Parser:
-    parser = _Parser(
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog="recplug tune",
         description="Tune a bundle's hyper-parameters on validation with Optuna (docs/tuning.md). Rerunning the "
         "same command resumes the study. Arguments after `--` are passed to every trial's `recplug fit`.",
@@ -734,11 +737,7 @@ def build_parser() -> _Parser:
 
 def parse_settings(argv: list[str]) -> Settings:
     """The settings of `recplug tune ARGV` (everything checked before any trial runs)."""
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_with_passthrough(argv)
     if args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
     if args.workers < 1:

@@ -15,6 +15,14 @@ from recplug.core.ops.sparse import distinct_pairs
 SPLITS = ("train", "valid", "test")
 
 
+def first_nonfinite_row(matrix: np.ndarray | Tensor) -> int | None:
+    """The first row of the 2-D ``matrix`` holding a NaN or an infinity, or ``None`` when every value is finite: the
+    one scan of feature values (the readers call it to name the file's row, :meth:`InteractionData.validate` for
+    features built in memory)."""
+    finite = torch.isfinite(torch.as_tensor(matrix)).all(dim=1)  # a numpy array is viewed, not copied
+    return None if bool(finite.all()) else int((~finite).nonzero()[0])
+
+
 @dataclass
 class InteractionData:
     """Interactions per split plus item modality features, with 0-based contiguous ids.
@@ -67,8 +75,8 @@ class InteractionData:
                     f"{where}: modality {modality!r} has shape {tuple(feats.shape)}, "
                     f"expected ({self.num_items}, d) with one row per item"
                 )
-            if not torch.isfinite(feats).all():
-                row = int((~torch.isfinite(feats)).any(dim=1).nonzero()[0])
+            row = first_nonfinite_row(feats)
+            if row is not None:
                 raise DataError(f"{where}: modality {modality!r} has NaN or inf features (first bad row {row})")
 
     # ------------------------------------------------------------------ views

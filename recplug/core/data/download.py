@@ -1,17 +1,15 @@
 """Downloads that are verified before they are trusted: progress bar, length and sha256 checks, atomic write.
 
-The file is streamed into a temporary file beside its destination and moved into place with ``os.replace``
-only once its length matches ``Content-Length`` and its sha256 matches the registry, so an interrupted or
-corrupted download never leaves a file that looks complete (torchvision's ``download_url`` and GRecX's
-``download_file`` leave partial files behind).
+The file is streamed into a temporary file beside its destination (:func:`recplug.core.ops.io.atomic_write`) and
+moved into place only once its length matches ``Content-Length`` and its sha256 matches the registry, so an
+interrupted or corrupted download never leaves a file that looks complete (torchvision's ``download_url`` and
+GRecX's ``download_file`` leave partial files behind).
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from recplug.core.errors import DataError
+from recplug.core.ops.io import atomic_write
 
 CHUNK = 1 << 20
 
@@ -54,44 +53,37 @@ def download(
     then left untouched.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     digest = hashlib.sha256()
     received = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(url, timeout=timeout)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise DataError(f"{dest.name}: download from {url} failed ({reason})") from None
-            with response:
-                length = response.headers.get("Content-Length")
-                expected = int(length) if length is not None else None
-                total = expected if expected is not None else size
-                bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False)
-                with bar:
-                    while True:
-                        try:
-                            block = response.read(CHUNK)
-                        except (http.client.IncompleteRead, OSError):
-                            raise DataError(
-                                f"{dest.name}: truncated download from {url}: connection lost after {received} bytes"
-                            ) from None
-                        if not block:
-                            break
-                        out.write(block)
-                        digest.update(block)
-                        received += len(block)
-                        bar.update(len(block))
+    with atomic_write(dest, "wb") as out:
+        try:
+            response = urllib.request.urlopen(url, timeout=timeout)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DataError(f"{dest.name}: download from {url} failed ({reason})") from None
+        with response:
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length is not None else None
+            total = expected if expected is not None else size
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False)
+            with bar:
+                while True:
+                    try:
+                        block = response.read(CHUNK)
+                    except (http.client.IncompleteRead, OSError):
+                        raise DataError(
+                            f"{dest.name}: truncated download from {url}: connection lost after {received} bytes"
+                        ) from None
+                    if not block:
+                        break
+                    out.write(block)
+                    digest.update(block)
+                    received += len(block)
+                    bar.update(len(block))
         for field, want in (("Content-Length", expected), ("registered size", size)):
             if want is not None and received < want:
                 raise DataError(f"{dest.name}: truncated download from {url}: got {received} of {want} bytes ({field})")
         actual = digest.hexdigest()
         if sha256 is not None and actual != sha256.lower():
             raise DataError(f"{dest.name}: checksum mismatch: sha256 {actual}, expected {sha256} (from {url})")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest

@@ -29,7 +29,6 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,6 +38,7 @@ from recplug.core.data.download import as_url, download, sha256sum
 from recplug.core.data.formats.lightgcn import read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec
 from recplug.core.errors import RecplugError
+from recplug.core.ops.io import atomic_folder
 
 MIRROR_ENV = "RECPLUG_DATA_MIRROR"
 CACHE_ENV = "RECPLUG_CACHE"
@@ -219,16 +219,10 @@ def complete_folder(folder: Path, build: Callable[[Path], None]) -> Path:
     """``folder``, built by ``build(tmp)`` into a temporary folder beside it and moved into place with a
     completion marker, unless a complete one is there already (when processes race, the first to finish wins)."""
     if not (folder / COMPLETE_MARKER).exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        shutil.rmtree(folder, ignore_errors=True)  # an incomplete earlier attempt
+        with atomic_folder(folder) as tmp:
             build(tmp)
             (tmp / COMPLETE_MARKER).touch()
-            if not (folder / COMPLETE_MARKER).exists():
-                shutil.rmtree(folder, ignore_errors=True)  # an incomplete earlier attempt
-                os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

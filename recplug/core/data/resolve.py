@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -18,8 +17,9 @@ from recplug.core.data.download import sha256sum
 from recplug.core.data.formats.lightgcn import LIGHTGCN_FILES, read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 from recplug.core.data.formats.raw import RawOptions, process_raw
-from recplug.core.data.formats.text import one_line
-from recplug.core.errors import ConfigError
+from recplug.core.data.formats.text import QUOTE_LIMIT
+from recplug.core.errors import ConfigError, one_line
+from recplug.core.ops.io import atomic_write
 
 FORMATS = ("auto", "mmrec", "lightgcn", "raw")
 
@@ -141,20 +141,14 @@ def _registered(
         try:
             return InteractionData.from_state(torch.load(path, weights_only=True))
         except Exception as exc:  # a cache: whatever is wrong with the file, it is rebuilt from the source
-            message = one_line(str(exc) or type(exc).__name__)
+            message = one_line(str(exc) or type(exc).__name__, QUOTE_LIMIT)
             warnings.warn(f"{path}: corrupted processed-dataset cache ({message}); rebuilding it", stacklevel=2)
             path.unlink(missing_ok=True)
     data = read(folder)
     data.name, data.source = spec.name, str(folder)
     registry.check_stats(spec, data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(data.to_state(), tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_write(path, "wb") as handle:
+        torch.save(data.to_state(), handle)
     return data
 
 

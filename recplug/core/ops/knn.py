@@ -9,7 +9,6 @@ modalities ``S = Σ_m w_m S_m``.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recplug.core.errors import ConfigError
+from recplug.core.ops.io import atomic_write
 
 DEFAULT_CHUNK_BYTES = 128 * 2**20
 """Memory for one chunk of the similarity matrix (``chunk_rows x N`` floats)."""
@@ -113,8 +113,6 @@ def cached_knn_coo(
             return rows, stored["cols"], values
         warnings.warn(f"{path}: corrupted kNN graph cache ({problem}); rebuilding it", stacklevel=2)
     rows, cols, values = knn_coo(features, k, weights, chunk_bytes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"rows": rows, "cols": cols, "values": values}, partial)
-    partial.replace(path)  # atomic: a concurrent reader never sees half a file
+    with atomic_write(path, "wb") as handle:  # a concurrent reader never sees half a file
+        torch.save({"rows": rows, "cols": cols, "values": values}, handle)
     return rows, cols, values

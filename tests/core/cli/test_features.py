@@ -133,6 +133,19 @@ def test_bad_item_maps_are_refused(lines, message, tmp_path: Path) -> None:
         features.read_item_map(write(tmp_path / "item_map.tsv", lines))
 
 
+def test_a_given_item_map_and_the_side_file_beside_a_dataset_are_read_by_one_rule(tiny_data, tmp_path: Path) -> None:
+    raw_ids = [f"B{i:03d}" for i in range(tiny_data.num_items)]
+    body = "\ufeffraw_id\titem_id\r\n" + "".join(f"{r}\t{i}\r\n" for i, r in enumerate(raw_ids))  # BOM, CRLF
+    folder = write_mmrec(tiny_data, tmp_path / "d")
+    (folder / "item_map.tsv").write_text(body, encoding="utf-8", newline="")
+    assert read_mmrec(folder).item_ids == raw_ids
+    assert features.read_item_map(folder / "item_map.tsv") == {r: i for i, r in enumerate(raw_ids)}
+    (folder / "item_map.tsv").write_text(body.replace("B001\t1", "B000\t1"), encoding="utf-8")
+    for read in (read_mmrec, lambda f: features.read_item_map(f / "item_map.tsv")):
+        with pytest.raises(DataError, match=r"item_map\.tsv:3: raw id 'B000' already mapped on line 2$"):
+            read(folder)
+
+
 def test_usage_errors_are_one_line(capsys) -> None:
     assert features.main(["images"]) == 2
     assert capsys.readouterr().err == (

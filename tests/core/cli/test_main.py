@@ -83,6 +83,13 @@ def test_bad_config_gives_one_line_error(args, expected, capsys) -> None:
     assert not any("Traceback" in line for line in err)
 
 
+@pytest.mark.parametrize("command", ["plugins", "data", "features", "report", "ablate", "tune"])
+def test_every_sub_command_reports_a_usage_error_in_one_line(command: str, capsys) -> None:
+    assert main([command, "--no-such-option"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: recplug {command}: "), err
+
+
 def test_bad_data_path_gives_one_line_error(capsys, tmp_path) -> None:
     code = fit("mf.yaml", tmp_path, "--data.path", str(tmp_path / "missing"), "--trainer.fast_dev_run=true")
     assert code == 2

@@ -351,10 +351,10 @@ def _scramble_test_split(folder: Path, out: Path, seed: int = 1) -> Path:
 @pytest.mark.slow
 def test_test_metrics_never_influence_a_choice(space: Path, run_in: Path, tiny_folder: Path) -> None:
     from recplug.core.cli.lightning import run_cli
-    from recplug.core.data.registry import load_any
+    from recplug.core.data.resolve import load_dataset
 
     scrambled = _scramble_test_split(tiny_folder, run_in / "scrambled")
-    original, changed = load_any(tiny_folder), load_any(scrambled)
+    original, changed = load_dataset(tiny_folder), load_dataset(scrambled)
     for split in ("train", "valid"):
         assert all((a == b).all() for a, b in zip(original.splits[split], changed.splits[split]))
     assert (original.splits["test"][1] != changed.splits["test"][1]).float().mean() > 0.9

@@ -11,8 +11,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from recplug.core.data.dataset import DataError
-from recplug.core.data.formats.text import one_line, quoted, read_lines
+from recplug.core.data.dataset import DataError, first_nonfinite_row
+from recplug.core.errors import one_line
+from recplug.core.data.formats.text import QUOTE_LIMIT, quoted, read_lines
 
 FEATURE_SUFFIX = "_feat.npy"
 
@@ -34,9 +35,8 @@ def real_matrix(path: Path, array: np.ndarray, modality: str, where: Callable[[i
         raise DataError(f"{path}: feature matrix has dtype {array.dtype}, expected numbers")
     with np.errstate(over="ignore"):
         matrix = np.ascontiguousarray(array, dtype=np.float32)
-    bad = ~np.isfinite(matrix).all(axis=1)
-    if bad.any():
-        row = int(np.argmax(bad))
+    row = first_nonfinite_row(matrix)
+    if row is not None:
         problem = "values beyond float32's range (±3.4e38)" if np.isfinite(array[row]).all() else "NaN or inf values"
         raise DataError(f"{where(row)}: {problem} in modality {modality!r}")
     return matrix
@@ -60,7 +60,7 @@ def _load_array(path: Path, modality: str) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"{path}: feature file of modality {modality!r} not found") from None
     except NUMPY_READ_ERRORS as exc:
-        raise DataError(f"{path}: cannot read feature matrix ({one_line(str(exc))})") from None
+        raise DataError(f"{path}: cannot read feature matrix ({one_line(exc, QUOTE_LIMIT)})") from None
     raise DataError(
         f"{path}: an .npz with arrays {quoted(str(names))}; modality {modality!r} takes one matrix "
         "(an .npy, or an .npz holding one array)"
@@ -97,7 +97,7 @@ def read_keyed_features(path: str | Path, modality: str) -> tuple[list[str], np.
                 ids, matrix = archive["ids"], archive["features"]
         except (*NUMPY_READ_ERRORS, KeyError) as exc:
             raise DataError(
-                f"{path}: expected an .npz with arrays 'ids' and 'features' ({one_line(str(exc))})"
+                f"{path}: expected an .npz with arrays 'ids' and 'features' ({one_line(exc, QUOTE_LIMIT)})"
             ) from None
         if matrix.ndim != 2 or ids.shape != (matrix.shape[0],):
             raise DataError(f"{path}: 'ids' has shape {ids.shape} but 'features' has shape {matrix.shape}")

@@ -4,6 +4,7 @@ per modality; read unchanged, written back."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from recplug.core.data.formats.text import NEWLINE, parse_ints, quoted, read_byt
 MMREC_COLUMNS = ("userID", "itemID", "rating", "timestamp", "x_label")
 NOTES_FILE = "notes.txt"
 MAP_FILES = {"user": "user_map.tsv", "item": "item_map.tsv"}
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def mmrec_cold_start(
@@ -41,24 +43,65 @@ def mmrec_cold_start(
     return keep, notes
 
 
+def read_id_map(path: str | Path, what: str = "id map", count: int | None = None) -> list[tuple[int, str, int]]:
+    """The rows ``(line number, raw id, index)`` of a ``raw_id<TAB>index`` file (``user_map.tsv``, ``item_map.tsv``,
+    or a map a user gives ``recplug features --item-map``), in file order.
+
+    The one set of rules: line ends as every text reader's (:func:`read_lines`); blank lines skipped; a first line
+    whose index is not an integer is a header; fields are stripped. Raises :class:`DataError` naming the file and
+    line on a line without exactly two fields, an empty raw id, an index that is not a non-negative integer, or a
+    raw id or index listed twice; ``what`` names the file in the other messages (not found, empty). With ``count``
+    (the maps recplug writes beside a dataset), the rows must be the indices ``0 .. count-1`` in order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    rows: list[tuple[int, str, int]] = []
+    raw_line: dict[str, int] = {}
+    index_line: dict[int, int] = {}
+    for lineno, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) != 2:
+            raise DataError(f"{path}:{lineno}: expected 'raw_id<TAB>index', got {len(fields)} field(s)")
+        raw, value = fields
+        if not _INTEGER.fullmatch(value):
+            if lineno == 1:
+                continue  # header
+            raise DataError(f"{path}:{lineno}: index must be an integer, got {quoted(value)}")
+        index = int(value)
+        if index < 0:
+            raise DataError(f"{path}:{lineno}: negative index {index}")
+        if count is not None and index != len(rows):
+            raise DataError(f"{path}:{lineno}: expected 'raw_id<TAB>{len(rows)}', got {quoted(line)}")
+        if not raw:
+            raise DataError(f"{path}:{lineno}: empty raw id")
+        if raw in raw_line:
+            raise DataError(f"{path}:{lineno}: raw id {quoted(raw)} already mapped on line {raw_line[raw]}")
+        if index in index_line:
+            raise DataError(f"{path}:{lineno}: index {index} already used on line {index_line[index]}")
+        raw_line[raw], index_line[index] = lineno, lineno
+        rows.append((lineno, raw, index))
+    if not rows:
+        raise DataError(f"{path}: {what} is empty")
+    if count is not None and len(rows) != count:
+        raise DataError(f"{path}: expected {count} rows 'raw_id<TAB>id', got {len(rows)}")
+    return rows
+
+
 def _read_side_files(
     folder: Path, num_users: int, num_items: int
 ) -> tuple[list[str] | None, list[str] | None, list[str]]:
-    """Raw-id maps and processing notes that recplug writes beside a processed MMRec folder, when present."""
+    """Raw-id maps (row ``i``: ``<raw id of i><TAB>i``) and processing notes that recplug writes beside a processed
+    MMRec folder, when present."""
     maps: dict[str, list[str] | None] = {}
     for kind, count in (("user", num_users), ("item", num_items)):
         path = folder / MAP_FILES[kind]
         if not path.exists():
             maps[kind] = None
             continue
-        rows = read_lines(path)[1:]
-        raw = [row.split("\t")[0] for row in rows]
-        wrong = next((i for i, (row, r) in enumerate(zip(rows, raw)) if row != f"{r}\t{i}"), None)
-        if wrong is not None:
-            raise DataError(f"{path}:{wrong + 2}: expected 'raw_id<TAB>{wrong}', got {quoted(rows[wrong])}")
-        if len(rows) != count:
-            raise DataError(f"{path}: expected {count} rows 'raw_id<TAB>id' after the header, got {len(rows)}")
-        maps[kind] = raw
+        maps[kind] = [raw for _, raw, _ in read_id_map(path, f"{kind} map", count)]
     notes_path = folder / NOTES_FILE
     notes = read_lines(notes_path) if notes_path.exists() else []
     return maps["user"], maps["item"], notes

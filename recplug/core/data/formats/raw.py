@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from recplug.core.data.dataset import DataError, InteractionData
-from recplug.core.errors import ConfigError
+from recplug.core.errors import ConfigError, one_line
 from recplug.core.data.formats.assemble import assemble
 from recplug.core.data.formats.features import read_keyed_features
 from recplug.core.data.formats.mmrec import mmrec_cold_start
-from recplug.core.data.formats.text import one_line, quoted, read_text
+from recplug.core.data.formats.text import QUOTE_LIMIT, quoted, read_text
 
 @dataclass(frozen=True)
 class RawOptions:
@@ -120,7 +120,7 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
             if ct is not None:
                 times.append(_float_field(path, lineno, options.time_col, row[ct]))
     except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: {one_line(str(exc))}") from None
+        raise DataError(f"{path}:{reader.line_num}: {one_line(exc, QUOTE_LIMIT)}") from None
     if not users:
         raise DataError(f"{path}: no interactions")
     return _RawLog(

@@ -26,12 +26,6 @@ def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
-def one_line(text: str, limit: int = QUOTE_LIMIT) -> str:
-    """A library's error message on one line, cut to ``limit`` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _file_bytes(path: Path) -> bytes:
     """The file's bytes with every line end (``\\n``, ``\\r\\n`` or a lone ``\\r``) written as ``\\n``, a UTF-8
     byte-order mark dropped, and a final newline added when missing: the one line splitting of every reader."""

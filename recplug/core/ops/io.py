@@ -1,0 +1,61 @@
+"""Atomic file writes: the one write-then-rename of the package.
+
+Whatever recplug writes for someone else to read (a download, a cache entry, a feature matrix, a result file)
+is written under a hidden temporary name beside its destination and renamed onto it with ``os.replace`` only
+once it is complete, so a reader, a concurrent process or a rerun after a crash sees the old file or the new
+one, never part of one; on an error the temporary file is removed and the destination is left untouched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+def _temporary_name(path: Path) -> Path:
+    """A hidden name beside ``path`` that no other process or call picks (``.<name>.<pid>.<random>.tmp``)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w", **open_args: Any) -> Iterator[IO[Any]]:
+    """A file open for writing (``mode`` ``"w"`` or ``"wb"``, ``open_args`` as for ``open``) on a temporary name
+    beside ``path``; when the block ends without an exception it is closed and renamed onto ``path``, otherwise
+    removed. The parent folder is created; permissions are those ``open`` gives, as for a file written in place."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write writes a whole new file: mode 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_name(path)
+    try:
+        with open(tmp, mode.replace("w", "x"), **open_args) as handle:
+            yield handle
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A new temporary folder beside ``path`` for the block to fill; when the block ends without an exception
+    it is renamed to ``path``, otherwise removed. A folder cannot replace a non-empty one in one step: if
+    ``path`` is a non-empty folder by then (another process finished first), that one is kept and this one is
+    discarded, so when processes race the first to finish wins."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not path.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,63 @@
+"""Atomic writes: the destination holds the old content or the whole new one, never a part, and nothing is left
+beside it."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from recplug.core.ops.io import atomic_folder, atomic_write
+
+
+def test_a_finished_write_replaces_the_file_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "result.json"
+    with atomic_write(path) as handle:
+        handle.write("first")
+        assert not path.exists()  # nothing at the destination until the block ends
+    with atomic_write(path, "wb") as handle:
+        handle.write(b"second")
+    assert path.read_text() == "second"
+    assert [p.name for p in path.parent.iterdir()] == ["result.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "feat.npy"
+    path.write_text("old")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with atomic_write(path) as handle:
+            handle.write("half of the new")
+            raise RuntimeError("interrupted")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["feat.npy"]
+
+
+def test_the_file_gets_the_permissions_of_an_ordinary_write(tmp_path: Path) -> None:
+    with atomic_write(tmp_path / "atomic") as handle:
+        handle.write("x")
+    (tmp_path / "plain").write_text("x")
+    mode = lambda name: stat.S_IMODE(os.stat(tmp_path / name).st_mode)  # noqa: E731
+    assert mode("atomic") == mode("plain")
+
+
+def test_only_whole_new_files_are_written(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode 'w' or 'wb'"):
+        with atomic_write(tmp_path / "f", "a"):
+            pass
+
+
+def test_a_folder_takes_its_place_only_when_complete_and_the_first_one_wins(tmp_path: Path) -> None:
+    target = tmp_path / "processed"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError
+    assert not target.exists() and not list(tmp_path.iterdir())
+    with atomic_folder(target) as first:
+        with atomic_folder(target) as second:
+            (second / "from").write_text("second")
+        (first / "from").write_text("first")  # finishes after the other: discarded
+    assert (target / "from").read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["processed"]
