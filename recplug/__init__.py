@@ -31,6 +31,7 @@ _LAZY: dict[str, str] = {
     "RecDataModule": "recplug.core.data.datamodule",
     "InteractionData": "recplug.core.data.dataset",
     "load_dataset": "recplug.core.data.resolve",
+    "RankingEvaluation": "recplug.core.eval.evaluator",
     # errors, and the range checks that raise them where a value enters
     "RecplugError": "recplug.core.errors",
     "ConfigError": "recplug.core.errors",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from recplug.core.data.datamodule import RecDataModule
     from recplug.core.data.dataset import InteractionData
     from recplug.core.data.resolve import load_dataset
+    from recplug.core.eval.evaluator import RankingEvaluation
     from recplug.core.errors import (
         CardinalityError, ConfigError, DataError, InvalidArgument, PluginError, RecplugError, check_layers,
         check_number, check_probability,
