@@ -6,14 +6,17 @@ never per user or item. An implementation may accept a subset of the arguments (
 gain arguments without breaking plugins. Any method whose name starts with ``recplug_`` is a hook
 implementation; ``@hookimpl`` is only needed for options such as ``tryfirst`` or ``wrapper``.
 
-Cardinality is stated for each hook and checked when the model is built: a violation raises
-:class:`recplug.core.errors.CardinalityError` naming every provider and the config key to change.
+Each spec declares its cardinality beside it (``@cardinality(low, high, key)``: how many plugins may implement
+it, and the config key that selects them). ``RecModule`` checks every declaration when the model is built: a
+violation raises :class:`recplug.core.errors.CardinalityError` naming every provider and the config key to change.
+``docs/hooks.md`` is rendered from these specs and declarations.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import pluggy
 
@@ -29,19 +32,87 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 """Marker for hook implementations: ``from recplug import hookimpl``."""
 
+Spec = TypeVar("Spec", bound=Callable[..., object])
+
+
+@dataclass(frozen=True)
+class Cardinality:
+    """How many plugins may implement a hook: ``low`` to ``high`` (``None``: no limit), chosen at config ``key``;
+    ``missing`` is the error when fewer are configured (default: the generic one, naming ``key``)."""
+
+    low: int = 0
+    high: int | None = None
+    key: str | None = None
+    missing: str = ""
+
+    def admits(self, count: int) -> bool:
+        return self.low <= count and (self.high is None or count <= self.high)
+
+    def __str__(self) -> str:
+        """``exactly one``, ``at most one``, ``zero or more``, ... (how docs and errors say it)."""
+        words = {0: "zero", 1: "one"}
+        low, high = words.get(self.low, str(self.low)), words.get(self.high, str(self.high))
+        if self.high is None:
+            return f"{low} or more"
+        if self.low == self.high:
+            return f"exactly {low}"
+        return f"at most {high}" if self.low == 0 else f"{low} to {high}"
+
+
+def cardinality(
+    low: int = 0, high: int | None = None, key: str | None = None, missing: str = ""
+) -> Callable[[Spec], Spec]:
+    """Declare a spec's :class:`Cardinality` beside it; ``RecModule`` enforces it and docs/hooks.md shows it."""
+
+    def declare(spec: Spec) -> Spec:
+        spec.recplug_cardinality = Cardinality(low, high, key, missing)  # type: ignore[attr-defined]
+        return spec
+
+    return declare
+
+
+def cardinalities() -> dict[str, Cardinality]:
+    """``{hook name: its declared cardinality}`` for every spec, in declaration order."""
+    return {
+        name: spec.recplug_cardinality for name, spec in vars(RecplugSpecs).items() if name.startswith("recplug_")
+    }
+
 
 class RecplugSpecs:
     """Collection of all recplug hook specifications."""
 
     # ------------------------------------------------------------------ construction
     @hookspec
+    @cardinality(0)
+    def recplug_check(self, views: list[str], has_content: bool) -> None:
+        """Check what this component requires of the others (a view to read, item content), so a configuration
+        that cannot work fails when the model is built, not at the first training step.
+
+        **Called:** once, in ``RecModule.__init__``, after the cardinality checks and before :meth:`recplug_build`.
+        Raise :class:`~recplug.core.errors.InvalidArgument` (``owner=self``) for an argument at fault, which the
+        module reports at its config key (``model.aux_losses[0].init_args.view_b must be ...``), or
+        :class:`~recplug.core.errors.ConfigError` for the component as a whole, prefixed with its key.
+
+        Args:
+            views: the names of the views the encoders produce, sorted.
+            has_content: whether a fusion is configured, i.e. encoders and losses receive item content.
+
+        Example::
+
+            def recplug_check(self, views, has_content):
+                if not has_content:
+                    raise ConfigError("ContentBPRLoss needs item content: set model.fusion")
+                self.require_view("view", views)
+        """
+
+    @hookspec
+    @cardinality(0)
     def recplug_build(self, num_users: int, num_items: int, feature_dims: dict[str, int], embedding_dim: int) -> None:
         """Create the parameters whose shapes depend on the data.
 
-        **Called:** once, in ``RecModule.__init__``, after the components are registered, so the module's
-        ``state_dict`` is complete before a checkpoint is loaded.
-
-        **Cardinality:** zero or more (every component that needs data-dependent shapes).
+        **Called:** once, in ``RecModule.__init__``, after the components are registered and checked
+        (:meth:`recplug_check`), so the module's ``state_dict`` is complete before a checkpoint is loaded. Every
+        component that needs data-dependent shapes implements it.
 
         Args:
             num_users: number of users ``M``.
@@ -56,13 +127,12 @@ class RecplugSpecs:
         """
 
     @hookspec
+    @cardinality(0)
     def recplug_setup(self, data: InteractionData, cache_dir: Path) -> None:
         """See the training data once, to build graphs and load features.
 
         **Called:** once per trainer stage (fit, validate, test, predict), in ``LightningModule.setup``, before
         any checkpoint is restored. Buffers built here should be non-persistent (rebuilt, not checkpointed).
-
-        **Cardinality:** zero or more.
 
         Args:
             data: the dataset; ``data.split("train")`` gives ``(users, items)`` LongTensors ``[E]`` and
@@ -78,12 +148,11 @@ class RecplugSpecs:
         """
 
     @hookspec
+    @cardinality(0)
     def recplug_resample(self, epoch: int, generator: torch.Generator) -> None:
         """Resample per-epoch structure, such as FREEDOM's degree-sensitive edge pruning.
 
         **Called:** at the start of every training epoch, before the first training step.
-
-        **Cardinality:** zero or more.
 
         Args:
             epoch: the 0-based epoch about to start.
@@ -97,13 +166,12 @@ class RecplugSpecs:
 
     # ------------------------------------------------------------------ forward stages
     @hookspec(firstresult=True)
+    @cardinality(0, 1, key="model.fusion")
     def recplug_fuse(self) -> Tensor | None:
-        """Fuse the item modality features into one content representation.
+        """Fuse the item modality features into one content representation. The fusion component owns the raw
+        features (received in :meth:`recplug_setup`), frozen or trainable.
 
         **Called:** once per forward pass (every training step, once per evaluation), first of all stages.
-
-        **Cardinality:** at most one (configured as ``model.fusion``). The fusion component owns the raw
-        features (received in :meth:`recplug_setup`), frozen or trainable.
 
         Returns:
             ``FloatTensor[N, embedding_dim]``: fused content per item.
@@ -115,13 +183,17 @@ class RecplugSpecs:
         """
 
     @hookspec
+    @cardinality(
+        1, key="model.encoders", missing="no graph encoder is configured: set model.encoders (e.g. [IdEmbedding])"
+    )
     def recplug_encode(self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None) -> GraphView:
         """Encode one named view of users and items, e.g. a user-item or an item-item graph.
 
-        **Called:** once per forward pass, after fusion.
+        The view's name is declared before any forward pass, as the encoder's ``view_name`` (``GraphEncoder``'s
+        ``name`` argument), and must be unique: other components check the names they refer to when the model
+        is built (:meth:`recplug_check`), and the view returned must carry that name.
 
-        **Cardinality:** zero or more (``model.encoders``); at least one view must exist in total, and view
-        names must be unique.
+        **Called:** once per forward pass, after fusion.
 
         Args:
             ego_users: ``[M, d]`` user ID embeddings.
@@ -138,12 +210,12 @@ class RecplugSpecs:
         """
 
     @hookspec(firstresult=True)
+    @cardinality(1, 1, key="model.combiner")
     def recplug_combine(self, views: list[GraphView]) -> tuple[Tensor, Tensor]:
-        """Combine the encoders' views into the final user and item embeddings scored by dot product.
+        """Combine the encoders' views into the final user and item embeddings scored by dot product
+        (``model.combiner`` defaults to ``SumCombiner``).
 
         **Called:** once per forward pass, after all encoders.
-
-        **Cardinality:** exactly one (``model.combiner``; the default is ``SumCombiner``).
 
         Args:
             views: all views, sorted by name.
@@ -159,14 +231,13 @@ class RecplugSpecs:
 
     # ------------------------------------------------------------------ losses
     @hookspec
+    @cardinality(0, key="model.aux_losses")
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
         """Return auxiliary loss terms, already weighted, added to the BPR loss (``model.bpr_weight`` times;
-        with ``bpr_weight: 0`` these terms are the whole objective, as for UltraGCN).
+        with ``bpr_weight: 0`` these terms are the whole objective, as for UltraGCN). Term names must be unique
+        across plugins; each is logged as ``train/<name>``.
 
         **Called:** once per training step, after the BPR loss is computed.
-
-        **Cardinality:** zero or more (``model.aux_losses``). Term names must be unique across plugins; each
-        is logged as ``train/<name>``.
 
         Args:
             batch: the ``(users, pos_items, neg_items)`` triples of this step, ``LongTensor[B]`` each.

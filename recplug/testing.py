@@ -106,7 +106,7 @@ def check_component(
     ``ContentView`` for a fusion; ``SumFusion`` for an encoder when the data has features), or what ``slots``
     passes (e.g. ``encoders=[...]`` for an aux loss that reads named views). Checked:
 
-    * ``repr`` names the class and its arguments (``hparams_repr`` must not fail);
+    * ``repr`` names the class and its arguments (read from its constructor's signature);
     * after ``RecModule.prepare`` (``recplug_setup``), a forward gives finite ``[M, d]`` users and ``[N, d]`` items;
     * a training step gives a finite scalar loss whose gradient reaches every trainable parameter of the
       component (a parameter no loss depends on is a bug or belongs in a buffer);

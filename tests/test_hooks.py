@@ -73,6 +73,33 @@ def test_hook_recplug_build(tiny_data) -> None:
     assert "encoders.0.scale" in module.state_dict()
 
 
+class NeedsView(AuxLoss):
+    """Reads a named view (test double): records what recplug_check received."""
+
+    def __init__(self, view: str = "recorded") -> None:
+        super().__init__()
+        self.view = view
+
+    def recplug_check(self, views: list[str], has_content: bool) -> None:
+        self.checked = (views, has_content)
+        self.require_view("view", views)
+
+    def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
+        return {}
+
+
+def test_hook_recplug_check(tiny_data) -> None:
+    loss = NeedsView()
+    make_module(tiny_data, encoders=[Recorder(), IdEmbedding()], aux_losses=[loss])
+    assert loss.checked == (["id", "recorded"], False), "sorted view names, no fusion"
+    make_module(tiny_data, encoders=[Recorder()], fusion=MeanFusion(), aux_losses=[loss])
+    assert loss.checked == (["recorded"], True)
+    recorder = Recorder()
+    with pytest.raises(ConfigError, match=r"^model.aux_losses\[0\].init_args.view must be .*\['recorded'\], got 'id'"):
+        make_module(tiny_data, encoders=[recorder], aux_losses=[NeedsView("id")])
+    assert "build" not in recorder.calls, "checked before anything is built"
+
+
 def test_hook_recplug_setup(tiny_data, tmp_path) -> None:
     recorder = Recorder()
     module = RecModule(tiny_data.num_users, tiny_data.num_items, tiny_data.feature_dims, encoders=[recorder])

@@ -40,7 +40,9 @@ class ContentView(GraphEncoder):
         self.user_preference = nn.Embedding(num_users, embedding_dim)
         nn.init.xavier_uniform_(self.user_preference.weight)
 
-    def recplug_encode(self, content: Tensor | None) -> GraphView:
-        if content is None:
+    def recplug_check(self, has_content: bool) -> None:
+        if not has_content:
             raise ConfigError("ContentView needs item content: set model.fusion (e.g. ConcatFusion)")
+
+    def recplug_encode(self, content: Tensor) -> GraphView:
         return GraphView(self.view_name, self.user_preference.weight, content)

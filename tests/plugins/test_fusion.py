@@ -81,7 +81,7 @@ def test_zero_recursions_is_projection_then_concat():
 def test_repr():
     fusion = build(RCAFusion(num_recursions=1, dropout=0.1), features())
     assert fusion.extra_repr() == (
-        "trainable_features=False, num_recursions=1, joint_dim=None, dropout=0.1, shared_weights=False"
+        "trainable_features=False, modalities=None, num_recursions=1, joint_dim=None, dropout=0.1, shared_weights=False"
     )
 
 

@@ -62,8 +62,8 @@ def test_infonce_can_skip_users_or_items():
 
 
 def test_infonce_names_the_missing_view_and_the_existing_ones():
-    with pytest.raises(ConfigError, match=r"\['content'\].*\['behavior', 'semantic'\]"):
-        InfoNCELoss("behavior", "content").recplug_aux_loss(batch=BATCH, output=output())
+    with pytest.raises(ConfigError, match=r"view_b must be .* one of \['behavior', 'semantic'\], got 'content'"):
+        InfoNCELoss("behavior", "content").recplug_check(views=["behavior", "semantic"])
     with pytest.raises(ConfigError, match="temperature"):
         InfoNCELoss(temperature=0.0)
 
@@ -99,9 +99,10 @@ def test_content_bpr_scores_view_users_against_content():
     torch.testing.assert_close(terms["content_bpr"], 0.5 * -F.logsigmoid(diff).mean())
     terms["content_bpr"].backward()
     assert out.content.grad.abs().sum() > 0
-    out.content = None
     with pytest.raises(ConfigError, match="model.fusion"):
-        ContentBPRLoss().recplug_aux_loss(batch=BATCH, output=out)
+        ContentBPRLoss().recplug_check(views=["behavior"], has_content=False)
+    with pytest.raises(ConfigError, match=r"view must be .* one of \['id'\], got 'behavior'"):
+        ContentBPRLoss().recplug_check(views=["id"], has_content=True)
 
 
 def test_loss_reprs():

@@ -31,5 +31,5 @@ def test_ngcf_layers_match_dense_and_concatenate(tiny_data, tmp_path):
 
 def test_ngcf_repr():
     assert repr(NGCFGraph()).startswith(
-        "NGCFGraph(\n  name='behavior', num_layers=3, edge_drop=0.0, backend='torch', message_dropout=0.1"
+        "NGCFGraph(\n  name='behavior', num_layers=3, message_dropout=0.1, edge_drop=0.0, backend='torch'"
     )

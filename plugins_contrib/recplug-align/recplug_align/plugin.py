@@ -49,16 +49,15 @@ class AlignUniformLoss(AuxLoss):
             raise ConfigError(f"AlignUniformLoss: gamma must be >= 0, got {gamma}")
         self.gamma, self.view, self.name = gamma, view, name
 
-    def hparams_repr(self) -> dict[str, object]:
-        return {**super().hparams_repr(), "gamma": self.gamma, "view": self.view, "name": self.name}
+    def recplug_check(self, views: list[str]) -> None:
+        if self.view is not None:
+            self.require_view("view", views)
 
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
         if self.view is None:
             users, items = output.users, output.items
-        elif self.view in output.views:
-            users, items = output.views[self.view].users, output.views[self.view].items
         else:
-            raise ConfigError(f"AlignUniformLoss: no view {self.view!r}; the encoders produce {sorted(output.views)}")
+            users, items = output.views[self.view].users, output.views[self.view].items
         align = alignment(users[batch.users], items[batch.pos_items])
         uniform = (uniformity(users[torch.unique(batch.users)]) + uniformity(items[torch.unique(batch.pos_items)])) / 2
         return {f"{self.name}_align": self.weight * align, f"{self.name}_uniform": self.weight * self.gamma * uniform}

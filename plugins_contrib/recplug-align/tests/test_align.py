@@ -19,7 +19,7 @@ def output_with(users: torch.Tensor, items: torch.Tensor) -> ModelOutput:
 
 
 def test_implements_the_aux_loss_hook() -> None:
-    assert hooks_implemented(AlignUniformLoss) == ["recplug_aux_loss"]
+    assert hooks_implemented(AlignUniformLoss) == ["recplug_aux_loss", "recplug_check"]
 
 
 def test_terms_match_brute_force_definitions() -> None:
@@ -49,11 +49,11 @@ def test_weights_names_and_duplicate_rows() -> None:
     assert terms["du_uniform"].item() == pytest.approx(0.5 * 2.0 * expected.item())
 
 
-def test_unknown_view_names_the_available_ones() -> None:
-    users, items = torch.randn(3, 2), torch.randn(3, 2)
-    batch = BPRBatch(torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([0, 0]))
-    with pytest.raises(ConfigError, match=r"no view 'semantic'; the encoders produce \['id'\]"):
-        AlignUniformLoss(view="semantic").recplug_aux_loss(batch=batch, output=output_with(users, items))
+def test_unknown_view_fails_when_the_model_is_built_naming_the_available_ones() -> None:
+    data = make_tiny_data()
+    expected = r"^model.aux_losses\[0\].init_args.view must be .* one of \['id'\], got 'semantic'"
+    with pytest.raises(ConfigError, match=expected):
+        RecModule(data.num_users, data.num_items, aux_losses=[AlignUniformLoss(view="semantic")])
 
 
 def test_trains_through_a_model() -> None:

@@ -32,9 +32,6 @@ class GMUFusion(FusionModule):
         super().__init__(trainable_features, modalities)
         self.dropout = nn.Dropout(dropout)
 
-    def hparams_repr(self) -> dict[str, object]:
-        return {**super().hparams_repr(), "dropout": self.dropout.p}
-
     def build(self, feature_dims: dict[str, int], embedding_dim: int) -> None:
         self.hidden = nn.ModuleDict({m: nn.Linear(dim, embedding_dim, bias=False) for m, dim in feature_dims.items()})
         self.gate = nn.Linear(sum(feature_dims.values()), len(feature_dims) * embedding_dim, bias=False)

@@ -60,7 +60,7 @@ def test_in_a_model_through_the_plugin_manager(tiny_data: InteractionData) -> No
     assert model.pm.providers("recplug_fuse") == ["model.fusion"]
     out = model()
     assert out.content.shape == (tiny_data.num_items, 16) and out.items.shape == (tiny_data.num_items, 32)
-    assert "trainable_features=False, dropout=0.1" in model.fusion.extra_repr()
+    assert model.fusion.extra_repr() == "trainable_features=False, modalities=None, dropout=0.1"
 
 
 def test_conforms_to_recplug(tiny_data: InteractionData) -> None:

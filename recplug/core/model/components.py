@@ -6,24 +6,73 @@ offers a base class as a choice). Each declares the hook that defines its role; 
 
 from __future__ import annotations
 
+import functools
+import inspect
 from abc import ABC, abstractmethod
+from typing import Any, Callable
+
 import torch
 from torch import Tensor, nn
 
-from recplug.core.errors import ConfigError, check_number
+from recplug.core.errors import ConfigError, InvalidArgument, check_number
 from recplug.core.data.dataset import InteractionData
 from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
 
 
+def recording_arguments(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` that also records the arguments it was called with, defaults included, as ``_init_arguments``.
+
+    A subclass's ``__init__`` runs its base's inside it, so the outermost one, the class's own, records last
+    and its arguments are the ones kept."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self: RecComponent, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments: dict[str, object] = {}
+        for name, parameter in list(signature.parameters.items())[1:]:  # self is not an argument
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                arguments.update(bound.arguments[name])
+            else:
+                arguments[name] = bound.arguments[name]
+        object.__setattr__(self, "_init_arguments", arguments)
+
+    return __init__
+
+
 class RecComponent(nn.Module, ABC):
-    """Root of every configurable recplug component."""
+    """Root of every configurable recplug component.
+
+    The arguments each component is constructed with are recorded (:attr:`hparams`), so its ``repr`` lists every
+    one of them, from its signature, without the component restating them:
+    ``UserItemGraph(name='behavior', num_layers=2, edge_drop=0.0, backend='torch')``.
+    """
+
+    def __init__(self) -> None:
+        """No arguments, so a component without a constructor of its own (a combiner) has the signature ``()``."""
+        super().__init__()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__ = recording_arguments(vars(cls)["__init__"])  # type: ignore[method-assign]
+
+    @property
+    def hparams(self) -> dict[str, object]:
+        """The constructor arguments, by name in signature order, defaults included."""
+        return dict(self.__dict__.get("_init_arguments", {}))
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.hparams_repr().items())
+        return ", ".join(f"{name}={value!r}" for name, value in self.hparams.items())
 
-    def hparams_repr(self) -> dict[str, object]:
-        """Constructor arguments shown in ``repr``; override to list yours."""
-        return {}
+    def require_view(self, argument: str, views: list[str]) -> None:
+        """Raise :class:`InvalidArgument` unless the view named by this component's ``argument`` (an attribute of
+        that name) is one the encoders produce; for :meth:`~recplug.hookspecs.RecplugSpecs.recplug_check`."""
+        name = getattr(self, argument)
+        if name not in views:
+            raise InvalidArgument(self, argument, name, f"the name of a view an encoder produces, one of {views}")
 
 
 class FusionModule(RecComponent):
@@ -45,9 +94,6 @@ class FusionModule(RecComponent):
         self._features_loaded = False
 
     min_modalities: int = 1
-
-    def hparams_repr(self) -> dict[str, object]:
-        return {"trainable_features": self.trainable_features}
 
     def recplug_build(self, num_items: int, feature_dims: dict[str, int], embedding_dim: int) -> None:
         chosen = self.modalities if self.modalities is not None else sorted(feature_dims)
@@ -102,15 +148,13 @@ class GraphEncoder(RecComponent):
     """Produces one named view of users and items (hook ``recplug_encode``).
 
     Args:
-        name: the view's name, used by aux losses and in error messages.
+        name: the view's name (``view_name``), used by aux losses and in error messages; unique among the
+            encoders, checked when the model is built.
     """
 
     def __init__(self, name: str) -> None:
         super().__init__()
         self.view_name = name
-
-    def hparams_repr(self) -> dict[str, object]:
-        return {"name": self.view_name}
 
     @abstractmethod
     def recplug_encode(self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None) -> GraphView:
@@ -136,9 +180,6 @@ class AuxLoss(RecComponent):
         super().__init__()
         check_number(self, "weight", weight, 0)
         self.weight = weight
-
-    def hparams_repr(self) -> dict[str, object]:
-        return {"weight": self.weight}
 
     @abstractmethod
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:

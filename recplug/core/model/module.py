@@ -16,7 +16,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 import torch
 from torch import Tensor, nn
 
-from recplug.core.errors import CardinalityError, ConfigError, InvalidArgument, check_number
+from recplug.core.errors import CardinalityError, ConfigError, InvalidArgument, PluginError, check_number
 from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.model.losses import bpr_loss
 from recplug.core.data.dataset import InteractionData
@@ -26,6 +26,7 @@ from recplug.core.model.plugins import (
     RecplugPluginManager, active_plugin_modules, component_class, plugin_provenance,
 )
 from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
+from recplug.hookspecs import cardinalities
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 DEFAULT_ENCODER = "IdEmbedding"
@@ -102,7 +103,10 @@ class RecModule(pl.LightningModule):
             self.pm.register(module, name=f"plugin:{name}")
         for key, component in self.components().items():
             self.pm.register(component, name=key)
+        self.pm.check_pending()  # a recplug_* name that is no hook (a typo) would silently never run
         self.check_cardinality()
+        self.view_names = self.declared_views()
+        self.check_requirements()
         with self.naming_component_keys():
             self.pm.hook.recplug_build(
                 num_users=num_users, num_items=num_items, feature_dims=self.feature_dims, embedding_dim=embedding_dim
@@ -144,19 +148,53 @@ class RecModule(pl.LightningModule):
         return f"{key} ({type(plugin).__name__})" if key.startswith("model.") else key
 
     def check_cardinality(self) -> None:
-        """Enforce each hook's stated cardinality, naming every provider and the config key to change."""
-        rules = {"recplug_fuse": (0, 1, "model.fusion"), "recplug_combine": (1, 1, "model.combiner")}
-        for hook, (low, high, key) in rules.items():
+        """Enforce the cardinality declared beside each hook spec (:func:`recplug.hookspecs.cardinalities`),
+        naming every provider and the config key to change."""
+        for hook, rule in cardinalities().items():
             providers = self.pm.providers(hook)
-            if not low <= len(providers) <= high:
-                found = ", ".join(self._describe(p) for p in providers) or "none"
-                want = "exactly one" if low == high else f"at most {high}"
-                raise CardinalityError(
-                    f"hook {hook} needs {want} provider, found {len(providers)}: {found}; "
-                    f"keep one and set it as {key}"
+            if rule.admits(len(providers)):
+                continue
+            found = f"{len(providers)}: {', '.join(self._describe(p) for p in providers)}" if providers else "none"
+            if len(providers) < rule.low and rule.missing:
+                raise CardinalityError(rule.missing)
+            if len(providers) < rule.low:
+                fix = f"set {rule.key}"
+            else:
+                fix = f"keep one and set it as {rule.key}" if rule.high == 1 else f"keep {rule.high}, set as {rule.key}"
+            noun = "provider" if rule.high == 1 else "providers"
+            raise CardinalityError(f"hook {hook} needs {rule} {noun}, found {found}; {fix}")
+
+    def declared_views(self) -> list[str]:
+        """The sorted names of the views the encoders produce (each declares its ``view_name``), unique."""
+        owners: dict[str, str] = {}
+        for key in self.pm.providers("recplug_encode"):
+            name = getattr(self.pm.get_plugin(key), "view_name", None)
+            if not isinstance(name, str):
+                raise PluginError(
+                    f"{self._describe(key)} implements recplug_encode but declares no view_name: subclass GraphEncoder"
                 )
-        if not self.pm.providers("recplug_encode"):
-            raise CardinalityError("no graph encoder is configured: set model.encoders (e.g. [IdEmbedding])")
+            if name in owners:
+                where = f"{key}.init_args.name" if key.startswith("model.") else key
+                raise ConfigError(
+                    f"{where}: two encoders produce a view named {name!r} ({owners[name]} too); "
+                    "give each a distinct init_args.name"
+                )
+            owners[name] = key
+        return sorted(owners)
+
+    def check_requirements(self) -> None:
+        """Run each ``recplug_check`` once, so what a component requires of the others (a view, item content)
+        fails now, named by the component's config key, not at the first training step."""
+        arguments = {"views": self.view_names, "has_content": bool(self.pm.providers("recplug_fuse"))}
+        for impl in self.pm.hook.recplug_check.get_hookimpls():
+            try:
+                impl.function(**{name: arguments[name] for name in impl.argnames})
+            except InvalidArgument as exc:
+                if exc.owner is not impl.plugin:
+                    raise
+                raise exc.at(impl.plugin_name) from exc
+            except ConfigError as exc:
+                raise ConfigError(f"{impl.plugin_name}: {exc}") from exc
 
     # ------------------------------------------------------------------ data
     def prepare(self, data: InteractionData, cache_dir: Path | None = None) -> None:
@@ -189,12 +227,12 @@ class RecModule(pl.LightningModule):
         views: list[GraphView] = self.pm.hook.recplug_encode(
             ego_users=ego_users, ego_items=ego_items, content=content
         )
-        for view in views:
-            if view.name in output.views:
-                raise ConfigError(
-                    f"two encoders produce a view named {view.name!r}: give each a distinct init_args.name"
-                )
-            output.views[view.name] = view
+        output.views = {view.name: view for view in views}
+        if sorted(output.views) != self.view_names:  # a plugin bug: the names were checked when it was built
+            raise PluginError(
+                f"the encoders returned views {sorted(view.name for view in views)} but declare {self.view_names}: "
+                "each recplug_encode must return the view named by its encoder's view_name"
+            )
         ordered = [output.views[name] for name in sorted(output.views)]
         output.users, output.items = self.pm.hook.recplug_combine(views=ordered)
         return output

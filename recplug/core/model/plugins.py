@@ -16,6 +16,7 @@ the named entry points; ``RECPLUG_STRICT_PLUGINS=1`` turns a broken plugin into 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -81,6 +82,29 @@ class RecplugPluginManager(pluggy.PluginManager):
     def providers(self, hook_name: str) -> list[str]:
         """Names of the registered plugins implementing ``hook_name``, in registration order."""
         return [self.get_name(impl.plugin) for impl in getattr(self.hook, hook_name).get_hookimpls()]
+
+    def check_pending(self) -> None:
+        """Refuse a ``recplug_*`` attribute that names no hook (a typo such as ``recplug_set_up`` would silently
+        never run): :class:`PluginError` naming the plugin (config key and class, or module), the name and the
+        closest hook."""
+        callers = {name: caller for name, caller in vars(self.hook).items() if not name.startswith("_")}
+        known = sorted(name for name, caller in callers.items() if caller.has_spec())
+        for name, caller in callers.items():
+            if caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.optionalhook:
+                    continue
+                plugin = impl.plugin
+                owner = impl.plugin_name if isinstance(plugin, (ModuleType, type)) else (
+                    f"{impl.plugin_name} ({type(plugin).__name__})"
+                )
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise PluginError(
+                    f"{owner} defines {name}, which is no recplug hook{hint}; rename it "
+                    f"(the hooks are {', '.join(known)})"
+                )
 
 
 def hooks_implemented(obj: Any) -> list[str]:

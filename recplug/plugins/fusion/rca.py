@@ -81,12 +81,6 @@ class RCAFusion(FusionModule):
         self.num_recursions, self.joint_dim = num_recursions, joint_dim
         self.dropout, self.shared_weights = dropout, shared_weights
 
-    def hparams_repr(self) -> dict[str, object]:
-        return {
-            **super().hparams_repr(), "num_recursions": self.num_recursions, "joint_dim": self.joint_dim,
-            "dropout": self.dropout, "shared_weights": self.shared_weights,
-        }
-
     def build(self, feature_dims: dict[str, int], embedding_dim: int) -> None:
         count, joint_dim = len(feature_dims), self.joint_dim or embedding_dim
         self.proj = nn.ModuleDict({m: nn.Linear(dim, embedding_dim) for m, dim in feature_dims.items()})

@@ -73,13 +73,6 @@ class ItemItemGraph(GraphEncoder):
         self.profiles: SparseOperator | None = None
         self._learned_stale = True
 
-    def hparams_repr(self) -> dict[str, object]:
-        return {
-            **super().hparams_repr(), "k": self.k, "weights": self.weights, "source": self.source,
-            "num_layers": self.num_layers, "user_profiles": self.user_profiles,
-            "learned_weight": self.learned_weight, "backend": self.backend,
-        }
-
     def recplug_build(self, num_users: int, num_items: int, feature_dims: dict[str, int]) -> None:
         self.num_users, self.num_items = num_users, num_items
         if self.weights is None:
@@ -90,6 +83,12 @@ class ItemItemGraph(GraphEncoder):
         if unknown:
             rule = f"keyed by the data's modalities {sorted(feature_dims)} (it lacks {unknown})"
             raise InvalidArgument(self, "weights", self.weights, rule)
+
+    def recplug_check(self, has_content: bool) -> None:
+        if (self.source == "content" or self.learned_weight > 0) and not has_content:
+            raise ConfigError(
+                "ItemItemGraph with source 'content' or a learned graph needs item content: set model.fusion"
+            )
 
     def recplug_setup(self, data: InteractionData, cache_dir: Path) -> None:
         assert self.weights is not None
@@ -126,11 +125,6 @@ class ItemItemGraph(GraphEncoder):
     def recplug_encode(self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None) -> GraphView:
         if self.frozen is None:
             raise RuntimeError("ItemItemGraph: no kNN graph yet; recplug_setup (RecModule.prepare) must run first")
-        if self.source == "content" or self.learned_weight > 0:
-            if content is None:
-                raise ConfigError(
-                    "ItemItemGraph with source 'content' or a learned graph needs item content: set model.fusion"
-                )
         if self.learned_weight > 0 and (self.mixed is None or (self._learned_stale and self.training)):
             self._refresh_learned(content)
         graph = self.mixed if self.learned_weight > 0 else self.frozen

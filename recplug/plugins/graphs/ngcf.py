@@ -31,9 +31,6 @@ class NGCFGraph(UserItemGraph):
         self.message_dropout = message_dropout
         self.dropout = nn.Dropout(message_dropout)
 
-    def hparams_repr(self) -> dict[str, object]:
-        return {**super().hparams_repr(), "message_dropout": self.message_dropout}
-
     def recplug_build(self, num_users: int, num_items: int, embedding_dim: int) -> None:
         super().recplug_build(num_users, num_items)
         self.sum_weights = nn.ModuleList(nn.Linear(embedding_dim, embedding_dim) for _ in range(self.num_layers))

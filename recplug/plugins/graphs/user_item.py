@@ -50,10 +50,6 @@ class UserItemGraph(GraphEncoder):
         self.adjacency: SparseOperator | None = None
         self.pruned: SparseOperator | None = None
 
-    def hparams_repr(self) -> dict[str, object]:
-        return {**super().hparams_repr(), "num_layers": self.num_layers, "edge_drop": self.edge_drop,
-                "backend": self.backend}
-
     def recplug_build(self, num_users: int, num_items: int) -> None:
         self.num_users, self.num_items = num_users, num_items
 

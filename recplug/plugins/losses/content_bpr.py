@@ -26,14 +26,12 @@ class ContentBPRLoss(AuxLoss):
         super().__init__(weight)
         self.view, self.name = view, name
 
-    def hparams_repr(self) -> dict[str, object]:
-        return {"view": self.view, **super().hparams_repr(), "name": self.name}
+    def recplug_check(self, views: list[str], has_content: bool) -> None:
+        if not has_content:
+            raise ConfigError("ContentBPRLoss needs item content: set model.fusion")
+        self.require_view("view", views)
 
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
-        if output.content is None:
-            raise ConfigError("ContentBPRLoss needs item content: set model.fusion")
-        if self.view not in output.views:
-            raise ConfigError(f"ContentBPRLoss: view {self.view!r} does not exist; have {sorted(output.views)}")
         users = output.views[self.view].users[batch.users]
         content = output.content
         return {self.name: self.weight * bpr_loss(users, content[batch.pos_items], content[batch.neg_items])}

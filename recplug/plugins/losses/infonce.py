@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recplug.core.model.components import AuxLoss
-from recplug.core.errors import ConfigError, check_number
+from recplug.core.errors import check_number
 from recplug.core.model.types import BPRBatch, ModelOutput
 
 
@@ -50,18 +50,11 @@ class InfoNCELoss(AuxLoss):
         self.view_a, self.view_b, self.temperature = view_a, view_b, temperature
         self.users, self.items, self.name = users, items, name
 
-    def hparams_repr(self) -> dict[str, object]:
-        return {
-            "view_a": self.view_a, "view_b": self.view_b, "temperature": self.temperature, **super().hparams_repr(),
-            "users": self.users, "items": self.items, "name": self.name,
-        }
+    def recplug_check(self, views: list[str]) -> None:
+        self.require_view("view_a", views)
+        self.require_view("view_b", views)
 
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
-        missing = [v for v in (self.view_a, self.view_b) if v not in output.views]
-        if missing:
-            raise ConfigError(
-                f"InfoNCELoss: view(s) {missing} do not exist; the encoders produce {sorted(output.views)}"
-            )
         a, b = output.views[self.view_a], output.views[self.view_b]
         terms = {}
         if self.users:

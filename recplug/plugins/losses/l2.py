@@ -31,9 +31,6 @@ class L2Regularization(AuxLoss):
             raise ConfigError(f"L2Regularization: embeddings must be 'ego' or 'final', got {embeddings!r}")
         self.embeddings, self.name = embeddings, name
 
-    def hparams_repr(self) -> dict[str, object]:
-        return {**super().hparams_repr(), "embeddings": self.embeddings, "name": self.name}
-
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
         users, items = (output.ego_users, output.ego_items) if self.embeddings == "ego" else (output.users, output.items)
         total = (

@@ -117,14 +117,6 @@ class UltraGCNLoss(AuxLoss):
         self.name = name
         self.num_items = 0
 
-    def hparams_repr(self) -> dict[str, object]:
-        return {
-            "num_negatives": self.num_negatives, "negative_weight": self.negative_weight, "w1": self.w1,
-            "w2": self.w2, "w3": self.w3, "w4": self.w4, "item_weight": self.item_weight,
-            "num_neighbors": self.num_neighbors, "norm_weight": self.norm_weight, **super().hparams_repr(),
-            "name": self.name,
-        }
-
     def recplug_build(self, num_items: int) -> None:
         self.num_items = num_items
 
