@@ -36,11 +36,11 @@ class CheckpointError(RecplugError, ValueError):
     """A checkpoint that cannot or must not be loaded: names the file and why."""
 
 
-def refuse_unsafe_loading(weights_only: bool | None, key: str = "weights_only") -> None:
+def refuse_unsafe_loading(weights_only: bool | None) -> None:
     """Refuse an explicit ``weights_only=False``: recplug never unpickles arbitrary objects."""
     if weights_only is False:
         raise ConfigError(
-            f"{key}: false is refused: recplug opens checkpoints weights-only, since unpickling arbitrary objects "
+            "weights_only: false is refused: recplug opens checkpoints weights-only, since unpickling arbitrary objects "
             "runs their code (docs/security.md); remove the setting"
         )
 
