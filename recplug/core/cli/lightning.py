@@ -225,7 +225,9 @@ class RecplugCLI(LightningCLI):
         """Open ``ckpt_path`` through recplug's checkpoint opener before Lightning's own pre-check (which reads
         local files only, with a traceback for a broken one): a URL is downloaded into a temporary file, a broken,
         foreign or unsafe file is refused in one line, and ``weights_only: false`` is refused."""
-        from recplug.core.model.checkpoint import TRAINER_KEYWORDS, local_checkpoint, open_checkpoint, refuse_unsafe_loading
+        from recplug.core.model.checkpoint import (
+            TRAINER_KEYWORDS, local_checkpoint, open_checkpoint, refuse_unsafe_loading,
+        )
 
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
