@@ -35,4 +35,8 @@ COMMANDS: dict[str, Command] = {
         "recplug.core.cli.tune",
         "tune hyper-parameters on validation (Optuna): `recplug tune --config C --space S --trials N`",
     ),
+    "benchmark": Command(
+        "recplug.core.cli.benchmark",
+        "bundles x datasets x seeds, leaderboards with significance and GRMF-X: `recplug benchmark --configs C ...`",
+    ),
 }
