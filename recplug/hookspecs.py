@@ -84,7 +84,7 @@ class RecplugSpecs:
     # ------------------------------------------------------------------ construction
     @hookspec
     @cardinality(0)
-    def recplug_check(self, views: list[str], has_content: bool) -> None:
+    def recplug_check(self, views: list[str], has_content: bool, refines: bool) -> None:
         """Check what this component requires of the others (a view to read, item content), so a configuration
         that cannot work fails when the model is built, not at the first training step.
 
@@ -96,6 +96,7 @@ class RecplugSpecs:
         Args:
             views: the names of the views the encoders produce, sorted.
             has_content: whether a fusion is configured, i.e. encoders and losses receive item content.
+            refines: whether the fusion also gives its per-modality refined features (:meth:`recplug_refine`).
 
         Example::
 
@@ -182,11 +183,34 @@ class RecplugSpecs:
                 return sum(self.proj[m](x) for m, x in self.features().items())
         """
 
+    @hookspec(firstresult=True)
+    @cardinality(0, 1, key="model.fusion")
+    def recplug_refine(self) -> dict[str, Tensor]:
+        """Return the per-modality item representations the fusion combines into its content (RCA's refined
+        ``X_m⁽ᴿ⁾``, a sum fusion's projections, a GMU's ``tanh(W_m x_m)``), for a component that builds something
+        from them, such as an item-item graph rebuilt from the refined features (CRANE, arXiv 2601.11151: "builds
+        a semantic item graph from the refined representation").
+
+        **Called:** not on every forward: only when an encoder calls the ``refined`` argument of
+        :meth:`recplug_encode` (``ItemItemGraph`` with ``learned_from: refined``, once per graph rebuild).
+
+        Returns:
+            ``{modality: FloatTensor[N, d_m]}``, one entry per modality the fusion uses.
+
+        Example::
+
+            def recplug_refine(self):
+                return {m: self.proj[m](x) for m, x in self.features().items()}
+        """
+
     @hookspec
     @cardinality(
         1, key="model.encoders", missing="no graph encoder is configured: set model.encoders (e.g. [IdEmbedding])"
     )
-    def recplug_encode(self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None) -> GraphView:
+    def recplug_encode(
+        self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None,
+        refined: Callable[[], dict[str, Tensor]] | None,
+    ) -> GraphView:
         """Encode one named view of users and items, e.g. a user-item or an item-item graph.
 
         The view's name is declared before any forward pass, as the encoder's ``view_name`` (``GraphEncoder``'s
@@ -199,6 +223,9 @@ class RecplugSpecs:
             ego_users: ``[M, d]`` user ID embeddings.
             ego_items: ``[N, d]`` item ID embeddings.
             content: ``[N, d]`` fused item content, or ``None`` when no fusion is configured.
+            refined: a function returning the fusion's per-modality refined features (:meth:`recplug_refine`),
+                computed only when called (an encoder rebuilding a graph from them calls it once per rebuild), or
+                ``None`` when the fusion gives none.
 
         Returns:
             a :class:`~recplug.core.model.types.GraphView` ``(name, users [M, d_v], items [N, d_v])``.

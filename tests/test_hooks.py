@@ -144,6 +144,49 @@ def test_hook_recplug_fuse(tiny_data) -> None:
     assert torch.equal(module.fusion.features()["image"], tiny_data.features["image"])
 
 
+class RefiningFusion(MeanFusion):
+    """MeanFusion that also gives its projections (test double); counts the recplug_refine calls."""
+
+    calls = 0
+
+    def recplug_refine(self) -> dict[str, Tensor]:
+        self.calls += 1
+        return {m: self.proj[m](x) for m, x in self.features().items()}
+
+
+class Refreshing(GraphEncoder):
+    """Reads the refined features only when ``refresh`` is set (test double of a graph rebuilt from them)."""
+
+    def __init__(self) -> None:
+        super().__init__("refreshing")
+        self.refresh, self.seen = False, {}
+
+    def recplug_check(self, refines: bool) -> None:
+        self.refines = refines
+
+    def recplug_encode(self, ego_users: Tensor, ego_items: Tensor, refined) -> GraphView:
+        self.seen = {"callable": refined is not None}
+        if self.refresh:
+            self.seen["refined"] = refined()
+        return GraphView(self.view_name, ego_users, ego_items)
+
+
+def test_hook_recplug_refine(tiny_data) -> None:
+    encoder, fusion = Refreshing(), RefiningFusion()
+    module = make_module(tiny_data, encoders=[encoder], fusion=fusion)
+    assert encoder.refines
+    module()
+    assert encoder.seen == {"callable": True} and fusion.calls == 0, "computed only when an encoder asks"
+    encoder.refresh = True
+    module()
+    refined = encoder.seen["refined"]
+    assert fusion.calls == 1 and sorted(refined) == sorted(tiny_data.feature_dims)
+    assert all(x.shape == (tiny_data.num_items, 8) for x in refined.values())
+    plain = Refreshing()
+    make_module(tiny_data, encoders=[plain], fusion=MeanFusion())()  # a fusion without recplug_refine
+    assert not plain.refines and plain.seen == {"callable": False}
+
+
 def test_hook_recplug_encode(tiny_data) -> None:
     module = make_module(tiny_data, encoders=[IdEmbedding(), Recorder()])
     out = module()

@@ -173,7 +173,7 @@ def test_learned_graph_mixes_and_refreshes_once_per_epoch(tiny_data, tmp_path):
     assert ((learned > 0).sum(1) <= 4).all() and torch.allclose(learned.sum(1), torch.full((tiny_data.num_items,), 0.1))
     model()
     assert encoder.mixed is mixed  # same epoch: not recomputed
-    encoder.recplug_resample()
+    encoder.recplug_resample(epoch=1)
     model()
     assert encoder.mixed is not mixed
 
@@ -199,7 +199,8 @@ def test_knn_graph_is_cached_by_content_hash(tiny_data, tmp_path, monkeypatch):
 def test_item_item_repr_lists_args():
     assert repr(ItemItemGraph(k=3, weights={"text": 1.0})) == (
         "ItemItemGraph(name='semantic', k=3, weights={'text': 1.0}, source='content', num_layers=1, "
-        "user_profiles=True, learned_weight=0.0, backend='torch')"
+        "user_profiles=True, profile_from='propagated', profile_norm='mean', learned_weight=0.0, "
+        "learned_from='fused', rebuild_every=1, backend='torch')"
     )
 
 

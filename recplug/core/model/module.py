@@ -185,7 +185,8 @@ class RecModule(pl.LightningModule):
     def check_requirements(self) -> None:
         """Run each ``recplug_check`` once, so what a component requires of the others (a view, item content)
         fails now, named by the component's config key, not at the first training step."""
-        arguments = {"views": self.view_names, "has_content": bool(self.pm.providers("recplug_fuse"))}
+        arguments = {"views": self.view_names, "has_content": bool(self.pm.providers("recplug_fuse")),
+                     "refines": bool(self.pm.providers("recplug_refine"))}
         for impl in self.pm.hook.recplug_check.get_hookimpls():
             try:
                 impl.function(**{name: arguments[name] for name in impl.argnames})
@@ -224,8 +225,9 @@ class RecModule(pl.LightningModule):
         content = self.pm.hook.recplug_fuse()  # None when no fusion is configured
         ego_users, ego_items = self.user_embedding.weight, self.item_embedding.weight
         output = ModelOutput(ego_users=ego_users, ego_items=ego_items, content=content)
+        refined = self.pm.hook.recplug_refine if self.pm.providers("recplug_refine") else None  # called on demand
         views: list[GraphView] = self.pm.hook.recplug_encode(
-            ego_users=ego_users, ego_items=ego_items, content=content
+            ego_users=ego_users, ego_items=ego_items, content=content, refined=refined
         )
         output.views = {view.name: view for view in views}
         if sorted(output.views) != self.view_names:  # a plugin bug: the names were checked when it was built

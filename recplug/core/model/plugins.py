@@ -38,6 +38,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "recplug.plugins.fusion.concat",
     "recplug.plugins.fusion.sum",
     "recplug.plugins.fusion.rca",
+    "recplug.plugins.fusion.gmu",
     "recplug.plugins.graphs.user_item",
     "recplug.plugins.graphs.item_item",
     "recplug.plugins.graphs.ngcf",

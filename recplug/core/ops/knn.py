@@ -48,11 +48,11 @@ def knn_coo(
     """COO triplets ``(rows, cols, values)`` of ``S = Σ_m w_m S_m`` with ``S_m`` the row-``1/k`` kNN graph of
     modality ``m``. Duplicate entries (an edge found in two modalities) are left for the caller to sum."""
     cols = [knn_indices(features[modality], k, chunk_bytes).reshape(-1) for modality in weights]
-    rows, values = _rows_and_values(features[next(iter(weights))].shape[0], k, weights, cols[0].device)
+    rows, values = knn_rows_and_values(features[next(iter(weights))].shape[0], k, weights, cols[0].device)
     return rows, torch.cat(cols), values
 
 
-def _rows_and_values(num: int, k: int, weights: dict[str, float], device: torch.device) -> tuple[Tensor, Tensor]:
+def knn_rows_and_values(num: int, k: int, weights: dict[str, float], device: torch.device) -> tuple[Tensor, Tensor]:
     """The ``rows`` and ``values`` of :func:`knn_coo`, which depend only on the graph's size, ``k`` and the
     weights: per modality (in ``weights`` order), row ``i`` repeated ``k`` times, each entry ``w_m / k``."""
     rows = torch.arange(num, device=device).repeat_interleave(k).repeat(len(weights))
@@ -102,7 +102,7 @@ def cached_knn_coo(
     path = Path(cache_dir) / "knn" / f"{knn_cache_key(features, k, weights)}.pt"
     if path.exists():
         first = features[next(iter(weights))]
-        rows, values = _rows_and_values(first.shape[0], k, weights, first.device)
+        rows, values = knn_rows_and_values(first.shape[0], k, weights, first.device)
         try:
             stored = torch.load(path, map_location=first.device, weights_only=True)
         except Exception as exc:  # whatever the unpickler or zip reader raises, the file is not a readable graph

@@ -90,8 +90,12 @@ class RCAFusion(FusionModule):
         )
         self.final = nn.Linear(count * embedding_dim, embedding_dim)
 
-    def recplug_fuse(self) -> Tensor:
+    def recplug_refine(self) -> dict[str, Tensor]:
+        """The refined modality features ``{m: X_m⁽ᴿ⁾}`` ``[N, d]`` the final projection concatenates."""
         xs = [self.proj[m](x) for m, x in self.features().items()]
         for r in range(self.num_recursions):
             xs = self.layers[0 if self.shared_weights else r](xs)
-        return self.final(torch.cat(xs, dim=1))
+        return dict(zip(self.feature_dims, xs))
+
+    def recplug_fuse(self) -> Tensor:
+        return self.final(torch.cat(list(self.recplug_refine().values()), dim=1))

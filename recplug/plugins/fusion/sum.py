@@ -39,7 +39,9 @@ class SumFusion(FusionModule):
                 f"a weight, summing to 1; got {self.weights}"
             )
 
+    def recplug_refine(self) -> dict[str, Tensor]:
+        """The projected modalities ``{m: W_m x^m + b_m}`` ``[N, d]`` before the weighted average."""
+        return {m: self.proj[m](x) for m, x in self.features().items()}
+
     def recplug_fuse(self) -> Tensor:
-        return torch.stack(
-            [self.weights[m] * self.proj[m](x) for m, x in self.features().items()]
-        ).sum(0)
+        return torch.stack([self.weights[m] * x for m, x in self.recplug_refine().items()]).sum(0)

@@ -1,9 +1,10 @@
-"""The item-item semantic graph (frozen kNN, optionally mixed with a learned one) and users' profiles."""
+"""The item-item semantic graph (frozen kNN on the raw features, rebuilt from the model's content, or both mixed)
+and users' multimodal profiles."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import torch
 from torch import Tensor
@@ -11,34 +12,57 @@ from torch import Tensor
 from recplug.core.model.components import GraphEncoder
 from recplug.core.data.dataset import InteractionData
 from recplug.core.errors import ConfigError, InvalidArgument, check_layers, check_number
-from recplug.core.ops.knn import cached_knn_coo, knn_coo
-from recplug.core.ops.sparse import SparseOperator, check_backend, row_normalized
+from recplug.core.ops.knn import cached_knn_coo, knn_coo, knn_rows_and_values
+from recplug.core.ops.sparse import SparseOperator, check_backend, distinct_pairs, row_normalized
 from recplug.core.model.types import GraphView
+
+CHOICES = {
+    "source": ("content", "id", "both"),
+    "learned_from": ("fused", "refined"),
+    "profile_from": ("propagated", "input"),
+    "profile_norm": ("mean", "symmetric"),
+}
 
 
 class ItemItemGraph(GraphEncoder):
-    """Items propagated over a kNN semantic graph ``h = S^L x``; users as the mean of their items' ``h``.
+    """Items propagated over a kNN semantic graph ``h = S^L x``; users as an aggregate of their items.
+
+    Two choices are named apart: the features the *graph* is built on (``learned_weight``, ``learned_from``) and
+    the node features the view *propagates* over it (``source``).
 
     * Frozen graph (FREEDOM, Zhou & Shen, MM 2023): per modality, the top-``k`` cosine neighbours on the raw
       features, each row weighted ``1/k``; ``S = Σ_m w_m S_m``. Built in chunks (never ``N x N``), cached
       under ``cache_dir/knn/<sha256 of features, k, weights>.pt``, rebuilt or reloaded at every setup (so a
       resumed run never propagates without it).
-    * Learned graph (LATTICE, Zhang et al., MM 2021): with ``learned_weight = w > 0``,
-      ``S = (1-w) S_frozen + w S_learned``, where ``S_learned`` is the kNN graph of the detached fused content,
-      recomputed at the first forward of every training epoch (LATTICE's ``λ = 1 - w``, 0.9 in the paper).
-    * Node features: the fused content (``source: content``, CRANE arXiv 2601.11151 §3.4) or the item ID
-      embeddings (``source: id``, FREEDOM).
-    * Users: with ``user_profiles``, ``p_u = (1/|N_u|) Σ_{i ∈ N_u} h_i`` over training items (CRANE §3.5, as
-      LGMRec's user modality features); otherwise zeros, so the view only adds to items.
+    * Rebuilt graph (LATTICE, Zhang et al., MM 2021): with ``learned_weight = w > 0``,
+      ``S = (1-w) S_frozen + w S_learned``, where ``S_learned`` is the kNN graph (same chunked top-``k``) of the
+      model's current, detached item content, rebuilt at the first training forward of every
+      ``rebuild_every``-th epoch. ``learned_from: fused``: of the fused content (LATTICE's graph; its
+      ``λ = 1 - w``, 0.9 in the paper). ``learned_from: refined``: one graph per modality on the fusion's
+      refined modality features (hook ``recplug_refine``, e.g. RCA's ``X_m⁽ᴿ⁾``), mixed by ``weights`` as the
+      frozen one: CRANE's pipeline "builds a semantic item graph from the refined representation" (arXiv
+      2601.11151; reconstructed, research notes §3.4). ``w = 1``: the rebuilt graph alone (no raw-feature graph
+      is built). Its neighbour lists are a buffer of the checkpoint, so a restored model uses the graph training
+      last used.
+    * Node features (``source``): the fused content ``f`` (``content``, CRANE §3.4), the item ID embeddings
+      (``id``, FREEDOM), or their sum ``f + e_i`` (``both``: the CRANE figure's Item′ entering the item graph).
+    * Users: with ``user_profiles``, ``p_u = Σ_{i ∈ N_u} a_ui y_i`` over training items (CRANE §3.5), where
+      ``y = h`` (``profile_from: propagated``, as MGCN) or the node features ``x`` before propagation
+      (``input``), and ``a_ui = 1/|N_u|`` (``profile_norm: mean``, LGMRec's user modality features) or
+      ``1/sqrt(|N_u| |N_i|)`` (``symmetric``, MGCN's ``R_norm``); otherwise zeros, so the view only adds to items.
 
     Args:
         name: view name (default ``"semantic"``).
         k: neighbours per item and modality.
         weights: ``{modality: w_m}`` (default: uniform over the data's modalities).
-        source: ``"content"`` or ``"id"``.
+        source: node features propagated, ``"content"``, ``"id"`` or ``"both"``.
         num_layers: propagation hops ``L`` over ``S``.
-        user_profiles: give users the mean of their training items' ``h`` (else zeros).
-        learned_weight: share ``w`` of the learned graph (0: frozen graph only).
+        user_profiles: give users an aggregate of their training items (else zeros).
+        profile_from: what users aggregate, ``"propagated"`` (``h``) or ``"input"`` (``x``).
+        profile_norm: ``"mean"`` or ``"symmetric"``.
+        learned_weight: share ``w`` of the rebuilt graph (0: frozen graph only).
+        learned_from: what the rebuilt graph is built on, ``"fused"`` or ``"refined"``.
+        rebuild_every: epochs between two rebuilds of the learned graph.
         backend: sparse backend, ``"torch"`` or ``"torch_sparse"``.
     """
 
@@ -47,30 +71,41 @@ class ItemItemGraph(GraphEncoder):
         name: str = "semantic",
         k: int = 10,
         weights: dict[str, float] | None = None,
-        source: Literal["content", "id"] = "content",
+        source: Literal["content", "id", "both"] = "content",
         num_layers: int = 1,
         user_profiles: bool = True,
+        profile_from: Literal["propagated", "input"] = "propagated",
+        profile_norm: Literal["mean", "symmetric"] = "mean",
         learned_weight: float = 0.0,
+        learned_from: Literal["fused", "refined"] = "fused",
+        rebuild_every: int = 1,
         backend: str = "torch",
     ) -> None:
         super().__init__(name)
         check_number(self, "k", k, 1)
         check_layers(self, "num_layers", num_layers)
-        if source not in ("content", "id"):
-            raise ConfigError(f"ItemItemGraph: source must be 'content' or 'id', got {source!r}")
+        chosen = {"source": source, "learned_from": learned_from, "profile_from": profile_from,
+                  "profile_norm": profile_norm}
+        for argument, value in chosen.items():
+            if value not in CHOICES[argument]:
+                raise InvalidArgument(self, argument, value, " or ".join(map(repr, CHOICES[argument])))
         check_number(self, "learned_weight", learned_weight, 0, 1)
+        check_number(self, "rebuild_every", rebuild_every, 1)
         if weights is not None and not weights:
             raise InvalidArgument(self, "weights", weights, "a {modality: weight} mapping with at least one entry")
         for modality, weight in (weights or {}).items():
             check_number(self, f"weights.{modality}", weight, 0)
         self.k, self.source, self.num_layers = k, source, num_layers
         self.weights = dict(weights) if weights is not None else None
-        self.user_profiles, self.learned_weight = user_profiles, learned_weight
+        self.user_profiles, self.profile_from, self.profile_norm = user_profiles, profile_from, profile_norm
+        self.learned_weight, self.learned_from, self.rebuild_every = learned_weight, learned_from, rebuild_every
         self.backend = check_backend(backend)
         self.num_users = self.num_items = 0
-        self.frozen: SparseOperator | None = None
+        self.frozen: SparseOperator | None = None  # (1-w) S_frozen; None when w = 1
         self.mixed: SparseOperator | None = None  # (1-w) S_frozen + w S_learned, one operator
         self.profiles: SparseOperator | None = None
+        self._ready = False  # recplug_setup ran
+        self._learned_built = False  # learned_cols holds a graph (built here or restored from a checkpoint)
         self._learned_stale = True
 
     def recplug_build(self, num_users: int, num_items: int, feature_dims: dict[str, int]) -> None:
@@ -83,56 +118,124 @@ class ItemItemGraph(GraphEncoder):
         if unknown:
             rule = f"keyed by the data's modalities {sorted(feature_dims)} (it lacks {unknown})"
             raise InvalidArgument(self, "weights", self.weights, rule)
+        if self.learned_weight > 0:  # the rebuilt graph's neighbour lists, checkpointed (-1: none yet)
+            self.register_buffer("learned_cols", torch.full((len(self._learned_weights()) * num_items * self.k,), -1))
+            self._learned_built = False
 
-    def recplug_check(self, has_content: bool) -> None:
-        if (self.source == "content" or self.learned_weight > 0) and not has_content:
+    def recplug_check(self, has_content: bool, refines: bool) -> None:
+        learned = self.learned_weight > 0
+        if (self.source != "id" or (learned and self.learned_from == "fused")) and not has_content:
             raise ConfigError(
-                "ItemItemGraph with source 'content' or a learned graph needs item content: set model.fusion"
+                "ItemItemGraph with source 'content' or 'both', or a learned graph from the fused content, needs "
+                "item content: set model.fusion"
+            )
+        if learned and self.learned_from == "refined" and not refines:
+            raise ConfigError(
+                "ItemItemGraph with learned_from 'refined' needs a fusion that gives per-modality refined features "
+                "(hook recplug_refine: RCAFusion, SumFusion or GatedFusion; ConcatFusion has none)"
             )
 
     def recplug_setup(self, data: InteractionData, cache_dir: Path) -> None:
         assert self.weights is not None
         check_number(self, "k", self.k, 1, data.num_items, bounds="the number of items")
-        rows, cols, values = cached_knn_coo(data.features, self.k, self.weights, cache_dir)
-        frozen_share = 1.0 - self.learned_weight
-        self.frozen = SparseOperator.from_coo(
-            rows, cols, values * frozen_share, (self.num_items, self.num_items), backend=self.backend
-        )
-        if self.learned_weight > 0:  # kept to be summed with each epoch's learned graph into one operator
-            self.register_buffer("frozen_rows", rows, persistent=False)
-            self.register_buffer("frozen_cols", cols, persistent=False)
-            self.register_buffer("frozen_values", values * frozen_share, persistent=False)
-        if self.user_profiles:
-            users, items = data.split("train")
-            self.profiles = row_normalized(users, items, self.num_users, self.num_items, self.backend)
-        self.mixed, self._learned_stale = None, True
+        self.frozen = None
+        if self.learned_weight < 1:
+            rows, cols, values = cached_knn_coo(data.features, self.k, self.weights, cache_dir)
+            values = values * (1.0 - self.learned_weight)
+            self.frozen = SparseOperator.from_coo(rows, cols, values, (self.num_items,) * 2, backend=self.backend)
+            if self.learned_weight > 0:  # kept to be summed with each rebuilt graph into one operator
+                self.register_buffer("frozen_rows", rows, persistent=False)
+                self.register_buffer("frozen_cols", cols, persistent=False)
+                self.register_buffer("frozen_values", values, persistent=False)
+        self.profiles = self._profiles(*data.split("train")) if self.user_profiles else None
+        self.mixed, self._learned_stale, self._ready = None, True, True
 
-    def recplug_resample(self) -> None:
-        self._learned_stale = True
+    def _profiles(self, users: Tensor, items: Tensor) -> SparseOperator:
+        """The ``[M, N]`` operator ``a_ui`` of the users' profiles (mean or symmetric normalisation)."""
+        if self.profile_norm == "mean":
+            return row_normalized(users, items, self.num_users, self.num_items, self.backend)
+        users, items = distinct_pairs(users, items, self.num_items)
+        deg_u = torch.bincount(users, minlength=self.num_users).float()
+        deg_i = torch.bincount(items, minlength=self.num_items).float()
+        values = (deg_u[users] * deg_i[items]).rsqrt()
+        return SparseOperator.from_coo(users, items, values, (self.num_users, self.num_items), backend=self.backend)
 
-    def _refresh_learned(self, content: Tensor) -> None:
-        """LATTICE's learned graph (kNN of the detached fused content, once per training epoch), summed with the
-        frozen one into a single operator, so each hop is one sparse product."""
-        rows, cols, values = knn_coo({"content": content.detach()}, self.k, {"content": self.learned_weight})
-        self.mixed = SparseOperator.from_coo(
-            torch.cat([self.frozen_rows, rows.to(self.frozen_rows.device)]),
-            torch.cat([self.frozen_cols, cols.to(self.frozen_cols.device)]),
-            torch.cat([self.frozen_values, values.to(self.frozen_values)]),
-            (self.num_items, self.num_items), backend=self.backend,
-        )
-        self._learned_stale = False
+    def recplug_resample(self, epoch: int) -> None:
+        if epoch % self.rebuild_every == 0:
+            self._learned_stale = True
 
-    def recplug_encode(self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None) -> GraphView:
-        if self.frozen is None:
+    def _learned_weights(self) -> dict[str, float]:
+        """``{features: share}`` of the rebuilt graph's parts (one for the fused content, one per modality)."""
+        if self.learned_from == "fused":
+            return {"fused": self.learned_weight}
+        assert self.weights is not None
+        return {m: self.learned_weight * w for m, w in self.weights.items()}
+
+    def _refresh_learned(self, content: Tensor | None, refined: Callable[[], dict[str, Tensor]] | None) -> None:
+        """Rebuild the learned graph: kNN of the detached fused content or refined modality features."""
+        with torch.no_grad():
+            if self.learned_from == "fused":
+                assert content is not None
+                features = {"fused": content.detach()}
+            else:
+                assert refined is not None
+                features = refined()
+                missing = sorted(set(self._learned_weights()) - set(features))
+                if missing:
+                    raise ConfigError(
+                        f"ItemItemGraph: weights name modalities {missing} the fusion does not refine (it gives "
+                        f"{sorted(features)}); set weights to the fusion's modalities"
+                    )
+            _, cols, _ = knn_coo({m: x.detach() for m, x in features.items()}, self.k, self._learned_weights())
+            self.learned_cols.copy_(cols)
+        self._learned_built, self._learned_stale, self.mixed = True, False, None
+
+    def _mixed(self) -> SparseOperator:
+        """``(1-w) S_frozen + w S_learned`` as one operator, so each hop is one sparse product."""
+        if self.mixed is None:
+            cols = self.learned_cols
+            rows, values = knn_rows_and_values(self.num_items, self.k, self._learned_weights(), cols.device)
+            if self.frozen is not None:
+                rows = torch.cat([self.frozen_rows, rows])
+                cols = torch.cat([self.frozen_cols, cols])
+                values = torch.cat([self.frozen_values, values.to(self.frozen_values)])
+            self.mixed = SparseOperator.from_coo(rows, cols, values, (self.num_items,) * 2, backend=self.backend)
+        return self.mixed
+
+    def _load_from_state_dict(  # type: ignore[no-untyped-def]
+        self, state_dict, prefix, local_metadata, strict, missing_keys, *args: Any
+    ) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, *args)
+        key = f"{prefix}learned_cols"
+        if self.learned_weight > 0:
+            if key in missing_keys:  # a checkpoint from before the graph was saved: rebuild it at the next forward
+                missing_keys.remove(key)
+            self._learned_built = key in state_dict and bool(state_dict[key].min() >= 0)
+            self.mixed = None
+
+    def recplug_encode(
+        self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None,
+        refined: Callable[[], dict[str, Tensor]] | None,
+    ) -> GraphView:
+        if not self._ready:
             raise RuntimeError("ItemItemGraph: no kNN graph yet; recplug_setup (RecModule.prepare) must run first")
-        if self.learned_weight > 0 and (self.mixed is None or (self._learned_stale and self.training)):
-            self._refresh_learned(content)
-        graph = self.mixed if self.learned_weight > 0 else self.frozen
-        items = content if self.source == "content" else ego_items
+        if self.learned_weight > 0:
+            if not self._learned_built or (self._learned_stale and self.training):
+                self._refresh_learned(content, refined)
+            graph = self._mixed()
+        else:
+            assert self.frozen is not None
+            graph = self.frozen
+        if self.source == "id":
+            inputs = ego_items
+        else:
+            assert content is not None
+            inputs = content if self.source == "content" else content + ego_items
+        items = inputs
         for _ in range(self.num_layers):
             items = graph(items)
         if self.profiles is not None:
-            users = self.profiles(items)
+            users = self.profiles(items if self.profile_from == "propagated" else inputs)
         else:  # a stride-0 view: no [M, d] allocation per forward
             users = items.new_zeros(1, items.shape[1]).expand(self.num_users, -1)
         return GraphView(self.view_name, users, items)
