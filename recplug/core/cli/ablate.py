@@ -36,7 +36,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -268,8 +268,12 @@ def captured(log_path: Path) -> Iterator[None]:
                 lg.handlers, lg.propagate = handlers, propagate
 
 
-def fit_one(run: Run) -> dict[str, Any]:
-    """Train and test one run in this process; return its result record (also written to ``result.json``)."""
+def fit_one(run: Run, after: Callable[[Any, Path], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train and test one run in this process; return its result record (also written to ``result.json``).
+
+    ``after(cli, directory)``, when given, runs once the CLI has tested the best-validation checkpoint (the
+    module holds those weights) and returns entries added to the record (``recplug benchmark``'s per-user metrics).
+    """
     from recplug.core.cli.main import run_cli
     from recplug.core.model.provenance import hashed_config, provenance
 
@@ -296,6 +300,8 @@ def fit_one(run: Run) -> dict[str, Any]:
         "spec_sha256": run.spec_sha256,
         "provenance": provenance(hashed_config(config), cli.datamodule.data, run.seed),
     }
+    if after is not None:
+        result.update(after(cli, run.directory))
     del cli
     gc.collect()
     with atomic_write(run.directory / RESULT_FILE) as handle:  # result.json exists only for a finished run
@@ -313,8 +319,10 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def execute(runs: list[Run], primary: str) -> tuple[list[dict[str, Any]], list[str], bool]:
-    """Run what is not finished, printing one progress line per run.
+def execute(
+    runs: list[Run], primary: str, after: Callable[[Any, Path], dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], list[str], bool]:
+    """Run what is not finished (:func:`fit_one` with ``after``), printing one progress line per run.
 
     Returns ``(results of finished runs, failure messages, interrupted)``; a failed run is reported and
     the others go on; an interrupt (Ctrl-C) stops the loop, leaving every finished run's result in place.
@@ -330,7 +338,7 @@ def execute(runs: list[Run], primary: str) -> tuple[list[dict[str, Any]], list[s
             continue
         print(f"{head} ...", end="", flush=True)
         try:
-            result = fit_one(run)
+            result = fit_one(run, after)
         except (KeyboardInterrupt, SystemExit) as exc:
             if not (isinstance(exc, SystemExit) and exc.code == 2):
                 print(" interrupted", flush=True)

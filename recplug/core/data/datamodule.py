@@ -23,15 +23,19 @@ class EvalTask:
 
     Attributes:
         split: ``"valid"`` or ``"test"``.
-        users: ``LongTensor[U]`` users with at least one held-out item in this split (the others are excluded).
+        users: ``LongTensor[U]`` users with at least one held-out item in this split and at least one training
+            interaction (no model here can score a user it never saw; ``recplug data stats`` counts them).
         truth: CSR ``(indptr[M+1], items)`` of every user's held-out items.
         seen: CSR ``(indptr[M+1], items)`` of the items to mask: train (and valid, when evaluating test).
+        cold: ``BoolTensor[N]`` marking the items the cold-start split held out of training
+            (``data.cold_items``), else ``None``: evaluation then also reports warm, cold and cold-only groups.
     """
 
     split: str
     users: Tensor
     truth: tuple[Tensor, Tensor]
     seen: tuple[Tensor, Tensor]
+    cold: Tensor | None = None
 
 
 MAX_SEED = 2**32 - 1
@@ -57,6 +61,9 @@ class RecDataModule(pl.LightningDataModule):
         valid_ratio: carve this share of each user's training interactions into a validation split, for datasets
             shipped without one (LightGCN's); 0 keeps the dataset's own splits.
         split_seed: seed of the carved validation split, apart from ``seed`` so that training seeds share it.
+        cold_items: hold this share of the items out of training, the item cold-start protocol (0: off; see
+            :func:`~recplug.core.data.resolve.hold_out_items` and docs/coldstart.md).
+        cold_seed: seed of the held-out items, apart from ``seed`` as ``split_seed`` is.
         positives: how an epoch's positive pairs are drawn: ``"interactions"`` (every training pair once, as
             MMRec) or ``"users"`` (a uniform user, then one of its items, as LightGCN's and NGCF's code).
     """
@@ -73,20 +80,24 @@ class RecDataModule(pl.LightningDataModule):
         valid_ratio: float = 0.0,
         split_seed: int = 0,
         positives: Positives = "interactions",
+        cold_items: float = 0.0,
+        cold_seed: int = 0,
     ) -> None:
         super().__init__()
         check_positives(positives, "data.positives")
         check_number("data", "batch_size", batch_size, 1)
         check_number("data", "eval_batch_size", eval_batch_size, 1)
         check_number("data", "valid_ratio", valid_ratio, 0, 1, high_open=True)
-        for key, value in (("seed", seed), ("split_seed", split_seed)):
+        check_number("data", "cold_items", cold_items, 0, 1, high_open=True)
+        for key, value in (("seed", seed), ("split_seed", split_seed), ("cold_seed", cold_seed)):
             check_number("data", key, value, 0, MAX_SEED)
         self.path, self.feature_files = path, feature_files
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.positives = positives
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         # loaded now: counts are linked into the model
-        self.data = load_dataset(path, feature_files, format, valid_ratio, split_seed, self.cache_dir)
+        self.data = load_dataset(path, feature_files, format, valid_ratio, split_seed, self.cache_dir,
+                                 cold_items=cold_items, cold_seed=cold_seed)
 
     # ------------------------------------------------------------------ linked into the model
     @property
@@ -109,8 +120,10 @@ class RecDataModule(pl.LightningDataModule):
             raise ValueError(f"{self.data.source}: the dataset has no {split!r} split")
         truth = self.data.user_csr(split)
         seen_splits = ("train",) if split == "valid" else tuple(s for s in ("train", "valid") if s in self.data.splits)
-        users = (truth[0][1:] > truth[0][:-1]).nonzero().squeeze(1)
-        return EvalTask(split, users, truth, self.data.user_csr(seen_splits))
+        trained = torch.bincount(self.data.split("train")[0], minlength=self.data.num_users) > 0
+        users = ((truth[0][1:] > truth[0][:-1]) & trained).nonzero().squeeze(1)
+        cold = self.data.cold_mask() if self.data.cold_items is not None else None
+        return EvalTask(split, users, truth, self.data.user_csr(seen_splits), cold)
 
     def _rank(self) -> tuple[int, int]:
         trainer = self._trainer if hasattr(self, "_trainer") else None

@@ -37,6 +37,8 @@ class InteractionData:
         item_ids: raw id of each item index, when the source had raw ids.
         notes: one line per thing dropped or repaired while loading (shown by ``recplug data stats``).
         source: where the data came from (a folder path or a registry name).
+        cold_items: sorted ``LongTensor`` of the items held out of training by the item cold-start split
+            (:func:`~recplug.core.data.resolve.hold_out_items`; no ``train`` interaction), else ``None``.
     """
 
     name: str
@@ -48,6 +50,7 @@ class InteractionData:
     item_ids: list[str] | None = None
     notes: list[str] = field(default_factory=list)
     source: str = ""
+    cold_items: Tensor | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -78,6 +81,14 @@ class InteractionData:
             row = first_nonfinite_row(feats)
             if row is not None:
                 raise DataError(f"{where}: modality {modality!r} has NaN or inf features (first bad row {row})")
+        if self.cold_items is not None:
+            cold = self.cold_items
+            if cold.dim() != 1 or (cold.numel() and (int(cold.min()) < 0 or int(cold.max()) >= self.num_items)):
+                raise DataError(f"{where}: cold_items must be item ids in 0..{self.num_items - 1}")
+            if bool((cold[1:] <= cold[:-1]).any()):
+                raise DataError(f"{where}: cold_items must be sorted and distinct")
+            if bool(self.cold_mask()[self.split("train")[1]].any()):
+                raise DataError(f"{where}: a cold item has a training interaction")
 
     # ------------------------------------------------------------------ views
     @property
@@ -91,6 +102,17 @@ class InteractionData:
             return self.splits[name]
         empty = torch.empty(0, dtype=torch.long)
         return empty, empty
+
+    def cold_mask(self) -> Tensor:
+        """``BoolTensor[num_items]``: is the item one of :attr:`cold_items` (all ``False`` without them)?"""
+        mask = torch.zeros(self.num_items, dtype=torch.bool)
+        if self.cold_items is not None:
+            mask[self.cold_items] = True
+        return mask
+
+    def users_without_training(self) -> int:
+        """Users with no ``train`` interaction: no model here can score them, so evaluation leaves them out."""
+        return int((torch.bincount(self.split("train")[0], minlength=self.num_users) == 0).sum())
 
     def num_interactions(self, name: str) -> int:
         return int(self.split(name)[0].numel())
@@ -119,6 +141,9 @@ class InteractionData:
         for modality in sorted(self.features):
             digest.update(modality.encode())
             digest.update(np.ascontiguousarray(self.features[modality].numpy()).tobytes())
+        if self.cold_items is not None:
+            digest.update(b"cold_items")
+            digest.update(np.ascontiguousarray(self.cold_items.numpy()).tobytes())
         return digest.hexdigest()
 
     def to_state(self) -> dict[str, object]:
@@ -127,6 +152,7 @@ class InteractionData:
             "name": self.name, "num_users": self.num_users, "num_items": self.num_items,
             "splits": {s: list(cols) for s, cols in self.splits.items()}, "features": dict(self.features),
             "user_ids": self.user_ids, "item_ids": self.item_ids, "notes": list(self.notes), "source": self.source,
+            "cold_items": self.cold_items,
         }
 
     @classmethod
@@ -138,6 +164,7 @@ class InteractionData:
                 name=state["name"], num_users=state["num_users"], num_items=state["num_items"],
                 splits={s: (cols[0], cols[1]) for s, cols in state["splits"].items()}, features=state["features"],
                 user_ids=state["user_ids"], item_ids=state["item_ids"], notes=state["notes"], source=state["source"],
+                cold_items=state.get("cold_items"),  # absent from caches written before the cold-start split
             )
         except (TypeError, KeyError, IndexError, AttributeError) as exc:
             raise DataError(f"not a processed dataset ({type(exc).__name__}: {exc})") from None
@@ -152,6 +179,8 @@ class InteractionData:
             "items": self.num_items,
             **{f"{s}_interactions": self.num_interactions(s) for s in SPLITS if s in self.splits},
             "density": total / (self.num_users * self.num_items),
+            "users_without_train": self.users_without_training(),
+            **({"cold_items": int(self.cold_items.numel())} if self.cold_items is not None else {}),
             "modalities": {m: list(self.features[m].shape) for m in sorted(self.features)},
             "notes": list(self.notes),
         }

@@ -55,6 +55,58 @@ def carve_validation(data: InteractionData, ratio: float, seed: int = 0) -> Inte
         name=data.name, num_users=data.num_users, num_items=data.num_items,
         splits={s: splits[s] for s in SPLITS if s in splits}, features=data.features,
         user_ids=data.user_ids, item_ids=data.item_ids, notes=[*data.notes, note], source=data.source,
+        cold_items=data.cold_items,
+    )
+
+
+def hold_out_items(data: InteractionData, fraction: float, seed: int = 0) -> InteractionData:
+    """The item cold-start split: a seeded ``fraction`` of the items loses every training interaction.
+
+    ``round(fraction * N)`` items (at least one, at most ``N - 1``), drawn by ``numpy.random.default_rng(seed)``,
+    become :attr:`~InteractionData.cold_items`. Each cold item's training interactions move out of ``train``, in a
+    seeded shuffle: half of them (rounded down) to ``valid`` and the rest to ``test``, so that validation selects
+    epochs on cold items too; all of them to ``test`` when the data has no validation split. Their validation and
+    test interactions stay where they are, and every item keeps its features. Users whose only training items were
+    cold are left without training interactions (counted in the note; evaluation leaves them out).
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"cold_items: must be in (0, 1), got {fraction}")
+    where = data.source or data.name
+    if data.cold_items is not None:
+        raise ConfigError(f"cold_items: {where} already holds out cold items")
+    count = min(max(1, round(fraction * data.num_items)), data.num_items - 1)
+    if count < 1:
+        raise ConfigError(f"cold_items: {where} has a single item, so none can be held out")
+    rng = np.random.default_rng(seed)
+    cold = np.sort(rng.permutation(data.num_items)[:count])
+    is_cold = np.zeros(data.num_items, dtype=bool)
+    is_cold[cold] = True
+    users, items = (t.numpy() for t in data.splits["train"])
+    moved = np.flatnonzero(is_cold[items])
+    moved = moved[np.lexsort((rng.random(moved.size), items[moved]))]  # by item, random within an item
+    per_item = np.bincount(items[moved], minlength=data.num_items)
+    rank = np.arange(moved.size) - (np.cumsum(per_item) - per_item)[items[moved]]
+    to_valid = rank < per_item[items[moved]] // 2 if "valid" in data.splits else np.zeros(moved.size, dtype=bool)
+    splits = dict(data.splits)
+    keep = ~is_cold[items]
+    splits["train"] = (torch.from_numpy(users[keep]), torch.from_numpy(items[keep]))
+    for split, chosen in (("valid", moved[to_valid]), ("test", moved[~to_valid])):
+        if chosen.size:
+            old_users, old_items = data.split(split)
+            splits[split] = (torch.cat([old_users, torch.from_numpy(users[chosen])]),
+                             torch.cat([old_items, torch.from_numpy(items[chosen])]))
+    before = int((np.bincount(users, minlength=data.num_users) == 0).sum())
+    after = int((np.bincount(users[keep], minlength=data.num_users) == 0).sum())
+    note = (
+        f"cold items: {count} of {data.num_items} items held out (fraction {fraction}, seed {seed}); their "
+        f"{moved.size} training interactions moved to valid ({int(to_valid.sum())}) and test "
+        f"({int((~to_valid).sum())}); {after - before} more users without training interactions"
+    )
+    return InteractionData(
+        name=data.name, num_users=data.num_users, num_items=data.num_items,
+        splits={s: splits[s] for s in SPLITS if s in splits}, features=data.features,
+        user_ids=data.user_ids, item_ids=data.item_ids, notes=[*data.notes, note], source=data.source,
+        cold_items=torch.from_numpy(cold.astype(np.int64)),
     )
 
 
@@ -80,6 +132,8 @@ def load_dataset(
     split_seed: int = 0,
     cache_dir: str | Path | None = None,
     *,
+    cold_items: float = 0.0,
+    cold_seed: int = 0,
     raw_options: RawOptions | None = None,
     mirror: str | None = None,
     progress: bool = True,
@@ -90,7 +144,8 @@ def load_dataset(
     ``feature_files`` is ``{modality: file name}`` in the dataset folder (default: every ``*_feat.npy``); for a
     raw log, feature files keyed by raw item id, relative to the log's folder. A raw log is processed with
     ``raw_options`` (default :class:`RawOptions`) once per content and read from the processed cache afterwards.
-    With ``valid_ratio > 0`` a validation split is carved from train (:func:`carve_validation`).
+    With ``valid_ratio > 0`` a validation split is carved from train (:func:`carve_validation`); then, with
+    ``cold_items > 0``, that share of the items is held out of training (:func:`hold_out_items`, seed ``cold_seed``).
     """
     if format not in FORMATS:
         raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
@@ -113,6 +168,8 @@ def load_dataset(
         raise DataError(f"{path}: no such dataset folder")
     if valid_ratio > 0:
         data = carve_validation(data, valid_ratio, split_seed)
+    if cold_items > 0:
+        data = hold_out_items(data, cold_items, cold_seed)
     return data
 
 

@@ -10,6 +10,8 @@ The module logs ``val/recall@20`` ... and ``test/recall@20`` ... for ``ModelChec
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, Sequence, runtime_checkable
@@ -23,7 +25,7 @@ from torch.utils.data import DistributedSampler
 from recplug.core.data.datamodule import EvalTask, RecDataModule
 from recplug.core.data.dataset import SPLITS
 from recplug.core.errors import ConfigError, check_number
-from recplug.core.eval.metrics import METRICS, FastMetrics, check_metric_args, hit_matrix
+from recplug.core.eval.metrics import METRICS, FastMetrics, check_metric_args, hit_matrix, per_user_metrics
 from recplug.core.eval.search import Pairs, TorchExactSearch, VectorSearch, csr_pairs
 
 CSR = tuple[Tensor, Tensor]
@@ -62,6 +64,33 @@ def rank_users(
     return hits, counts
 
 
+def evaluate_users(
+    user_emb: Tensor,
+    item_emb: Tensor,
+    truth: CSR,
+    seen: CSR | None = None,
+    users: Tensor | None = None,
+    ks: Sequence[int] = (10, 20),
+    metrics: Sequence[str] = METRICS,
+    search: VectorSearch | None = None,
+    batch_size: int = 4096,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Full-ranking metrics of each user outside a Trainer (the paired tests of ``recplug benchmark``):
+    ``(users [U], {"recall@20": float64[U], ...})`` for those of ``users`` (default: all) with a held-out item in
+    ``truth``, ``seen`` items masked, in batches of ``batch_size`` users."""
+    ks, metrics = check_metric_args(ks, metrics)
+    search = (search or TorchExactSearch()).build(item_emb)
+    indptr = truth[0]
+    held_out = (indptr[1:] > indptr[:-1]).nonzero().squeeze(1)
+    users = held_out if users is None else users[torch.isin(users, held_out)]
+    scores = []
+    for start in range(0, users.numel(), batch_size):
+        hits, counts = rank_users(user_emb, users[start : start + batch_size], search, ks[-1], truth, seen)
+        scores.append(per_user_metrics(hits, counts, ks, metrics))
+    table = torch.cat(scores, -1) if scores else torch.zeros(len(metrics), len(ks), 0, dtype=torch.float64)
+    return users, {f"{m}@{k}": table[i, j] for i, m in enumerate(metrics) for j, k in enumerate(ks)}
+
+
 def evaluate(
     user_emb: Tensor,
     item_emb: Tensor,
@@ -73,17 +102,10 @@ def evaluate(
     search: VectorSearch | None = None,
     batch_size: int = 4096,
 ) -> dict[str, float]:
-    """Full-ranking metrics outside a Trainer (benchmarks, GRMF-X baselines): mean over ``users`` (default:
-    every user with a held-out item in ``truth``), ``seen`` items masked, in batches of ``batch_size`` users."""
-    search = (search or TorchExactSearch()).build(item_emb)
-    metric = FastMetrics(ks, metrics).to(item_emb.device)
-    indptr = truth[0]
-    if users is None:
-        users = (indptr[1:] > indptr[:-1]).nonzero().squeeze(1)
-    for start in range(0, users.numel(), batch_size):
-        hits, counts = rank_users(user_emb, users[start : start + batch_size], search, metric.ks[-1], truth, seen)
-        metric.update(hits, counts)
-    return {name: float(value) for name, value in metric.compute().items()}
+    """Full-ranking metrics outside a Trainer (benchmarks, GRMF-X baselines): the mean over users of
+    :func:`evaluate_users` (NaN when no user has a held-out item)."""
+    _, scores = evaluate_users(user_emb, item_emb, truth, seen, users, ks, metrics, search, batch_size)
+    return {name: float(values.mean()) if values.numel() else math.nan for name, values in scores.items()}
 
 
 def _samples_on_rank(dataloader: Any) -> int | None:
@@ -124,14 +146,74 @@ class EmbeddingModel(Protocol):
         ...
 
 
+GROUPS = ("warm", "cold", "coldonly")
+"""Metric groups of the item cold-start protocol, beside the all-item metrics, when the data holds cold items out
+of training (``data.cold_items``): ``warm`` and ``cold`` rank every item, as the all-item metrics do, and count
+only the held-out items that are warm (cold); ``coldonly`` ranks the cold items alone, warm ones removed from
+the candidates. The module logs them as ``<stage>_<group>/<metric>@<k>`` (``test_cold/recall@20``)."""
+
+
+def restrict_csr(csr: CSR, keep: Tensor, relabel: Tensor | None = None) -> CSR:
+    """The rows of ``csr`` with only the items where ``keep`` (``BoolTensor[N]``) is true, renamed by ``relabel``
+    (``LongTensor[N]``, old id -> new id) when given."""
+    indptr, items = csr
+    rows = torch.repeat_interleave(torch.arange(indptr.numel() - 1, device=indptr.device), indptr[1:] - indptr[:-1])
+    kept = keep[items]
+    out = torch.zeros_like(indptr)
+    out[1:] = torch.cumsum(torch.bincount(rows[kept], minlength=indptr.numel() - 1), 0)
+    items = items[kept]
+    return out, relabel[items] if relabel is not None else items
+
+
+def truth_hits(topk: Tensor, users: Tensor, truth: CSR, num_items: int) -> tuple[Tensor, Tensor]:
+    """``(hits [B, k], n_truth [B])`` of the ranked ``topk`` items of ``users`` against their ``truth``."""
+    truth_rows, truth_items = csr_pairs(*truth, users)
+    hits = hit_matrix(topk, truth_rows.to(topk.device), truth_items.to(topk.device), num_items)
+    return hits, torch.bincount(truth_rows, minlength=users.numel()).to(topk.device)
+
+
+@dataclass(frozen=True)
+class ColdGroups:
+    """The held-out items of one :class:`EvalTask` split into the :data:`GROUPS`.
+
+    Attributes:
+        warm: CSR of each user's held-out warm items (item ids).
+        cold: CSR of each user's held-out cold items (item ids).
+        cold_items: ``LongTensor[C]`` the cold items, ascending; cold-only ranking uses their positions here.
+        cold_truth: ``cold`` in positions of ``cold_items``.
+        cold_seen: the task's masked items that are cold, in positions of ``cold_items``.
+    """
+
+    warm: CSR
+    cold: CSR
+    cold_items: Tensor
+    cold_truth: CSR
+    cold_seen: CSR
+
+    @classmethod
+    def of(cls, task: EvalTask) -> ColdGroups:
+        assert task.cold is not None
+        cold = task.cold.to(task.truth[0].device)
+        position = torch.full(cold.shape, -1, dtype=torch.long, device=cold.device)
+        cold_items = cold.nonzero().squeeze(1)
+        position[cold_items] = torch.arange(cold_items.numel(), device=cold.device)
+        return cls(
+            restrict_csr(task.truth, ~cold), restrict_csr(task.truth, cold), cold_items,
+            restrict_csr(task.truth, cold, position), restrict_csr(task.seen, cold, position),
+        )
+
+
 @dataclass
 class _Pass:
-    """One validation or test epoch in progress: its task, the user embeddings and the DDP shard count."""
+    """One validation or test epoch in progress: its task, the user embeddings and the DDP shard count; the cold
+    groups, and whether the model scores cold items, under the cold-start protocol."""
 
     task: EvalTask
     user_emb: Tensor
     real_samples: int | None  # None: the loader is not sharded, every sample is real
     seen_samples: int = 0
+    groups: ColdGroups | None = None
+    cold_scored: bool = True
 
 
 class RankingEvaluation:
@@ -141,7 +223,10 @@ class RankingEvaluation:
     :meth:`compute` at epoch end.
 
     The protocol of LightGCN and GRecX: score every item, mask the user's training items (and validation
-    items at test time), rank, and average over users with at least one held-out item.
+    items at test time), rank, and average over users with at least one held-out item (and one training item).
+    When the data holds cold items out of training, the same pass also computes the :data:`GROUPS` (``warm``,
+    ``cold``, ``coldonly``); a model that cannot score cold items (``start(cold_scored=False)``) gets NaN for
+    ``cold`` and ``coldonly``, never metrics of untrained embeddings.
 
     Args:
         ks: cut-offs (``--eval.ks``).
@@ -159,7 +244,9 @@ class RankingEvaluation:
         self.ks, self.metrics = check_metric_args(ks, metrics, "eval.")
         self.search = search if search is not None else TorchExactSearch()
         self.meter = FastMetrics(self.ks, self.metrics)
-        self._tasks: dict[str, EvalTask] = {}
+        self.group_meters = {group: FastMetrics(self.ks, self.metrics) for group in GROUPS}
+        self.cold_search = copy.deepcopy(self.search)  # built on the cold items alone, for ``coldonly``
+        self._tasks: dict[str, tuple[EvalTask, ColdGroups | None]] = {}
         self._tasks_of: RecDataModule | None = None
         self._pass: _Pass | None = None
 
@@ -167,32 +254,41 @@ class RankingEvaluation:
         """Refuse cut-offs beyond the catalogue (they rank nothing more and cost ``[B, k]`` memory)."""
         check_number("eval", "ks", self.ks[-1], 1, num_items, bounds="the number of items")
 
-    def _task(self, datamodule: RecDataModule, split: str, device: torch.device) -> EvalTask:
-        """The datamodule's EvalTask for ``split``, built once and kept on ``device``."""
+    def _task(
+        self, datamodule: RecDataModule, split: str, device: torch.device
+    ) -> tuple[EvalTask, ColdGroups | None]:
+        """The datamodule's EvalTask for ``split`` and its cold groups (``None`` without cold items), built once
+        and kept on ``device``."""
         if self._tasks_of is not datamodule:
             self._tasks, self._tasks_of = {}, datamodule
-        task = self._tasks.get(split)
-        if task is None or task.users.device != device:
+        found = self._tasks.get(split)
+        if found is None or found[0].users.device != device:
             task = datamodule.eval_task(split)
             task = EvalTask(
                 task.split, task.users.to(device),
                 (task.truth[0].to(device), task.truth[1].to(device)),
                 (task.seen[0].to(device), task.seen[1].to(device)),
+                task.cold.to(device) if task.cold is not None else None,
             )
-            self._tasks[split] = task
-        return task
+            found = self._tasks[split] = (task, ColdGroups.of(task) if task.cold is not None else None)
+        return found
 
     def start(
-        self, datamodule: RecDataModule, split: str, user_emb: Tensor, item_emb: Tensor, dataloader: Any
+        self, datamodule: RecDataModule, split: str, user_emb: Tensor, item_emb: Tensor, dataloader: Any,
+        cold_scored: bool = True,
     ) -> None:
         """Begin evaluating ``split``: build the search on ``item_emb`` and reset the metrics. ``dataloader`` is
-        the epoch's user loader (a ``DistributedSampler`` under DDP pads it with repeats, never counted)."""
+        the epoch's user loader (a ``DistributedSampler`` under DDP pads it with repeats, never counted).
+        ``cold_scored``: does the model score cold items from something learned (``RecModule.scores_cold_items``)?
+        If not, the ``cold`` and ``coldonly`` groups are NaN."""
         self.check_cutoffs(item_emb.shape[0])
-        task = self._task(datamodule, split, user_emb.device)
+        task, groups = self._task(datamodule, split, user_emb.device)
         self.search.build(item_emb)
-        self.meter = self.meter.to(user_emb.device)
-        self.meter.reset()
-        self._pass = _Pass(task, user_emb, _samples_on_rank(dataloader))
+        for meter in (self.meter, *self.group_meters.values()):
+            meter.to(user_emb.device).reset()
+        if groups is not None and cold_scored:
+            self.cold_search.build(item_emb[groups.cold_items])
+        self._pass = _Pass(task, user_emb, _samples_on_rank(dataloader), groups=groups, cold_scored=cold_scored)
 
     def update(self, users: Tensor) -> None:
         """Rank a batch of user ids (seen items masked) and add their hits to the metrics."""
@@ -206,14 +302,36 @@ class RankingEvaluation:
             run.seen_samples += batch_size
         if users.numel() == 0:
             return
-        hits, counts = rank_users(run.user_emb, users, self.search, self.ks[-1], run.task.truth, run.task.seen)
-        self.meter.update(hits, counts)
+        groups, k = run.groups, self.ks[-1]
+        if groups is None:
+            hits, counts = rank_users(run.user_emb, users, self.search, k, run.task.truth, run.task.seen)
+            self.meter.update(hits, counts)
+            return
+        _, topk = search_users(run.user_emb, users, self.search, k, run.task.seen)
+        num_items = self.search.num_items
+        self.meter.update(*truth_hits(topk, users, run.task.truth, num_items))
+        self.group_meters["warm"].update(*truth_hits(topk, users, groups.warm, num_items))
+        if run.cold_scored:
+            self.group_meters["cold"].update(*truth_hits(topk, users, groups.cold, num_items))
+            _, local = search_users(run.user_emb, users, self.cold_search, k, groups.cold_seen)
+            cold_hits = truth_hits(local, users, groups.cold_truth, groups.cold_items.numel())
+            self.group_meters["coldonly"].update(*cold_hits)
 
     def compute(self) -> dict[str, Tensor]:
-        """End the epoch: ``{"recall@10": mean, ...}`` summed over every process (the same value on each)."""
-        values = self.meter.compute()
+        """End the epoch: ``{"recall@10": mean, ...}`` summed over every process (the same value on each), and with
+        cold items ``{"warm/recall@10": ..., "cold/...", "coldonly/..."}`` too (NaN: the model scores no cold item)."""
+        run, values = self._pass, self.meter.compute()
         self._pass = None
-        return values
+        if run is None or run.groups is None:
+            return values
+        grouped = dict(values)
+        for group, meter in self.group_meters.items():
+            if group == "warm" or run.cold_scored:
+                found = meter.compute()
+            else:
+                found = {name: torch.full_like(value, math.nan) for name, value in values.items()}
+            grouped.update({f"{group}/{name}": value for name, value in found.items()})
+        return grouped
 
 
 class TopKWriter(BasePredictionWriter):

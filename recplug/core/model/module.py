@@ -112,6 +112,7 @@ class RecModule(pl.LightningModule):
                 num_users=num_users, num_items=num_items, feature_dims=self.feature_dims, embedding_dim=embedding_dim
             )
         self._embedding_cache: tuple[Tensor, Tensor] | None = None
+        self._cold_scored: bool | None = None  # scores_cold_items of the data's cold items, decided by prepare
         self.run_provenance: dict[str, Any] = {"plugins": plugin_provenance()}
 
     # ------------------------------------------------------------------ wiring
@@ -212,6 +213,14 @@ class RecModule(pl.LightningModule):
             self.pm.hook.recplug_setup(data=data, cache_dir=cache)
         self.to(device)  # buffers plugins built from (CPU) data follow the module
         self._embedding_cache = None
+        # outside Lightning's inference mode (setup), where autograd works
+        self._cold_scored = None if data.cold_items is None else self.scores_cold_items(data.cold_items)
+        if self._cold_scored is False:
+            rank_zero_warn(
+                f"the model gives the {data.cold_items.numel()} cold items only their own ID embeddings (no item "
+                "content or item-item graph reaches them), so it cannot score them: the cold and coldonly metric "
+                "groups (val_cold/*, test_coldonly/*, ...) are NaN, not applicable"
+            )
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -381,18 +390,52 @@ class RecModule(pl.LightningModule):
         """Refuse evaluation cut-offs beyond the catalogue before the first training step."""
         self.evaluation.check_cutoffs(self.num_items)
 
+    def scores_cold_items(self, items: Tensor) -> bool:
+        """Do the final embeddings of ``items`` (held out of training) depend on something the model learned
+        beyond their own ID embeddings: the fused item content (VBPR's content view, CRANE's semantic view), or
+        warm items' or users' ID embeddings (FREEDOM's item-item graph over content)?
+
+        Decided by autograd on one forward in eval mode: the gradient of a random projection of the items' final
+        embeddings with respect to the fused content and the ID tables, the rows of the cold items excluded. An
+        ID-only model (MF, LightGCN, NGCF, UltraGCN) gives a cold item its own ID embedding, which BPR trains only
+        as a sampled negative (pushed away from users, never towards one), so its ranking is not a learned one."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.enable_grad():
+                output = self()
+                probe = output.items[items.to(output.items.device)]
+                if not probe.requires_grad:
+                    return False
+                inputs = [t for t in (output.content, output.ego_users, output.ego_items)
+                          if t is not None and t.requires_grad]
+                weights = torch.randn(probe.shape, generator=torch.Generator().manual_seed(0)).to(probe)
+                grads = torch.autograd.grad((probe * weights).sum(), inputs, allow_unused=True)
+        finally:
+            self.train(was_training)
+        for tensor, grad in zip(inputs, grads):
+            if grad is None:
+                continue
+            if tensor is output.ego_items:
+                grad = grad.index_fill(0, items.to(grad.device), 0.0)  # the cold items' own (untrained) IDs
+            if bool((grad != 0).any()):
+                return True
+        return False
+
     def _start_evaluation(self, stage: str) -> None:
         """Search and metrics reset for a ``val`` or ``test`` epoch, on the embeddings propagated once for it."""
         datamodule = rec_datamodule(self._trainer, "RecModule's evaluation")
         split = datamodule.validation_split if stage == "val" else "test"
         loader = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
         users, items = self.cached_embeddings()
-        self.evaluation.start(datamodule, split, users, items, loader)
+        self.evaluation.start(datamodule, split, users, items, loader, cold_scored=self._cold_scored is not False)
 
     def _log_evaluation(self, stage: str) -> None:
         for name, value in self.evaluation.compute().items():  # summed over every process: the same on each
+            group, _, metric = name.rpartition("/")  # "cold/recall@20" is logged as test_cold/recall@20
             # sync_dist averages identical values (a no-op) and spares Lightning's DDP warning
-            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
+            self.log(f"{stage}_{group}/{metric}" if group else f"{stage}/{name}", value, on_step=False,
+                     on_epoch=True, sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self._start_evaluation("val")

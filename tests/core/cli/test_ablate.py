@@ -130,11 +130,11 @@ def test_interrupted_ablation_resumes_with_only_the_missing_runs(mf_ablation, mo
     args, out = mf_ablation
     real_fit, calls = ablate.fit_one, []
 
-    def fit_then_interrupt(run):
+    def fit_then_interrupt(run, after=None):
         calls.append((run.variant.name, run.seed))
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_fit(run)
+        return real_fit(run, after)
 
     monkeypatch.setattr(ablate, "fit_one", fit_then_interrupt)
     assert main(args) == 130

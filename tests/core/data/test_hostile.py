@@ -432,7 +432,7 @@ def test_a_corrupted_ablation_result_is_rerun_with_a_warning(tmp_path, monkeypat
     to_bytes, fragment = RESULT_CASES[case]
     (broken.directory / "result.json").write_bytes(to_bytes(_result(broken)))
     fitted = []
-    monkeypatch.setattr(ablate, "fit_one", lambda run: fitted.append(run.variant.name) or _result(run))
+    monkeypatch.setattr(ablate, "fit_one", lambda run, after=None: fitted.append(run.variant.name) or _result(run))
     with pytest.warns(UserWarning) as caught:
         results, failures, interrupted = ablate.execute([broken, intact], "test/recall@20")
     path = broken.directory / "result.json"

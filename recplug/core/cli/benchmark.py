@@ -1,0 +1,371 @@
+"""``recplug benchmark``: bundles x datasets x seeds in one command, one leaderboard per dataset.
+
+    recplug benchmark --configs configs/crane.yaml configs/freedom.yaml configs/mf.yaml \\
+        --datasets tiktok amazon_office --seeds 0 1 2 3 4 --out runs/benchmark \\
+        [--trials N [--spaces configs/search] [--tune-timeout S]] [--proposed crane] [--mf configs/mf.yaml] \\
+        [--max-epochs N] [--no-plot] [--dry-run] [-- fit overrides for every run]
+
+GRecX's aim (Cai et al., arXiv 2111.10342): a fair, unified benchmark. Per (bundle, dataset):
+
+1. with ``--trials N``, ``recplug tune`` on validation only (the search space ``<spaces>/<bundle>.yaml``, the
+   same budget for every bundle, the config's own seed); the seeds then train ``best.yaml``. Without it, the
+   config as given;
+2. each seed is one ``recplug fit`` (as ``recplug ablate`` runs it), tested at its best-validation epoch; the
+   run also stores every test user's metrics (``per_user.npz``) and its representation size ``X``;
+3. GRMF-X (:mod:`recplug.core.eval.grmfx`): an MF-BPR of each size ``X`` that occurs is trained on the same
+   seeds under the same protocol (the ``--mf`` config, tuned like the others when ``--trials`` is given).
+
+Each dataset's leaderboard (``<out>/<dataset>/leaderboard.{md,csv,png}``): mean ± std over seeds, the change
+over the best baseline, paired Wilcoxon and t-tests of ``--proposed`` against each other model on per-user test
+metrics (each user's mean over seeds), Holm-corrected across the comparisons (:mod:`recplug.core.eval.significance`),
+GRMF-X, the selected epoch, epochs trained (and whether training stopped at ``max_epochs`` while validation was
+still improving), seconds per epoch and the provenance of every run. Rerunning the same command skips finished
+runs and resumes the tuning studies.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recplug.core.cli import ablate
+from recplug.core.cli.boundary import CommandParser
+from recplug.core.errors import ConfigError
+
+PER_USER_FILE = "per_user.npz"
+REFERENCE = "mf"  # the name of the GRMF-X reference rows: mf-<X>
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of a leaderboard: a bundle (``configs/<name>.yaml``) or an MF-X reference, and its config."""
+
+    name: str
+    config: str
+    overrides: tuple[str, ...] = ()
+    reference: bool = False
+
+
+# ---------------------------------------------------------------------------- one run's extra record
+def record_per_user(cli: Any, directory: Path) -> dict[str, Any]:
+    """After the CLI tested the best-validation checkpoint: every test user's metrics of those weights (written
+    to ``per_user.npz``), the representation size ``X``, epochs trained and seconds per epoch."""
+    from recplug.core.eval.evaluator import evaluate_users
+
+    model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
+    evaluation = model.evaluation
+    users_emb, items_emb = model.cached_embeddings()
+    task = datamodule.eval_task("test")
+    users, scores = evaluate_users(users_emb, items_emb, task.truth, task.seen, task.users, evaluation.ks,
+                                   evaluation.metrics, evaluation.search)
+    np.savez(directory / PER_USER_FILE, users=users.cpu().numpy(),
+             **{name: values.cpu().numpy() for name, values in scores.items()})
+    return {"representation_size": int(users_emb.shape[1]), "epochs_trained": int(trainer.current_epoch),
+            "max_epochs": int(trainer.max_epochs or -1)}
+
+
+def per_user(result: dict[str, Any], directory: Path, metric: str) -> dict[int, float]:
+    """``{user: value}`` of a finished run's test ``metric`` (e.g. ``test/recall@20``)."""
+    path = directory / PER_USER_FILE
+    if not path.exists():
+        raise ConfigError(f"{path}: missing; delete {directory / ablate.RESULT_FILE} and rerun to recompute it")
+    with np.load(path) as stored:
+        name = metric.split("/", 1)[1]
+        if name not in stored:
+            raise ConfigError(f"{path}: has no {name}; choose --metric among test/{', test/'.join(stored.files[1:])}")
+        return dict(zip(stored["users"].tolist(), stored[name].tolist()))
+
+
+# ---------------------------------------------------------------------------- one dataset
+@dataclass
+class Row:
+    """A leaderboard row: the finished runs of one entry on one dataset."""
+
+    entry: Entry
+    results: list[dict[str, Any]]
+    directories: list[Path]
+    trials: int
+
+    def values(self, metric: str) -> list[float]:
+        return [r["test"][metric] for r in self.results if metric in r["test"]]
+
+    def mean(self, metric: str) -> float:
+        values = self.values(metric)
+        return statistics.fmean(values) if values else math.nan
+
+    def std(self, metric: str) -> float:
+        values = self.values(metric)
+        return statistics.stdev(values) if len(values) > 1 else math.nan
+
+    def user_means(self, metric: str) -> dict[int, float]:
+        """Each test user's ``metric`` averaged over the seeds (the paired tests' unit)."""
+        runs = [per_user(r, d, metric) for r, d in zip(self.results, self.directories)]
+        common = set.intersection(*(set(run) for run in runs)) if runs else set()
+        return {u: statistics.fmean(run[u] for run in runs) for u in sorted(common)}
+
+    @property
+    def size(self) -> int | None:
+        sizes = {r.get("representation_size") for r in self.results}
+        return sizes.pop() if len(sizes) == 1 else None
+
+    def capped(self) -> bool:
+        """Some seed trained up to ``max_epochs``: early stopping had not seen ``patience`` epochs without a new
+        best, so validation was still improving when the cap stopped it."""
+        return any(r.get("epochs_trained") == r.get("max_epochs") for r in self.results)
+
+    def seconds_per_epoch(self) -> float:
+        rates = [r["seconds"] / max(1, r.get("epochs_trained", r["epochs_validated"])) for r in self.results]
+        return statistics.fmean(rates) if rates else math.nan
+
+
+def _fmt(mean: float, std: float, digits: int = 4) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+
+
+def _p(value: float) -> str:
+    return "–" if math.isnan(value) else (f"{value:.1e}" if value < 1e-3 else f"{value:.3f}")
+
+
+def leaderboard(rows: list[Row], proposed: str, metrics: list[str], dataset: str) -> tuple[list[dict[str, Any]], str]:
+    """The leaderboard of one dataset as CSV records and a Markdown table (see the module docstring)."""
+    from recplug.core.eval.grmfx import grmfx
+    from recplug.core.eval.significance import holm, paired_test
+
+    primary = metrics[0]
+    ranked = [r for r in rows if r.results]
+    baselines = [r for r in ranked if r.entry.name != proposed and not r.entry.reference]
+    best_baseline = max(baselines, key=lambda r: r.mean(primary), default=None)
+    mine = next((r for r in ranked if r.entry.name == proposed), None)
+    references = {r.size: r for r in ranked if r.entry.reference or r.entry.name == REFERENCE}
+
+    tests: dict[str, dict[str, Any]] = {}
+    if mine is not None:
+        ours = mine.user_means(primary)
+        for row in ranked:
+            if row is not mine:
+                theirs = row.user_means(primary)
+                users = sorted(set(ours) & set(theirs))
+                tests[row.entry.name] = vars(paired_test([ours[u] for u in users], [theirs[u] for u in users]))
+        for field_name in ("wilcoxon_p", "ttest_p"):
+            adjusted = holm([test[field_name] for test in tests.values()])
+            for test, value in zip(tests.values(), adjusted):
+                test[f"{field_name}_holm"] = value
+
+    records, lines = [], []
+    header = ["model", "seeds", *metrics, f"vs best baseline ({primary})", f"p Wilcoxon vs {proposed} (Holm)",
+              f"p t-test vs {proposed} (Holm)", "GRMF-X (X)", "selected epoch", "epochs trained", "s/epoch", "tuned"]
+    lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    best = {m: max((r.mean(m) for r in ranked), default=math.nan) for m in metrics}
+    for row in ranked:
+        name = row.entry.name
+        gain = ((row.mean(primary) / best_baseline.mean(primary) - 1) * 100
+                if best_baseline is not None and best_baseline.mean(primary) else math.nan)
+        test = tests.get(name, {})
+        reference = references.get(row.size)
+        ratio = (grmfx({primary: row.mean(primary)}, {primary: reference.mean(primary)}, row.size, reference.size)
+                 [primary] if reference is not None and row.size is not None else math.nan)
+        epochs = [r["epoch"] for r in row.results]
+        trained = [r.get("epochs_trained", r["epochs_validated"]) for r in row.results]
+        record = {
+            "dataset": dataset, "model": name, "seeds": len(row.results),
+            **{f"{m} mean": row.mean(m) for m in metrics}, **{f"{m} std": row.std(m) for m in metrics},
+            "gain_over_best_baseline_%": gain, "wilcoxon_p_holm": test.get("wilcoxon_p_holm", math.nan),
+            "ttest_p_holm": test.get("ttest_p_holm", math.nan), "wilcoxon_p": test.get("wilcoxon_p", math.nan),
+            "ttest_p": test.get("ttest_p", math.nan), "paired_users": test.get("users", ""),
+            "grmfx": ratio, "representation_size": row.size, "selected_epoch_mean": statistics.fmean(epochs),
+            "epochs_trained_mean": statistics.fmean(trained), "stopped_at_cap": row.capped(),
+            "seconds_per_epoch": row.seconds_per_epoch(), "tuning_trials": row.trials,
+            "config_sha256": " ".join(sorted({r["provenance"]["config_sha256"][:12] for r in row.results})),
+        }
+        records.append(record)
+        cells = [f"**{name}**" if name == proposed else name + (" (GRMF-X reference)" if row.entry.reference else ""),
+                 str(len(row.results))]
+        for m in metrics:
+            text = _fmt(row.mean(m), row.std(m))
+            cells.append(f"**{text}**" if row.mean(m) == best[m] else text)
+        cells += ["–" if math.isnan(gain) else f"{gain:+.1f}%", _p(record["wilcoxon_p_holm"]),
+                  _p(record["ttest_p_holm"]), "–" if math.isnan(ratio) else f"{ratio:.3f} ({row.size})",
+                  f"{statistics.fmean(epochs):.0f}", f"{statistics.fmean(trained):.0f}" + (" (cap)" if row.capped()
+                                                                                       else ""),
+                  f"{row.seconds_per_epoch():.2f}", str(row.trials) if row.trials else "as given"]
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = sorted({r["seed"] for row in ranked for r in row.results})
+    lines += [
+        "",
+        f"Test metrics at each run's best-validation epoch ({ranked[0].results[0]['monitor'] if ranked else ''}), "
+        f"mean ± sample std over seeds {seeds}. vs best baseline: the change of the mean {primary} over the best "
+        f"model other than {proposed} ({best_baseline.entry.name if best_baseline else '–'}). p: two-sided "
+        f"paired tests of {proposed} against the row on each test user's {primary} averaged over seeds, "
+        "Holm-corrected across the rows. GRMF-X: the row's mean over the mean of an MF-BPR with the same "
+        "representation size X trained here. s/epoch: wall time of the run (validation included) per epoch. "
+        "(cap): a seed stopped at max_epochs before early stopping did, i.e. while validation still improved.",
+    ]
+    if ranked:
+        p = ranked[0].results[0]["provenance"]
+        data = sorted({r["provenance"]["data_sha256"][:12] for row in ranked for r in row.results})
+        lines += ["", f"Provenance: recplug {p['recplug']}, torch {p['torch']}, pytorch-lightning "
+                  f"{p['pytorch_lightning']}, python {p['python']}; data {p['data']} sha256 {', '.join(data)}; "
+                  "every run's command, config hash and plugins are in its result.json (leaderboard.csv has the "
+                  "config hashes)."]
+    return records, "\n".join(lines) + "\n"
+
+
+def write_outputs(out: Path, records: list[dict[str, Any]], table: str, rows: list[Row], metrics: list[str],
+                  plot: bool) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "leaderboard.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["model"])
+        writer.writeheader()
+        writer.writerows(records)
+    (out / "leaderboard.md").write_text(table)
+    written = [out / "leaderboard.csv", out / "leaderboard.md"]
+    if plot and records:
+        summaries = [ablate.Summary(ablate.Variant(r.entry.name, {}), {m: r.values(m) for m in metrics})
+                     for r in rows if r.results]
+        ablate.write_plot(out / "leaderboard.png", summaries, metrics)
+        written.append(out / "leaderboard.png")
+    return written
+
+
+# ---------------------------------------------------------------------------- command
+def build_parser() -> CommandParser:
+    parser = CommandParser(
+        prog="recplug benchmark",
+        description="Bundles x datasets x seeds: tune on validation (optional), train every seed, test at the "
+        "best-validation epoch; one leaderboard per dataset with significance tests and GRMF-X (docs/benchmark.md). "
+        "Rerunning resumes. Arguments after `--` are passed to every `recplug fit` run.",
+    )
+    parser.add_argument("--configs", nargs="+", required=True, help="bundle configs; a row is named by its file stem")
+    parser.add_argument("--datasets", nargs="+", default=["default"],
+                        help="--data.path of each dataset (a registered name or a folder; default: default)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default: 0 1 2 3 4)")
+    parser.add_argument("--out", default="runs/benchmark", help="output folder (default: runs/benchmark)")
+    parser.add_argument("--trials", type=int, default=0, help="tuning trials per bundle and dataset (default 0: "
+                        "take each config as given)")
+    parser.add_argument("--spaces", default="configs/search", help="folder of <bundle>.yaml search spaces")
+    parser.add_argument("--tune-timeout", type=float, help="seconds per tuning study (recplug tune --timeout)")
+    parser.add_argument("--proposed", help="the model tested against all others (default: the first config)")
+    parser.add_argument("--mf", default="configs/mf.yaml", help="the MF-BPR config of the GRMF-X reference rows")
+    parser.add_argument("--metrics", nargs="+", default=["test/recall@20", "test/ndcg@20"],
+                        help="leaderboard metrics; the first is tested (default: test/recall@20 test/ndcg@20)")
+    parser.add_argument("--max-epochs", type=int, help="shortcut for --trainer.max_epochs in every run and trial")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG charts")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan's commands; run nothing")
+    return parser
+
+
+def _slug(text: str) -> str:
+    return ablate._slug(Path(text).name if Path(text).is_dir() else text)
+
+
+def tune_entry(entry: Entry, dataset: str, study: Path, args: Any, extra: list[str]) -> tuple[str, int]:
+    """The config the seeds train after ``--trials`` of tuning on validation (``best.yaml``), and the trials."""
+    from recplug.core.cli import tune
+
+    stem = REFERENCE if entry.reference else entry.name
+    space = Path(args.spaces) / f"{stem}.yaml"
+    if not space.exists():
+        raise ConfigError(f"--trials needs a search space per bundle: {space} does not exist")
+    argv = ["--config", entry.config, "--space", str(space), "--trials", str(args.trials), "--study", str(study)]
+    argv += ["--timeout", str(args.tune_timeout)] if args.tune_timeout else []
+    argv += ["--no-plot"] if args.no_plot else []
+    argv += ["--", f"--data.path={dataset}", *entry.overrides, *extra]
+    if args.max_epochs is not None:
+        argv.append(f"--trainer.max_epochs={args.max_epochs}")
+    print(f"recplug benchmark: tuning {entry.name} on {dataset} ({args.trials} trials, study {study})", flush=True)
+    status = tune.main(argv)
+    best = study / "best.yaml"
+    if status == 130:
+        raise KeyboardInterrupt
+    if not best.exists():
+        raise ConfigError(f"tuning {entry.name} on {dataset} found no best trial (see {study / 'trials.md'})")
+    return str(best), args.trials
+
+
+def run_entries(
+    entries: list[Entry], dataset: str, args: Any, extra: list[str], out: Path
+) -> tuple[list[Row], bool, bool]:
+    """Tune (optionally) and train every entry x seed on one dataset, seed-major (every model's seed 0 first).
+    Returns ``(rows, some run failed, interrupted)``."""
+    rows, plans = [], []
+    for entry in entries:
+        config, trials = entry.config, 0
+        if args.trials and not args.dry_run:
+            config, trials = tune_entry(entry, dataset, out / "tune" / entry.name, args, extra)
+        common = [f"--data.path={dataset}", *entry.overrides]
+        if args.max_epochs is not None:
+            common.append(f"--trainer.max_epochs={args.max_epochs}")
+        runs = ablate.plan([config], [ablate.Variant(entry.name, {})], args.seeds, out, common, extra)
+        rows.append(Row(entry, [], [], trials))
+        plans.append(runs)
+    ordered = [run for seed_runs in zip(*plans) for run in seed_runs]
+    if args.dry_run:
+        for run in ordered:
+            print(" ".join(["recplug", *run.args]))
+        return rows, False, False
+    results, failures, interrupted = ablate.execute(ordered, args.metrics[0], after=record_per_user)
+    for failure in failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    by_name = {row.entry.name: row for row in rows}
+    directories = {(run.variant.name, run.seed): run.directory for run in ordered}
+    for result in results:
+        row = by_name[result["variant"]]
+        row.results.append(result)
+        row.directories.append(directories[(result["variant"], result["seed"])])
+    return rows, bool(failures), interrupted
+
+
+def main(argv: list[str]) -> int:
+    """``recplug benchmark ...`` (``argv`` excludes ``benchmark``). Returns 0, 1 if a run failed, 130 if
+    interrupted, 2 on a config error."""
+    args, extra = build_parser().parse_with_passthrough(argv)
+    if args.trials < 0:
+        raise ConfigError(f"--trials must be >= 0, got {args.trials}")
+    for path in [*args.configs, args.mf]:
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: no such config file")
+    entries = [Entry(Path(c).stem, c) for c in dict.fromkeys(args.configs)]
+    names = [e.name for e in entries]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"--configs: two configs share a file name, and rows are named by it: {names}")
+    proposed = args.proposed or names[0]
+    if proposed not in names:
+        raise ConfigError(f"--proposed {proposed!r} is none of the --configs rows {names}")
+    seeds = list(dict.fromkeys(args.seeds))
+    args.seeds = seeds
+    status = 0
+    for dataset in args.datasets:
+        out = Path(args.out) / _slug(dataset)
+        print(f"recplug benchmark: {dataset}: {len(entries)} models x {len(seeds)} seeds; runs in {out / 'runs'}",
+              flush=True)
+        rows, failed, interrupted = run_entries(entries, dataset, args, extra, out)
+        if interrupted:
+            print("recplug benchmark: interrupted; run the same command again to resume.")
+            return 130
+        if args.dry_run:
+            continue
+        sizes = sorted({row.size for row in rows if row.size is not None})
+        mf_size = next((row.size for row in rows if row.entry.name == REFERENCE), None)
+        references = [Entry(f"{REFERENCE}-{size}", args.mf, (f"--model.embedding_dim={size}",), reference=True)
+                      for size in sizes if size != mf_size]
+        if references:
+            more, more_failed, interrupted = run_entries(references, dataset, args, extra, out)
+            if interrupted:
+                print("recplug benchmark: interrupted; run the same command again to resume.")
+                return 130
+            rows, failed = rows + more, failed or more_failed
+        records, table = leaderboard(rows, proposed, args.metrics, dataset)
+        written = write_outputs(out, records, table, rows, args.metrics, not args.no_plot)
+        print(f"\n## {dataset}\n\n{table}")
+        print("wrote " + ", ".join(str(p) for p in written), flush=True)
+        status = max(status, 1 if failed else 0)
+    return status

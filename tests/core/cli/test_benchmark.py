@@ -1,0 +1,102 @@
+"""recplug benchmark: the leaderboard's columns on a hand-made case, and real runs end to end."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from recplug.core.cli import benchmark
+from recplug.core.cli.main import main
+from recplug.core.eval.significance import holm, paired_test
+
+pytest.importorskip("scipy")
+pytest.importorskip("statsmodels")
+
+PROVENANCE = {"recplug": "0", "torch": "0", "pytorch_lightning": "0", "python": "3", "plugins": [], "data": "d",
+              "config_sha256": "c" * 64, "data_sha256": "d" * 64}
+
+
+def _row(tmp_path: Path, name: str, per_seed: list[list[float]], size: int = 64, reference: bool = False):
+    results, directories = [], []
+    for seed, values in enumerate(per_seed):
+        directory = tmp_path / name / f"seed{seed}"
+        directory.mkdir(parents=True)
+        np.savez(directory / benchmark.PER_USER_FILE, users=np.arange(len(values)), **{"recall@20": np.array(values)})
+        results.append({"variant": name, "seed": seed, "monitor": "val/recall@20", "epoch": 3, "epochs_validated": 5,
+                        "test": {"test/recall@20": float(np.mean(values))}, "seconds": 10.0, "epochs_trained": 5,
+                        "max_epochs": 5 if name == "capped" else 100, "representation_size": size,
+                        "provenance": PROVENANCE})
+        directories.append(directory)
+    return benchmark.Row(benchmark.Entry(name, f"{name}.yaml", reference=reference), results, directories, 0)
+
+
+def test_leaderboard_columns_by_hand(tmp_path):
+    crane = _row(tmp_path, "crane", [[0.5, 0.4, 0.3, 0.3], [0.5, 0.4, 0.1, 0.1]])        # mean 0.325
+    freedom = _row(tmp_path, "freedom", [[0.4, 0.3, 0.2, 0.1], [0.4, 0.1, 0.2, 0.1]])    # mean 0.225
+    mf = _row(tmp_path, "mf", [[0.1, 0.1, 0.2, 0.0], [0.1, 0.1, 0.0, 0.2]])              # mean 0.1
+    wide = _row(tmp_path, "capped", [[0.3, 0.3, 0.3, 0.3]], size=128)                    # mean 0.3, X = 128
+    mf128 = _row(tmp_path, "mf-128", [[0.2, 0.2, 0.2, 0.2]], size=128, reference=True)    # mean 0.2
+    records, table = benchmark.leaderboard([crane, freedom, mf, wide, mf128], "crane", ["test/recall@20"], "toy")
+    by_model = {r["model"]: r for r in records}
+    # the best baseline is "capped" (0.3; the reference row is not a baseline): crane +8.3%, freedom -25%
+    assert by_model["crane"]["gain_over_best_baseline_%"] == pytest.approx((0.325 / 0.3 - 1) * 100)
+    assert by_model["freedom"]["gain_over_best_baseline_%"] == pytest.approx(-25.0)
+    # GRMF-X: over the MF of the same X: crane 0.325 / 0.1, capped 0.3 / 0.2
+    assert by_model["crane"]["grmfx"] == pytest.approx(3.25)
+    assert by_model["capped"]["grmfx"] == pytest.approx(1.5)
+    assert by_model["mf"]["grmfx"] == pytest.approx(1.0)
+    # paired tests on each user's mean over seeds, Holm over the four comparisons
+    crane_users = [0.5, 0.4, 0.2, 0.2]
+    others = {"freedom": [0.4, 0.2, 0.2, 0.1], "mf": [0.1, 0.1, 0.1, 0.1], "capped": [0.3] * 4, "mf-128": [0.2] * 4}
+    raw = [paired_test(crane_users, values).wilcoxon_p for values in others.values()]
+    for name, expected in zip(others, holm(raw)):
+        assert by_model[name]["wilcoxon_p_holm"] == pytest.approx(expected, nan_ok=True)
+        assert by_model[name]["paired_users"] == 4
+    assert math.isnan(by_model["crane"]["wilcoxon_p_holm"])
+    assert by_model["capped"]["stopped_at_cap"] and not by_model["crane"]["stopped_at_cap"]
+    assert "| **crane** | 2 |" in table and "(cap)" in table and "mf-128 (GRMF-X reference)" in table
+
+
+def test_bad_arguments_are_one_line(tmp_path, capsys):
+    assert main(["benchmark", "--configs", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: no such config file" in capsys.readouterr().err
+    assert main(["benchmark", "--configs", "configs/mf.yaml", "--proposed", "crane"]) == 2
+    assert "--proposed 'crane' is none of the --configs rows ['mf']" in capsys.readouterr().err
+    assert main(["benchmark", "--configs", "configs/mf.yaml", "--trials", "2", "--spaces", str(tmp_path),
+                 "--out", str(tmp_path / "b")]) == 2
+    assert f"{tmp_path / 'mf.yaml'} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_runs_resumes_and_trains_the_grmfx_reference(tmp_path, capsys):
+    small = tmp_path / "small.yaml"
+    config = yaml.safe_load(Path("configs/mf.yaml").read_text())
+    config["model"]["embedding_dim"] = 32
+    small.write_text(yaml.safe_dump(config))
+    out = tmp_path / "bench"
+    argv = ["benchmark", "--configs", str(small), "configs/mf.yaml", "--seeds", "0", "--out", str(out),
+            "--max-epochs", "2", "--no-plot"]
+    assert main(argv) == 0
+    board = out / "default"
+    rows = {r["model"]: r for r in csv.DictReader(open(board / "leaderboard.csv"))}
+    assert set(rows) == {"small", "mf", "mf-32"}  # MF of small's size X = 32 trained as its GRMF-X reference
+    assert rows["small"]["representation_size"] == "32" and rows["mf"]["representation_size"] == "64"
+    assert float(rows["small"]["grmfx"]) == pytest.approx(
+        float(rows["small"]["test/recall@20 mean"]) / float(rows["mf-32"]["test/recall@20 mean"]))
+    assert rows["mf"]["paired_users"] == rows["mf-32"]["paired_users"] != ""
+    # the per-user metrics are the test metrics of the selected checkpoint: their mean is the logged value
+    import json
+    for name in ("small", "mf", "mf-32"):
+        run = board / "runs" / name / "seed0"
+        result = json.loads((run / "result.json").read_text())
+        stored = np.load(run / benchmark.PER_USER_FILE)
+        assert stored["recall@20"].mean() == pytest.approx(result["test"]["test/recall@20"], rel=1e-5)
+        assert result["epochs_trained"] == 2
+    capsys.readouterr()
+    assert main(argv) == 0  # rerun: every run finished earlier
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 3
