@@ -1,4 +1,5 @@
-"""RCA fusion: shapes, gradient flow, any number of modalities, scale invariance, linear memory."""
+"""RCA and GMU fusion: shapes, gradient flow, any number of modalities, scale invariance, refined features, linear
+memory."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import pytest
 import torch
 
 from recplug.core.errors import ConfigError
+from recplug.core.model.components import FusionModule
+from recplug.plugins.fusion.gmu import GatedFusion
 from recplug.plugins.fusion.rca import RCAFusion
 from recplug.plugins.fusion.sum import SumFusion
 
 D = 16
 
 
-def build(fusion: RCAFusion, features: dict[str, torch.Tensor]) -> RCAFusion:
+def build(fusion: FusionModule, features: dict[str, torch.Tensor]) -> RCAFusion:
     num_items = next(iter(features.values())).shape[0]
     fusion.recplug_build(num_items=num_items, feature_dims={m: x.shape[1] for m, x in features.items()},
                          embedding_dim=D)
@@ -83,6 +86,59 @@ def test_repr():
     assert fusion.extra_repr() == (
         "trainable_features=False, modalities=None, num_recursions=1, joint_dim=None, dropout=0.1, shared_weights=False"
     )
+
+
+def test_refined_features_are_what_the_fusion_combines():
+    rca = build(RCAFusion(num_recursions=2), features())
+    refined = rca.recplug_refine()
+    assert list(refined) == ["m0", "m1"] and all(x.shape == (50, D) for x in refined.values())
+    torch.testing.assert_close(rca.recplug_fuse(), rca.final(torch.cat([refined["m0"], refined["m1"]], 1)))
+    summed = build(SumFusion(weights={"m0": 0.25, "m1": 0.75}), features())
+    parts = summed.recplug_refine()
+    torch.testing.assert_close(parts["m0"], summed.proj["m0"](summed.raw_m0))
+    torch.testing.assert_close(summed.recplug_fuse(), 0.25 * parts["m0"] + 0.75 * parts["m1"])
+
+
+# ---------------------------------------------------------------------------- GMU
+def test_gmu_with_two_modalities_is_the_papers_sigmoid_gate():
+    fusion = build(GatedFusion(), features())
+    x_v, x_t = fusion.raw_m0, fusion.raw_m1
+    h_v, h_t = torch.tanh(x_v @ fusion.hidden["m0"].weight.T), torch.tanh(x_t @ fusion.hidden["m1"].weight.T)
+    logits = (torch.cat([x_v, x_t], 1) @ fusion.gate.weight.T).view(50, 2, D)
+    z = torch.sigmoid(logits[:, 0] - logits[:, 1])  # Arevalo et al. Eq. 3 with W_z the two rows' difference
+    torch.testing.assert_close(fusion.recplug_fuse(), z * h_v + (1 - z) * h_t)
+    torch.testing.assert_close(fusion.recplug_refine(), {"m0": h_v, "m1": h_t})
+
+
+def test_gmu_any_number_of_modalities_gradients_and_at_least_two():
+    fusion = build(GatedFusion(), features(dims=(5, 6, 7)))
+    gates = fusion.gates()
+    assert gates.shape == (50, 3, D) and (gates > 0).all()
+    torch.testing.assert_close(gates.sum(1), torch.ones(50, D))
+    out = fusion.recplug_fuse()
+    assert out.shape == (50, D) and (out.abs() < 1).all()  # a convex mix of tanh units
+    out.pow(2).sum().backward()
+    for name, parameter in fusion.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    with pytest.raises(ConfigError, match="GatedFusion needs at least 2"):
+        build(GatedFusion(), features(dims=(5,)))
+
+
+def test_gmu_dropout_reset_parameters_and_repr():
+    fusion = build(GatedFusion(dropout=0.5), features())
+    fusion.eval()
+    first = fusion.recplug_fuse()
+    torch.testing.assert_close(fusion.recplug_fuse(), first)  # no dropout in eval mode
+    fusion.train()
+    assert not torch.allclose(fusion.recplug_fuse(), first)
+    before = {n: p.detach().clone() for n, p in fusion.named_parameters()}
+    fusion.reset_parameters()
+    assert all(not torch.equal(before[n], p) for n, p in fusion.named_parameters())
+    assert repr(GatedFusion(modalities=["m1", "m0"])).startswith(
+        "GatedFusion(\n  trainable_features=False, modalities=['m1', 'm0'], dropout=0.0\n"
+    )
+    with pytest.raises(ConfigError, match="dropout"):
+        GatedFusion(dropout=1.5)
 
 
 MILLION_ITEMS = textwrap.dedent(

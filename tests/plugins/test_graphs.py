@@ -13,6 +13,8 @@ from recplug.core.errors import ConfigError
 from recplug.core.ops.knn import knn_coo, knn_indices
 from recplug.core.model.module import RecModule
 from recplug.core.data.formats.mmrec import write_mmrec
+from recplug.plugins.fusion.concat import ConcatFusion
+from recplug.plugins.fusion.rca import RCAFusion
 from recplug.plugins.fusion.sum import SumFusion
 from recplug.plugins.graphs.item_item import ItemItemGraph
 from recplug.plugins.graphs.user_item import UserItemGraph, degree_sensitive_sample
@@ -176,6 +178,133 @@ def test_learned_graph_mixes_and_refreshes_once_per_epoch(tiny_data, tmp_path):
     encoder.recplug_resample(epoch=1)
     model()
     assert encoder.mixed is not mixed
+
+
+def knn_dense(features: dict[str, torch.Tensor], k: int, weights: dict[str, float], n: int) -> torch.Tensor:
+    rows, cols, values = knn_coo(features, k, weights)
+    return torch.zeros(n, n).index_put_((rows, cols), values, accumulate=True)
+
+
+def test_graph_rebuilt_from_the_refined_features_alone(tiny_data, tmp_path):
+    encoder = ItemItemGraph(k=4, weights={"image": 0.3, "text": 0.7}, learned_weight=1.0, learned_from="refined")
+    model = make(encoder, tiny_data, tmp_path, fusion=RCAFusion())
+    assert encoder.frozen is None  # w = 1: no raw-feature graph is built
+    model.train()
+    out = model()
+    with torch.no_grad():
+        refined = model.fusion.recplug_refine()
+    expected = knn_dense(refined, 4, {"image": 0.3, "text": 0.7}, tiny_data.num_items)
+    torch.testing.assert_close(encoder.mixed.to_dense(), expected)
+    torch.testing.assert_close(out.views["semantic"].items, expected @ out.content)
+    raw = knn_dense(tiny_data.features, 4, {"image": 0.3, "text": 0.7}, tiny_data.num_items)
+    assert not torch.equal(expected, raw)
+
+
+def test_graph_rebuilt_from_the_fused_content_every_n_epochs(tiny_data, tmp_path):
+    encoder = ItemItemGraph(k=3, source="id", learned_weight=1.0, rebuild_every=3, user_profiles=False)
+    model = make(encoder, tiny_data, tmp_path, fusion=SumFusion())
+    model.train()
+    model()
+    first = encoder.learned_cols.clone()
+    torch.testing.assert_close(encoder.mixed.to_dense(), knn_dense({"f": model().content}, 3, {"f": 1.0}, 150))
+    with torch.no_grad():  # the content moves: a rebuild would find other neighbours
+        for linear in model.fusion.proj.values():
+            linear.weight.copy_(torch.randn_like(linear.weight))
+    for epoch in (1, 2):
+        encoder.recplug_resample(epoch=epoch)
+        model()
+        assert torch.equal(encoder.learned_cols, first), f"epoch {epoch}: not a rebuild epoch"
+    encoder.recplug_resample(epoch=3)
+    model.eval()
+    model()
+    assert torch.equal(encoder.learned_cols, first), "rebuilt at the first training forward, not in evaluation"
+    model.train()
+    out = model()
+    assert not torch.equal(encoder.learned_cols, first)
+    torch.testing.assert_close(encoder.mixed.to_dense(), knn_dense({"f": out.content}, 3, {"f": 1.0}, 150))
+
+
+def test_source_both_and_profile_options(tiny_data, tmp_path):
+    encoder = ItemItemGraph(k=5, source="both", profile_from="input", profile_norm="symmetric")
+    model = make(encoder, tiny_data, tmp_path, fusion=SumFusion())
+    out = model()
+    x = out.content + out.ego_items
+    torch.testing.assert_close(out.views["semantic"].items, encoder.frozen.to_dense() @ x)
+    users, items = tiny_data.split("train")
+    r = torch.zeros(tiny_data.num_users, tiny_data.num_items).index_put_((users, items), torch.tensor(1.0))
+    norm = r / (r.sum(1, keepdim=True).clamp(min=1) * r.sum(0, keepdim=True).clamp(min=1)).sqrt()
+    torch.testing.assert_close(out.views["semantic"].users, norm @ x)  # MGCN's R_norm on the unpropagated x
+
+
+def test_the_rebuilt_graph_is_restored_from_the_state_dict(tiny_data, tmp_path):
+    def build():
+        encoder = ItemItemGraph(k=3, learned_weight=0.5, learned_from="refined", rebuild_every=5)
+        return make(encoder, tiny_data, tmp_path, fusion=SumFusion())
+
+    trained = build()
+    trained.train()
+    trained()
+    with torch.no_grad():
+        for linear in trained.fusion.proj.values():
+            linear.weight.mul_(-1.0).add_(torch.randn_like(linear.weight))
+    state = trained.state_dict()
+    assert "encoders.0.learned_cols" in state
+    restored = build()
+    restored.load_state_dict(state)
+    restored.prepare(tiny_data, tmp_path)
+    restored.eval(), trained.eval()
+    torch.testing.assert_close(restored().items, trained().items)  # the graph training used, not one rebuilt now
+    old = build()  # a checkpoint from before the graph was saved loads and rebuilds it
+    old.load_state_dict({k: v for k, v in state.items() if k != "encoders.0.learned_cols"})
+    old.eval()
+    old()
+    assert (old.encoders[0].learned_cols >= 0).all()
+
+
+def test_resumed_between_rebuilds_replays_the_uninterrupted_run(tiny_data, tmp_path):
+    folder = write_mmrec(tiny_data, tmp_path / "data")
+
+    def build():
+        pl.seed_everything(3)
+        encoders = [UserItemGraph(num_layers=1),
+                    ItemItemGraph(k=3, learned_weight=0.5, learned_from="refined", rebuild_every=2)]
+        return RecModule(tiny_data.num_users, tiny_data.num_items, tiny_data.feature_dims, D, encoders=encoders,
+                         fusion=RCAFusion(num_recursions=1), lr=0.05)
+
+    def trainer(epochs):
+        return pl.Trainer(max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+
+    def data():
+        return RecDataModule(str(folder), batch_size=256, cache_dir=str(tmp_path / "cache"))
+
+    straight = build()
+    trainer(2).fit(straight, data())
+    first = build()
+    fit = trainer(1)
+    fit.fit(first, data())
+    fit.save_checkpoint(tmp_path / "epoch1.ckpt")
+    resumed = build()
+    trainer(2).fit(resumed, data(), ckpt_path=tmp_path / "epoch1.ckpt")  # epoch 1 is no rebuild epoch
+    torch.testing.assert_close(resumed.encoders[1].learned_cols, straight.encoders[1].learned_cols, rtol=0, atol=0)
+    straight.eval(), resumed.eval()
+    torch.testing.assert_close(resumed().items, straight().items)
+
+
+def test_rebuilt_graph_configuration_errors(tiny_data, tmp_path):
+    with pytest.raises(ConfigError, match=r"^model.encoders\[0\]: ItemItemGraph with learned_from 'refined' needs a "
+                       r"fusion that gives per-modality refined features"):
+        make(ItemItemGraph(k=3, learned_weight=1.0, learned_from="refined"), tiny_data, tmp_path, fusion=ConcatFusion())
+    with pytest.raises(ConfigError, match=r"^ItemItemGraph: rebuild_every must be >= 1, got 0"):
+        ItemItemGraph(learned_weight=0.1, rebuild_every=0)
+    with pytest.raises(ConfigError, match=r"ItemItemGraph: learned_from must be 'fused' or 'refined', got 'raw'"):
+        ItemItemGraph(learned_from="raw")
+    with pytest.raises(ConfigError, match=r"ItemItemGraph: source must be 'content' or 'id' or 'both', got 'ids'"):
+        ItemItemGraph(source="ids")
+    encoder = ItemItemGraph(k=3, learned_weight=1.0, learned_from="refined", weights={"image": 0.5, "text": 0.5})
+    model = make(encoder, tiny_data, tmp_path, fusion=SumFusion(modalities=["text"]))
+    with pytest.raises(ConfigError, match=r"weights name modalities \['image'\] the fusion does not refine"):
+        model()
 
 
 def test_knn_graph_is_cached_by_content_hash(tiny_data, tmp_path, monkeypatch):

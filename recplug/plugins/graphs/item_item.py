@@ -106,7 +106,7 @@ class ItemItemGraph(GraphEncoder):
         self.profiles: SparseOperator | None = None
         self._ready = False  # recplug_setup ran
         self._learned_built = False  # learned_cols holds a graph (built here or restored from a checkpoint)
-        self._learned_stale = True
+        self._learned_stale = False  # set at each rebuild epoch (recplug_resample)
 
     def recplug_build(self, num_users: int, num_items: int, feature_dims: dict[str, int]) -> None:
         self.num_users, self.num_items = num_users, num_items
@@ -148,7 +148,7 @@ class ItemItemGraph(GraphEncoder):
                 self.register_buffer("frozen_cols", cols, persistent=False)
                 self.register_buffer("frozen_values", values, persistent=False)
         self.profiles = self._profiles(*data.split("train")) if self.user_profiles else None
-        self.mixed, self._learned_stale, self._ready = None, True, True
+        self.mixed, self._ready = None, True  # a restored graph stays until the next rebuild epoch
 
     def _profiles(self, users: Tensor, items: Tensor) -> SparseOperator:
         """The ``[M, N]`` operator ``a_ui`` of the users' profiles (mean or symmetric normalisation)."""
