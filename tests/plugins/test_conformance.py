@@ -12,6 +12,7 @@ from recplug.core.model.components import RecComponent
 from recplug.plugins.combine import ConcatCombiner, SumCombiner
 from recplug.plugins.embedding import ContentView, IdEmbedding
 from recplug.plugins.fusion.concat import ConcatFusion
+from recplug.plugins.fusion.gmu import GatedFusion
 from recplug.plugins.fusion.rca import RCAFusion
 from recplug.plugins.fusion.sum import SumFusion
 from recplug.plugins.graphs.item_item import ItemItemGraph
@@ -33,10 +34,16 @@ CASES: dict[str, tuple[Callable[[], RecComponent], Callable[[], dict[str, Any]]]
     "RCAFusion-trainable": (lambda: RCAFusion(trainable_features=True, shared_weights=True), dict),
     "ConcatFusion": (ConcatFusion, dict),
     "SumFusion": (SumFusion, dict),
+    "GatedFusion": (lambda: GatedFusion(dropout=0.1), dict),
+    "GatedFusion-trainable": (lambda: GatedFusion(trainable_features=True), dict),
     "UserItemGraph": (lambda: UserItemGraph(num_layers=2), dict),
     "UserItemGraph-pruned": (lambda: UserItemGraph(num_layers=2, edge_drop=0.5), dict),
     "ItemItemGraph": (lambda: ItemItemGraph(k=5), dict),
     "ItemItemGraph-learned": (lambda: ItemItemGraph(k=5, source="id", learned_weight=0.1, user_profiles=False), dict),
+    "ItemItemGraph-refined": (lambda: ItemItemGraph(k=5, source="both", learned_weight=1.0, learned_from="refined",
+                                                    rebuild_every=2, profile_norm="symmetric"), dict),
+    "ItemItemGraph-refined-mixed": (lambda: ItemItemGraph(k=5, learned_weight=0.1, learned_from="refined",
+                                                          profile_from="input"), lambda: {"fusion": RCAFusion()}),
     "NGCFGraph": (lambda: NGCFGraph(num_layers=2), dict),
     "IdEmbedding": (IdEmbedding, dict),
     "ContentView": (ContentView, dict),
