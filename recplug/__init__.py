@@ -32,6 +32,9 @@ _LAZY: dict[str, str] = {
     "InteractionData": "recplug.core.data.dataset",
     "load_dataset": "recplug.core.data.resolve",
     "RankingEvaluation": "recplug.core.eval.evaluator",
+    # recommendations out of a trained checkpoint (notebooks; `recplug export` and `recplug serve` use it)
+    "Recommender": "recplug.core.cli.recommender",
+    "Ranked": "recplug.core.cli.recommender",
     # errors, and the range checks that raise them where a value enters
     "RecplugError": "recplug.core.errors",
     "ConfigError": "recplug.core.errors",
@@ -61,6 +64,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
+    from recplug.core.cli.recommender import Ranked, Recommender
     from recplug.core.data.datamodule import RecDataModule
     from recplug.core.data.dataset import InteractionData
     from recplug.core.data.resolve import load_dataset

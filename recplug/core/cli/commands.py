@@ -31,6 +31,14 @@ COMMANDS: dict[str, Command] = {
         "recplug.core.cli.ablate",
         "run variants x seeds, report mean ± std: `recplug ablate --config C --variants V --seeds 0 1`",
     ),
+    "export": Command(
+        "recplug.core.cli.export",
+        "embeddings, id maps, config, provenance, faiss index of a checkpoint: `recplug export --ckpt_path X --out D`",
+    ),
+    "serve": Command(
+        "recplug.core.cli.serve",
+        "serve top-K over HTTP with LitServe (extra `serve`): `recplug serve --ckpt_path X [--port P] [--host H]`",
+    ),
     "tune": Command(
         "recplug.core.cli.tune",
         "tune hyper-parameters on validation (Optuna): `recplug tune --config C --space S --trials N`",

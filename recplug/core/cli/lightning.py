@@ -3,6 +3,7 @@ best-checkpoint testing and one-line config errors. Imported only for those sub-
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import warnings
@@ -312,7 +313,8 @@ class RecplugCLI(LightningCLI):
 
         config = self.config[self.subcommand].as_dict()
         record = provenance(hashed_config(config), self.datamodule.data, config.get("seed_everything") or 0)
-        self.model.run_provenance = record  # saved in every checkpoint
+        # saved in every checkpoint; `recplug export|serve` and `Recommender` rebuild the model from its config
+        self.model.run_provenance = {**record, "config": json.loads(json.dumps(config, default=str))}
         print("plugins: " + ", ".join(record["plugins"]), file=sys.stderr)
 
     def after_fit(self) -> None:

@@ -181,6 +181,13 @@ class _FaissSearch(VectorSearch):
     def _prepare(self, k: int) -> None:
         """Per-search settings (e.g. HNSW's efSearch must be at least k)."""
 
+    @property
+    def index(self) -> object:
+        """The built faiss index (``faiss.write_index`` saves it; ``recplug export`` does)."""
+        if self._index is None:
+            raise RuntimeError("call build(items) before reading the index")
+        return self._index
+
     def build(self, items: Tensor) -> _FaissSearch:
         x = np.ascontiguousarray(items.detach().cpu().numpy(), dtype=np.float32)
         index = self._new_index(x.shape[1], x.shape[0])

@@ -1,0 +1,152 @@
+"""``recplug export``: a trained model's final embeddings, id maps, config, provenance and a faiss index of items.
+
+    recplug export --ckpt_path runs/mf/version_0/checkpoints/last.ckpt --out exported/mf
+    recplug export --ckpt_path URL --out DIR --index hnsw --hnsw_m 32 --ef_search 128   # approximate index
+    recplug export --ckpt_path CKPT --config configs/mf.yaml --out DIR   # a checkpoint that records no config
+
+``DIR`` (written whole or not at all; it must not exist or be empty) holds
+
+* ``users.npy`` ``float32 [M, d]``, ``items.npy`` ``float32 [N, d]``: the final embeddings the model ranks
+  with (what ``recplug predict`` scores: ``score(u, i) = users[u] . items[i]``);
+* ``user_ids.txt``, ``item_ids.txt``: the dataset's own id of each row, one per line (the 0-based index when
+  the dataset's files kept no raw ids);
+* ``seen.npz``: CSR ``indptr [M+1]``, ``items`` (int64 rows) of the items never recommended to each user (the
+  splits in ``export.json``'s ``exclude``, train and valid by default, as ``recplug predict``);
+* ``items.faiss``: a faiss inner-product index of ``items.npy`` (``faiss.read_index``): ``flat`` (exact, the
+  default), ``ivf`` (``nlist`` cells, ``nprobe`` visited; faiss does not save ``nprobe``: set it after
+  reading) or ``hnsw`` (``M``, ``efSearch``, ``efConstruction``);
+* ``config.yaml``: the configuration the model was built with; ``provenance.json``: the checkpoint's provenance
+  record and the export's own (:mod:`recplug.core.model.provenance`); ``export.json``: sizes, ids, exclusions,
+  index settings and file names.
+
+To reproduce ``recplug predict``'s top-``k`` of user ``u``: search ``items.faiss`` for ``users[u]`` with
+``k + max seen count`` results and drop the user's ``seen`` items (exact with ``flat``); see docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recplug.core.cli.boundary import CommandParser
+from recplug.core.errors import ConfigError, check_number
+
+INDEXES = ("flat", "ivf", "hnsw")
+FORMAT_VERSION = 1
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog="recplug export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint of `recplug fit` (path or http(s)/file URL)")
+    parser.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
+    parser.add_argument("--config", help="config to rebuild the model with (default: the one the checkpoint records)")
+    parser.add_argument("--exclude", nargs="*", default=None,
+                        help="splits never recommended, written to seen.npz (default: the config's topk.exclude)")
+    parser.add_argument("--index", choices=INDEXES, default="flat", help="faiss index of the items (default flat)")
+    parser.add_argument("--nlist", type=int, default=1024, help="ivf: k-means cells (capped at the item count)")
+    parser.add_argument("--nprobe", type=int, default=32, help="ivf: cells visited per query")
+    parser.add_argument("--hnsw_m", type=int, default=32, help="hnsw: graph degree M")
+    parser.add_argument("--ef_search", type=int, default=128, help="hnsw: efSearch")
+    parser.add_argument("--ef_construction", type=int, default=200, help="hnsw: efConstruction")
+    return parser
+
+
+def index_search(args: Any) -> Any:
+    """The evaluation's own faiss search for ``--index`` (its arguments checked before the checkpoint loads)."""
+    from recplug.core.eval.search import FaissFlatSearch, FaissHNSWSearch, FaissIVFSearch
+
+    if args.index == "ivf":
+        check_number("export", "nlist", args.nlist, 1)
+        check_number("export", "nprobe", args.nprobe, 1)
+        return FaissIVFSearch(args.nlist, args.nprobe)
+    if args.index == "hnsw":
+        check_number("export", "hnsw_m", args.hnsw_m, 2)
+        check_number("export", "ef_search", args.ef_search, 1)
+        check_number("export", "ef_construction", args.ef_construction, 1)
+        return FaissHNSWSearch(args.hnsw_m, args.ef_search, args.ef_construction)
+    return FaissFlatSearch()
+
+
+def item_index(search: Any, items: np.ndarray) -> tuple[object, dict[str, Any]]:
+    """``(faiss index of items, its settings)``, built by ``search``."""
+    import torch
+
+    index: Any = search.build(torch.from_numpy(items)).index
+    settings: dict[str, Any] = {"metric": "inner_product"}
+    if hasattr(index, "nprobe"):
+        settings.update(type="ivf", nlist=int(index.nlist), nprobe=int(index.nprobe))
+    elif hasattr(index, "hnsw"):
+        index.hnsw.efSearch = search.ef_search
+        settings.update(type="hnsw", M=search.M, ef_search=search.ef_search, ef_construction=search.ef_construction)
+    else:
+        settings.update(type="flat", exact=True)
+    return index, settings
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_ids(path: Path, ids: list[Any]) -> None:
+    text = "".join(f"{raw}\n" for raw in ids)
+    if any("\n" in str(raw) or "\r" in str(raw) for raw in ids):  # readers tokenise lines: never happens
+        raise ConfigError(f"{path.name}: an id holds a line break; it cannot be written one per line")
+    path.write_text(text, encoding="utf-8")
+
+
+def export(args: Any) -> Path:
+    """Write the export folder ``args.out``; returns it."""
+    import faiss
+    import yaml
+
+    from recplug.core.cli.recommender import RUN_ONLY_KEYS, Recommender
+    from recplug.core.model.checkpoint import local_checkpoint
+    from recplug.core.model.provenance import hashed_config, provenance
+    from recplug.core.ops.io import atomic_folder
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: exists and is not an empty folder; remove it or give another")
+    search = index_search(args)
+    ckpt = local_checkpoint(args.ckpt_path)
+    rec = Recommender.from_checkpoint(ckpt, args.config, args.exclude)
+    users, items = rec.users.numpy().astype(np.float32), rec.items.numpy().astype(np.float32)
+    index, settings = item_index(search, items)
+    seen_indptr, seen_items = rec.seen if rec.seen is not None else (np.zeros(rec.num_users + 1, np.int64), [])
+    exported = provenance(hashed_config(rec.config), rec.data, rec.provenance.get("seed", 0))
+    exported.update(ckpt_path=str(args.ckpt_path), ckpt_sha256=sha256_of(ckpt))
+    manifest = {
+        "format": FORMAT_VERSION, "num_users": rec.num_users, "num_items": rec.num_items, "dim": users.shape[1],
+        "score": "inner product of users.npy and items.npy rows", "raw_ids": rec.data.item_ids is not None,
+        "exclude": list(rec.exclude), "index": settings,
+        "files": {"users": "users.npy", "items": "items.npy", "user_ids": "user_ids.txt", "item_ids": "item_ids.txt",
+                  "seen": "seen.npz", "index": "items.faiss", "config": "config.yaml", "provenance": "provenance.json"},
+    }
+    with atomic_folder(out) as folder:
+        np.save(folder / "users.npy", users)
+        np.save(folder / "items.npy", items)
+        write_ids(folder / "user_ids.txt", rec.user_ids)
+        write_ids(folder / "item_ids.txt", rec.item_ids)
+        np.savez(folder / "seen.npz", indptr=np.asarray(seen_indptr, np.int64), items=np.asarray(seen_items, np.int64))
+        faiss.write_index(index, str(folder / "items.faiss"))
+        config = {key: value for key, value in rec.config.items() if key not in RUN_ONLY_KEYS}
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        (folder / "provenance.json").write_text(
+            json.dumps({"checkpoint": rec.provenance, "export": exported}, indent=2) + "\n", encoding="utf-8")
+        (folder / "export.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    out = export(args)
+    print(f"exported {out}: users.npy, items.npy, id maps, seen.npz, items.faiss ({args.index}), config, provenance")
+    return 0

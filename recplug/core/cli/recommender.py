@@ -1,0 +1,260 @@
+"""Recommendations out of a trained checkpoint, in the dataset's own ids: the Python API of notebooks
+(``recplug.Recommender``), and what ``recplug export`` and ``recplug serve`` are built on.
+
+    from recplug import Recommender
+
+    rec = Recommender.from_checkpoint("runs/mf/version_0/checkpoints/last.ckpt")
+    rec.recommend(["u12", "u40"], k=20)        # one Ranked(items, scores) per user, seen items excluded
+    rec.recommend_profile(["i3", "i9"], k=20)  # a new user given the items of their profile (fold-in)
+    rec.similar_items(["i3"], k=10)            # nearest items by inner product of the final embeddings
+    rec.score(["u12"], ["i3", "i9"])           # float32 [users, items] scores
+
+The model is rebuilt from the configuration ``recplug fit`` records in every checkpoint (or from ``config``)
+through the CLI's own parser, so the same plugins, data and splits are built as when it trained; the weights are
+opened weights-only through :mod:`recplug.core.model.checkpoint` (a URL works as in ``fit``). Rankings use the
+final embeddings ``RecModule.cached_embeddings`` returns and :func:`recplug.core.eval.evaluator.search_users`
+with exact search, the code ``recplug predict`` (``TopKWriter``) ranks with, and exclude by default the splits
+``topk.exclude`` names in the recorded config (train and valid unless changed), so ``recommend`` returns the
+lists ``recplug predict`` writes.
+
+A new user's fold-in (``recommend_profile``) is the mean of the profile items' final embeddings, scored by inner
+product like a known user: item ``j`` scores ``mean_{i in profile} <e_i, e_j>``, the average item-to-item
+similarity to the profile (the item-based fold-in of dot-product models; it uses no trained user vector, so it
+is no substitute for retraining). The profile items are excluded. ``similar_items`` is the one-item profile.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recplug.core.errors import ConfigError, InvalidArgument, check_number
+
+CSR = tuple[Tensor, Tensor]
+LOAD_TRAINER = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu",
+                "devices": 1}
+"""The Trainer a rebuild instantiates (the CLI parser always builds one; nothing runs on it)."""
+RUN_ONLY_KEYS = ("config", "ckpt_path", "weights_only")
+"""Keys of a recorded ``fit`` config that belong to the sub-command, not to the model, data or trainer."""
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One ranked list: item ids (the dataset's own) and their scores, best first."""
+
+    items: list[Any]
+    scores: list[float]
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's start-up notices (seed, accelerators, tips) silenced while a run is rebuilt."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric", "lightning")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
+def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[Any, Any, dict[str, Any], dict]:
+    """``(RecModule with the checkpoint's weights, its RecDataModule, the resolved config, the checkpoint)``.
+
+    The model and data are built from ``config`` (a YAML file, as ``recplug predict --config``) or else from the
+    configuration the checkpoint records; the checkpoint is opened weights-only. A checkpoint of other data than
+    the data built here is refused (its ids would be another dataset's)."""
+    from recplug.core.cli.lightning import run_cli
+    from recplug.core.model.checkpoint import CheckpointError, check_state_matches, local_checkpoint, open_checkpoint
+
+    path = local_checkpoint(ckpt_path)
+    checkpoint = open_checkpoint(path)
+    record = checkpoint.get("recplug") or {}
+    if config is not None:
+        args: Any = ["--config", str(config), *(f"--trainer.{key}={value}" for key, value in LOAD_TRAINER.items())]
+    elif isinstance(record.get("config"), dict):
+        args = {key: copy.deepcopy(value) for key, value in record["config"].items() if key not in RUN_ONLY_KEYS}
+        args["trainer"] = dict(LOAD_TRAINER)
+    else:
+        raise CheckpointError(f"{ckpt_path}: the checkpoint records no config (it predates recplug export); "
+                              "give the config it was trained with (--config)")
+    with _quiet_lightning(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = run_cli(args, run=False)
+    model, datamodule = cli.model, cli.datamodule
+    data = datamodule.data
+    recorded = record.get("data_sha256")
+    if recorded and recorded != data.content_hash():
+        raise CheckpointError(
+            f"{ckpt_path}: trained on other data ({record.get('data')!r}, sha256 {recorded[:12]}) than the "
+            f"configured {data.source or data.name!r} (sha256 {data.content_hash()[:12]}); give the data it was "
+            "trained on (data.path in --config)"
+        )
+    model.prepare(data, datamodule.cache_dir)
+    check_state_matches(str(ckpt_path), checkpoint, model.state_dict())
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    return model, datamodule, cli.config.as_dict(), checkpoint
+
+
+class Recommender:
+    """Top-K recommendations, similar items and scores from a model's final embeddings, in the dataset's ids.
+
+    Build it with :meth:`from_checkpoint`. Ids are the dataset's raw ids when its files kept them (returned as
+    the strings they were read as), else the 0-based indices; either may be given as ``str`` or ``int``.
+    Unknown ids and ``k`` outside ``1..num_items`` raise :class:`~recplug.core.errors.InvalidArgument`.
+
+    Args:
+        users: final user embeddings ``[M, d]``.
+        items: final item embeddings ``[N, d]``.
+        user_ids: the id of each user row (``None``: ``0..M-1``).
+        item_ids: the id of each item row (``None``: ``0..N-1``).
+        seen: CSR ``(indptr [M+1], items)`` of each user's items that are never recommended (or ``None``).
+        exclude: the splits ``seen`` holds (for records).
+        config: the configuration the model was built from (the ``fit`` config the checkpoint records, whose
+            :func:`~recplug.core.model.provenance.hashed_config` hash is the record's, or ``config``).
+        provenance: the checkpoint's provenance record (:mod:`recplug.core.model.provenance`).
+        data: the dataset the model was built with (``from_checkpoint`` keeps it).
+    """
+
+    def __init__(
+        self, users: Tensor, items: Tensor, user_ids: Sequence[Any] | None = None,
+        item_ids: Sequence[Any] | None = None, seen: CSR | None = None, exclude: Sequence[str] = (),
+        config: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None, data: Any = None,
+    ) -> None:
+        from recplug.core.eval.search import TorchExactSearch
+
+        self.users, self.items = users.detach().float().cpu(), items.detach().float().cpu()
+        self.user_ids = list(user_ids) if user_ids is not None else list(range(self.users.shape[0]))
+        self.item_ids = list(item_ids) if item_ids is not None else list(range(self.items.shape[0]))
+        self.seen, self.exclude = seen, tuple(exclude)
+        self.config, self.provenance, self.data = dict(config or {}), dict(provenance or {}), data
+        self._user_row = {str(raw): row for row, raw in enumerate(self.user_ids)}
+        self._item_row = {str(raw): row for row, raw in enumerate(self.item_ids)}
+        self.search = TorchExactSearch().build(self.items)
+
+    @classmethod
+    def from_checkpoint(
+        cls, ckpt_path: str | Path, config: str | Path | None = None, exclude: Sequence[str] | None = None
+    ) -> Recommender:
+        """Load a checkpoint of ``recplug fit`` (a path or an ``http(s)://``/``file://`` URL).
+
+        Args:
+            ckpt_path: the checkpoint.
+            config: the YAML config to rebuild the model and data with (default: the one the checkpoint records).
+            exclude: splits whose items ``recommend`` never returns (default: the config's ``topk.exclude``,
+                train and valid unless changed, as ``recplug predict``).
+        """
+        from recplug.core.data.dataset import SPLITS
+
+        model, datamodule, resolved, checkpoint = load_run(ckpt_path, config)
+        data = datamodule.data
+        if exclude is None:
+            exclude = (resolved.get("topk") or {}).get("exclude") or ()
+        unknown = [split for split in exclude if split not in SPLITS]
+        if unknown:
+            raise ConfigError(f"exclude: unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
+        splits = tuple(split for split in exclude if split in data.splits)
+        users, items = model.cached_embeddings()
+        record = dict(checkpoint.get("recplug") or {})
+        trained = record.pop("config", None)
+        built_from = resolved if config is not None or not isinstance(trained, dict) else trained
+        return cls(users, items, data.user_ids, data.item_ids, data.user_csr(splits) if splits else None, splits,
+                   built_from, record, data)
+
+    # ------------------------------------------------------------------ ids
+    @property
+    def num_users(self) -> int:
+        return self.users.shape[0]
+
+    @property
+    def num_items(self) -> int:
+        return self.items.shape[0]
+
+    @staticmethod
+    def _listed(ids: Any) -> list[Any]:
+        """``ids`` as a list (one id alone is a list of one)."""
+        if isinstance(ids, (str, int, np.integer)):
+            return [ids]
+        return list(ids)
+
+    def _rows(self, ids: Any, table: dict[str, int], kind: str, owner: str, argument: str) -> Tensor:
+        ids = self._listed(ids)
+        unknown = [raw for raw in ids if str(raw) not in table]
+        if unknown:
+            given = unknown[0] if len(unknown) == 1 else unknown[:5]
+            raise InvalidArgument(owner, argument, given, f"{kind} ids of the dataset ({len(table)} {kind}s)")
+        return torch.tensor([table[str(raw)] for raw in ids], dtype=torch.long)
+
+    def user_rows(self, user_ids: Any, owner: str = "recommend") -> Tensor:
+        """Row indices of ``user_ids``; an unknown id raises ``InvalidArgument`` naming ``<owner>.user_ids``."""
+        return self._rows(user_ids, self._user_row, "user", owner, "user_ids")
+
+    def item_rows(self, item_ids: Any, owner: str = "similar_items") -> Tensor:
+        """Row indices of ``item_ids``; an unknown id raises ``InvalidArgument`` naming ``<owner>.item_ids``."""
+        return self._rows(item_ids, self._item_row, "item", owner, "item_ids")
+
+    def check_k(self, k: int, owner: str = "recommend") -> None:
+        """Refuse ``k`` outside ``1..num_items``."""
+        check_number(owner, "k", k, 1, self.num_items, bounds="the number of items")
+
+    # ------------------------------------------------------------------ rankings
+    def _ranked(self, queries: Tensor, rows: Tensor, k: int, seen: CSR | None) -> list[Ranked]:
+        """Top-``k`` of ``queries[rows]`` with the items of their ``seen`` rows left out, as TopKWriter ranks."""
+        from recplug.core.eval.evaluator import search_users
+
+        scores, items = search_users(queries, rows, self.search, k, seen)
+        ranked = []
+        for row, row_scores in zip(items.tolist(), scores.tolist()):
+            kept = [(i, s) for i, s in zip(row, row_scores) if i >= 0]
+            ranked.append(Ranked([self.item_ids[i] for i, _ in kept], [s for _, s in kept]))
+        return ranked
+
+    @staticmethod
+    def _rows_csr(rows: Sequence[Tensor]) -> CSR:
+        """CSR of one item row per query."""
+        indptr = torch.zeros(len(rows) + 1, dtype=torch.long)
+        indptr[1:] = torch.cumsum(torch.tensor([row.numel() for row in rows], dtype=torch.long), 0)
+        return indptr, torch.cat(list(rows)) if len(rows) else torch.empty(0, dtype=torch.long)
+
+    def recommend(self, user_ids: Any, k: int = 20, exclude_seen: bool = True) -> list[Ranked]:
+        """The top-``k`` items of each user (one :class:`Ranked` per id, in order), the items of the excluded
+        splits left out when ``exclude_seen`` (fewer than ``k`` when the rest of the catalogue is shorter)."""
+        self.check_k(k)
+        rows = self.user_rows(user_ids)
+        return self._ranked(self.users, rows, k, self.seen if exclude_seen else None)
+
+    def recommend_profile(self, item_ids: Any, k: int = 20) -> Ranked:
+        """The top-``k`` items of a new user whose profile is ``item_ids`` (the mean of their final embeddings;
+        see the module's docstring), the profile items left out."""
+        self.check_k(k, "recommend_profile")
+        rows = self.item_rows(item_ids, "recommend_profile")
+        if rows.numel() == 0:
+            raise InvalidArgument("recommend_profile", "item_ids", [], "a non-empty list of item ids")
+        query = self.items[rows].mean(0, keepdim=True)
+        return self._ranked(query, torch.zeros(1, dtype=torch.long), k, self._rows_csr([rows]))[0]
+
+    def similar_items(self, item_ids: Any, k: int = 10) -> list[Ranked]:
+        """The ``k`` items with the largest inner product with each item (itself left out), one
+        :class:`Ranked` per id: :meth:`recommend_profile` of each item alone."""
+        self.check_k(k, "similar_items")
+        rows = self.item_rows(item_ids)
+        queries = torch.arange(rows.numel())
+        return self._ranked(self.items[rows], queries, k, self._rows_csr([row.view(1) for row in rows]))
+
+    def score(self, user_ids: Any, item_ids: Any) -> np.ndarray:
+        """The model's scores ``float32 [len(user_ids), len(item_ids)]``: inner products of final embeddings."""
+        users = self.users[self.user_rows(user_ids, "score")]
+        items = self.items[self.item_rows(item_ids, "score")]
+        return (users @ items.T).numpy()

@@ -1,0 +1,121 @@
+"""``recplug serve``: top-K recommendations over HTTP with LitServe (the ``serve`` extra:
+``pip install 'recplug[serve]'``).
+
+    recplug serve --ckpt_path runs/mf/version_0/checkpoints/last.ckpt [--port 8000] [--host 127.0.0.1]
+
+``POST /predict`` with a JSON object:
+
+* ``{"user": "u12", "k": 20}``: a known user's top-``k`` (``"exclude_seen": false`` keeps the items of the
+  excluded splits, train and valid by default, as ``recplug predict``);
+* ``{"items": ["i3", "i9"], "k": 20}``: a new user given the items of their profile, folded in as the mean of
+  the profile items' final embeddings (:mod:`recplug.core.cli.recommender`), profile items left out.
+
+The answer is ``{"items": [...], "scores": [...]}``, best first, in the dataset's ids: the lists
+``Recommender.recommend`` / ``recommend_profile`` return. ``k`` defaults to 20 (at most the catalogue). A
+body that is not such a JSON object (invalid JSON, unknown fields, wrong types) is a 422 (FastAPI's validation,
+``detail`` listing the fields); both or neither of ``user``/``items``, a ``k`` outside ``1..num_items`` or an
+empty profile is a 400, an unknown user or item id a 404, each with ``{"detail": "<one line>"}``.
+``GET /health`` answers ``ok`` once the workers are ready.
+
+The checkpoint is loaded once, in this process (a bad checkpoint or config ends in one ``error:`` line before
+the server starts), and its embeddings are handed to the LitServe workers.
+"""
+
+from importlib.util import find_spec
+from typing import Any
+
+from recplug.core.cli.boundary import CommandParser
+from recplug.core.errors import ConfigError, RecplugError, check_number
+
+if find_spec("litserve") is None:
+    raise ConfigError("recplug serve needs LitServe: pip install 'recplug[serve]' (or pip install litserve)")
+
+import litserve as ls  # noqa: E402 - after the one-line error above
+from fastapi import HTTPException  # noqa: E402 - LitServe's web framework
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr  # noqa: E402
+
+DEFAULT_K = 20
+
+
+class TopKRequest(BaseModel):
+    """The body of ``POST /predict``: a known ``user`` or a new user's ``items``, and ``k``. FastAPI refuses a
+    body that is not such a JSON object (invalid JSON, unknown fields, wrong types) with a 422."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: StrictStr | StrictInt | None = None
+    items: list[StrictStr | StrictInt] | None = None
+    k: StrictInt | None = None
+    exclude_seen: StrictBool = True
+
+
+class RecommenderAPI(ls.LitAPI):
+    """The LitServe API of a :class:`~recplug.core.cli.recommender.Recommender`: one request, one ranked list."""
+
+    def __init__(self, recommender: Any) -> None:
+        super().__init__()
+        self.recommender = recommender
+
+    def setup(self, device: str) -> None:
+        """Nothing to load: the recommender came built (and pickled) from the serving process."""
+
+    def decode_request(self, request: TopKRequest) -> dict[str, Any]:
+        """Check the request against the model: a 400 (both or neither of user/items, ``k``, an empty profile)
+        or a 404 (an unknown id), each with a one-line detail."""
+        rec = self.recommender
+        if (request.user is None) == (request.items is None):
+            raise HTTPException(400, "give exactly one of 'user' (a known user id) or 'items' (a new user's profile)")
+        k = min(DEFAULT_K, rec.num_items) if request.k is None else request.k
+        try:
+            rec.check_k(k, "request")
+        except RecplugError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if request.user is not None:
+            self._known(lambda: rec.user_rows([request.user], "request"))
+            return {"user": request.user, "k": k, "exclude_seen": request.exclude_seen}
+        if not request.items:
+            raise HTTPException(400, "'items' is empty: a new user's profile needs at least one item")
+        self._known(lambda: rec.item_rows(request.items, "request"))
+        return {"items": request.items, "k": k}
+
+    @staticmethod
+    def _known(lookup: Any) -> None:
+        """Run an id lookup; an unknown id is a 404 with the recommender's one-line message."""
+        try:
+            lookup()
+        except RecplugError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    def predict(self, request: dict[str, Any]) -> Any:
+        if "user" in request:
+            return self.recommender.recommend([request["user"]], request["k"], request["exclude_seen"])[0]
+        return self.recommender.recommend_profile(request["items"], request["k"])
+
+    def encode_response(self, output: Any) -> dict[str, Any]:
+        return {"items": output.items, "scores": output.scores}
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog="recplug serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint of `recplug fit` (path or http(s)/file URL)")
+    parser.add_argument("--config", help="config to rebuild the model with (default: the one the checkpoint records)")
+    parser.add_argument("--exclude", nargs="*", default=None,
+                        help="splits never recommended to known users (default: the config's topk.exclude)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--workers", type=int, default=1, help="LitServe inference workers (default 1)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    from recplug.core.cli.recommender import Recommender
+
+    args = build_parser().parse_args(argv)
+    check_number("serve", "port", args.port, 1, 65535)
+    check_number("serve", "workers", args.workers, 1)
+    recommender = Recommender.from_checkpoint(args.ckpt_path, args.config, args.exclude)
+    recommender.data = None  # the workers rank from embeddings and ids: the dataset stays here
+    server = ls.LitServer(RecommenderAPI(recommender), accelerator="cpu", workers_per_device=args.workers)
+    print(f"serving {args.ckpt_path} on http://{args.host}:{args.port}/predict", flush=True)
+    server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False)
+    return 0
