@@ -206,8 +206,10 @@ class Recommender:
         return self._rows(item_ids, self._item_row, "item", owner, "item_ids")
 
     def check_k(self, k: int, owner: str = "recommend") -> None:
-        """Refuse ``k`` outside ``1..num_items``."""
-        check_number(owner, "k", k, 1, self.num_items, bounds="the number of items")
+        """Refuse a ``k`` that is no integer in ``1..num_items``."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise InvalidArgument(owner, "k", k, f"an integer in [1, {self.num_items}] (the number of items)")
+        check_number(owner, "k", int(k), 1, self.num_items, bounds="the number of items")
 
     # ------------------------------------------------------------------ rankings
     def _ranked(self, queries: Tensor, rows: Tensor, k: int, seen: CSR | None) -> list[Ranked]:

@@ -1,0 +1,133 @@
+"""`recplug serve` (issue 16) against a real local LitServe server: a subprocess on a free port, real HTTP requests
+with timeouts, always shut down. It answers the Python API's lists for known and new users, and 4xx with a
+message for bad requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+import recplug
+from recplug.core.cli.main import main
+
+STARTUP_S = 180  # importing Lightning and LitServe, rebuilding the run and spawning a worker, on 2 busy cores
+REQUEST_S = 30
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def post(base: str, body: Any, raw: bytes | None = None) -> tuple[int, Any]:
+    """``(status, decoded JSON)`` of ``POST /predict``."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{base}/predict", data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=REQUEST_S) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def server(mf_run, tmp_path_factory) -> Iterator[str]:
+    """The base URL of `recplug serve` on the trained checkpoint; the process group is ended afterwards."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recplug.core.cli.main", "serve", "--ckpt_path", str(mf_run.ckpt), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            assert process.poll() is None, f"recplug serve exited: {open(log.name).read()[-2000:]}"
+            assert time.monotonic() < deadline, f"not ready after {STARTUP_S}s: {open(log.name).read()[-2000:]}"
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def rec(mf_run) -> recplug.Recommender:
+    return recplug.Recommender.from_checkpoint(mf_run.ckpt)
+
+
+def same(answer: dict[str, Any], ranked: recplug.Ranked) -> bool:
+    np.testing.assert_allclose(answer["scores"], ranked.scores, rtol=1e-4)
+    return answer["items"] == ranked.items
+
+
+def test_known_users_get_the_python_apis_lists(server, rec) -> None:
+    for user in (0, 17, 1234, 3999):
+        status, answer = post(server, {"user": user, "k": 20})
+        assert status == 200 and same(answer, rec.recommend([user], k=20)[0])
+    status, answer = post(server, {"user": "5", "k": 7, "exclude_seen": False})
+    assert status == 200 and same(answer, rec.recommend([5], k=7, exclude_seen=False)[0])
+    status, answer = post(server, {"user": 5})  # k defaults to 20
+    assert status == 200 and len(answer["items"]) == 20
+
+
+def test_a_new_user_is_ranked_from_their_profile(server, rec) -> None:
+    for profile in ([3], [3, 9, 2000], ["12", 40]):
+        status, answer = post(server, {"items": profile, "k": 15})
+        assert status == 200 and same(answer, rec.recommend_profile(profile, k=15))
+        assert not {int(i) for i in profile} & set(answer["items"])
+
+
+@pytest.mark.parametrize("body, status, detail", [
+    ({"user": "nobody"}, 404, "request.user_ids must be user ids of the dataset (4000 users), got 'nobody'"),
+    ({"items": [1, 2500]}, 404, "request.item_ids must be item ids of the dataset (2500 items), got 2500"),
+    ({"items": []}, 400, "'items' is empty: a new user's profile needs at least one item"),
+    ({"user": 0, "k": 0}, 400, "request.k must be in [1, 2500] (the number of items), got 0"),
+    ({"user": 0, "k": 2501}, 400, "request.k must be in [1, 2500] (the number of items), got 2501"),
+    ({"user": 0, "items": [1]}, 400, "give exactly one of 'user' (a known user id) or 'items' (a new user's profile)"),
+    ({}, 400, "give exactly one of 'user' (a known user id) or 'items' (a new user's profile)"),
+])
+def test_bad_requests_get_a_4xx_with_a_message(server, body, status, detail) -> None:
+    assert post(server, body) == (status, {"detail": detail})
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"user": 0, "k": 2.5}, "k"), ({"user": True}, "user"), ({"user": 0, "top": 3}, "top"), ([1], None),
+])
+def test_malformed_bodies_get_fastapis_422(server, body, field) -> None:
+    status, answer = post(server, body)
+    assert status == 422 and (field is None or any(field in error["loc"] for error in answer["detail"]))
+    assert post(server, None, raw=b"{not json")[0] == 422
+
+
+def test_a_bad_checkpoint_or_port_ends_in_one_line_before_serving(tmp_path, capsys) -> None:
+    assert main(["serve", "--ckpt_path", str(tmp_path / "none.ckpt")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'none.ckpt'}: no such checkpoint file"
+    assert main(["serve", "--ckpt_path", "x.ckpt", "--port", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: serve.port must be in [1, 65535], got 0"
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err.strip() == "error: recplug serve: the following arguments are required: --ckpt_path"
