@@ -1,6 +1,7 @@
 """``recplug data``: dataset statistics, conversion and downloads.
 
     recplug data stats PATH [--json]          users, items, interactions per split, density, modalities, notes
+        [--cold-items F --cold-seed S]        the same with the item cold-start split (F of the items held out)
     recplug data convert SRC OUT              any readable dataset (or a raw log, with filtering/split options)
                                               written as an MMRec folder
     recplug data download NAME                fetch and verify a registered dataset into the cache
@@ -93,6 +94,9 @@ def _print_stats(data: InteractionData) -> None:
             rows.append((f"{split} interactions", f"{count}  ({users} users)"))
     rows.append(("interactions", total))
     rows.append(("density", f"{summary['density']:.6g}"))
+    rows.append(("users without train", f"{summary['users_without_train']}  (left out of evaluation)"))
+    if data.cold_items is not None:
+        rows.append(("cold items", f"{summary['cold_items']}  (no training interaction; evaluated as test_cold/...)"))
     modalities = summary["modalities"]
     rows.append(("modalities", ", ".join(f"{m} {tuple(s)}" for m, s in modalities.items()) or "none"))
     width = max(len(key) for key, _ in rows)
@@ -105,7 +109,13 @@ def _print_stats(data: InteractionData) -> None:
 
 
 def _stats(args: argparse.Namespace) -> int:
+    from recplug.core.data.resolve import hold_out_items
+
+    if not 0.0 <= args.cold_items < 1.0:  # NaN fails too
+        raise RecplugError(f"--cold-items: must be in [0, 1), got {args.cold_items}")
     data = _load(args)
+    if args.cold_items > 0:
+        data = hold_out_items(data, args.cold_items, args.cold_seed)
     if args.json:
         print(json.dumps(data.summary(), indent=2))
     else:
@@ -155,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="dataset statistics and everything dropped or repaired")
     stats.add_argument("path", help="dataset folder, raw log, 'default' or registered name")
     stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.add_argument("--cold-items", type=float, default=0.0,
+                       help="hold this share of the items out of training (the item cold-start split; 0: off)")
+    stats.add_argument("--cold-seed", type=int, default=0, help="seed of --cold-items")
     _add_source_options(stats)
     stats.set_defaults(run=_stats)
     convert = commands.add_parser("convert", help="write any readable dataset as an MMRec folder")
