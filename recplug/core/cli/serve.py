@@ -21,8 +21,10 @@ The checkpoint is loaded once, in this process (a bad checkpoint or config ends 
 the server starts), and its embeddings are handed to the LitServe workers.
 """
 
+from contextlib import contextmanager
 from importlib.util import find_spec
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 from recplug.core.cli.boundary import CommandParser
 from recplug.core.errors import ConfigError, RecplugError, check_number
@@ -93,6 +95,61 @@ class RecommenderAPI(ls.LitAPI):
 
     def encode_response(self, output: Any) -> dict[str, Any]:
         return {"items": output.items, "scores": output.scores}
+
+
+@contextmanager
+def serving(ckpt_path: str | Path, *extra: str, port: int | None = None, startup_s: float = 180.0,
+            log: Path | None = None) -> Iterator[str]:
+    """Run ``recplug serve --ckpt_path ckpt_path *extra`` in a subprocess (its own process group) on 127.0.0.1
+    and ``port`` (default: a free one); yield its base URL once ``/health`` answers ``ok`` (within
+    ``startup_s``), and end the group on exit, whatever happens. Output goes to ``log`` (default: discarded).
+    For tests, benchmarks and notebooks."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+    output = open(log, "w+") if log is not None else subprocess.DEVNULL
+    command = [sys.executable, "-m", "recplug.core.cli.main", "serve", "--ckpt_path", str(ckpt_path),
+               "--port", str(port), "--host", "127.0.0.1", *extra]
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def tail() -> str:
+        return open(log).read()[-2000:] if log is not None else "(no log)"
+
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"recplug serve exited with status {process.returncode}: {tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"recplug serve not ready after {startup_s:.0f}s: {tail()}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+        if log is not None:
+            output.close()  # type: ignore[union-attr]
 
 
 def build_parser() -> CommandParser:

@@ -1,16 +1,10 @@
-"""`recplug serve` (issue 16) against a real local LitServe server: a subprocess on a free port, real HTTP requests
-with timeouts, always shut down. It answers the Python API's lists for known and new users, and 4xx with a
+"""`recplug serve` (issue 16) against a real local LitServe server: a subprocess on a free port (`serving`), real
+HTTP requests with timeouts, always shut down. It answers the Python API's lists for known and new users, and 4xx with a
 message for bad requests."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from typing import Any, Iterator
@@ -20,15 +14,10 @@ import pytest
 
 import recplug
 from recplug.core.cli.main import main
+from recplug.core.cli.serve import serving
 
-STARTUP_S = 180  # importing Lightning and LitServe, rebuilding the run and spawning a worker, on 2 busy cores
+pytestmark = pytest.mark.slow  # a server process: about 20 s to start on 2 cores
 REQUEST_S = 30
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def post(base: str, body: Any, raw: bytes | None = None) -> tuple[int, Any]:
@@ -44,35 +33,9 @@ def post(base: str, body: Any, raw: bytes | None = None) -> tuple[int, Any]:
 
 @pytest.fixture(scope="module")
 def server(mf_run, tmp_path_factory) -> Iterator[str]:
-    """The base URL of `recplug serve` on the trained checkpoint; the process group is ended afterwards."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recplug.core.cli.main", "serve", "--ckpt_path", str(mf_run.ckpt), "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            assert process.poll() is None, f"recplug serve exited: {open(log.name).read()[-2000:]}"
-            assert time.monotonic() < deadline, f"not ready after {STARTUP_S}s: {open(log.name).read()[-2000:]}"
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
+    """The base URL of `recplug serve` on the trained checkpoint (its process group is ended afterwards)."""
+    with serving(mf_run.ckpt, log=tmp_path_factory.mktemp("serve") / "serve.log") as base:
         yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +94,10 @@ def test_a_bad_checkpoint_or_port_ends_in_one_line_before_serving(tmp_path, caps
     assert capsys.readouterr().err.strip() == "error: serve.port must be in [1, 65535], got 0"
     assert main(["serve"]) == 2
     assert capsys.readouterr().err.strip() == "error: recplug serve: the following arguments are required: --ckpt_path"
+
+
+def test_serving_reports_a_server_that_exits_and_leaves_nothing_running(tmp_path) -> None:
+    log = tmp_path / "serve.log"
+    with pytest.raises(RuntimeError, match=r"^recplug serve exited with status 2: error: .*no such checkpoint file"):
+        with serving(tmp_path / "none.ckpt", log=log):
+            pass
