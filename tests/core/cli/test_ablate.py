@@ -49,6 +49,7 @@ def test_the_crane_ablation_file_has_eight_variants() -> None:
 VARIANT_FILES = {  # variants file -> the bundle it varies (configs/ablations/crane.yaml needs recplug-gmu: test_contrib)
     **{p: p.name for p in sorted((ROOT / "configs" / "tuning").glob("*.yaml"))},
     ROOT / "configs" / "ablations" / "crane_components.yaml": "crane.yaml",
+    ROOT / "configs" / "ablations" / "crane_real.yaml": "crane.yaml",
 }
 
 
@@ -73,6 +74,41 @@ def test_every_variant_builds_through_the_real_cli(variants_file: Path, tmp_path
         if "model.aux_losses" in expected:
             assert [(type(loss).__name__, loss.weight) for loss in cli.model.aux_losses] == [
                 (spec["class_path"], spec["init_args"]["weight"]) for spec in expected["model.aux_losses"]]
+        if "model.encoders" in expected:  # every argument the variant gives reached the component
+            for encoder, spec in zip(cli.model.encoders, expected["model.encoders"], strict=True):
+                assert type(encoder).__name__ == spec["class_path"], variant.name
+                assert {k: encoder.hparams[k] for k in spec["init_args"]} == spec["init_args"], variant.name
+        if isinstance(expected.get("model.fusion"), dict):
+            spec = expected["model.fusion"]
+            assert type(cli.model.fusion).__name__ == spec["class_path"], variant.name
+            assert {k: cli.model.fusion.hparams[k] for k in spec["init_args"]} == spec["init_args"], variant.name
+
+
+def test_the_crane_real_ablation_is_one_factor_at_a_time_and_modality_agnostic(tiny_folder: Path) -> None:
+    """Each variant changes one component of crane.yaml; the kNN weights name no modality, so the file runs on
+    data whose modalities are not image and text (TikTok's visual and acoustic)."""
+    from recplug.core.cli.lightning import run_cli
+
+    path = ROOT / "configs" / "ablations" / "crane_real.yaml"
+    variants, axes, common = load_variants(path)
+    assert axes == [] and variants[0].name == "base"
+    factors = {v.name.split("=")[0] for v in variants[1:]}
+    assert factors == {"fusion", "recursions", "graph", "propagate", "profiles", "infonce", "pruning"}
+    fusions = {v.overrides["model.fusion"]["class_path"] for v in variants if "model.fusion" in v.overrides}
+    assert fusions == {"ConcatFusion", "SumFusion", "GatedFusion"}
+    semantic = [spec for v in variants for spec in {**common, **v.overrides}["model.encoders"]
+                if spec["class_path"] == "ItemItemGraph"]
+    assert len(semantic) == len(variants) and all(spec["init_args"]["weights"] is None for spec in semantic)
+    (tiny_folder / "image_feat.npy").rename(tiny_folder / "visual_feat.npy")
+    (tiny_folder / "text_feat.npy").rename(tiny_folder / "acoustic_feat.npy")
+    for name in ("base", "graph=refined", "fusion=gmu"):
+        variant = next(v for v in variants if v.name == name)
+        cli = run_cli(["--config", str(ROOT / "configs" / "crane.yaml"), *override_args(common), *variant.args(),
+                       "--data.path", str(tiny_folder), "--trainer.logger", "false"], run=False)
+        cli.datamodule.setup("fit")
+        cli.model.prepare(cli.datamodule.data)
+        assert cli.model.encoders[1].weights == {"acoustic": 0.5, "visual": 0.5}
+        assert cli.model().items.isfinite().all(), name
 
 
 def test_overrides_become_cli_arguments() -> None:
