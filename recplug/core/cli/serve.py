@@ -97,6 +97,16 @@ class RecommenderAPI(ls.LitAPI):
         return {"items": output.items, "scores": output.scores}
 
 
+def end_group(group: int, sig: int) -> None:
+    """Send ``sig`` to the process group ``group`` (the server and its workers), if any of it is left."""
+    import os
+
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        pass
+
+
 @contextmanager
 def serving(ckpt_path: str | Path, *extra: str, port: int | None = None, startup_s: float = 180.0,
             log: Path | None = None) -> Iterator[str]:
@@ -142,11 +152,11 @@ def serving(ckpt_path: str | Path, *extra: str, port: int | None = None, startup
             time.sleep(0.5)
         yield base
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        end_group(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            end_group(process.pid, signal.SIGKILL)
             process.wait(timeout=20)
         if log is not None:
             output.close()  # type: ignore[union-attr]
