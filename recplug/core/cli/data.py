@@ -94,7 +94,7 @@ def _print_stats(data: InteractionData) -> None:
             rows.append((f"{split} interactions", f"{count}  ({users} users)"))
     rows.append(("interactions", total))
     rows.append(("density", f"{summary['density']:.6g}"))
-    rows.append(("users without train", f"{summary['users_without_train']}  (left out of evaluation)"))
+    rows.append(("users w/o train", f"{summary['users_without_train']}  (left out of evaluation)"))
     if data.cold_items is not None:
         rows.append(("cold items", f"{summary['cold_items']}  (no training interaction; evaluated as test_cold/...)"))
     modalities = summary["modalities"]

@@ -93,6 +93,6 @@ def test_the_cli_refuses_bad_values_in_one_line(capsys: pytest.CaptureFixture[st
 def test_data_stats_reports_cold_items_and_users_without_training(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "stats", "default", "--cold-items", "0.2", "--cold-seed", "3"]) == 0
     out = capsys.readouterr().out
-    assert "cold items           500" in out and "users without train  10" in out
+    assert "cold items          500" in out and "users w/o train     10" in out
     assert main(["data", "stats", "default", "--json"]) == 0
     assert '"users_without_train": 0' in capsys.readouterr().out
