@@ -10,6 +10,10 @@ evaluation. Then ``python scripts/coldstart.py --table`` prints the Markdown tab
 
     OMP_NUM_THREADS=1 RECPLUG_DATA_MIRROR=/work/shared/data nohup .venv/bin/python scripts/coldstart.py \\
         > results/coldstart/log.txt 2>&1 &
+
+``recplug`` is the one beside the running Python, so a frozen copy of the code runs unchanged while the checkout
+moves on: ``git archive HEAD | tar -x -C SNAP`` and ``PYTHONPATH=SNAP .venv/bin/python SNAP/scripts/coldstart.py
+--out results/coldstart``.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def best_epoch_metrics(metrics_csv: Path) -> dict[str, object]:
 def fit(bundle: str, dataset: str, seed: int, max_epochs: int, cold: float) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix=f"coldstart_{dataset}_{bundle}_{seed}_"))
     command = [
-        str(ROOT / ".venv/bin/recplug"), "fit", "--config", str(ROOT / f"configs/{bundle}.yaml"),
+        str(Path(sys.executable).with_name("recplug")), "fit", "--config", str(ROOT / f"configs/{bundle}.yaml"),
         "--data.path", dataset, "--data.cold_items", str(cold), "--data.cold_seed", str(seed),
         "--data.seed", str(seed), "--seed_everything", str(seed), "--trainer.max_epochs", str(max_epochs),
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
