@@ -58,10 +58,14 @@ def rank_users(
 
     ``search`` must already be built on the item embeddings; CSRs are ``(indptr, items)`` over all users."""
     _, topk = search_users(user_emb, users, search, k, seen)
+    return truth_hits(topk, users, truth, search.num_items)
+
+
+def truth_hits(topk: Tensor, users: Tensor, truth: CSR, num_items: int) -> tuple[Tensor, Tensor]:
+    """``(hits [B, k], n_truth [B])`` of the ranked ``topk`` items of ``users`` against their ``truth``."""
     truth_rows, truth_items = csr_pairs(*truth, users)
-    hits = hit_matrix(topk, truth_rows.to(topk.device), truth_items.to(topk.device), search.num_items)
-    counts = torch.bincount(truth_rows, minlength=users.numel()).to(topk.device)
-    return hits, counts
+    hits = hit_matrix(topk, truth_rows.to(topk.device), truth_items.to(topk.device), num_items)
+    return hits, torch.bincount(truth_rows, minlength=users.numel()).to(topk.device)
 
 
 def evaluate_users(
@@ -163,13 +167,6 @@ def restrict_csr(csr: CSR, keep: Tensor, relabel: Tensor | None = None) -> CSR:
     out[1:] = torch.cumsum(torch.bincount(rows[kept], minlength=indptr.numel() - 1), 0)
     items = items[kept]
     return out, relabel[items] if relabel is not None else items
-
-
-def truth_hits(topk: Tensor, users: Tensor, truth: CSR, num_items: int) -> tuple[Tensor, Tensor]:
-    """``(hits [B, k], n_truth [B])`` of the ranked ``topk`` items of ``users`` against their ``truth``."""
-    truth_rows, truth_items = csr_pairs(*truth, users)
-    hits = hit_matrix(topk, truth_rows.to(topk.device), truth_items.to(topk.device), num_items)
-    return hits, torch.bincount(truth_rows, minlength=users.numel()).to(topk.device)
 
 
 @dataclass(frozen=True)
