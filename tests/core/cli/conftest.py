@@ -11,6 +11,8 @@ from typing import Callable
 import pytest
 import torch
 
+import recplug
+
 from recplug.core.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -61,3 +63,9 @@ def tie_swaps(mf_run) -> Callable[[list[str], list[str], int], list[int]]:
         return differ
 
     return swaps
+
+
+@pytest.fixture(scope="session")
+def mf_recommender(mf_run) -> recplug.Recommender:
+    """``recplug.Recommender`` on :func:`mf_run`'s checkpoint."""
+    return recplug.Recommender.from_checkpoint(mf_run.ckpt)

@@ -13,8 +13,8 @@ from recplug.core.data.resolve import load_dataset
 
 
 @pytest.fixture(scope="module")
-def rec(mf_run) -> recplug.Recommender:
-    return recplug.Recommender.from_checkpoint(mf_run.ckpt)
+def rec(mf_recommender) -> recplug.Recommender:
+    return mf_recommender
 
 
 def test_recommend_gives_predicts_top20_for_every_user(rec, mf_run, tie_swaps) -> None:

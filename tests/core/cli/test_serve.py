@@ -39,8 +39,8 @@ def server(mf_run, tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def rec(mf_run) -> recplug.Recommender:
-    return recplug.Recommender.from_checkpoint(mf_run.ckpt)
+def rec(mf_recommender) -> recplug.Recommender:
+    return mf_recommender
 
 
 def same(answer: dict[str, Any], ranked: recplug.Ranked) -> bool:
