@@ -1,6 +1,6 @@
 """Load test of ``recplug serve`` on localhost: requests/s and p50/p99 latency, against the in-process Python API.
 
-    python bench/serve_load.py [--ckpt_path CKPT] [--requests 1000] [--concurrency 8] [--k 20] [--profile 5]
+    python bench/serve_load.py [--ckpt_path CKPT] [--requests 1000] [--concurrency 8] [--workers 1] [--k 20]
 
 Without ``--ckpt_path`` it trains MF for 2 epochs on the embedded default (a temporary folder). It starts
 ``recplug serve`` in a subprocess (``serving``: a free port, always shut down), sends ``--requests`` requests,
@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds for the whole load phase")
+    parser.add_argument("--workers", type=int, default=1, help="LitServe inference workers of the server")
     args = parser.parse_args()
 
     from recplug import Recommender
@@ -115,7 +116,7 @@ def main() -> None:
         baseline_s = time.perf_counter() - start
         baseline_rps = len(bodies) / baseline_s
 
-        with serving(ckpt, log=Path(tmp) / "serve.log") as base:
+        with serving(ckpt, "--workers", str(args.workers), log=Path(tmp) / "serve.log") as base:
             client = Client(base, args.timeout)
             for body in warm:
                 client.post(body)
@@ -133,7 +134,7 @@ def main() -> None:
     new = [r[0] for r, body in zip(results, bodies) if "items" in body]
     print(f"catalogue: {rec.num_users} users x {rec.num_items} items, d={rec.users.shape[1]}; k={args.k}, "
           f"profile={args.profile}; {len(bodies)} requests ({len(known)} known-user, {len(new)} new-user), "
-          f"concurrency {args.concurrency}")
+          f"concurrency {args.concurrency}, {args.workers} worker(s)")
     print(f"server: {rps:.1f} requests/s over {wall:.2f}s; all {percentiles(known + new)}; "
           f"known-user {percentiles(known)}; new-user {percentiles(new)}")
     print(f"server answers: {len(failed)} not 200, {wrong} with other items than the Python API "
