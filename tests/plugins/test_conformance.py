@@ -15,6 +15,7 @@ from recplug.plugins.fusion.concat import ConcatFusion
 from recplug.plugins.fusion.gmu import GatedFusion
 from recplug.plugins.fusion.rca import RCAFusion
 from recplug.plugins.fusion.sum import SumFusion
+from recplug.plugins.fusion.tokens import TokenAttentionFusion
 from recplug.plugins.graphs.item_item import ItemItemGraph
 from recplug.plugins.graphs.ngcf import NGCFGraph
 from recplug.plugins.graphs.user_item import UserItemGraph
@@ -36,6 +37,7 @@ CASES: dict[str, tuple[Callable[[], RecComponent], Callable[[], dict[str, Any]]]
     "SumFusion": (SumFusion, dict),
     "GatedFusion": (lambda: GatedFusion(dropout=0.1), dict),
     "GatedFusion-trainable": (lambda: GatedFusion(trainable_features=True), dict),
+    "TokenAttentionFusion": (lambda: TokenAttentionFusion(num_heads=2, dropout=0.1), dict),
     "UserItemGraph": (lambda: UserItemGraph(num_layers=2), dict),
     "UserItemGraph-pruned": (lambda: UserItemGraph(num_layers=2, edge_drop=0.5), dict),
     "ItemItemGraph": (lambda: ItemItemGraph(k=5), dict),

@@ -1,5 +1,5 @@
-"""RCA and GMU fusion: shapes, gradient flow, any number of modalities, scale invariance, refined features, linear
-memory."""
+"""RCA, GMU and token-attention fusion: shapes, gradient flow, any number of modalities, scale invariance, refined
+features, linear memory."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from recplug.core.model.components import FusionModule
 from recplug.plugins.fusion.gmu import GatedFusion
 from recplug.plugins.fusion.rca import RCAFusion
 from recplug.plugins.fusion.sum import SumFusion
+from recplug.plugins.fusion.tokens import TokenAttentionFusion
 
 D = 16
 
@@ -141,19 +142,62 @@ def test_gmu_dropout_reset_parameters_and_repr():
         GatedFusion(dropout=1.5)
 
 
+# ---------------------------------------------------------------------------- attention over modality tokens
+def test_token_attention_is_the_joint_tokens_output_of_per_item_attention():
+    fusion = build(TokenAttentionFusion(num_heads=2), features(dims=(5, 6, 7)))
+    xs = [fusion.proj[m](x) for m, x in fusion.features().items()]
+    tokens = torch.stack([*xs, fusion.joint(torch.cat(xs, 1))], 1)  # [N, M + 1, d]
+    for i in (0, 17):  # item i alone, as a sequence of M + 1 tokens
+        attended = fusion.attention(tokens[i : i + 1], tokens[i : i + 1], tokens[i : i + 1])[0][0]
+        torch.testing.assert_close(fusion.recplug_fuse()[i], attended[-1])
+        torch.testing.assert_close(torch.stack([fusion.recplug_refine()[m][i] for m in ("m0", "m1", "m2")]),
+                                   attended[:3])
+
+
+def test_token_attention_keeps_items_apart_and_reaches_every_parameter():
+    feats = features()
+    fusion = build(TokenAttentionFusion(), feats)
+    before = fusion.recplug_fuse().detach()
+    changed = {m: x.clone() for m, x in feats.items()}
+    changed["m0"][1:] = torch.randn(49, 12)  # every other item changes: item 0 must not (unlike the code's MHA)
+    fusion.recplug_setup(data=type("Data", (), {"features": changed})())
+    fusion._features_loaded = False
+    fusion.recplug_setup(data=type("Data", (), {"features": changed})())
+    after = fusion.recplug_fuse()
+    torch.testing.assert_close(after[0], before[0])
+    assert not torch.allclose(after[1:], before[1:])
+    after.pow(2).sum().backward()
+    for name, parameter in fusion.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_token_attention_errors_reset_and_repr():
+    with pytest.raises(ConfigError, match=r"num_heads must be a divisor of model.embedding_dim \(16\), got 3"):
+        build(TokenAttentionFusion(num_heads=3), features())
+    with pytest.raises(ConfigError, match="TokenAttentionFusion needs at least 2"):
+        build(TokenAttentionFusion(), features(dims=(5,)))
+    fusion = build(TokenAttentionFusion(), features())
+    before = {n: p.detach().clone() for n, p in fusion.named_parameters() if "weight" in n}
+    fusion.reset_parameters()
+    assert all(not torch.equal(before[n], p) for n, p in fusion.named_parameters() if "weight" in n)
+    assert fusion.extra_repr() == "trainable_features=False, modalities=None, num_heads=4, dropout=0.0"
+
+
 MILLION_ITEMS = textwrap.dedent(
     """
     import json, resource, sys, torch
     from recplug.core.ops.sparse import SparseOperator
     from recplug.plugins.fusion.gmu import GatedFusion
     from recplug.plugins.fusion.rca import RCAFusion
+    from recplug.plugins.fusion.tokens import TokenAttentionFusion
     torch.manual_seed(0)
     n, d, k = 1_000_000, 64, 10
     feats = {"image": torch.randn(n, 128), "text": torch.randn(n, 64)}
     neighbours = torch.randint(n, (n * k,))
     graph = SparseOperator.from_coo(torch.arange(n).repeat_interleave(k), neighbours, torch.full((n * k,), 1.0 / k),
                                     (n, n))
-    fusion = {"RCAFusion": RCAFusion, "GatedFusion": GatedFusion}[sys.argv[1]]()
+    fusions = {"RCAFusion": RCAFusion, "GatedFusion": GatedFusion, "TokenAttentionFusion": TokenAttentionFusion}
+    fusion = fusions[sys.argv[1]]()
     fusion.recplug_build(num_items=n, feature_dims={"image": 128, "text": 64}, embedding_dim=d)
     fusion.recplug_setup(data=type("Data", (), {"features": feats})())
     del feats, neighbours
@@ -168,15 +212,17 @@ MILLION_ITEMS = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
-@pytest.mark.parametrize("fusion", ["RCAFusion", "GatedFusion"])
-def test_fusion_and_item_item_propagation_on_a_million_items_stay_linear_in_memory(fusion):
+@pytest.mark.parametrize(("fusion", "matrices"), [("RCAFusion", 12), ("GatedFusion", 12), ("TokenAttentionFusion", 24)])
+def test_fusion_and_item_item_propagation_on_a_million_items_stay_linear_in_memory(fusion, matrices):
     result = subprocess.run([sys.executable, "-c", MILLION_ITEMS, fusion], capture_output=True, text=True, check=True,
                             env={"OMP_NUM_THREADS": "2", **__import__("os").environ})
     stats = json.loads(result.stdout.strip().splitlines()[-1])
     assert stats["shape"] == [1_000_000, 64] and stats["finite"]
     n_by_d = 1_000_000 * 64 * 4  # one [N, d] float matrix: 256 MB; N x N floats would be 4 TB
     # peak RSS (ever) minus RSS before the pass bounds what the pass allocated from above
-    assert stats["peak"] - stats["base"] < 12 * n_by_d, stats  # measured: about 7 [N, d] matrices
+    # measured: about 7 [N, d] matrices for RCA; 16 for token attention (queries, keys and values of M + 1 = 3 tokens
+    # per item inside nn.MultiheadAttention)
+    assert stats["peak"] - stats["base"] < matrices * n_by_d, stats
 
 
 REBUILT_GRAPH = textwrap.dedent(

@@ -39,6 +39,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "recplug.plugins.fusion.sum",
     "recplug.plugins.fusion.rca",
     "recplug.plugins.fusion.gmu",
+    "recplug.plugins.fusion.tokens",
     "recplug.plugins.graphs.user_item",
     "recplug.plugins.graphs.item_item",
     "recplug.plugins.graphs.ngcf",

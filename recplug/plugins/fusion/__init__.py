@@ -4,5 +4,6 @@ from recplug.plugins.fusion.concat import ConcatFusion
 from recplug.plugins.fusion.gmu import GatedFusion
 from recplug.plugins.fusion.rca import RCAFusion, RCALayer
 from recplug.plugins.fusion.sum import SumFusion
+from recplug.plugins.fusion.tokens import TokenAttentionFusion
 
-__all__ = ["ConcatFusion", "GatedFusion", "RCAFusion", "RCALayer", "SumFusion"]
+__all__ = ["ConcatFusion", "GatedFusion", "RCAFusion", "RCALayer", "SumFusion", "TokenAttentionFusion"]

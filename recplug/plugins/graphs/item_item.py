@@ -132,7 +132,8 @@ class ItemItemGraph(GraphEncoder):
         if learned and self.learned_from == "refined" and not refines:
             raise ConfigError(
                 "ItemItemGraph with learned_from 'refined' needs a fusion that gives per-modality refined features "
-                "(hook recplug_refine: RCAFusion, SumFusion or GatedFusion; ConcatFusion has none)"
+                "(hook recplug_refine: RCAFusion, SumFusion, GatedFusion or TokenAttentionFusion; ConcatFusion "
+                "has none)"
             )
 
     def recplug_setup(self, data: InteractionData, cache_dir: Path) -> None:

@@ -95,7 +95,7 @@ def test_the_crane_real_ablation_is_one_factor_at_a_time_and_modality_agnostic(t
     factors = {v.name.split("=")[0] for v in variants[1:]}
     assert factors == {"fusion", "recursions", "graph", "propagate", "profiles", "infonce", "pruning"}
     fusions = {v.overrides["model.fusion"]["class_path"] for v in variants if "model.fusion" in v.overrides}
-    assert fusions == {"ConcatFusion", "SumFusion", "GatedFusion"}
+    assert fusions == {"ConcatFusion", "SumFusion", "GatedFusion", "TokenAttentionFusion"}
     semantic = [spec for v in variants for spec in {**common, **v.overrides}["model.encoders"]
                 if spec["class_path"] == "ItemItemGraph"]
     assert len(semantic) == len(variants) and all(spec["init_args"]["weights"] is None for spec in semantic)
