@@ -135,3 +135,40 @@ def test_a_missing_checkpoint_or_a_used_folder_is_refused(mf_run, tmp_path, caps
         f"error: --out {tmp_path / 'used'}: exists and is not an empty folder; remove it or give another"
     )
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
+
+
+def test_a_raw_logs_own_ids_go_through_predict_export_and_the_api(tmp_path) -> None:
+    """Ids are the log's strings everywhere (the embedded default has none, so this is where raw ids show)."""
+    import csv
+
+    import recplug
+
+    rng = np.random.default_rng(3)
+    log = tmp_path / "log.csv"
+    with open(log, "w", encoding="utf-8") as handle:
+        handle.write("user,item\n")
+        for user in range(120):
+            for item in rng.choice(90, size=12, replace=False):
+                handle.write(f"user-{user},sku/{item:03d}\n")
+    common = ["--config", str(ROOT / "configs" / "mf.yaml"), "--data.path", str(log), "--trainer.logger=false",
+              "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar=false",
+              "--trainer.enable_model_summary=false"]
+    assert main(["fit", *common, "--trainer.max_epochs=1"]) == 0
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    assert main(["predict", *common, "--ckpt_path", str(ckpt), "--topk.output_path", str(tmp_path / "top.tsv"),
+                 "--topk.k=10"]) == 0
+    rows = {r["user"]: r["items"].split(",") for r in csv.DictReader(open(tmp_path / "top.tsv"), delimiter="\t")}
+    assert export(ckpt, tmp_path / "out") == 0
+    user_ids = (tmp_path / "out" / "user_ids.txt").read_text().splitlines()
+    item_ids = (tmp_path / "out" / "item_ids.txt").read_text().splitlines()
+    assert sorted(user_ids) == sorted(f"user-{u}" for u in range(120)) and set(rows) == set(user_ids)
+    manifest = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert all(i.startswith("sku/") for i in item_ids) and manifest["raw_ids"]
+    rec = recplug.Recommender.from_checkpoint(ckpt)
+    ranked = rec.recommend(user_ids, k=10)
+    assert all(r.items == rows[u] for u, r in zip(user_ids, ranked))
+    from_files = faiss_top_k(tmp_path / "out", 10)
+    assert sum(r.items == from_files[u] for u, r in zip(user_ids, ranked)) >= 0.95 * len(user_ids)  # float32 ties
+    assert rec.recommend_profile(["sku/001", "sku/002"], k=3).items[0].startswith("sku/")
+    with pytest.raises(recplug.InvalidArgument, match=r"^recommend.user_ids must be user ids of the dataset"):
+        rec.recommend([0])  # an index is no id when the dataset has raw ids
