@@ -93,3 +93,53 @@ def test_the_module_logs_each_group_under_its_stage(tmp_path: Path) -> None:
     (trainer := pl.Trainer(**run)).fit(vbpr, datamodule=dm)
     trainer.test(vbpr, datamodule=dm)
     assert all(not math.isnan(float(trainer.callback_metrics[f"test_{g}/recall@20"])) for g in GROUPS)
+
+
+DDP_SCRIPT = """
+import json, sys
+import pytorch_lightning as pl, torch
+from recplug.core.data.datamodule import RecDataModule
+from recplug.core.eval.evaluator import RankingEvaluation
+from recplug.core.model.module import RecModule
+from recplug.plugins.combine import ConcatCombiner
+from recplug.plugins.embedding import ContentView, IdEmbedding
+from recplug.plugins.fusion import ConcatFusion
+
+dm = RecDataModule(cold_items=0.2, cold_seed=1, eval_batch_size=700)
+module = RecModule(dm.num_users, dm.num_items, dm.feature_dims, fusion=ConcatFusion(),
+                   encoders=[IdEmbedding(), ContentView()], combiner=ConcatCombiner(),
+                   evaluation=RankingEvaluation(ks=[10, 20]))
+module.load_state_dict(torch.load(sys.argv[1]))
+run = pl.Trainer(accelerator="cpu", devices=3, strategy="ddp",
+                 logger=False, enable_progress_bar=False, enable_model_summary=False)
+run.validate(module, datamodule=dm)
+if run.global_rank == 0:
+    json.dump({k: float(v) for k, v in run.callback_metrics.items()}, open(sys.argv[2], "w"))
+"""
+
+
+@pytest.mark.slow
+def test_ddp_on_three_processes_gives_the_single_process_groups(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    dm = RecDataModule(cold_items=0.2, cold_seed=1, eval_batch_size=700)
+    module = RecModule(dm.num_users, dm.num_items, dm.feature_dims, fusion=ConcatFusion(),
+                       encoders=[IdEmbedding(), ContentView()], combiner=ConcatCombiner(),
+                       evaluation=RankingEvaluation(ks=[10, 20]))
+    module.prepare(dm.data)
+    torch.save(module.state_dict(), tmp_path / "weights.pt")
+    (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=3", "--master_port=29519",
+         str(tmp_path / "ddp.py"), str(tmp_path / "weights.pt"), str(tmp_path / "metrics.json")],
+        check=True, cwd=tmp_path, timeout=300,
+    )
+    sharded = json.loads((tmp_path / "metrics.json").read_text())
+    single = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    single.validate(module, datamodule=dm)
+    keys = [k for k in single.callback_metrics if k.startswith(("val/", *(f"val_{g}/" for g in GROUPS)))]
+    assert len(keys) == 4 * 12 and len(dm.eval_task("valid").users) % 3 != 0
+    for key in keys:
+        assert sharded[key] == pytest.approx(float(single.callback_metrics[key]), abs=1e-9), key
