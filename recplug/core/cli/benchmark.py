@@ -3,7 +3,7 @@
     recplug benchmark --configs configs/crane.yaml configs/freedom.yaml configs/mf.yaml \\
         --datasets tiktok amazon_office --seeds 0 1 2 3 4 --out runs/benchmark \\
         [--trials N [--spaces configs/search] [--tune-timeout S]] [--proposed crane] [--mf configs/mf.yaml] \\
-        [--max-epochs N] [--no-plot] [--dry-run] [-- fit overrides for every run]
+        [--max-epochs N] [--no-plot] [--dry-run] [--report-only] [-- fit overrides for every run]
 
 GRecX's aim (Cai et al., arXiv 2111.10342): a fair, unified benchmark. Per (bundle, dataset):
 
@@ -20,7 +20,8 @@ over the best baseline, paired Wilcoxon and t-tests of ``--proposed`` against ea
 metrics (each user's mean over seeds), Holm-corrected across the comparisons (:mod:`recplug.core.eval.significance`),
 GRMF-X, the selected epoch, epochs trained (and whether training stopped at ``max_epochs`` while validation was
 still improving), seconds per epoch and the provenance of every run. Rerunning the same command skips finished
-runs and resumes the tuning studies.
+runs and resumes the tuning studies; ``--report-only`` writes the leaderboards from the runs finished so far
+(a benchmark still running elsewhere, or one stopped early).
 """
 
 from __future__ import annotations
@@ -260,6 +261,8 @@ def build_parser() -> CommandParser:
     parser.add_argument("--max-epochs", type=int, help="shortcut for --trainer.max_epochs in every run and trial")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG charts")
     parser.add_argument("--dry-run", action="store_true", help="print the plan's commands; run nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the leaderboards from the runs finished so far; train and tune nothing")
     return parser
 
 
@@ -299,7 +302,10 @@ def run_entries(
     rows, plans = [], []
     for entry in entries:
         config, trials = entry.config, 0
-        if args.trials and not args.dry_run:
+        best = out / "tune" / entry.name / "best.yaml"
+        if args.trials and args.report_only and best.exists():
+            config, trials = str(best), args.trials
+        elif args.trials and not (args.dry_run or args.report_only):
             config, trials = tune_entry(entry, dataset, out / "tune" / entry.name, args, extra)
         common = [f"--data.path={dataset}", *entry.overrides]
         if args.max_epochs is not None:
@@ -312,7 +318,14 @@ def run_entries(
         for run in ordered:
             print(" ".join(["recplug", *run.args]))
         return rows, False, False
-    results, failures, interrupted = ablate.execute(ordered, args.metrics[0], after=record_per_user)
+    if args.report_only:
+        results = [done for done in map(ablate.finished, ordered) if done is not None]
+        failures, interrupted = [], False
+        missing = len(ordered) - len(results)
+        if missing:
+            print(f"recplug benchmark: {dataset}: {missing} of {len(ordered)} runs not finished, left out", flush=True)
+    else:
+        results, failures, interrupted = ablate.execute(ordered, args.metrics[0], after=record_per_user)
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
     by_name = {row.entry.name: row for row in rows}

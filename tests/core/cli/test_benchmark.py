@@ -100,3 +100,8 @@ def test_benchmark_runs_resumes_and_trains_the_grmfx_reference(tmp_path, capsys)
     capsys.readouterr()
     assert main(argv) == 0  # rerun: every run finished earlier
     assert capsys.readouterr().out.count("finished earlier, skipped") == 3
+    # --report-only: a model not run yet is left out, nothing trains, the leaderboard is rewritten
+    assert main([*argv[:3], "configs/lightgcn.yaml", *argv[3:], "--report-only"]) == 0
+    assert "1 of 3 runs not finished, left out" in capsys.readouterr().out
+    assert not (board / "runs" / "lightgcn").exists()
+    assert {r["model"] for r in csv.DictReader(open(board / "leaderboard.csv"))} == {"small", "mf", "mf-32"}
