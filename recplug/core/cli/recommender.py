@@ -75,11 +75,12 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
     The model and data are built from ``config`` (a YAML file, as ``recplug predict --config``) or else from the
     configuration the checkpoint records; the checkpoint is opened weights-only. A checkpoint of other data than
     the data built here is refused (its ids would be another dataset's)."""
-    from recplug.core.cli.lightning import run_cli
     from recplug.core.model.checkpoint import CheckpointError, check_state_matches, local_checkpoint, open_checkpoint
 
     path = local_checkpoint(ckpt_path)
-    checkpoint = open_checkpoint(path)
+    checkpoint = open_checkpoint(path)  # a missing or unsafe file fails before the CLI is imported
+    from recplug.core.cli.lightning import run_cli
+
     record = checkpoint.get("recplug") or {}
     if config is not None:
         args: Any = ["--config", str(config), *(f"--trainer.{key}={value}" for key, value in LOAD_TRAINER.items())]
