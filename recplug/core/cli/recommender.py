@@ -159,13 +159,13 @@ class Recommender:
         """
         from recplug.core.data.dataset import SPLITS
 
+        unknown = [split for split in exclude or () if split not in SPLITS]
+        if unknown:  # before the (slow) load; the config's topk.exclude was checked when it trained
+            raise ConfigError(f"exclude: unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
         model, datamodule, resolved, checkpoint = load_run(ckpt_path, config)
         data = datamodule.data
         if exclude is None:
             exclude = (resolved.get("topk") or {}).get("exclude") or ()
-        unknown = [split for split in exclude if split not in SPLITS]
-        if unknown:
-            raise ConfigError(f"exclude: unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
         splits = tuple(split for split in exclude if split in data.splits)
         users, items = model.cached_embeddings()
         record = dict(checkpoint.get("recplug") or {})
