@@ -32,6 +32,13 @@ _LAZY: dict[str, str] = {
     "InteractionData": "recplug.core.data.dataset",
     "load_dataset": "recplug.core.data.resolve",
     "RankingEvaluation": "recplug.core.eval.evaluator",
+    # sampled training (model.sampling) and what an encoder needs to support it
+    "Sampling": "recplug.core.model.sampled",
+    "LazyAdam": "recplug.core.model.sampled",
+    "NodeTables": "recplug.core.model.sampled",
+    "SampledBatch": "recplug.core.model.types",
+    "NodePlan": "recplug.core.model.types",
+    "NeighbourSampler": "recplug.core.ops.sampling",
     # recommendations out of a trained checkpoint (notebooks; `recplug export` and `recplug serve` use it)
     "Recommender": "recplug.core.cli.recommender",
     "Ranked": "recplug.core.cli.recommender",
@@ -76,4 +83,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from recplug.core.model.checkpoint import CheckpointError
     from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
     from recplug.core.model.module import RecModule
-    from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
+    from recplug.core.model.sampled import LazyAdam, NodeTables, Sampling
+    from recplug.core.model.types import BPRBatch, GraphView, ModelOutput, NodePlan, SampledBatch
+    from recplug.core.ops.sampling import NeighbourSampler

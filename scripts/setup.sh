@@ -2,14 +2,15 @@
 # Set up recplug in ./.venv on a fresh machine.
 #   bash scripts/setup.sh          # runtime only (what `recplug fit` needs)
 #   bash scripts/setup.sh --dev    # + tests, the torch-sparse backend, reports/plots, offline text encoder, Optuna,
-#                                  scipy + statsmodels (benchmark statistics), LitServe (recplug serve)
+#                                  scipy + statsmodels (benchmark statistics), LitServe (recplug serve),
+#                                  PyG (model.sampling's neighbour sampler)
 # Installs the CPU build of torch when the machine has no CUDA GPU (a plain `pip install torch` would pull a
 # multi-GB CUDA build), then recplug itself in editable mode. Idempotent: re-running is quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCH_VERSION=2.13.0
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[test,report,text,tune,benchmark,serve]"
+[ "${1:-}" = "--dev" ] && extras="[test,report,text,tune,benchmark,serve,sampling]"
 
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 . .venv/bin/activate

@@ -25,6 +25,10 @@ class SumCombiner(Combiner):
         return users, items
 
 
+    def sampling_refusal(self) -> None:
+        return None  # row by row
+
+
 class ConcatCombiner(Combiner):
     """Concatenation of the views, so the score is the sum of per-view dot products.
 
@@ -34,3 +38,6 @@ class ConcatCombiner(Combiner):
 
     def recplug_combine(self, views: list[GraphView]) -> tuple[Tensor, Tensor]:
         return torch.cat([v.users for v in views], dim=1), torch.cat([v.items for v in views], dim=1)
+
+    def sampling_refusal(self) -> None:
+        return None  # row by row

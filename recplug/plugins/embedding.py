@@ -6,7 +6,9 @@ from torch import Tensor, nn
 
 from recplug.core.errors import ConfigError
 from recplug.core.model.components import GraphEncoder
-from recplug.core.model.types import GraphView
+from recplug.core.model.types import GraphView, NodePlan, SampledBatch
+from recplug.core.model.sampled import NodeTables
+from recplug.core.ops.sampling import gather_rows
 
 
 class IdEmbedding(GraphEncoder):
@@ -21,6 +23,17 @@ class IdEmbedding(GraphEncoder):
 
     def recplug_encode(self, ego_users: Tensor, ego_items: Tensor) -> GraphView:
         return GraphView(self.view_name, ego_users, ego_items)
+
+    def sampling_refusal(self) -> None:
+        return None
+
+    def sample(self, batch: SampledBatch) -> NodePlan:
+        return NodePlan(graph=batch)
+
+    def encode_sampled(self, plan: NodePlan, tables: NodeTables) -> GraphView:
+        batch = plan.graph
+        assert isinstance(batch, SampledBatch)
+        return GraphView(self.view_name, tables.users(batch.users), tables.items(batch.items))
 
 
 class ContentView(GraphEncoder):
@@ -46,3 +59,15 @@ class ContentView(GraphEncoder):
 
     def recplug_encode(self, content: Tensor) -> GraphView:
         return GraphView(self.view_name, self.user_preference.weight, content)
+
+    def sampling_refusal(self) -> None:
+        return None
+
+    def sample(self, batch: SampledBatch) -> NodePlan:
+        return NodePlan(content=batch.items, graph=batch)
+
+    def encode_sampled(self, plan: NodePlan, tables: NodeTables) -> GraphView:
+        batch = plan.graph
+        assert isinstance(batch, SampledBatch)
+        preference = gather_rows(self.user_preference.weight, batch.users.to(self.user_preference.weight.device))
+        return GraphView(self.view_name, preference, tables.content(batch.items))

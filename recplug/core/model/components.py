@@ -9,14 +9,19 @@ from __future__ import annotations
 import functools
 import inspect
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from recplug.core.errors import ConfigError, InvalidArgument, check_number
 from recplug.core.data.dataset import InteractionData
-from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
+from recplug.core.model.types import BPRBatch, GraphView, ModelOutput, NodePlan, SampledBatch
+from recplug.core.ops.sampling import gather_rows
+
+if TYPE_CHECKING:
+    from recplug.core.model.sampled import NodeTables
 
 
 def recording_arguments(init: Callable[..., None]) -> Callable[..., None]:
@@ -67,6 +72,12 @@ class RecComponent(nn.Module, ABC):
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self.hparams.items())
 
+    def sampling_refusal(self) -> str | None:
+        """Why this component cannot train in sampled mode (``model.sampling``), or ``None`` when it can: it then
+        computes from, and returns, the rows of the step's nodes only (see :mod:`recplug.core.model.sampled`).
+        A component that does not say so is refused."""
+        return "it does not declare one (sampling_refusal)"
+
     def require_view(self, argument: str, views: list[str]) -> None:
         """Raise :class:`InvalidArgument` unless the view named by this component's ``argument`` (an attribute of
         that name) is one the encoders produce; for :meth:`~recplug.hookspecs.RecplugSpecs.recplug_check`."""
@@ -92,6 +103,7 @@ class FusionModule(RecComponent):
         self.modalities = list(modalities) if modalities is not None else None
         self.feature_dims: dict[str, int] = {}
         self._features_loaded = False
+        self._rows: Tensor | None = None
 
     min_modalities: int = 1
 
@@ -136,8 +148,26 @@ class FusionModule(RecComponent):
             self._features_loaded = True  # trained features came from a checkpoint: setup must not reset them
 
     def features(self) -> dict[str, Tensor]:
-        """The raw feature tables ``{modality: [N, d_m]}`` in the order the fusion uses."""
-        return {m: getattr(self, f"raw_{m}") for m in self.feature_dims}
+        """The raw feature tables ``{modality: [N, d_m]}`` in the order the fusion uses (inside
+        :meth:`restricted_to`, only those rows)."""
+        tables = {m: getattr(self, f"raw_{m}") for m in self.feature_dims}
+        if self._rows is None:
+            return tables
+        return {m: gather_rows(table, self._rows) for m, table in tables.items()}
+
+    @contextmanager
+    def restricted_to(self, items: Tensor) -> Iterator[None]:
+        """Fuse only the sorted distinct ``items`` (sampled mode): :meth:`features` gives their rows, trainable
+        tables get row-sparse gradients. A fusion with statistics over items (RCA's cross-correlation, a mean
+        over the rows it is given) computes them over these items: an estimate of the full-catalogue one."""
+        self._rows = items
+        try:
+            yield
+        finally:
+            self._rows = None
+
+    def sampling_refusal(self) -> str | None:
+        return None  # fusions read their rows through features()
 
     @abstractmethod
     def recplug_fuse(self) -> Tensor:
@@ -159,6 +189,19 @@ class GraphEncoder(RecComponent):
     @abstractmethod
     def recplug_encode(self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None) -> GraphView:
         """Return this encoder's :class:`GraphView`."""
+
+    sampled_hops: int = 0
+    """Fan-outs this encoder uses in sampled mode (``model.sampling.fanouts`` must have at least as many)."""
+
+    def sample(self, batch: SampledBatch) -> NodePlan:
+        """Sampled mode, first half: draw the neighbourhood of ``batch.users`` and ``batch.items`` and say which
+        ID-embedding and content rows it reads."""
+        raise NotImplementedError(f"{type(self).__name__} has no sampled mode")
+
+    def encode_sampled(self, plan: NodePlan, tables: NodeTables) -> GraphView:
+        """Sampled mode, second half: the view's rows for ``batch.users`` and ``batch.items``, in that order,
+        from the rows ``tables`` gathered for ``plan``."""
+        raise NotImplementedError(f"{type(self).__name__} has no sampled mode")
 
 
 class Combiner(RecComponent):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from recplug.core.errors import CardinalityError, ConfigError, InvalidArgument, PluginError, check_number
 from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.model.losses import bpr_loss
+from recplug.core.model.sampled import LazyAdam, Sampling, check_sampling, sampled_forward
 from recplug.core.data.dataset import InteractionData
 from recplug.core.data.registry import cache_root
 from recplug.core.eval.evaluator import RankingEvaluation, rec_datamodule
@@ -54,6 +55,8 @@ class RecModule(pl.LightningModule):
         optimizer: optimiser factory (``lambda params: Optimizer``), overriding ``lr``/``weight_decay``.
         evaluation: the full-ranking metrics, cut-offs and search of validation and test (``--eval.*`` on the
             CLI); default exact search, ``ks=[10, 20]``, every metric.
+        sampling: train on sampled neighbourhoods of each batch (``{fanouts: [10, 10]}``, with :class:`LazyAdam`;
+            see :mod:`recplug.core.model.sampled`); ``None``: exact full-graph training. Evaluation is full-graph.
     """
 
     def __init__(
@@ -71,9 +74,12 @@ class RecModule(pl.LightningModule):
         weight_decay: float = 0.0,
         optimizer: OptimizerFactory | None = None,
         evaluation: RankingEvaluation | None = None,
+        sampling: Sampling | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["encoders", "fusion", "combiner", "aux_losses", "optimizer", "evaluation"])
+        self.save_hyperparameters(
+            ignore=["encoders", "fusion", "combiner", "aux_losses", "optimizer", "evaluation", "sampling"]
+        )
         self.num_users, self.num_items = num_users, num_items
         self.feature_dims = dict(feature_dims or {})
         check_number("model", "embedding_dim", embedding_dim, 1)
@@ -107,6 +113,7 @@ class RecModule(pl.LightningModule):
         self.check_cardinality()
         self.view_names = self.declared_views()
         self.check_requirements()
+        self.sampling = check_sampling(self, sampling)
         with self.naming_component_keys():
             self.pm.hook.recplug_build(
                 num_users=num_users, num_items=num_items, feature_dims=self.feature_dims, embedding_dim=embedding_dim
@@ -271,7 +278,10 @@ class RecModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         self._embedding_cache = None
         triples = BPRBatch(*batch)
-        output = self()
+        if self.sampling is not None:  # the step's distinct nodes only; triples re-indexed to them
+            triples, output = sampled_forward(self, triples)
+        else:
+            output = self()
         terms: dict[str, Tensor] = {}
         if self.bpr_weight > 0:
             items = output.items
@@ -339,7 +349,8 @@ class RecModule(pl.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if self.optimizer_factory is not None:
             return self.optimizer_factory(params)
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = LazyAdam if self.sampling is not None else torch.optim.Adam  # sampled: row-sparse gradients
+        return optimizer(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record what produced the weights: recplug and plugin versions (and, from the CLI, config and data
@@ -387,8 +398,17 @@ class RecModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def on_fit_start(self) -> None:
-        """Refuse evaluation cut-offs beyond the catalogue before the first training step."""
+        """Refuse evaluation cut-offs beyond the catalogue, and in sampled mode an optimiser that cannot take
+        row-sparse gradients, before the first training step."""
         self.evaluation.check_cutoffs(self.num_items)
+        if self.sampling is not None and self._trainer is not None:
+            for optimizer in self.trainer.optimizers:
+                if not isinstance(optimizer, LazyAdam):
+                    raise ConfigError(
+                        f"model.sampling trains with row-sparse gradients, which {type(optimizer).__name__} cannot "
+                        "take: drop the optimizer section and model.optimizer (LazyAdam uses model.lr and "
+                        "model.weight_decay)"
+                    )
 
     def scores_cold_items(self, items: Tensor) -> bool:
         """Do the final embeddings of ``items`` (held out of training) depend on something the model learned

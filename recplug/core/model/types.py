@@ -38,6 +38,9 @@ class BPRBatch:
 class ModelOutput:
     """Everything one forward pass of the skeleton computed, stage by stage.
 
+    In a sampled training step (``model.sampling``) every tensor holds the rows of the step's distinct users and
+    items only (sorted by id), and the step's :class:`BPRBatch` indexes those rows.
+
     Attributes:
         ego_users: ``[num_users, embedding_dim]`` ID embeddings before any propagation.
         ego_items: ``[num_items, embedding_dim]`` ID embeddings before any propagation.
@@ -53,3 +56,37 @@ class ModelOutput:
     views: dict[str, GraphView] = field(default_factory=dict)
     users: Tensor | None = None
     items: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SampledBatch:
+    """The nodes of one training step in sampled mode (``model.sampling``): its distinct users and items.
+
+    Attributes:
+        users: sorted distinct global user ids ``LongTensor[U]`` of the step's triples.
+        items: sorted distinct global item ids ``LongTensor[I]`` (positives and negatives).
+        fanouts: neighbours kept per node at each hop (``-1``: every neighbour).
+        engine: the neighbour sampler, ``"pyg"`` or ``"torch"`` (:class:`~recplug.core.ops.sampling.NeighbourSampler`).
+    """
+
+    users: Tensor
+    items: Tensor
+    fanouts: tuple[int, ...]
+    engine: str = "pyg"
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """What an encoder's sampled neighbourhood reads (``GraphEncoder.sample``), before any row is gathered.
+
+    Attributes:
+        users: global user ids whose ID embeddings it reads, or ``None``.
+        items: global item ids whose ID embeddings it reads, or ``None``.
+        content: global item ids whose fused content it reads, or ``None``.
+        graph: the encoder's own sampled structure, handed back to ``encode_sampled``.
+    """
+
+    users: Tensor | None = None
+    items: Tensor | None = None
+    content: Tensor | None = None
+    graph: object = None

@@ -78,11 +78,12 @@ class SparseOperator(nn.Module):
         shape: ``(R, C)``.
         symmetric: ``A == Aᵀ`` (then the backward reuses ``A``); otherwise ``Aᵀ`` is built once here.
         backend: ``"torch"`` or ``"torch_sparse"``.
+        transpose: ``Aᵀ``'s CSR ``(crow, col, values)`` when the caller has it (no sort here).
     """
 
     def __init__(
         self, crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int], symmetric: bool = False,
-        backend: str = "torch",
+        backend: str = "torch", transpose: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.shape = (int(shape[0]), int(shape[1]))
@@ -92,8 +93,10 @@ class SparseOperator(nn.Module):
         self.register_buffer("col", col, persistent=False)
         self.register_buffer("values", values, persistent=False)
         if not symmetric:
-            rows = torch.repeat_interleave(torch.arange(self.shape[0], device=crow.device), crow.diff())
-            t_crow, t_col, t_values = coo_to_csr(col, rows, values, self.shape[1], self.shape[0])
+            if transpose is None:
+                rows = torch.repeat_interleave(torch.arange(self.shape[0], device=crow.device), crow.diff())
+                transpose = coo_to_csr(col, rows, values, self.shape[1], self.shape[0])
+            t_crow, t_col, t_values = transpose
             self.register_buffer("t_crow", t_crow, persistent=False)
             self.register_buffer("t_col", t_col, persistent=False)
             self.register_buffer("t_values", t_values, persistent=False)

@@ -13,8 +13,10 @@ from recplug.core.model.components import GraphEncoder
 from recplug.core.data.dataset import InteractionData
 from recplug.core.errors import ConfigError, InvalidArgument, check_layers, check_number
 from recplug.core.ops.knn import cached_knn_coo, knn_coo, knn_rows_and_values
+from recplug.core.ops.sampling import NeighbourSampler
 from recplug.core.ops.sparse import SparseOperator, check_backend, distinct_pairs, row_normalized
-from recplug.core.model.types import GraphView
+from recplug.core.model.sampled import NodeTables
+from recplug.core.model.types import GraphView, NodePlan, SampledBatch
 
 CHOICES = {
     "source": ("content", "id", "both"),
@@ -107,6 +109,7 @@ class ItemItemGraph(GraphEncoder):
         self._ready = False  # recplug_setup ran
         self._learned_built = False  # learned_cols holds a graph (built here or restored from a checkpoint)
         self._learned_stale = False  # set at each rebuild epoch (recplug_resample)
+        self._samplers: dict[str, tuple[SparseOperator, NeighbourSampler]] = {}
 
     def recplug_build(self, num_users: int, num_items: int, feature_dims: dict[str, int]) -> None:
         self.num_users, self.num_items = num_users, num_items
@@ -240,3 +243,58 @@ class ItemItemGraph(GraphEncoder):
         else:  # a stride-0 view: no [M, d] allocation per forward
             users = items.new_zeros(1, items.shape[1]).expand(self.num_users, -1)
         return GraphView(self.view_name, users, items)
+
+    # ------------------------------------------------------------------ sampled mode
+    def sampling_refusal(self) -> str | None:
+        if self.learned_weight > 0:
+            return "the learned graph (learned_weight > 0, LATTICE's) is a kNN over every item's current content"
+        return None
+
+    @property
+    def sampled_hops(self) -> int:
+        """``num_layers`` item-item hops (``fanouts[:L]``), then the users' profile hop (``fanouts[L]``)."""
+        return self.num_layers + int(self.user_profiles)
+
+    def _sampler(self, name: str, matrix: SparseOperator, fanouts: list[int], engine: str) -> NeighbourSampler:
+        cached = self._samplers.get(name)
+        if cached is None or cached[0] is not matrix or (cached[1].fanouts, cached[1].engine) != (fanouts, engine):
+            cached = self._samplers[name] = (matrix, NeighbourSampler(matrix, fanouts, engine))
+        return cached[1]
+
+    def sample(self, batch: SampledBatch) -> NodePlan:
+        """The users' sampled profile items, then the ``L``-hop kNN neighbourhood of those and the batch's items."""
+        if self.frozen is None:
+            raise RuntimeError("ItemItemGraph: no kNN graph yet; recplug_setup (RecModule.prepare) must run first")
+        seeds, profile = batch.items, None
+        if self.profiles is not None:
+            sampler = self._sampler("profiles", self.profiles, [batch.fanouts[self.num_layers]], batch.engine)
+            profile = sampler.sample(batch.users).sources()
+            seeds = torch.unique(torch.cat([batch.items, profile[0]]))
+        knn = self._sampler("knn", self.frozen, list(batch.fanouts[: self.num_layers]), batch.engine)
+        sampled = knn.sample(seeds)
+        nodes = sampled.nodes
+        return NodePlan(
+            items=nodes if self.source != "content" else None, content=nodes if self.source != "id" else None,
+            graph=(sampled, seeds, batch, profile),
+        )
+
+    def encode_sampled(self, plan: NodePlan, tables: NodeTables) -> GraphView:
+        sampled, seeds, batch, profile = plan.graph  # type: ignore[misc]
+        nodes = sampled.nodes
+        if self.source == "id":
+            inputs = tables.items(nodes)
+        else:
+            inputs = tables.content(nodes) if self.source == "content" else tables.content(nodes) + tables.items(nodes)
+        items = inputs
+        for operator in sampled.layers:
+            items = operator.to(items.device)(items[: operator.shape[1]])
+        seeds = seeds.to(items.device)
+        batch_items = items.index_select(0, torch.searchsorted(seeds, batch.items.to(items.device)))
+        if profile is None:
+            users = items.new_zeros(1, items.shape[1]).expand(batch.users.numel(), -1)
+        else:
+            profile_items, operator = profile
+            source = items if self.profile_from == "propagated" else inputs[: seeds.numel()]
+            rows = source.index_select(0, torch.searchsorted(seeds, profile_items.to(items.device)))
+            users = operator.to(rows.device)(rows)
+        return GraphView(self.view_name, users, batch_items)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recplug.core.errors import check_probability
+from recplug.core.ops.sampling import SampledGraph
 from recplug.plugins.graphs.user_item import UserItemGraph
 
 
@@ -42,14 +43,26 @@ class NGCFGraph(UserItemGraph):
             nn.init.xavier_uniform_(linear.weight)
             nn.init.zeros_(linear.bias)
 
+    def _layer(self, index: int, neighbours: Tensor, layer: Tensor) -> Tensor:
+        """Layer ``index + 1`` (Eq. 7-8) from ``Â E⁽ˡ⁾`` and ``E⁽ˡ⁾``, before its L2 normalisation."""
+        w_sum, w_product = self.sum_weights[index], self.product_weights[index]
+        layer = F.leaky_relu(w_sum(neighbours + layer) + w_product(neighbours * layer), negative_slope=0.2)
+        return self.dropout(layer)
+
     def propagate(self, ego_users: Tensor, ego_items: Tensor) -> tuple[Tensor, Tensor]:
         adjacency = self.graph()
         layer = torch.cat([ego_users, ego_items])
         outputs = [layer]
-        for w_sum, w_product in zip(self.sum_weights, self.product_weights):
-            neighbours = adjacency(layer)
-            layer = F.leaky_relu(w_sum(neighbours + layer) + w_product(neighbours * layer), negative_slope=0.2)
-            layer = self.dropout(layer)
+        for index in range(self.num_layers):
+            layer = self._layer(index, adjacency(layer), layer)
             outputs.append(F.normalize(layer, dim=1))
         joined = torch.cat(outputs, dim=1)
         return joined[: self.num_users], joined[self.num_users :]
+
+    def propagate_sampled(self, sampled: SampledGraph, inputs: Tensor) -> Tensor:
+        layer, outputs = inputs, [inputs[: sampled.num_seeds]]
+        for index, operator in enumerate(sampled.layers):
+            layer = layer[: operator.shape[1]]
+            layer = self._layer(index, operator.to(layer.device)(layer), layer[: operator.shape[0]])
+            outputs.append(F.normalize(layer[: sampled.num_seeds], dim=1))
+        return torch.cat(outputs, dim=1)

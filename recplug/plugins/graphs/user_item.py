@@ -8,8 +8,10 @@ from torch import Tensor
 from recplug.core.model.components import GraphEncoder
 from recplug.core.data.dataset import InteractionData
 from recplug.core.errors import check_layers, check_probability
+from recplug.core.ops.sampling import NeighbourSampler, SampledGraph, propagate_mean
 from recplug.core.ops.sparse import SparseOperator, check_backend, distinct_pairs, normalized_adjacency
-from recplug.core.model.types import GraphView
+from recplug.core.model.sampled import NodeTables
+from recplug.core.model.types import GraphView, NodePlan, SampledBatch
 
 
 def degree_sensitive_sample(users: Tensor, items: Tensor, keep: int, generator: torch.Generator) -> Tensor:
@@ -32,7 +34,9 @@ class UserItemGraph(GraphEncoder):
     LightGCN (He et al., SIGIR 2020) with ``Â = D^-1/2 A D^-1/2`` over the training interactions (no self-loops,
     no non-linearity). With ``edge_drop = ρ > 0``, each training epoch propagates over ``⌊(1-ρ)|E|⌋`` edges
     sampled ``∝ 1/sqrt(d_u d_i)`` and renormalised with their own degrees (FREEDOM, Zhou & Shen, MM 2023); the
-    full graph is used in evaluation. CRANE's behavioural view (arXiv 2601.11151, §3.6).
+    full graph is used in evaluation. CRANE's behavioural view (arXiv 2601.11151, §3.6). In sampled mode
+    (``model.sampling``) the nodes ``h`` hops from the batch's keep ``fanouts[h]`` neighbours of this epoch's
+    graph (:mod:`recplug.core.ops.sampling`).
 
     Args:
         name: view name (default ``"behavior"``).
@@ -49,6 +53,7 @@ class UserItemGraph(GraphEncoder):
         self.num_users = self.num_items = 0
         self.adjacency: SparseOperator | None = None
         self.pruned: SparseOperator | None = None
+        self._sampler: tuple[SparseOperator, NeighbourSampler] | None = None
 
     def recplug_build(self, num_users: int, num_items: int) -> None:
         self.num_users, self.num_items = num_users, num_items
@@ -98,3 +103,37 @@ class UserItemGraph(GraphEncoder):
     def recplug_encode(self, ego_users: Tensor, ego_items: Tensor) -> GraphView:
         users, items = self.propagate(ego_users, ego_items)
         return GraphView(self.view_name, users, items)
+
+    # ------------------------------------------------------------------ sampled mode
+    def sampling_refusal(self) -> None:
+        return None
+
+    @property
+    def sampled_hops(self) -> int:
+        return self.num_layers
+
+    def sample(self, batch: SampledBatch) -> NodePlan:
+        """The ``num_layers``-hop neighbourhood of the batch's users and items on this epoch's graph."""
+        graph, fanouts = self.graph(), list(batch.fanouts[: self.num_layers])
+        cached = self._sampler
+        if cached is None or cached[0] is not graph or (cached[1].fanouts, cached[1].engine) != (fanouts, batch.engine):
+            self._sampler = (graph, NeighbourSampler(graph, fanouts, batch.engine))
+        sampled = self._sampler[1].sample(torch.cat([batch.users, batch.items + self.num_users]))
+        is_user = sampled.nodes < self.num_users
+        users, items = sampled.nodes[is_user], sampled.nodes[~is_user] - self.num_users
+        return NodePlan(users=users, items=items, graph=(sampled, batch.users.numel()))
+
+    def encode_sampled(self, plan: NodePlan, tables: NodeTables) -> GraphView:
+        sampled, num_users = plan.graph  # type: ignore[misc]
+        assert plan.users is not None and plan.items is not None
+        is_user = sampled.nodes < self.num_users
+        order = torch.empty_like(sampled.nodes)  # node k's row in [users; items]
+        order[is_user] = torch.arange(plan.users.numel())
+        order[~is_user] = plan.users.numel() + torch.arange(plan.items.numel())
+        rows = torch.cat([tables.users(plan.users), tables.items(plan.items)])
+        seeds = self.propagate_sampled(sampled, rows.index_select(0, order.to(rows.device)))
+        return GraphView(self.view_name, seeds[:num_users], seeds[num_users:])
+
+    def propagate_sampled(self, sampled: SampledGraph, inputs: Tensor) -> Tensor:
+        """:meth:`propagate` on the seeds of a sampled neighbourhood, from its nodes' inputs ``[n, d]``."""
+        return propagate_mean(sampled, inputs)

@@ -31,6 +31,9 @@ class ContentBPRLoss(AuxLoss):
             raise ConfigError("ContentBPRLoss needs item content: set model.fusion")
         self.require_view("view", views)
 
+    def sampling_refusal(self) -> None:
+        return None  # reads the batch's rows only
+
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
         users = output.views[self.view].users[batch.users]
         content = output.content

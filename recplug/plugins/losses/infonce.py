@@ -54,6 +54,9 @@ class InfoNCELoss(AuxLoss):
         self.require_view("view_a", views)
         self.require_view("view_b", views)
 
+    def sampling_refusal(self) -> None:
+        return None  # reads the batch's rows only
+
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
         a, b = output.views[self.view_a], output.views[self.view_b]
         terms = {}

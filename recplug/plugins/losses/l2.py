@@ -31,6 +31,9 @@ class L2Regularization(AuxLoss):
             raise ConfigError(f"L2Regularization: embeddings must be 'ego' or 'final', got {embeddings!r}")
         self.embeddings, self.name = embeddings, name
 
+    def sampling_refusal(self) -> None:
+        return None  # reads the batch's rows only
+
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
         users, items = (output.ego_users, output.ego_items) if self.embeddings == "ego" else (output.users, output.items)
         total = (

@@ -130,6 +130,9 @@ class UltraGCNLoss(AuxLoss):
             self.register_buffer("neighbours", neighbours, persistent=False)
             self.register_buffer("omega", omega, persistent=False)
 
+    def sampling_refusal(self) -> str:
+        return "it draws negatives over the whole catalogue and regularises the whole ID tables"
+
     def recplug_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
         if not hasattr(self, "beta_users"):
             raise RuntimeError("UltraGCNLoss: no degrees yet; recplug_setup (RecModule.prepare) must run first")

@@ -24,9 +24,12 @@ def last_metrics(root: Path, prefix: str) -> dict[str, float]:
     return {k: float(v) for row in rows for k, v in row.items() if k.startswith(prefix) and v}
 
 
-def test_two_process_ddp_trains_and_evaluates_like_one_process(tmp_path) -> None:
+@pytest.mark.parametrize("sampling", [None, '{"fanouts": [5, 5]}'], ids=["full", "sampled"])
+def test_two_process_ddp_trains_and_evaluates_like_one_process(tmp_path, sampling) -> None:
     common = ["--config", str(ROOT / "configs" / "crane.yaml"), "--trainer.enable_progress_bar=false",
               "--trainer.accelerator=cpu"]
+    if sampling is not None:  # row-sparse gradients of the ID tables and features, all-reduced by gloo
+        common += ["--model.sampling", sampling]
     logger = '--trainer.logger={"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "."}}'
     # training under DDP: 2 processes, each a disjoint half of every epoch
     recplug("fit", *common, "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_epochs=2",

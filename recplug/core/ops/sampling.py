@@ -1,0 +1,265 @@
+"""Neighbour sampling for mini-batch propagation, with PyG's sampler (GraphSAGE, Hamilton et al., NeurIPS 2017).
+
+A propagation matrix ``A`` (``R x C``; row ``v`` aggregates the columns ``u`` with ``A[v, u] != 0``) is sampled
+from a set of seed rows, hop by hop: every node reached at hop ``h < H`` keeps ``min(f_h, d_v)`` of its ``d_v``
+non-zeros, drawn uniformly without replacement by PyG's ``NeighborSampler`` (pyg-lib, or torch-sparse's
+``neighbor_sample`` where pyg-lib has no wheel). A sampled entry is rescaled by ``d_v / min(f_h, d_v)``, so each
+sampled row is an unbiased estimate of the full row's product ``Σ_u A[v, u] x_u`` -- GraphSAGE's neighbour
+sampling applied to the full-graph normalisation (LightGCN's ``D^-1/2 A D^-1/2`` stays the weight; the sampled
+rows are rescaled, not renormalised), as in PinSage (Ying et al., KDD 2018) and VR-GCN (Chen et al., ICML 2018,
+the unbiased "NS" estimator). With ``f_h >= d_v`` (or ``f_h = -1``) a row is exact, so with fan-outs at least the
+largest degree the sampled propagation equals the full one on the seeds.
+
+Layer ``l`` of ``H`` only computes the nodes within ``H - l`` hops of the seeds (PyG's "trim to layer"), so the
+last layer touches the seeds' own samples only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from recplug.core.errors import ConfigError
+from recplug.core.ops.sparse import SparseOperator
+
+
+def check_fanouts(fanouts: object, key: str = "model.sampling.fanouts") -> list[int]:
+    """The fan-outs as a list of ints, each ``>= 1`` or ``-1`` (every neighbour); else :class:`ConfigError` at
+    ``key``."""
+    if not isinstance(fanouts, (list, tuple)) or not fanouts:
+        raise ConfigError(f"{key} must be a non-empty list of neighbours per hop (e.g. [10, 10]), got {fanouts!r}")
+    for hop, fanout in enumerate(fanouts):
+        if isinstance(fanout, bool) or not isinstance(fanout, int) or not (fanout >= 1 or fanout == -1):
+            raise ConfigError(f"{key}[{hop}] must be an integer >= 1 or -1 (every neighbour), got {fanout!r}")
+    return list(fanouts)
+
+
+ENGINES = ("pyg", "torch")
+
+
+def check_engine(engine: str, key: str = "model.sampling.engine") -> str:
+    """``engine`` if it is one of :data:`ENGINES`, else :class:`ConfigError` at ``key``."""
+    if engine not in ENGINES:
+        raise ConfigError(f"{key} must be one of {list(ENGINES)}, got {engine!r}")
+    return engine
+
+
+def pyg_neighbor_sampler(crow: Tensor, col: Tensor, num_nodes: int, fanouts: list[int]):  # type: ignore[no-untyped-def]
+    """PyG's ``NeighborSampler`` over the CSR ``(crow, col)`` of a square matrix (row ``v`` = target ``v``)."""
+    try:
+        import torch_geometric.typing as pyg_typing
+        from torch_geometric.data import Data
+        from torch_geometric.sampler import NeighborSampler
+    except ImportError as exc:
+        raise ConfigError(
+            f"model.sampling needs PyG's sampler: pip install 'recplug[sampling]' (torch_geometric) [{exc}]"
+        ) from None
+    if not (pyg_typing.WITH_PYG_LIB or pyg_typing.WITH_TORCH_SPARSE):
+        raise ConfigError(
+            "model.sampling: PyG's NeighborSampler needs pyg-lib or torch-sparse: pip install 'recplug[sparse]'"
+        )
+    import warnings
+
+    rows = torch.repeat_interleave(torch.arange(num_nodes), crow.diff())
+    data = Data(edge_index=torch.stack([col, rows]), num_nodes=num_nodes)  # source -> target, sorted by target
+    with warnings.catch_warnings():  # "without pyg-lib is deprecated": pyg-lib has no wheel for every torch
+        warnings.simplefilter("ignore")
+        return NeighborSampler(data, fanouts, is_sorted=True)
+
+
+class TorchNeighbourSample:
+    """Neighbour sampling in a few vectorised torch operations per hop, with PyG's output (``node``, ``row`` the
+    local source, ``col`` the local target in increasing order, ``edge`` the CSR position).
+
+    A node with ``d <= f`` neighbours keeps all of them; one with more draws ``f`` of them uniformly *with*
+    replacement (a drawn twice counts twice: the Hansen-Hurwitz estimator, unbiased like the without-replacement
+    one, with a little more variance). torch-sparse's ``neighbor_sample`` (PyG's path where pyg-lib has no
+    wheel) calls ``torch::randint`` once per drawn neighbour, which measured slower here (docs/scaling.md).
+    """
+
+    def __init__(self, crow: Tensor, col: Tensor, num_nodes: int, fanouts: list[int]) -> None:
+        self.crow, self.col, self.fanouts = crow, col, fanouts
+        self.degree = crow.diff()
+        self.local = torch.full((num_nodes,), -1, dtype=torch.long)  # global -> local id during one sample
+
+    def sample_from_nodes(self, seeds: Tensor) -> SimpleNamespace:
+        nodes, rows, cols, edges = [seeds], [], [], []
+        self.local[seeds] = torch.arange(seeds.numel())
+        begin, end = 0, seeds.numel()
+        try:
+            for fanout in self.fanouts:
+                frontier = torch.cat(nodes)[begin:end] if len(nodes) > 1 else seeds[begin:end]
+                degree = self.degree.index_select(0, frontier)
+                take = degree if fanout < 0 else degree.clamp(max=fanout)
+                owner = torch.repeat_interleave(torch.arange(begin, end), take)
+                first = torch.repeat_interleave(torch.cumsum(take, 0) - take, take)
+                within = torch.arange(owner.numel()) - first
+                owner_degree = degree.index_select(0, owner - begin)
+                drawn = owner_degree > take.index_select(0, owner - begin)
+                offset = torch.where(drawn, (torch.rand(owner.numel()) * owner_degree).long(), within)
+                edge = self.crow.index_select(0, frontier).index_select(0, owner - begin) + offset
+                source = self.col.index_select(0, edge)
+                unseen = source[self.local.index_select(0, source) < 0]
+                # distinct without a sort: each candidate writes its position, the one whose write stayed wins
+                position = torch.arange(unseen.numel())
+                self.local[unseen] = position
+                unseen = unseen[self.local.index_select(0, unseen) == position]
+                self.local[unseen] = torch.arange(end, end + unseen.numel())
+                nodes.append(unseen)
+                rows.append(self.local.index_select(0, source))
+                cols.append(owner)
+                edges.append(edge)
+                begin, end = end, end + unseen.numel()
+            node = torch.cat(nodes)
+        finally:
+            self.local[torch.cat(nodes)] = -1
+        empty = torch.zeros(0, dtype=torch.long)
+        joined = [torch.cat(parts) if parts else empty for parts in (rows, cols, edges)]
+        return SimpleNamespace(node=node, row=joined[0], col=joined[1], edge=joined[2])
+
+
+@dataclass
+class SampledGraph:
+    """The sampled neighbourhood of some seed rows: local node ``k`` is global node ``nodes[k]``, seeds first.
+
+    Attributes:
+        nodes: global ids ``[n]`` of every node reached, the seeds in their given order first.
+        num_seeds: how many of them are seeds.
+        layers: ``layers[l]`` is the rescaled sampled operator of layer ``l + 1``: rows are the first
+            ``layers[l].shape[0]`` local nodes (those within ``H - l - 1`` hops), columns the first
+            ``layers[l].shape[1]`` (the previous layer's rows); the last layer's rows are the seeds.
+        column_offset: for a rectangular matrix, ``R``: a column ``c`` is node ``R + c``.
+    """
+
+    nodes: Tensor
+    num_seeds: int
+    layers: list[SparseOperator]
+    column_offset: int = 0
+
+    def sources(self) -> tuple[Tensor, SparseOperator]:
+        """For a rectangular matrix (one hop): the sampled columns' global ids ``[c]`` and the ``seeds x c``
+        rescaled operator over them."""
+        (layer,) = self.layers
+        cols = self.nodes[self.num_seeds :] - self.column_offset
+        target = torch.repeat_interleave(torch.arange(self.num_seeds), layer.crow.diff())
+        shape = (self.num_seeds, cols.numel())
+        return cols, local_operator(layer.crow, target, layer.col - self.num_seeds, layer.values, shape, layer.backend)
+
+
+class NeighbourSampler:
+    """Samples the ``len(fanouts)``-hop neighbourhood of seed rows of a propagation matrix ``A`` (``R x C``).
+
+    A square ``A`` is one node set; a rectangular one (users' profiles over items) is sampled one hop, its
+    columns numbered ``R + c`` (:meth:`SampledGraph.sources`).
+
+    Args:
+        matrix: ``A``: row ``v`` aggregates its non-zero columns.
+        fanouts: neighbours kept per node at each hop (``-1``: all).
+        engine: ``"pyg"`` (PyG's ``NeighborSampler``, without replacement) or ``"torch"``
+            (:class:`TorchNeighbourSample`, with replacement).
+    """
+
+    def __init__(self, matrix: SparseOperator, fanouts: list[int], engine: str = "pyg") -> None:
+        self.fanouts = check_fanouts(fanouts)
+        self.shape = matrix.shape
+        crow, col = matrix.crow.cpu(), matrix.col.cpu()
+        num_nodes = self.shape[0]
+        if self.shape[0] != self.shape[1]:
+            if len(self.fanouts) != 1:
+                raise ValueError(f"a rectangular {self.shape} matrix is sampled one hop, not {len(self.fanouts)}")
+            num_nodes = self.shape[0] + self.shape[1]
+            crow = torch.cat([crow, crow[-1:].expand(self.shape[1])])  # the columns as rows without neighbours
+            col = col + self.shape[0]
+        self.values, self.degree = matrix.values.cpu(), crow.diff()
+        self.backend = matrix.backend
+        check_engine(engine)
+        self.engine = engine
+        if engine == "pyg":
+            self.sampler = pyg_neighbor_sampler(crow, col, num_nodes, self.fanouts)
+        else:
+            self.sampler = TorchNeighbourSample(crow, col, num_nodes, self.fanouts)
+
+    def sample(self, seeds: Tensor) -> SampledGraph:
+        """The sampled neighbourhood of the distinct global ``seeds`` (randomness: torch's default generator)."""
+        if self.engine == "pyg":
+            from torch_geometric.sampler import NodeSamplerInput
+
+            out = self.sampler.sample_from_nodes(NodeSamplerInput(input_id=None, node=seeds.cpu()))
+        else:
+            out = self.sampler.sample_from_nodes(seeds.cpu())
+        # out.row: local source (the neighbour), out.col: local target, out.edge: index into A's CSR order
+        target, source, edge = out.col, out.row, out.edge
+        if target.numel() and not bool((target[1:] >= target[:-1]).all()):  # PyG emits them by target already
+            order = torch.argsort(target, stable=True)
+            target, source, edge = target[order], source[order], edge[order]
+        num_nodes, num_seeds = out.node.numel(), seeds.numel()
+        sampled = torch.bincount(target, minlength=num_nodes)
+        degree = self.degree.index_select(0, out.node)
+        scale = degree.float() / sampled.clamp(min=1).float()  # d_v / |S(v)|: 1 where every neighbour was kept
+        values = self.values.index_select(0, edge) * scale.index_select(0, target)
+        crow = torch.zeros(num_nodes + 1, dtype=torch.long)
+        crow[1:] = torch.cumsum(sampled, 0)
+        # hop boundaries: nodes are numbered as reached, so hop h+1's new nodes follow hop h's
+        bounds = [num_seeds]
+        for _ in self.fanouts:
+            reached = source[: crow[bounds[-1]]]
+            bounds.append(max(bounds[-1], int(reached.max()) + 1 if reached.numel() else 0))
+        layers = []
+        for hop in range(len(self.fanouts) - 1, -1, -1):  # layer 1 computes hops 0..H-1 from hops 0..H
+            rows, cols = bounds[hop], bounds[hop + 1]
+            nnz = int(crow[rows])
+            layers.append(local_operator(crow[: rows + 1], target[:nnz], source[:nnz], values[:nnz], (rows, cols),
+                                         self.backend))
+        return SampledGraph(out.node, num_seeds, layers, self.shape[0] if self.shape[0] != self.shape[1] else 0)
+
+
+def local_operator(
+    crow: Tensor, target: Tensor, source: Tensor, values: Tensor, shape: tuple[int, int], backend: str
+) -> SparseOperator:
+    """A sampled layer's operator from its CSR, its transpose by one stable argsort (``target`` is sorted, so each
+    transposed row's columns come out sorted)."""
+    order = torch.argsort(source.int() if shape[1] < 2**31 else source, stable=True)  # int32 sorts faster
+    t_crow = torch.zeros(shape[1] + 1, dtype=torch.long)
+    t_crow[1:] = torch.cumsum(torch.bincount(source, minlength=shape[1]), 0)
+    transpose = (t_crow, target.index_select(0, order), values.index_select(0, order))
+    return SparseOperator(crow, source, values, shape, backend=backend, transpose=transpose)
+
+
+def propagate_mean(graph: SampledGraph, inputs: Tensor) -> Tensor:
+    """LightGCN's layer mean ``(1/(H+1)) Σ_l E⁽ˡ⁾`` on the seeds, from the sampled neighbourhood's inputs
+    ``[n, d]``."""
+    layer, total = inputs, inputs[: graph.num_seeds]
+    for operator in graph.layers:
+        layer = operator.to(layer.device)(layer[: operator.shape[1]])
+        total = total + layer[: graph.num_seeds]
+    return total / (len(graph.layers) + 1)
+
+
+class _GatherRows(torch.autograd.Function):
+    """``table[ids]`` for sorted distinct ``ids``, whose gradient is a coalesced row-sparse COO tensor."""
+
+    @staticmethod
+    def forward(ctx: Any, table: Tensor, ids: Tensor) -> Tensor:
+        ctx.shape = table.shape
+        ctx.save_for_backward(ids)
+        return table.index_select(0, ids)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (ids,) = ctx.saved_tensors
+        sparse = torch.sparse_coo_tensor(
+            ids[None], grad.contiguous(), ctx.shape, is_coalesced=True, check_invariants=False
+        )
+        return sparse, None
+
+
+def gather_rows(table: Tensor, ids: Tensor) -> Tensor:
+    """The rows ``table[ids]`` of sorted distinct ``ids``; a parameter gets a row-sparse gradient touching only
+    those rows (no ``[M, d]`` gradient per step; see :class:`recplug.core.model.sampled.LazyAdam`)."""
+    if not table.requires_grad:
+        return table.index_select(0, ids)
+    return _GatherRows.apply(table, ids)

@@ -1,0 +1,217 @@
+"""Sampled training (model.sampling): equal to full-graph training with fan-outs >= every degree, row-sparse
+updates of the rows a step reads, LazyAdam = Adam, refusals in one line, reproducible epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from recplug.core.cli.main import main
+from recplug.core.data.datamodule import RecDataModule
+from recplug.core.data.formats.mmrec import write_mmrec
+from recplug.core.errors import ConfigError
+from recplug.core.model.module import RecModule
+from recplug.core.model.sampled import LazyAdam, Sampling, sampled_forward
+from recplug.core.model.types import BPRBatch
+from recplug.plugins.combine import ConcatCombiner
+from recplug.plugins.embedding import ContentView, IdEmbedding
+from recplug.plugins.fusion.concat import ConcatFusion
+from recplug.plugins.fusion.sum import SumFusion
+from recplug.plugins.graphs.item_item import ItemItemGraph
+from recplug.plugins.graphs.ngcf import NGCFGraph
+from recplug.plugins.graphs.user_item import UserItemGraph
+from recplug.plugins.losses.content_bpr import ContentBPRLoss
+from recplug.plugins.losses.infonce import InfoNCELoss
+from recplug.plugins.losses.l2 import L2Regularization
+from recplug.plugins.losses.ultragcn import UltraGCNLoss
+
+ROOT = Path(__file__).resolve().parents[3]
+WIRINGS = {
+    "lightgcn": lambda: {"encoders": [UserItemGraph(num_layers=3)], "aux_losses": [L2Regularization()]},
+    "ngcf": lambda: {"encoders": [NGCFGraph(num_layers=2, message_dropout=0.0)]},
+    "crane_like": lambda: {
+        "fusion": SumFusion(trainable_features=True),
+        "encoders": [UserItemGraph(num_layers=2), ItemItemGraph(k=5, source="content", user_profiles=True)],
+        "aux_losses": [InfoNCELoss(), L2Regularization(embeddings="final")],
+    },
+    "freedom_like": lambda: {
+        "fusion": SumFusion(), "encoders": [UserItemGraph(num_layers=2), ItemItemGraph(k=5, source="id",
+                                                                                    user_profiles=False)],
+        "aux_losses": [ContentBPRLoss()],
+    },
+    "profiles_from_input": lambda: {
+        "fusion": SumFusion(), "encoders": [ItemItemGraph(k=4, num_layers=2, source="both", profile_from="input",
+                                                          profile_norm="symmetric")],
+    },
+    "vbpr": lambda: {"fusion": ConcatFusion(), "encoders": [IdEmbedding(), ContentView()],
+                     "combiner": ConcatCombiner()},
+}
+
+
+def build(data, tmp_path, wiring, sampling):
+    torch.manual_seed(0)
+    model = RecModule(data.num_users, data.num_items, data.feature_dims, 8, sampling=sampling, **wiring)
+    model.prepare(data, tmp_path)
+    return model
+
+
+def a_batch(data, size=40, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    users, items = data.split("train")
+    picked = torch.randint(len(users), (size,), generator=generator)
+    return BPRBatch(users[picked], items[picked], torch.randint(data.num_items, (size,), generator=generator))
+
+
+def step_loss(model, batch, local, output):
+    terms = [model.bpr_weight * torch.nn.functional.softplus(
+        (output.users[local.users] * (output.items[local.neg_items] - output.items[local.pos_items])).sum(1)
+    ).mean()]
+    for extra in model.pm.hook.recplug_aux_loss(batch=local, output=output):
+        terms.extend(extra.values())
+    return torch.stack(terms).sum()
+
+
+@pytest.mark.parametrize("engine", ["pyg", "torch"])
+@pytest.mark.parametrize("name", sorted(WIRINGS))
+def test_sampled_step_equals_the_full_step_when_fanouts_cover_every_degree(name, engine, tiny_data, tmp_path):
+    model = build(tiny_data, tmp_path, WIRINGS[name](), Sampling([-1, -1, -1], engine))
+    batch = a_batch(tiny_data)
+    full = model()
+    local, output = sampled_forward(model, batch)
+    users, items = torch.unique(batch.users), torch.unique(torch.cat([batch.pos_items, batch.neg_items]))
+    torch.testing.assert_close(output.users, full.users[users], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(output.items, full.items[items], rtol=1e-4, atol=1e-6)
+    for view in full.views:
+        torch.testing.assert_close(output.views[view].users, full.views[view].users[users], rtol=1e-4, atol=1e-6)
+    # the same loss, and the same gradient on every parameter (row-sparse ones densified)
+    full_loss = step_loss(model, batch, batch, full)
+    sampled_loss = step_loss(model, batch, local, output)
+    torch.testing.assert_close(sampled_loss, full_loss, rtol=1e-4, atol=1e-6)
+    params = [p for p in model.parameters() if p.requires_grad]
+    full_grads = torch.autograd.grad(full_loss, params, allow_unused=True)
+    sampled_loss.backward()
+    for p, g in zip(params, full_grads):
+        got = p.grad.to_dense() if p.grad is not None and p.grad.is_sparse else p.grad
+        if g is None:
+            assert got is None or not bool(got.any())
+        else:
+            torch.testing.assert_close(got, g, rtol=1e-3, atol=1e-6)
+
+
+def test_a_step_reads_and_updates_only_its_sampled_neighbourhood(tiny_data, tmp_path):
+    model = build(tiny_data, tmp_path, {"encoders": [UserItemGraph(num_layers=2)]}, Sampling([2, 2]))
+    batch = a_batch(tiny_data, size=5)
+    _, output = sampled_forward(model, batch)
+    (output.users.sum() + output.items.sum()).backward()
+    grad = model.user_embedding.weight.grad
+    assert grad.is_sparse
+    touched = grad.coalesce().indices()[0]
+    # within two hops of the batch's nodes, and at most 5 users + 10 items, x (1 + 2 + 4) nodes
+    users, items = tiny_data.split("train")
+    adjacency = torch.zeros(tiny_data.num_users + tiny_data.num_items, tiny_data.num_users + tiny_data.num_items)
+    adjacency[users, items + tiny_data.num_users] = 1
+    adjacency = ((adjacency + adjacency.T) > 0).float()
+    reach = torch.zeros(adjacency.shape[0])
+    reach[batch.users] = 1
+    reach[torch.cat([batch.pos_items, batch.neg_items]) + tiny_data.num_users] = 1
+    for _ in range(2):
+        reach = ((reach + adjacency @ reach) > 0).float()
+    assert bool(reach[touched].all())
+    assert touched.numel() < tiny_data.num_users
+    optimizer = LazyAdam(model.parameters(), lr=0.1)
+    before = model.user_embedding.weight.detach().clone()
+    optimizer.step()
+    changed = (model.user_embedding.weight.detach() != before).any(1).nonzero().squeeze(1)
+    assert set(changed.tolist()) <= set(touched.tolist())
+
+
+def test_lazy_adam_is_adam_on_dense_gradients_and_on_the_touched_rows():
+    torch.manual_seed(0)
+    start = torch.randn(6, 3)
+    dense, lazy = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    reference, ours = torch.optim.Adam([dense], lr=0.01, weight_decay=0.1), LazyAdam([lazy], lr=0.01, weight_decay=0.1)
+    for _ in range(3):
+        grad = torch.randn(6, 3)
+        dense.grad, lazy.grad = grad.clone(), grad.clone()
+        reference.step()
+        ours.step()
+    torch.testing.assert_close(lazy, dense)
+    sparse = torch.nn.Parameter(start.clone())
+    rows_only = LazyAdam([sparse], lr=0.01)
+    grad = torch.randn(2, 3)
+    sparse.grad = torch.sparse_coo_tensor(torch.tensor([[1, 4]]), grad, (6, 3))
+    rows_only.step()
+    one = torch.nn.Parameter(start[[1, 4]].clone())
+    one.grad = grad.clone()
+    torch.optim.Adam([one], lr=0.01).step()
+    torch.testing.assert_close(sparse.detach()[[1, 4]], one.detach())
+    torch.testing.assert_close(sparse.detach()[[0, 2, 3, 5]], start[[0, 2, 3, 5]])
+
+
+@pytest.mark.parametrize(
+    ("wiring", "message"),
+    [
+        ({"fusion": SumFusion(), "encoders": [ItemItemGraph(learned_weight=0.1, source="id")]},
+         r"model\.encoders\[0\] \(ItemItemGraph\) has no sampled mode: the learned graph"),
+        ({"encoders": [IdEmbedding()], "aux_losses": [UltraGCNLoss()], "bpr_weight": 0.0},
+         r"model\.aux_losses\[0\] \(UltraGCNLoss\) has no sampled mode"),
+        ({"encoders": [UserItemGraph(num_layers=3)]},
+         r"model\.sampling\.fanouts has 2 entries but model\.encoders\[0\] \(UserItemGraph\) samples 3 hops"),
+    ],
+)
+def test_what_cannot_be_sampled_is_refused_when_built(wiring, message, tiny_data):
+    with pytest.raises(ConfigError, match=message):
+        RecModule(tiny_data.num_users, tiny_data.num_items, tiny_data.feature_dims, 8, sampling=Sampling([5, 5]),
+                  **wiring)
+
+
+def test_bad_fanouts_exit_2_with_the_key(tmp_path, capsys):
+    code = main(["fit", "--config", str(ROOT / "configs" / "lightgcn.yaml"), "--model.sampling",
+                 '{"fanouts": [10, 0, 10]}', "--trainer.fast_dev_run=true", "--trainer.logger=false"])
+    assert code == 2
+    assert "model.sampling.fanouts[1] must be an integer >= 1 or -1" in capsys.readouterr().err
+
+
+BUNDLES = sorted(p for p in (ROOT / "configs").glob("*.yaml") if "model" in (yaml.safe_load(p.read_text()) or {}))
+REFUSED = {"lattice": "learned graph", "ultragcn": "UltraGCNLoss", "ultragcn_gowalla": "UltraGCNLoss",
+           "lightgcn_gowalla": "drop the optimizer section"}
+
+
+@pytest.mark.parametrize("path", BUNDLES, ids=lambda p: p.stem)
+def test_every_bundle_trains_sampled_or_is_refused_in_one_line(path, tmp_path, tiny_data, capsys):
+    args = ["fit", "--config", str(path), "--model.sampling", '{"fanouts": [4, 4, 4]}', "--trainer.fast_dev_run=true",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.default_root_dir",
+            str(tmp_path)]
+    if path.stem.endswith("_gowalla"):
+        from recplug.core.data.formats.lightgcn import write_lightgcn
+
+        args += ["--data.path", str(write_lightgcn(tiny_data, tmp_path / "tiny_lightgcn"))]
+    code = main(args)
+    err = capsys.readouterr().err
+    if path.stem in REFUSED:
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and REFUSED[path.stem] in errors[0], err
+    else:
+        assert code == 0, err[-2000:]
+
+
+def test_sampled_epochs_are_reproducible_and_differ_by_epoch(tiny_data, tmp_path):
+    folder = write_mmrec(tiny_data, tmp_path / "data")
+
+    def fit(epochs: int) -> dict[str, torch.Tensor]:
+        pl.seed_everything(3)
+        data = RecDataModule(str(folder), batch_size=64, seed=3)
+        model = RecModule(data.num_users, data.num_items, data.feature_dims, 8, sampling=Sampling([3, 3]),
+                          encoders=[UserItemGraph(num_layers=2)])
+        pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   limit_val_batches=0, enable_model_summary=False).fit(model, data)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    first, again, longer = fit(1), fit(1), fit(2)
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+    assert not torch.equal(first["user_embedding.weight"], longer["user_embedding.weight"])
