@@ -1,6 +1,6 @@
-"""recplug-gmu: Gated Multimodal Unit fusion for recplug (entry point ``gmu`` -> :mod:`recplug_gmu.plugin`)."""
+"""recplug-lmf: Low-rank Multimodal Fusion for recplug (entry point ``lmf`` -> :mod:`recplug_lmf.plugin`)."""
 
-from recplug_gmu.plugin import GMUFusion
+from recplug_lmf.plugin import LMFFusion
 
 __version__ = "0.1.0"
-__all__ = ["GMUFusion", "__version__"]
+__all__ = ["LMFFusion", "__version__"]
