@@ -18,8 +18,7 @@ class GatedFusion(FusionModule):
     the modalities per output dimension, ``z = softmax_m(W_z [x_1 ; ... ; x_M])`` reshaped to ``[N, M, d]`` and
     ``f = Σ_m z_m ⊙ h_m``; with two modalities the softmax of two logits is the sigmoid of their difference, so
     this is exactly the paper's unit (its ``W_z`` split into the two rows' difference). No biases, as in the
-    paper's equations. (``plugins_contrib/recplug-gmu`` ships the same unit as an example of a third-party
-    plugin; this one is built in so bundles and ablations can use it without installing anything.)
+    paper's equations.
 
     Args:
         trainable_features: train the raw feature tables too.
