@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRIB = ROOT / "plugins_contrib"
@@ -97,15 +98,15 @@ def installed(name: str) -> bool:
 
 
 @pytest.mark.slow
-def test_gmu_and_align_install_list_train_and_uninstall(tmp_path: Path, tiny_folder: Path) -> None:
-    with pip_installed(tmp_path, CONTRIB / "recplug-gmu", CONTRIB / "recplug-align"):
+def test_lmf_and_align_install_list_train_and_uninstall(tmp_path: Path, tiny_folder: Path) -> None:
+    with pip_installed(tmp_path, CONTRIB / "recplug-lmf", CONTRIB / "recplug-align"):
         listed = recplug("plugins", cwd=tmp_path)
         assert listed.returncode == 0, listed.stderr
-        assert "gmu  (recplug-gmu 0.1.0)" in listed.stdout and "components: GMUFusion" in listed.stdout
+        assert "lmf  (recplug-lmf 0.1.0)" in listed.stdout and "components: LMFFusion" in listed.stdout
         assert "align  (recplug-align 0.1.0)" in listed.stdout and "components: AlignUniformLoss" in listed.stdout
 
         for package, bundle, selected in [
-            ("recplug-gmu", "vbpr_gmu.yaml", r"class_path: recplug_gmu(\.plugin)?\.GMUFusion"),
+            ("recplug-lmf", "vbpr_lmf.yaml", r"class_path: recplug_lmf(\.plugin)?\.LMFFusion"),
             ("recplug-align", "mf_directau.yaml", r"class_path: recplug_align(\.plugin)?\.AlignUniformLoss"),
         ]:
             out = tmp_path / package
@@ -119,12 +120,12 @@ def test_gmu_and_align_install_list_train_and_uninstall(tmp_path: Path, tiny_fol
         assert align_terms == {"train/au_align", "train/au_uniform"}  # each term logged on its own
 
         # each package's own test suite passes against the installed package
-        for package in ("recplug-gmu", "recplug-align"):
+        for package in ("recplug-lmf", "recplug-align"):
             tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                     str(CONTRIB / package / "tests")], cwd=tmp_path, capture_output=True, text=True,
                                    env=env())
             assert tests.returncode == 0, tests.stdout[-3000:]
-    assert not installed("recplug-gmu") and not installed("recplug-align")
+    assert not installed("recplug-lmf") and not installed("recplug-align")
 
 
 BROKEN_PYPROJECT = """
@@ -179,13 +180,19 @@ def test_broken_plugin_is_named_and_skipped(tmp_path: Path, tiny_folder: Path) -
 
 @pytest.mark.slow
 def test_crane_fusion_and_infonce_ablation_with_a_contrib_fusion_resumes(tmp_path: Path) -> None:
-    """CRANE's fusion in {RCA, concat, sum, GMU} x InfoNCE with/without x 2 seeds on the embedded default data
-    (two one-batch epochs per run), interrupted with Ctrl-C after four runs, then resumed."""
+    """CRANE's fusion in {RCA, concat, sum, LMF} x InfoNCE with/without x 2 seeds on the embedded default data
+    (two one-batch epochs per run), interrupted with Ctrl-C after four runs, then resumed. The variants are
+    configs/ablations/crane.yaml's with its built-in GMU arm swapped for the third-party LMF."""
+    variants = yaml.safe_load((ROOT / "configs" / "ablations" / "crane.yaml").read_text())
+    fusions = variants["grid"]["fusion"]
+    del fusions["gmu"]
+    fusions["lmf"] = {"model.fusion": "LMFFusion"}
+    variants_file = tmp_path / "crane_lmf.yaml"
+    variants_file.write_text(yaml.safe_dump(variants, sort_keys=False))
     out = tmp_path / "ablate"
-    command = ["ablate", "--config", str(ROOT / "configs" / "crane.yaml"),
-               "--variants", str(ROOT / "configs" / "ablations" / "crane.yaml"), "--seeds", "0", "1",
-               "--out", str(out), "--max-epochs", "2", "--", "--trainer.limit_train_batches=1"]
-    with pip_installed(tmp_path, CONTRIB / "recplug-gmu"):
+    command = ["ablate", "--config", str(ROOT / "configs" / "crane.yaml"), "--variants", str(variants_file),
+               "--seeds", "0", "1", "--out", str(out), "--max-epochs", "2", "--", "--trainer.limit_train_batches=1"]
+    with pip_installed(tmp_path, CONTRIB / "recplug-lmf"):
         first = subprocess.Popen([sys.executable, "-m", "recplug.core.cli.main", *command], cwd=tmp_path,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(),
                                  # a background shell may have left SIGINT ignored; Ctrl-C must reach the run
@@ -208,15 +215,15 @@ def test_crane_fusion_and_infonce_ablation_with_a_contrib_fusion_resumes(tmp_pat
     assert sum(line.endswith("finished earlier, skipped") for line in progress) == done_before
 
     table = (out / "results.md").read_text()
-    for fusion in ("rca", "concat", "sum", "gmu"):
+    for fusion in ("rca", "concat", "sum", "lmf"):
         for infonce in ("with", "without"):
             assert f"| {fusion} | {infonce} | 2 | " in table
-    assert "recplug-gmu 0.1.0" in table and " ± " in table
+    assert "recplug-lmf 0.1.0" in table and " ± " in table
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len([r for r in rows if r["seed"] in ("0", "1")]) == 16
-    assert {r["fusion"] for r in rows} == {"rca", "concat", "sum", "gmu"}
-    gmu = json.loads((out / "runs" / "fusion=gmu,infonce=with" / "seed1" / "result.json").read_text())
-    assert "recplug-gmu 0.1.0" in gmu["provenance"]["plugins"]
-    config = (out / "runs" / "fusion=gmu,infonce=with" / "seed1" / "fit" / "config.yaml").read_text()
-    assert re.search(r"class_path: recplug_gmu(\.plugin)?\.GMUFusion", config)
+    assert {r["fusion"] for r in rows} == {"rca", "concat", "sum", "lmf"}
+    lmf = json.loads((out / "runs" / "fusion=lmf,infonce=with" / "seed1" / "result.json").read_text())
+    assert "recplug-lmf 0.1.0" in lmf["provenance"]["plugins"]
+    config = (out / "runs" / "fusion=lmf,infonce=with" / "seed1" / "fit" / "config.yaml").read_text()
+    assert re.search(r"class_path: recplug_lmf(\.plugin)?\.LMFFusion", config)
