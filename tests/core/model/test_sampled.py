@@ -150,6 +150,12 @@ def test_lazy_adam_is_adam_on_dense_gradients_and_on_the_touched_rows():
     torch.optim.Adam([one], lr=0.01).step()
     torch.testing.assert_close(sparse.detach()[[1, 4]], one.detach())
     torch.testing.assert_close(sparse.detach()[[0, 2, 3, 5]], start[[0, 2, 3, 5]])
+    # an uncoalesced gradient (two gathers of the same table in a step) sums its duplicate rows
+    twice = torch.nn.Parameter(start.clone())
+    twice.grad = torch.sparse_coo_tensor(torch.tensor([[4, 1, 4]]), torch.stack([grad[1] / 2, grad[0], grad[1] / 2]),
+                                         (6, 3))
+    LazyAdam([twice], lr=0.01).step()
+    torch.testing.assert_close(twice.detach(), sparse.detach())
 
 
 @pytest.mark.parametrize(

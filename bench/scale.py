@@ -1,0 +1,184 @@
+"""Seconds per training epoch as the data grows: full-graph against sampled training (issue 18).
+
+    python bench/scale.py [--sizes s m l] [--models lightgcn crane] [--fanouts 10 10] [--engine torch]
+                          [--threads 2] [--root /tmp/recplug-scale] [--batches 10 60]
+
+Synthetic power-law sets in MMRec format (``--root``/<size>, generated once, seeded): users' activity
+log-normal (at least 5 interactions), items drawn from a Zipf law (exponent 0.8, each at least once), per-user
+80/10/10 split, random 128-d ``image`` and 64-d ``text`` features:
+
+    s: 25k users x 12.5k items (0.38M train pairs), m: 100k x 50k (1.55M), l: 400k x 200k (6.3M)
+
+Models: ``lightgcn`` (configs/lightgcn.yaml with 2 layers) and ``crane`` (configs/crane.yaml as shipped), batch
+2048, through the real CLI; ``sampled`` adds ``--model.sampling {fanouts: ...}``. Each (size, model, mode) runs
+in a fresh process for ``--batches`` a and b steps; the training epoch is timed by a callback (model and graph
+setup excluded), so a run of n steps takes ``fixed + n * step``; the epoch estimate is
+``fixed + steps_per_epoch * step`` with ``step = (t_b - t_a) / (b - a)`` (the issue's method, plus the per-epoch
+fixed cost: sampler draws, FREEDOM pruning, sampler rebuild). Peak RSS is the larger run's. Results go to
+``--root``/results.jsonl, reused on a rerun (delete it to re-measure). Last line: ``ratio=<x>``, the worst model's
+(sampled epoch time growth s -> l) / (train-pair growth s -> l); 1.0 is linear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+SIZES = {"s": (25_000, 12_500), "m": (100_000, 50_000), "l": (400_000, 200_000)}
+MEAN_INTERACTIONS = 20.0  # per user, before the split: 80% train gives the issue's 0.38M / 1.55M / 6.3M pairs
+LIGHTGCN_2 = '[{"class_path": "UserItemGraph", "init_args": {"name": "behavior", "num_layers": 2}}]'
+
+
+def generate(folder: Path, num_users: int, num_items: int, seed: int = 0) -> None:
+    """A power-law interaction set in MMRec format with random features (see the module docstring)."""
+    if (folder / "done").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    activity = np.maximum(5, rng.lognormal(np.log(MEAN_INTERACTIONS) - 0.5, 1.0, num_users).round()).astype(np.int64)
+    users = np.repeat(np.arange(num_users), activity)
+    popularity = (np.arange(num_items) + 1.0) ** -0.8
+    items = rng.permutation(num_items)[rng.choice(num_items, users.size, p=popularity / popularity.sum())]
+    items[rng.choice(items.size, num_items, replace=False)] = np.arange(num_items)  # every item occurs (MMRec ids)
+    pairs = np.unique(users * num_items + items)
+    users, items = pairs // num_items, pairs % num_items
+    # per-user 80/10/10 split: rank each user's pairs at random, the last 10% (at least 1) valid, then test
+    counts = np.bincount(users, minlength=num_users)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    order = np.lexsort((rng.random(users.size), users))
+    users, items = users[order], items[order]
+    rank = np.arange(users.size) - starts
+    held = np.maximum(1, np.round(0.1 * counts[users]))
+    label = np.where(rank >= counts[users] - held, 2, np.where(rank >= counts[users] - 2 * held, 1, 0))
+    with open(folder / "scale.inter", "w") as out:
+        out.write("userID\titemID\trating\ttimestamp\tx_label\n")
+        np.savetxt(out, np.stack([users, items, np.ones_like(users), np.zeros_like(users), label], 1), fmt="%d",
+                   delimiter="\t")
+    np.save(folder / "image_feat.npy", rng.standard_normal((num_items, 128), dtype=np.float32))
+    np.save(folder / "text_feat.npy", rng.standard_normal((num_items, 64), dtype=np.float32))
+    (folder / "done").write_text(json.dumps({"train_pairs": int((label == 0).sum())}))
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measured run: ``args.steps`` training steps of one (size, model, mode), a JSON line on stdout."""
+    import pytorch_lightning as pl
+    import torch
+
+    from recplug.core.cli.main import run_cli
+
+    torch.set_num_threads(args.threads)
+    epoch: dict[str, float] = {}
+
+    class EpochTimer(pl.Callback):
+        def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            epoch["start"] = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            epoch["seconds"] = time.perf_counter() - epoch["start"]
+
+    folder = Path(args.root) / args.size
+    argv = [
+        "--config", str(CONFIGS / f"{args.model}.yaml"), "--data.path", str(folder), "--data.batch_size", "2048",
+        "--data.cache_dir", str(Path(args.root) / "cache"), "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", str(args.steps), "--trainer.limit_val_batches", "0",
+        "--trainer.callbacks", "[]", "--trainer.logger", "false", "--checkpoint.save_top_k", "0",
+        "--checkpoint.save_last", "false",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--trainer.default_root_dir", str(Path(args.root) / "runs"),
+    ]
+    if args.model == "lightgcn":
+        argv += ["--model.encoders", LIGHTGCN_2]
+    if args.mode == "sampled":
+        argv += ["--model.sampling", json.dumps({"fanouts": args.fanouts, "engine": args.engine})]
+    cli = run_cli(argv, run=False)
+    cli.trainer.callbacks.append(EpochTimer())
+    cli.trainer.fit(cli.model, cli.datamodule)
+    train_pairs = int(cli.datamodule.data.split("train")[0].numel())
+    print(json.dumps({
+        "seconds": epoch["seconds"], "steps": args.steps, "train_pairs": train_pairs,
+        "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }))
+
+
+def measure(args: argparse.Namespace, size: str, model: str, mode: str, steps: int) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", "--size", size, "--model", model, "--mode", mode,
+               "--steps", str(steps), "--threads", str(args.threads), "--root", str(args.root),
+               "--engine", args.engine, "--fanouts", *map(str, args.fanouts)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{size} {model} {mode} {steps} steps failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["s", "m", "l"], choices=sorted(SIZES))
+    parser.add_argument("--models", nargs="+", default=["lightgcn", "crane"], choices=["lightgcn", "crane"])
+    parser.add_argument("--modes", nargs="+", default=["full", "sampled"], choices=["full", "sampled"])
+    parser.add_argument("--fanouts", nargs="+", type=int, default=[10, 10])
+    parser.add_argument("--engine", default="torch", choices=["pyg", "torch"], help="model.sampling.engine")
+    parser.add_argument("--batches", nargs=2, type=int, default=[10, 60])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--root", type=Path, default=Path("/tmp/recplug-scale"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args)
+        return
+    results_file = args.root / "results.jsonl"
+    args.root.mkdir(parents=True, exist_ok=True)
+    results = [json.loads(line) for line in results_file.open()] if results_file.exists() else []
+    print(f"threads={args.threads} fanouts={args.fanouts} engine={args.engine} batches={args.batches}", flush=True)
+    print("| set | users x items | train pairs | model | mode | s/step | epoch (s) | peak RSS (GB) |", flush=True)
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    epochs: dict[tuple[str, str, str], tuple[float, int]] = {}
+    for size in args.sizes:
+        generate(args.root / size, *SIZES[size])
+        for model in args.models:
+            for mode in args.modes:
+                key = {"size": size, "model": model, "mode": mode, "fanouts": args.fanouts, "engine": args.engine,
+                       "batches": args.batches, "threads": args.threads}
+                same = [k for k in key if mode == "sampled" or k not in ("fanouts", "engine")]  # full ignores them
+                found = next((r for r in results if all(r.get(k) == key[k] for k in same)), None)
+                if found is None:
+                    short, long = (measure(args, size, model, mode, n) for n in args.batches)
+                    step = (long["seconds"] - short["seconds"]) / (long["steps"] - short["steps"])
+                    fixed = max(0.0, short["seconds"] - short["steps"] * step)
+                    steps_per_epoch = -(-long["train_pairs"] // 2048)
+                    found = {**key, "step": step, "fixed": fixed, "epoch": fixed + steps_per_epoch * step,
+                             "train_pairs": long["train_pairs"], "rss_gb": max(short["rss_gb"], long["rss_gb"])}
+                    with results_file.open("a") as out:
+                        out.write(json.dumps(found) + "\n")
+                    results.append(found)
+                users, items = SIZES[size]
+                epochs[size, model, mode] = (found["epoch"], found["train_pairs"])
+                print(f"| {size} | {users // 1000}k x {items / 1000:g}k | {found['train_pairs'] / 1e6:.2f}M | {model} "
+                      f"| {mode} | {found['step']:.3f} | {found['epoch']:.0f} | {found['rss_gb']:.1f} |", flush=True)
+    ratios = {}
+    for model in args.models:
+        if ("s", model, "sampled") in epochs and ("l", model, "sampled") in epochs:
+            (t_s, e_s), (t_l, e_l) = epochs["s", model, "sampled"], epochs["l", model, "sampled"]
+            ratios[model] = (t_l / t_s) / (e_l / e_s)
+            print(f"{model}: sampled epoch x{t_l / t_s:.1f} for x{e_l / e_s:.1f} train pairs, s -> l", flush=True)
+    if ratios:
+        print(f"ratio={max(ratios.values()):.2f}")
+    else:
+        print("ratio=nan (needs sampled runs of s and l)")
+
+
+if __name__ == "__main__":
+    main()
