@@ -50,13 +50,14 @@ def best_epoch_metrics(metrics_csv: Path) -> dict[str, object]:
     return {"best_epoch": int(best["epoch"]), "epochs_run": len(val), **pick}
 
 
-def fit(bundle: str, dataset: str, seed: int, max_epochs: int, cold: float) -> dict[str, object]:
+def fit(bundle: str, dataset: str, seed: int, max_epochs: int, cold: float, negatives: bool) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix=f"coldstart_{dataset}_{bundle}_{seed}_"))
     command = [
         str(Path(sys.executable).with_name("recplug")), "fit", "--config", str(ROOT / f"configs/{bundle}.yaml"),
         "--data.path", dataset, "--data.cold_items", str(cold), "--data.cold_seed", str(seed),
         "--data.seed", str(seed), "--seed_everything", str(seed), "--trainer.max_epochs", str(max_epochs),
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--data.cold_negatives", str(negatives).lower(),
     ]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=work, capture_output=True, text=True)
@@ -93,7 +94,9 @@ def random_floor(dataset: str, seed: int, cold: float) -> dict[str, object]:
     return out
 
 
-def run_all(out: Path, seeds: list[int], max_epochs: int, cold: float, bundles: list[str]) -> None:
+def run_all(
+    out: Path, seeds: list[int], max_epochs: int, cold: float, bundles: list[str], negatives: bool = True
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         for dataset in DATASETS:
@@ -104,11 +107,12 @@ def run_all(out: Path, seeds: list[int], max_epochs: int, cold: float, bundles: 
                 print(f"{time.strftime('%H:%M:%S')} {dataset} {bundle} seed {seed}", flush=True)
                 try:
                     result = (random_floor(dataset, seed, cold) if bundle == "random"
-                              else fit(bundle, dataset, seed, max_epochs, cold))
+                              else fit(bundle, dataset, seed, max_epochs, cold, negatives))
                 except RuntimeError as exc:
                     print(exc, flush=True)
                     continue
-                result.update(bundle=bundle, dataset=dataset, seed=seed, cold_items=cold, max_epochs=max_epochs)
+                result.update(bundle=bundle, dataset=dataset, seed=seed, cold_items=cold, max_epochs=max_epochs,
+                              cold_negatives=negatives)
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(result, indent=1) + "\n")
                 tmp.replace(path)
@@ -148,12 +152,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--bundles", nargs="+", default=list(BUNDLES), choices=BUNDLES)
     parser.add_argument("--max-epochs", type=int, default=40)
     parser.add_argument("--cold-items", type=float, default=0.2)
+    parser.add_argument("--warm-negatives", action="store_true",
+                        help="--data.cold_negatives false: BPR negatives among warm items only")
     parser.add_argument("--table", action="store_true", help="print the table of the results found and stop")
     args = parser.parse_args(argv)
     if args.table:
         print(table(args.out))
         return 0
-    run_all(args.out, args.seeds, args.max_epochs, args.cold_items, args.bundles)
+    run_all(args.out, args.seeds, args.max_epochs, args.cold_items, args.bundles, not args.warm_negatives)
     return 0
 
 

@@ -64,6 +64,9 @@ class RecDataModule(pl.LightningDataModule):
         cold_items: hold this share of the items out of training, the item cold-start protocol (0: off; see
             :func:`~recplug.core.data.resolve.hold_out_items` and docs/coldstart.md).
         cold_seed: seed of the held-out items, apart from ``seed`` as ``split_seed`` is.
+        cold_negatives: draw BPR negatives among the cold items too (default: they are in the catalogue, so a
+            cold item's ID embedding is trained as a negative only); ``False`` draws them among warm items, as if
+            the cold items arrived after training (their ID embeddings then stay as initialised).
         positives: how an epoch's positive pairs are drawn: ``"interactions"`` (every training pair once, as
             MMRec) or ``"users"`` (a uniform user, then one of its items, as LightGCN's and NGCF's code).
     """
@@ -82,6 +85,7 @@ class RecDataModule(pl.LightningDataModule):
         positives: Positives = "interactions",
         cold_items: float = 0.0,
         cold_seed: int = 0,
+        cold_negatives: bool = True,
     ) -> None:
         super().__init__()
         check_positives(positives, "data.positives")
@@ -93,7 +97,7 @@ class RecDataModule(pl.LightningDataModule):
             check_number("data", key, value, 0, MAX_SEED)
         self.path, self.feature_files = path, feature_files
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.positives = positives
+        self.positives, self.cold_negatives = positives, cold_negatives
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         # loaded now: counts are linked into the model
         self.data = load_dataset(path, feature_files, format, valid_ratio, split_seed, self.cache_dir,
@@ -142,9 +146,16 @@ class RecDataModule(pl.LightningDataModule):
         dataset = BPRTrainSet(
             users, items, self.data.num_items, self.batch_size, self.seed,
             epoch_fn=lambda: trainer.current_epoch if trainer is not None else 0,
-            rank_fn=self._rank, positives=self.positives,
+            rank_fn=self._rank, positives=self.positives, negative_items=self.negative_items(),
         )
         return DataLoader(dataset, batch_size=None)
+
+    def negative_items(self) -> Tensor | None:
+        """The items BPR negatives are drawn from: ``None`` (every item) unless ``cold_negatives`` is off and the
+        data holds cold items, then the warm items."""
+        if self.cold_negatives or self.data.cold_items is None:
+            return None
+        return (~self.data.cold_mask()).nonzero().squeeze(1)
 
     @property
     def validation_split(self) -> str:

@@ -45,13 +45,16 @@ class NegativeSampler:
         users: training user column ``LongTensor[E]``.
         items: training item column ``LongTensor[E]``.
         num_items: catalogue size ``N``.
+        candidates: the items negatives are drawn from (``LongTensor``; default every item), e.g. only the warm
+            ones under the item cold-start protocol with ``data.cold_negatives: false``.
     """
 
-    def __init__(self, users: Tensor, items: Tensor, num_items: int) -> None:
+    def __init__(self, users: Tensor, items: Tensor, num_items: int, candidates: Tensor | None = None) -> None:
         self.num_items = num_items
+        self.candidates = candidates
         self.positive_keys = torch.unique(users * num_items + items)  # sorted
         distinct_per_user = torch.bincount(self.positive_keys // num_items)
-        full = (distinct_per_user >= num_items).nonzero()
+        full = (distinct_per_user >= (num_items if candidates is None else candidates.numel())).nonzero()
         if full.numel():
             raise DataError(f"user {int(full[0])} has interacted with every item: no negative can be sampled")
         bits = max(16, (self.positive_keys.numel() * _SLOTS_PER_PAIR - 1).bit_length())
@@ -81,12 +84,17 @@ class NegativeSampler:
 
     def sample(self, users: Tensor, generator: torch.Generator) -> Tensor:
         """One negative item per user; redraws only the rejected entries until none is a positive."""
-        negatives = torch.randint(self.num_items, users.shape, generator=generator)
+        negatives = self._draw(users.shape, generator)
         bad = self.positive_index(users, negatives)
         while bad.numel():
-            negatives[bad] = torch.randint(self.num_items, bad.shape, generator=generator)
+            negatives[bad] = self._draw(bad.shape, generator)
             bad = bad[self.positive_index(users[bad], negatives[bad])]
         return negatives
+
+    def _draw(self, shape: torch.Size, generator: torch.Generator) -> Tensor:
+        if self.candidates is None:
+            return torch.randint(self.num_items, shape, generator=generator)
+        return self.candidates[torch.randint(self.candidates.numel(), shape, generator=generator)]
 
 
 class BPRTrainSet(IterableDataset):
@@ -109,6 +117,7 @@ class BPRTrainSet(IterableDataset):
         rank_fn: returns ``(rank, world_size)``.
         positives: ``"interactions"`` (each training pair once per epoch) or ``"users"`` (a uniform user, then
             a uniform one of its training pairs, ``E`` times with replacement).
+        negative_items: the items negatives are drawn from (default every item; see :class:`NegativeSampler`).
     """
 
     def __init__(
@@ -121,13 +130,14 @@ class BPRTrainSet(IterableDataset):
         epoch_fn: Callable[[], int] = lambda: 0,
         rank_fn: Callable[[], tuple[int, int]] = lambda: (0, 1),
         positives: Positives = "interactions",
+        negative_items: Tensor | None = None,
     ) -> None:
         super().__init__()
         check_positives(positives)
         self.users, self.items = users, items
         self.batch_size, self.seed, self.positives = batch_size, seed, positives
         self.epoch_fn, self.rank_fn = epoch_fn, rank_fn
-        self.negatives = NegativeSampler(users, items, num_items)
+        self.negatives = NegativeSampler(users, items, num_items, negative_items)
         if positives == "users":  # the pairs grouped by user: user u owns by_user[start[u] : start[u] + count[u]]
             self.by_user = torch.argsort(users, stable=True)
             counts = torch.bincount(users)

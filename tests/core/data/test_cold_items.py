@@ -96,3 +96,12 @@ def test_data_stats_reports_cold_items_and_users_without_training(capsys: pytest
     assert "cold items          500" in out and "users w/o train     10" in out
     assert main(["data", "stats", "default", "--json"]) == 0
     assert '"users_without_train": 0' in capsys.readouterr().out
+
+
+def test_negatives_are_drawn_among_warm_items_only_when_cold_negatives_is_off() -> None:
+    for cold_negatives in (True, False):
+        dm = RecDataModule(cold_items=0.2, cold_negatives=cold_negatives)
+        users, _, negatives = dm.train_dataloader().dataset.sample_epoch(0)
+        drawn_cold = dm.data.cold_mask()[negatives]
+        assert bool(drawn_cold.any()) is cold_negatives
+        assert not dm.train_dataloader().dataset.negatives.is_positive(users, negatives).any()
