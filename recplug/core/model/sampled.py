@@ -41,12 +41,13 @@ class Sampling:
         fanouts: neighbours kept per node at each hop, outwards from the batch's nodes (``-1``: all of them); an
             encoder with ``L`` hops uses the first ``L`` (``UserItemGraph``: ``num_layers``; ``ItemItemGraph``:
             ``num_layers`` item-item hops, then the users' profile hop).
-        engine: the neighbour sampler: ``"pyg"`` (PyG's ``NeighborSampler``, without replacement) or ``"torch"``
-            (vectorised, with replacement; see :class:`~recplug.core.ops.sampling.TorchNeighbourSample`).
+        engine: the neighbour sampler: ``"torch"`` (vectorised, with replacement;
+            :class:`~recplug.core.ops.sampling.TorchNeighbourSample`) or ``"pyg"`` (PyG's ``NeighborSampler``,
+            without replacement; needs pyg-lib).
     """
 
     fanouts: list[int] = field(default_factory=lambda: [10, 10])
-    engine: str = "pyg"
+    engine: str = "torch"
 
 
 def check_sampling(module: RecModule, sampling: Sampling | None) -> Sampling | None:

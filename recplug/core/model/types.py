@@ -66,13 +66,14 @@ class SampledBatch:
         users: sorted distinct global user ids ``LongTensor[U]`` of the step's triples.
         items: sorted distinct global item ids ``LongTensor[I]`` (positives and negatives).
         fanouts: neighbours kept per node at each hop (``-1``: every neighbour).
-        engine: the neighbour sampler, ``"pyg"`` or ``"torch"`` (:class:`~recplug.core.ops.sampling.NeighbourSampler`).
+        engine: the neighbour sampler, ``"torch"`` or ``"pyg"``
+            (:class:`~recplug.core.ops.sampling.NeighbourSampler`).
     """
 
     users: Tensor
     items: Tensor
     fanouts: tuple[int, ...]
-    engine: str = "pyg"
+    engine: str = "torch"
 
 
 @dataclass(frozen=True)

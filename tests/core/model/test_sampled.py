@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch_geometric.typing
 import yaml
 
 from recplug.core.cli.main import main
@@ -75,7 +76,12 @@ def step_loss(model, batch, local, output):
     return torch.stack(terms).sum()
 
 
-@pytest.mark.parametrize("engine", ["pyg", "torch"])
+PYG_LIB = torch_geometric.typing.WITH_PYG_LIB
+
+
+@pytest.mark.parametrize(
+    "engine", [pytest.param("pyg", marks=pytest.mark.skipif(not PYG_LIB, reason="pyg-lib has no wheel here")), "torch"]
+)
 @pytest.mark.parametrize("name", sorted(WIRINGS))
 def test_sampled_step_equals_the_full_step_when_fanouts_cover_every_degree(name, engine, tiny_data, tmp_path):
     model = build(tiny_data, tmp_path, WIRINGS[name](), Sampling([-1, -1, -1], engine))

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch_geometric.typing
 
 from recplug.core.errors import ConfigError
 from recplug.core.ops.sampling import NeighbourSampler, check_fanouts, gather_rows, propagate_mean
-from recplug.core.ops.sparse import normalized_adjacency, row_normalized
+from recplug.core.ops.sparse import SparseOperator, normalized_adjacency, row_normalized
 
 
 def bipartite(num_users: int = 30, num_items: int = 20, edges: int = 150, seed: int = 0):
@@ -29,7 +30,28 @@ def test_an_unknown_engine_names_the_key():
         NeighbourSampler(bipartite(), [2], "dgl")
 
 
-ENGINES = pytest.mark.parametrize("engine", ["pyg", "torch"])
+PYG_LIB = torch_geometric.typing.WITH_PYG_LIB
+ENGINES = pytest.mark.parametrize(
+    "engine", [pytest.param("pyg", marks=pytest.mark.skipif(not PYG_LIB, reason="pyg-lib has no wheel here")), "torch"]
+)
+
+
+@pytest.mark.skipif(PYG_LIB, reason="pyg-lib is installed: PyG samples with it")
+def test_pyg_without_pyg_lib_is_refused_for_torch_sparse_non_uniform_draws():
+    with pytest.raises(ConfigError, match=r"model\.sampling\.engine 'pyg' needs pyg-lib .* use engine: torch"):
+        NeighbourSampler(bipartite(), [2], "pyg")
+
+
+def test_torch_engine_draws_uniformly():
+    star = NeighbourSampler(SparseOperator(torch.tensor([0, 4, 4, 4, 4, 4]), torch.tensor([1, 2, 3, 4]),
+                                           torch.ones(4), (5, 5)), [2])
+    torch.manual_seed(0)
+    counts = torch.zeros(5)
+    for _ in range(4000):
+        nodes = star.sample(torch.tensor([0])).nodes
+        counts.index_add_(0, nodes[1:], torch.ones(nodes.numel() - 1))
+    # each of the 4 neighbours is among 2 draws with replacement with probability 1 - (3/4)^2
+    torch.testing.assert_close(counts[1:] / 4000, torch.full((4,), 1 - 0.75**2), atol=0.03, rtol=0)
 
 
 @ENGINES
