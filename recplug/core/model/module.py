@@ -19,7 +19,9 @@ from torch import Tensor, nn
 from recplug.core.errors import CardinalityError, ConfigError, InvalidArgument, PluginError, check_number
 from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.model.losses import bpr_loss
-from recplug.core.model.sampled import LazyAdam, Sampling, check_sampling, sampled_forward
+from recplug.core.model.sampled import (
+    LazyAdam, Sampling, all_reduce_row_sparse, check_sampling, exclude_row_sparse_from_ddp, sampled_forward,
+)
 from recplug.core.data.dataset import InteractionData
 from recplug.core.data.registry import cache_root
 from recplug.core.eval.evaluator import RankingEvaluation, rec_datamodule
@@ -234,6 +236,8 @@ class RecModule(pl.LightningModule):
         if datamodule is None or not hasattr(datamodule, "data"):
             raise RuntimeError("RecModule needs a RecDataModule (its .data) to set up its plugins")
         self.prepare(datamodule.data, getattr(datamodule, "cache_dir", None))
+        if self.sampling is not None:  # before the strategy wraps the module in DDP
+            exclude_row_sparse_from_ddp(self)
 
     # ------------------------------------------------------------------ forward
     def forward(self) -> ModelOutput:
@@ -301,6 +305,10 @@ class RecModule(pl.LightningModule):
             self.log(f"train/{name}", value, batch_size=batch_size, on_step=False, on_epoch=True)
         self.log("train/loss", loss, batch_size=batch_size, prog_bar=True, on_step=True, on_epoch=True)
         return loss
+
+    def on_after_backward(self) -> None:
+        if self.sampling is not None:
+            all_reduce_row_sparse(self)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Stop on weights the optimiser step made non-finite (the loss of this step was still finite).

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from recplug.core.errors import ConfigError
+from recplug.core.model.components import FusionModule
 from recplug.core.ops.sampling import check_engine, check_fanouts, gather_rows
 from recplug.core.model.types import BPRBatch, GraphView, ModelOutput, NodePlan, SampledBatch
 
@@ -150,15 +151,52 @@ def sampled_forward(module: RecModule, batch: BPRBatch) -> tuple[BPRBatch, Model
     return local, output
 
 
+def row_sparse_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """The trainable tables a sampled step reads by rows, so their gradients are row-sparse: every
+    ``nn.Embedding``'s weight (the ID tables, ``ContentView``'s preferences) and a fusion's trainable features."""
+    found = {}
+    for prefix, sub in module.named_modules():
+        for name, parameter in sub.named_parameters(recurse=False):
+            rows = isinstance(sub, nn.Embedding) or (isinstance(sub, FusionModule) and name.startswith("raw_"))
+            if rows and parameter.requires_grad:
+                found[f"{prefix}.{name}" if prefix else name] = parameter
+    return found
+
+
+def exclude_row_sparse_from_ddp(module: nn.Module) -> None:
+    """Keep the row-sparse tables out of DDP's reducer, which buckets dense gradients only (sparse ones only for
+    ``nn.Embedding(sparse=True)`` modules); :func:`all_reduce_row_sparse` reduces them instead."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, list(row_sparse_parameters(module)))
+
+
+def all_reduce_row_sparse(module: nn.Module) -> None:
+    """Average the row-sparse gradients over the DDP processes (a sparse all-reduce: gloo supports it, NCCL does
+    not), as DDP averages the dense ones; a process whose step read no row of a table sends an empty gradient."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for parameter in row_sparse_parameters(module).values():
+        grad = parameter.grad
+        if grad is None:
+            empty = torch.zeros(1, 0, dtype=torch.long, device=parameter.device)
+            grad = torch.sparse_coo_tensor(empty, parameter.new_zeros((0, *parameter.shape[1:])), parameter.shape)
+        dist.all_reduce(grad)
+        parameter.grad = grad / world
+
+
 class LazyAdam(torch.optim.Optimizer):
     """Adam (Kingma & Ba, ICLR 2015) whose row-sparse gradients update only their rows ("lazy" Adam).
 
     A dense gradient gets Adam's update. A row-sparse one (:func:`recplug.core.ops.sampling.gather_rows`) updates
     the moments and weights of its rows only, with the parameter's step count for the bias correction, as
     ``torch.optim.SparseAdam`` and TensorFlow Addons' ``LazyAdam``; rows a step did not read keep their
-    moments. ``SparseAdam`` refuses dense gradients, and measured on this machine it took 1.5 s per step for
-    300k touched rows of a 600k x 64 table against 1.25 s here (``weight_decay`` is L2 added to the gradient of
-    the touched rows, as Adam's).
+    moments. ``SparseAdam`` refuses dense gradients (and measured on this 2-core machine, under load, it took
+    1.5 s per step for 300k touched rows of a 600k x 64 table against 1.25 s here). ``weight_decay`` is L2
+    added to the gradient of the touched rows, as Adam's.
 
     Args:
         params: the parameters.
