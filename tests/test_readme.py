@@ -24,7 +24,7 @@ def test_readme_plugin_example_runs(tiny_data) -> None:
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     module = RecModule(tiny_data.num_users, tiny_data.num_items, tiny_data.feature_dims, embedding_dim=8,
-                       encoders=[IdEmbedding(), ContentView()], fusion=namespace["GatedFusion"]())
+                       encoders=[IdEmbedding(), ContentView()], fusion=namespace["SoftmaxGateFusion"]())
     module.prepare(tiny_data)
     out = module()
     assert out.content.shape == (tiny_data.num_items, 8)

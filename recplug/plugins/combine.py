@@ -24,7 +24,6 @@ class SumCombiner(Combiner):
         items = torch.stack([v.items for v in views]).sum(0)
         return users, items
 
-
     def sampling_refusal(self) -> None:
         return None  # row by row
 

@@ -46,19 +46,25 @@ REFERENCE = "mf"  # the name of the GRMF-X reference rows: mf-<X>
 
 @dataclass(frozen=True)
 class Entry:
-    """One row of a leaderboard: a bundle (``configs/<name>.yaml``) or an MF-X reference, and its config."""
+    """One row of a leaderboard: a bundle (``configs/<name>.yaml``) or an MF-X reference, and its config.
+    ``mf``: the row trains the ``--mf`` config (a GRMF-X reference of its size); ``reference``: it was added only
+    for that (not a baseline)."""
 
     name: str
     config: str
     overrides: tuple[str, ...] = ()
     reference: bool = False
+    mf: bool = False
 
 
 # ---------------------------------------------------------------------------- one run's extra record
 def record_per_user(cli: Any, directory: Path) -> dict[str, Any]:
     """After the CLI tested the best-validation checkpoint: every test user's metrics of those weights (written
     to ``per_user.npz``), the representation size ``X``, epochs trained and seconds per epoch."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
     from recplug.core.eval.evaluator import evaluate_users
+    from recplug.core.eval.grmfx import representation_size
 
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     evaluation = model.evaluation
@@ -68,8 +74,9 @@ def record_per_user(cli: Any, directory: Path) -> dict[str, Any]:
                                    evaluation.metrics, evaluation.search)
     np.savez(directory / PER_USER_FILE, users=users.cpu().numpy(),
              **{name: values.cpu().numpy() for name, values in scores.items()})
-    return {"representation_size": int(users_emb.shape[1]), "epochs_trained": int(trainer.current_epoch),
-            "max_epochs": int(trainer.max_epochs or -1)}
+    stopped = any(c.stopped_epoch > 0 for c in trainer.callbacks if isinstance(c, EarlyStopping))
+    return {"representation_size": representation_size(model), "epochs_trained": int(trainer.current_epoch),
+            "max_epochs": int(trainer.max_epochs or -1), "stopped_early": stopped}
 
 
 def per_user(result: dict[str, Any], directory: Path, metric: str) -> dict[int, float]:
@@ -80,7 +87,8 @@ def per_user(result: dict[str, Any], directory: Path, metric: str) -> dict[int, 
     with np.load(path) as stored:
         name = metric.split("/", 1)[1]
         if name not in stored:
-            raise ConfigError(f"{path}: has no {name}; choose --metric among test/{', test/'.join(stored.files[1:])}")
+            stored_metrics = [f for f in stored.files if f != "users"]
+            raise ConfigError(f"{path}: has no {name}; choose --metric among test/{', test/'.join(stored_metrics)}")
         return dict(zip(stored["users"].tolist(), stored[name].tolist()))
 
 
@@ -105,9 +113,10 @@ class Row:
         values = self.values(metric)
         return statistics.stdev(values) if len(values) > 1 else math.nan
 
-    def user_means(self, metric: str) -> dict[int, float]:
-        """Each test user's ``metric`` averaged over the seeds (the paired tests' unit)."""
-        runs = [per_user(r, d, metric) for r, d in zip(self.results, self.directories)]
+    def user_means(self, metric: str, seeds: set[int] | None = None) -> dict[int, float]:
+        """Each test user's ``metric`` averaged over the seeds (``seeds``: only those; the paired tests' unit)."""
+        runs = [per_user(r, d, metric) for r, d in zip(self.results, self.directories)
+                if seeds is None or r["seed"] in seeds]
         common = set.intersection(*(set(run) for run in runs)) if runs else set()
         return {u: statistics.fmean(run[u] for run in runs) for u in sorted(common)}
 
@@ -116,10 +125,15 @@ class Row:
         sizes = {r.get("representation_size") for r in self.results}
         return sizes.pop() if len(sizes) == 1 else None
 
+    @property
+    def seeds(self) -> set[int]:
+        return {r["seed"] for r in self.results}
+
     def capped(self) -> bool:
-        """Some seed trained up to ``max_epochs``: early stopping had not seen ``patience`` epochs without a new
-        best, so validation was still improving when the cap stopped it."""
-        return any(r.get("epochs_trained") == r.get("max_epochs") for r in self.results)
+        """Some seed trained up to ``max_epochs`` without early stopping ending it: validation had not gone
+        ``patience`` epochs without a new best, so it was still improving when the cap stopped it."""
+        return any(r.get("epochs_trained") == r.get("max_epochs") and not r.get("stopped_early", False)
+                   for r in self.results)
 
     def seconds_per_epoch(self) -> float:
         rates = [r["seconds"] / max(1, r.get("epochs_trained", r["epochs_validated"])) for r in self.results]
@@ -146,14 +160,14 @@ def leaderboard(rows: list[Row], proposed: str, metrics: list[str], dataset: str
     baselines = [r for r in ranked if r.entry.name != proposed and not r.entry.reference]
     best_baseline = max(baselines, key=lambda r: r.mean(primary), default=None)
     mine = next((r for r in ranked if r.entry.name == proposed), None)
-    references = {r.size: r for r in ranked if r.entry.reference or r.entry.name == REFERENCE}
+    references = {r.size: r for r in ranked if r.entry.mf}
 
     tests: dict[str, dict[str, Any]] = {}
     if mine is not None:
-        ours = mine.user_means(primary)
         for row in ranked:
-            if row is not mine:
-                theirs = row.user_means(primary)
+            if row is not mine:  # paired on the seeds both rows finished, and the users both have
+                common = mine.seeds & row.seeds
+                ours, theirs = mine.user_means(primary, common), row.user_means(primary, common)
                 users = sorted(set(ours) & set(theirs))
                 tests[row.entry.name] = vars(paired_test([ours[u] for u in users], [theirs[u] for u in users]))
         for field_name in ("wilcoxon_p", "ttest_p"):
@@ -207,7 +221,8 @@ def leaderboard(rows: list[Row], proposed: str, metrics: list[str], dataset: str
         f"model other than {proposed} ({best_baseline.entry.name if best_baseline else '–'}). p: two-sided "
         f"paired tests of {proposed} against the row on each test user's {primary} averaged over seeds, "
         "Holm-corrected across the rows. GRMF-X: the row's mean over the mean of an MF-BPR with the same "
-        "representation size X trained here. s/epoch: wall time of the run (validation included) per epoch. "
+        "representation size X trained here. s/epoch: wall time of the run (validation and test included) per "
+        "epoch trained. "
         "(cap): a seed stopped at max_epochs before early stopping did, i.e. while validation still improved.",
     ]
     if ranked:
@@ -274,7 +289,7 @@ def tune_entry(entry: Entry, dataset: str, study: Path, args: Any, extra: list[s
     """The config the seeds train after ``--trials`` of tuning on validation (``best.yaml``), and the trials."""
     from recplug.core.cli import tune
 
-    stem = REFERENCE if entry.reference else entry.name
+    stem = Path(args.mf).stem if entry.reference else entry.name
     space = Path(args.spaces) / f"{stem}.yaml"
     if not space.exists():
         raise ConfigError(f"--trials needs a search space per bundle: {space} does not exist")
@@ -346,7 +361,8 @@ def main(argv: list[str]) -> int:
     for path in [*args.configs, args.mf]:
         if not Path(path).is_file():
             raise ConfigError(f"{path}: no such config file")
-    entries = [Entry(Path(c).stem, c) for c in dict.fromkeys(args.configs)]
+    mf_config = Path(args.mf).resolve()
+    entries = [Entry(Path(c).stem, c, mf=Path(c).resolve() == mf_config) for c in dict.fromkeys(args.configs)]
     names = [e.name for e in entries]
     if len(set(names)) < len(names):
         raise ConfigError(f"--configs: two configs share a file name, and rows are named by it: {names}")
@@ -367,8 +383,8 @@ def main(argv: list[str]) -> int:
         if args.dry_run:
             continue
         sizes = sorted({row.size for row in rows if row.size is not None})
-        mf_size = next((row.size for row in rows if row.entry.name == REFERENCE), None)
-        references = [Entry(f"{REFERENCE}-{size}", args.mf, (f"--model.embedding_dim={size}",), reference=True)
+        mf_size = next((row.size for row in rows if row.entry.mf), None)
+        references = [Entry(f"{REFERENCE}-{size}", args.mf, (f"--model.embedding_dim={size}",), True, True)
                       for size in sizes if size != mf_size]
         if references:
             more, more_failed, interrupted = run_entries(references, dataset, args, extra, out)

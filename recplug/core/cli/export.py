@@ -125,7 +125,7 @@ def export(args: Any) -> Path:
     exported.update(ckpt_path=str(args.ckpt_path), ckpt_sha256=sha256_of(ckpt))
     manifest = {
         "format": FORMAT_VERSION, "num_users": rec.num_users, "num_items": rec.num_items, "dim": users.shape[1],
-        "score": "inner product of users.npy and items.npy rows", "raw_ids": rec.data.item_ids is not None,
+        "score": "inner product of users.npy and items.npy rows", "raw_ids": rec.data.user_ids is not None and rec.data.item_ids is not None,
         "exclude": list(rec.exclude), "index": settings,
         "files": {"users": "users.npy", "items": "items.npy", "user_ids": "user_ids.txt", "item_ids": "item_ids.txt",
                   "seen": "seen.npz", "index": "items.faiss", "config": "config.yaml", "provenance": "provenance.json"},

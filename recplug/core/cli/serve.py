@@ -134,7 +134,7 @@ def serving(ckpt_path: str | Path, *extra: str, port: int | None = None, startup
     base = f"http://127.0.0.1:{port}"
 
     def tail() -> str:
-        return open(log).read()[-2000:] if log is not None else "(no log)"
+        return Path(log).read_text()[-2000:] if log is not None else "(no log)"
 
     try:
         deadline = time.monotonic() + startup_s

@@ -3,11 +3,12 @@
 The field's protocol for "model A beats model B": the same users, one metric value per user for each model (here
 the mean over seeds), a paired test on the differences. Two tests are reported side by side (their behaviour on
 ranking metrics: Urbano et al., "Statistical Significance Testing in Information Retrieval: An Empirical Analysis
-of Type I, Type II and Type III Errors", SIGIR 2019): the Wilcoxon signed-rank test (no normality assumption; zero differences dropped, Wilcoxon's own convention) and the paired
-t-test. With several comparisons against one model, the p-values of each test are corrected with Holm's
-step-down procedure (Holm, "A Simple Sequentially Rejective Multiple Test Procedure", Scand. J. Stat. 1979),
-which controls the family-wise error rate without Bonferroni's loss of power. The statistics are scipy's and
-statsmodels' (``pip install 'recplug[benchmark]'``), not ours.
+of Type I, Type II and Type III Errors", SIGIR 2019): the Wilcoxon signed-rank test (no normality assumption;
+zero differences dropped, Wilcoxon's own convention) and the paired t-test. With several comparisons against
+one model, the p-values of each test are corrected with Holm's step-down procedure (Holm, "A Simple Sequentially
+Rejective Multiple Test Procedure", Scand. J. Stat. 1979), which controls the family-wise error rate without
+Bonferroni's loss of power. The statistics are scipy's and statsmodels' (``pip install 'recplug[benchmark]'``),
+not ours.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from recplug.core.eval.significance import holm, paired_test
 pytest.importorskip("scipy")
 pytest.importorskip("statsmodels")
 
+ROOT = Path(__file__).resolve().parents[3]
 PROVENANCE = {"recplug": "0", "torch": "0", "pytorch_lightning": "0", "python": "3", "plugins": [], "data": "d",
               "config_sha256": "c" * 64, "data_sha256": "d" * 64}
 
@@ -32,7 +33,8 @@ def _row(tmp_path: Path, name: str, per_seed: list[list[float]], size: int = 64,
                         "max_epochs": 5 if name == "capped" else 100, "representation_size": size,
                         "provenance": PROVENANCE})
         directories.append(directory)
-    return benchmark.Row(benchmark.Entry(name, f"{name}.yaml", reference=reference), results, directories, 0)
+    entry = benchmark.Entry(name, f"{name}.yaml", reference=reference, mf=name.startswith("mf"))
+    return benchmark.Row(entry, results, directories, 0)
 
 
 def test_leaderboard_columns_by_hand(tmp_path):
@@ -50,19 +52,24 @@ def test_leaderboard_columns_by_hand(tmp_path):
     assert by_model["crane"]["grmfx"] == pytest.approx(3.25)
     assert by_model["capped"]["grmfx"] == pytest.approx(1.5)
     assert by_model["mf"]["grmfx"] == pytest.approx(1.0)
-    # paired tests on each user's mean over seeds, Holm over the four comparisons
-    crane_users = [0.5, 0.4, 0.2, 0.2]
-    others = {"freedom": [0.4, 0.2, 0.2, 0.1], "mf": [0.1, 0.1, 0.1, 0.1], "capped": [0.3] * 4, "mf-128": [0.2] * 4}
-    raw = [paired_test(crane_users, values).wilcoxon_p for values in others.values()]
+    # paired tests on each user's mean over the seeds both rows finished, Holm over the four comparisons:
+    # crane's two seeds against freedom's and mf's, crane's seed 0 alone against the one-seed rows
+    both_seeds, seed0 = [0.5, 0.4, 0.2, 0.2], [0.5, 0.4, 0.3, 0.3]
+    others = {"freedom": (both_seeds, [0.4, 0.2, 0.2, 0.1]), "mf": (both_seeds, [0.1, 0.1, 0.1, 0.1]),
+              "capped": (seed0, [0.3] * 4), "mf-128": (seed0, [0.2] * 4)}
+    raw = [paired_test(ours, theirs).wilcoxon_p for ours, theirs in others.values()]
     for name, expected in zip(others, holm(raw)):
         assert by_model[name]["wilcoxon_p_holm"] == pytest.approx(expected, nan_ok=True)
         assert by_model[name]["paired_users"] == 4
     assert math.isnan(by_model["crane"]["wilcoxon_p_holm"])
     assert by_model["capped"]["stopped_at_cap"] and not by_model["crane"]["stopped_at_cap"]
+    wide.results[0]["stopped_early"] = True  # early stopping ended it at the cap's last epoch: not capped
+    assert not wide.capped()
     assert "| **crane** | 2 |" in table and "(cap)" in table and "mf-128 (GRMF-X reference)" in table
 
 
-def test_bad_arguments_are_one_line(tmp_path, capsys):
+def test_bad_arguments_are_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the default --mf is configs/mf.yaml
     assert main(["benchmark", "--configs", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: no such config file" in capsys.readouterr().err
     assert main(["benchmark", "--configs", "configs/mf.yaml", "--proposed", "crane"]) == 2
@@ -73,7 +80,8 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_benchmark_runs_resumes_and_trains_the_grmfx_reference(tmp_path, capsys):
+def test_benchmark_runs_resumes_and_trains_the_grmfx_reference(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the configs and the default --mf are relative to the repository
     small = tmp_path / "small.yaml"
     config = yaml.safe_load(Path("configs/mf.yaml").read_text())
     config["model"]["embedding_dim"] = 32

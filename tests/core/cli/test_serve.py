@@ -14,7 +14,9 @@ import pytest
 
 import recplug
 from recplug.core.cli.main import main
-from recplug.core.cli.serve import serving
+
+pytest.importorskip("litserve")
+from recplug.core.cli.serve import serving  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a server process: about 20 s to start on 2 cores
 REQUEST_S = 30
