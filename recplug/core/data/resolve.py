@@ -3,13 +3,16 @@ format, or a registered name) into an :class:`InteractionData`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from recplug.core.data import registry
 from recplug.core.data.dataset import SPLITS, DataError, InteractionData
@@ -51,12 +54,7 @@ def carve_validation(data: InteractionData, ratio: float, seed: int = 0) -> Inte
         f"valid: carved {int(to_valid.sum())} interactions of {int((take > 0).sum())} users from train "
         f"(ratio {ratio}, seed {seed})"
     )
-    return InteractionData(
-        name=data.name, num_users=data.num_users, num_items=data.num_items,
-        splits={s: splits[s] for s in SPLITS if s in splits}, features=data.features,
-        user_ids=data.user_ids, item_ids=data.item_ids, notes=[*data.notes, note], source=data.source,
-        cold_items=data.cold_items,
-    )
+    return _resplit(data, splits, note)
 
 
 def hold_out_items(data: InteractionData, fraction: float, seed: int = 0) -> InteractionData:
@@ -102,12 +100,7 @@ def hold_out_items(data: InteractionData, fraction: float, seed: int = 0) -> Int
         f"{moved.size} training interactions moved to valid ({int(to_valid.sum())}) and test "
         f"({int((~to_valid).sum())}); {after - before} more users without training interactions"
     )
-    return InteractionData(
-        name=data.name, num_users=data.num_users, num_items=data.num_items,
-        splits={s: splits[s] for s in SPLITS if s in splits}, features=data.features,
-        user_ids=data.user_ids, item_ids=data.item_ids, notes=[*data.notes, note], source=data.source,
-        cold_items=torch.from_numpy(cold.astype(np.int64)),
-    )
+    return _resplit(data, splits, note, cold_items=torch.from_numpy(cold.astype(np.int64)))
 
 
 def detect_format(path: str | Path) -> str:
@@ -221,3 +214,11 @@ def _processed_raw(
     folder = registry.processed_path(registry.cache_root(cache_dir), log.stem, parts)
     registry.complete_folder(folder, lambda tmp: write_mmrec(process_raw(log, features, options), tmp))
     return read_mmrec(folder)
+
+def _resplit(
+    data: InteractionData, splits: dict[str, tuple[Tensor, Tensor]], note: str, **changes: Any
+) -> InteractionData:
+    """``data`` with new ``splits`` (in :data:`SPLITS` order), ``note`` appended and other ``changes``; the
+    dataclass re-validates it."""
+    ordered = {s: splits[s] for s in SPLITS if s in splits}
+    return dataclasses.replace(data, splits=ordered, notes=[*data.notes, note], **changes)
