@@ -393,6 +393,11 @@ def summarize(variants: list[Variant], results: list[dict[str, Any]], metrics: l
     return summaries
 
 
+def mean_std(mean: float, std: float, digits: int = 4) -> str:
+    """``mean ± std`` (just ``mean`` when ``std`` is nan: one seed); the caller handles a nan mean."""
+    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+
+
 def _number(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.6g}"
 
@@ -442,8 +447,7 @@ def markdown(
             if math.isnan(mean):
                 cells.append("–")
                 continue
-            digits = 1 if m == "epoch" else 4
-            text = f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+            text = mean_std(mean, std, 1 if m == "epoch" else 4)
             cells.append(f"**{text}**" if m != "epoch" and mean == best[m] else text)
         lines.append("| " + " | ".join(cells) + " |")
     lines += [

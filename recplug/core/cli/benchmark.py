@@ -140,10 +140,8 @@ class Row:
         return statistics.fmean(rates) if rates else math.nan
 
 
-def _fmt(mean: float, std: float, digits: int = 4) -> str:
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+def _fmt(mean: float, std: float) -> str:
+    return "–" if math.isnan(mean) else ablate.mean_std(mean, std)
 
 
 def _p(value: float) -> str:
