@@ -209,7 +209,7 @@ class RecplugSpecs:
     )
     def recplug_encode(
         self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None,
-        refined: Callable[[], dict[str, Tensor]] | None,
+        refined: Callable[[], dict[str, Tensor]] | None, targets: BPRBatch | None,
     ) -> GraphView:
         """Encode one named view of users and items, e.g. a user-item or an item-item graph.
 
@@ -226,6 +226,8 @@ class RecplugSpecs:
             refined: a function returning the fusion's per-modality refined features (:meth:`recplug_refine`),
                 computed only when called (an encoder rebuilding a graph from them calls it once per rebuild), or
                 ``None`` when the fusion gives none.
+            targets: the training step's triples (``None`` outside training), for an encoder that must leave each
+                positive out of what it aggregates for its user (``ItemItemGraph``'s profiles).
 
         Returns:
             a :class:`~recplug.core.model.types.GraphView` ``(name, users [M, d_v], items [N, d_v])``.

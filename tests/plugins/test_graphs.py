@@ -12,6 +12,7 @@ from recplug.core.data.datamodule import RecDataModule
 from recplug.core.errors import ConfigError
 from recplug.core.ops.knn import knn_coo, knn_indices
 from recplug.core.model.module import RecModule
+from recplug.core.model.types import BPRBatch
 from recplug.core.data.formats.mmrec import write_mmrec
 from recplug.plugins.fusion.concat import ConcatFusion
 from recplug.plugins.fusion.rca import RCAFusion
@@ -236,6 +237,38 @@ def test_source_both_and_profile_options(tiny_data, tmp_path):
     torch.testing.assert_close(out.views["semantic"].users, norm @ x)  # MGCN's R_norm on the unpropagated x
 
 
+@pytest.mark.parametrize("norm", ["mean", "symmetric"])
+def test_a_step_leaves_its_positives_out_of_their_users_profiles(norm, tiny_data, tmp_path):
+    """FISM's exclusion: a training step's profile of u is over N_u minus the step's positives of u (with |N_u|
+    reduced to match); evaluation (no targets) and profile_leave_out=False keep the whole profile."""
+    encoder = ItemItemGraph(k=5, profile_norm=norm)
+    model = make(encoder, tiny_data, tmp_path, fusion=SumFusion())
+    users, items = tiny_data.split("train")
+    r = torch.zeros(tiny_data.num_users, tiny_data.num_items).index_put_((users, items), torch.tensor(1.0))
+    picked = torch.tensor([0, 1, 2, 5, 5, 9])  # a repeated pair counts once
+    batch = BPRBatch(users[picked], items[picked], torch.zeros(len(picked), dtype=torch.long))
+    out = model(batch)
+    h = out.views["semantic"].items
+    kept = r.clone()
+    kept[batch.users, batch.pos_items] = 0
+    degree = kept.sum(1, keepdim=True).clamp(min=1)
+    a = kept / degree if norm == "mean" else kept / (degree * r.sum(0, keepdim=True).clamp(min=1)).sqrt()
+    torch.testing.assert_close(out.views["semantic"].users, a @ h)
+    assert not torch.allclose(model().views["semantic"].users, a @ h)  # no targets: the whole profile
+    encoder.profile_leave_out = False
+    torch.testing.assert_close(model(batch).views["semantic"].users, model().views["semantic"].users)
+
+
+def test_a_user_whose_every_item_is_a_positive_of_the_step_has_an_empty_profile(tiny_data, tmp_path):
+    encoder = ItemItemGraph(k=5)
+    model = make(encoder, tiny_data, tmp_path, fusion=SumFusion())
+    users, items = tiny_data.split("train")
+    mine = items[users == 3].unique()
+    batch = BPRBatch(torch.full_like(mine, 3), mine, torch.zeros_like(mine))
+    profiles = model(batch).views["semantic"].users
+    assert not profiles[3].any() and profiles[4].any()
+
+
 def test_the_rebuilt_graph_is_restored_from_the_state_dict(tiny_data, tmp_path):
     def build():
         encoder = ItemItemGraph(k=3, learned_weight=0.5, learned_from="refined", rebuild_every=5)
@@ -328,7 +361,8 @@ def test_knn_graph_is_cached_by_content_hash(tiny_data, tmp_path, monkeypatch):
 def test_item_item_repr_lists_args():
     assert repr(ItemItemGraph(k=3, weights={"text": 1.0})) == (
         "ItemItemGraph(name='semantic', k=3, weights={'text': 1.0}, source='content', num_layers=1, "
-        "user_profiles=True, profile_from='propagated', profile_norm='mean', learned_weight=0.0, "
+        "user_profiles=True, profile_from='propagated', profile_norm='mean', profile_leave_out=True, "
+        "learned_weight=0.0, "
         "learned_from='fused', rebuild_every=1, backend='torch')"
     )
 

@@ -240,14 +240,17 @@ class RecModule(pl.LightningModule):
             exclude_row_sparse_from_ddp(self)
 
     # ------------------------------------------------------------------ forward
-    def forward(self) -> ModelOutput:
-        """One full pass through the stages; returns every intermediate (see :class:`ModelOutput`)."""
+    def forward(self, targets: BPRBatch | None = None) -> ModelOutput:
+        """One full pass through the stages; returns every intermediate (see :class:`ModelOutput`).
+
+        ``targets``: the training step's triples, handed to the encoders (``recplug_encode``), ``None`` outside
+        training."""
         content = self.pm.hook.recplug_fuse()  # None when no fusion is configured
         ego_users, ego_items = self.user_embedding.weight, self.item_embedding.weight
         output = ModelOutput(ego_users=ego_users, ego_items=ego_items, content=content)
         refined = self.pm.hook.recplug_refine if self.pm.providers("recplug_refine") else None  # called on demand
         views: list[GraphView] = self.pm.hook.recplug_encode(
-            ego_users=ego_users, ego_items=ego_items, content=content, refined=refined
+            ego_users=ego_users, ego_items=ego_items, content=content, refined=refined, targets=targets
         )
         output.views = {view.name: view for view in views}
         if sorted(output.views) != self.view_names:  # a plugin bug: the names were checked when it was built
@@ -285,7 +288,7 @@ class RecModule(pl.LightningModule):
         if self.sampling is not None:  # the step's distinct nodes only; triples re-indexed to them
             triples, output = sampled_forward(self, triples)
         else:
-            output = self()
+            output = self(triples)
         terms: dict[str, Tensor] = {}
         if self.bpr_weight > 0:
             items = output.items

@@ -140,7 +140,8 @@ def sampled_forward(module: RecModule, batch: BPRBatch) -> tuple[BPRBatch, Model
     items, item_index = torch.unique(torch.cat([batch.pos_items, batch.neg_items]), return_inverse=True)
     size = len(batch)
     local = BPRBatch(user_index, item_index[:size], item_index[size:])
-    nodes = SampledBatch(users.cpu(), items.cpu(), tuple(module.sampling.fanouts), module.sampling.engine)
+    nodes = SampledBatch(users.cpu(), items.cpu(), tuple(module.sampling.fanouts), module.sampling.engine,
+                         positives=(local.users, local.pos_items))
     plans = [encoder.sample(nodes) for encoder in module.encoders]
     tables = NodeTables(module, nodes, plans)
     content = tables.content(nodes.items) if tables.content_ids is not None else None

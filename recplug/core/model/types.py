@@ -68,12 +68,14 @@ class SampledBatch:
         fanouts: neighbours kept per node at each hop (``-1``: every neighbour).
         engine: the neighbour sampler, ``"torch"`` or ``"pyg"``
             (:class:`~recplug.core.ops.sampling.NeighbourSampler`).
+        positives: the step's positive pairs ``(user rows, item rows)`` as indices into ``users`` and ``items``.
     """
 
     users: Tensor
     items: Tensor
     fanouts: tuple[int, ...]
     engine: str = "torch"
+    positives: tuple[Tensor, Tensor] | None = None
 
 
 @dataclass(frozen=True)

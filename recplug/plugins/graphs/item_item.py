@@ -16,7 +16,7 @@ from recplug.core.ops.knn import cached_knn_coo, knn_coo, knn_rows_and_values
 from recplug.core.ops.sampling import NeighbourSampler
 from recplug.core.ops.sparse import SparseOperator, check_backend, distinct_pairs, row_normalized
 from recplug.core.model.sampled import NodeTables
-from recplug.core.model.types import GraphView, NodePlan, SampledBatch
+from recplug.core.model.types import BPRBatch, GraphView, NodePlan, SampledBatch
 
 CHOICES = {
     "source": ("content", "id", "both"),
@@ -52,6 +52,12 @@ class ItemItemGraph(GraphEncoder):
       ``y = h`` (``profile_from: propagated``, as MGCN) or the node features ``x`` before propagation
       (``input``), and ``a_ui = 1/|N_u|`` (``profile_norm: mean``, LGMRec's user modality features) or
       ``1/sqrt(|N_u| |N_i|)`` (``symmetric``, MGCN's ``R_norm``); otherwise zeros, so the view only adds to items.
+      With ``profile_leave_out`` (the default), a training step scores each positive ``(u, i)`` with the profile
+      of ``N_u`` *without* ``i`` (the step's positives of ``u`` left out, ``|N_u|`` reduced to match), as FISM
+      (Kabbur et al., KDD 2013) excludes the item being estimated: otherwise ``p_u`` contains ``y_i`` itself, the
+      model learns that an item scores high when it is in the profile, and at test time, where no candidate is,
+      it ranks worse as the training loss falls (measured on TikTok: validation Recall@20 0.043 at epoch 1,
+      0.029 at epoch 7). Evaluation uses the whole profile.
 
     Args:
         name: view name (default ``"semantic"``).
@@ -62,6 +68,7 @@ class ItemItemGraph(GraphEncoder):
         user_profiles: give users an aggregate of their training items (else zeros).
         profile_from: what users aggregate, ``"propagated"`` (``h``) or ``"input"`` (``x``).
         profile_norm: ``"mean"`` or ``"symmetric"``.
+        profile_leave_out: leave each training step's positives out of their users' profiles (FISM).
         learned_weight: share ``w`` of the rebuilt graph (0: frozen graph only).
         learned_from: what the rebuilt graph is built on, ``"fused"`` or ``"refined"``.
         rebuild_every: epochs between two rebuilds of the learned graph.
@@ -78,6 +85,7 @@ class ItemItemGraph(GraphEncoder):
         user_profiles: bool = True,
         profile_from: Literal["propagated", "input"] = "propagated",
         profile_norm: Literal["mean", "symmetric"] = "mean",
+        profile_leave_out: bool = True,
         learned_weight: float = 0.0,
         learned_from: Literal["fused", "refined"] = "fused",
         rebuild_every: int = 1,
@@ -100,6 +108,7 @@ class ItemItemGraph(GraphEncoder):
         self.k, self.source, self.num_layers = k, source, num_layers
         self.weights = dict(weights) if weights is not None else None
         self.user_profiles, self.profile_from, self.profile_norm = user_profiles, profile_from, profile_norm
+        self.profile_leave_out = profile_leave_out
         self.learned_weight, self.learned_from, self.rebuild_every = learned_weight, learned_from, rebuild_every
         self.backend = check_backend(backend)
         self.num_users = self.num_items = 0
@@ -152,6 +161,9 @@ class ItemItemGraph(GraphEncoder):
                 self.register_buffer("frozen_cols", cols, persistent=False)
                 self.register_buffer("frozen_values", values, persistent=False)
         self.profiles = self._profiles(*data.split("train")) if self.user_profiles else None
+        users, items = distinct_pairs(*data.split("train"), self.num_items)
+        self.register_buffer("user_degree", torch.bincount(users, minlength=self.num_users).float(), persistent=False)
+        self.register_buffer("item_degree", torch.bincount(items, minlength=self.num_items).float(), persistent=False)
         self.mixed, self._ready = None, True  # a restored graph stays until the next rebuild epoch
 
     def _profiles(self, users: Tensor, items: Tensor) -> SparseOperator:
@@ -163,6 +175,27 @@ class ItemItemGraph(GraphEncoder):
         deg_i = torch.bincount(items, minlength=self.num_items).float()
         values = (deg_u[users] * deg_i[items]).rsqrt()
         return SparseOperator.from_coo(users, items, values, (self.num_users, self.num_items), backend=self.backend)
+
+    def _leave_out(
+        self, profiles: Tensor, pair_users: Tensor, pair_items: Tensor, item_rows: Tensor, user_degree: Tensor,
+        item_degree: Tensor,
+    ) -> Tensor:
+        """The profiles with each user's step positives left out: ``p_u`` over ``N_u`` minus those items, with
+        ``|N_u|`` reduced by their count (zeros for a user all of whose items are positives of the step).
+
+        ``pair_users``/``pair_items`` index ``profiles`` and ``item_rows`` (the aggregated ``y`` of the step's
+        items); ``user_degree``/``item_degree`` are their training degrees. Linear in ``profiles``, so it is also
+        the unbiased leave-out estimate from a sampled profile."""
+        keys = torch.unique(pair_users * item_rows.shape[0] + pair_items)  # each positive pair once
+        users, items = keys // item_rows.shape[0], keys % item_rows.shape[0]
+        left = user_degree - torch.bincount(users, minlength=profiles.shape[0]).to(user_degree)
+        if self.profile_norm == "mean":
+            weight, rescale = user_degree[users].reciprocal(), user_degree / left.clamp(min=1)
+        else:
+            weight, rescale = (user_degree[users] * item_degree[items]).rsqrt(), (user_degree / left.clamp(min=1)).sqrt()
+        removed = torch.zeros_like(profiles).index_add_(0, users, item_rows[items] * weight.unsqueeze(1).to(item_rows))
+        rescale = torch.where(left > 0, rescale, torch.zeros_like(rescale))
+        return (profiles - removed) * rescale.unsqueeze(1).to(profiles)
 
     def recplug_resample(self, epoch: int) -> None:
         if epoch % self.rebuild_every == 0:
@@ -219,7 +252,7 @@ class ItemItemGraph(GraphEncoder):
 
     def recplug_encode(
         self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None,
-        refined: Callable[[], dict[str, Tensor]] | None,
+        refined: Callable[[], dict[str, Tensor]] | None, targets: BPRBatch | None,
     ) -> GraphView:
         if not self._ready:
             raise RuntimeError("ItemItemGraph: no kNN graph yet; recplug_setup (RecModule.prepare) must run first")
@@ -239,7 +272,11 @@ class ItemItemGraph(GraphEncoder):
         for _ in range(self.num_layers):
             items = graph(items)
         if self.profiles is not None:
-            users = self.profiles(items if self.profile_from == "propagated" else inputs)
+            aggregated = items if self.profile_from == "propagated" else inputs
+            users = self.profiles(aggregated)
+            if self.profile_leave_out and targets is not None:
+                users = self._leave_out(users, targets.users, targets.pos_items, aggregated, self.user_degree,
+                                        self.item_degree)
         else:  # a stride-0 view: no [M, d] allocation per forward
             users = items.new_zeros(1, items.shape[1]).expand(self.num_users, -1)
         return GraphView(self.view_name, users, items)
@@ -297,4 +334,11 @@ class ItemItemGraph(GraphEncoder):
             source = items if self.profile_from == "propagated" else inputs[: seeds.numel()]
             rows = source.index_select(0, torch.searchsorted(seeds, profile_items.to(items.device)))
             users = operator.to(rows.device)(rows)
+            if self.profile_leave_out and batch.positives is not None:
+                batch_rows = source.index_select(0, torch.searchsorted(seeds, batch.items.to(items.device)))
+                pair_users, pair_items = (t.to(items.device) for t in batch.positives)
+                user_degree = self.user_degree.index_select(0, batch.users.to(self.user_degree.device))
+                item_degree = self.item_degree.index_select(0, batch.items.to(self.item_degree.device))
+                users = self._leave_out(users, pair_users, pair_items, batch_rows, user_degree.to(items.device),
+                                        item_degree.to(items.device))
         return GraphView(self.view_name, users, batch_items)
