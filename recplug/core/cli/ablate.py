@@ -512,6 +512,8 @@ def build_parser() -> CommandParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
     parser.add_argument("--out", help="output folder (default: runs/ablate/<variants file name>)")
     parser.add_argument("--max-epochs", type=int, help="shortcut for --trainer.max_epochs in every run")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="run and report only these variants (default: all), in the file's order")
     parser.add_argument("--metrics", nargs="+", default=["test/recall@20", "test/ndcg@20"],
                         help="metrics in the table and the chart (default: test/recall@20 test/ndcg@20)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
@@ -523,6 +525,11 @@ def main(argv: list[str]) -> int:
     """``recplug ablate ...`` (``argv`` excludes ``ablate``). Returns 0, 1 if a run failed, 130 if interrupted."""
     args, extra = build_parser().parse_with_passthrough(argv)
     variants, axes, common = load_variants(args.variants)
+    if args.only:
+        unknown = sorted(set(args.only) - {v.name for v in variants})
+        if unknown:
+            raise ConfigError(f"--only: {args.variants} has no variant(s) {unknown}; it has {[v.name for v in variants]}")
+        variants = [v for v in variants if v.name in args.only]
     if args.max_epochs is not None:
         common = {**common, "trainer.max_epochs": args.max_epochs}
     out = Path(args.out or Path("runs") / "ablate" / Path(args.variants).stem)

@@ -245,3 +245,14 @@ def test_dry_run_prints_reproducible_commands(mf_ablation, capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and all(line.startswith("recplug fit --config ") for line in lines)
     assert "--model.embedding_dim=16" in lines[2] and "--seed_everything=1" in lines[3] and not out.exists()
+
+
+def test_only_runs_the_named_variants_and_refuses_unknown_names(mf_ablation, capsys) -> None:
+    args, out = mf_ablation
+    split = args.index("--")
+    assert main([*args[:split], "--only", "d16", "--dry-run", *args[split:]]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("--model.embedding_dim=16" in line for line in lines)
+    assert main([*args[:split], "--only", "d32", "--dry-run", *args[split:]]) == 2
+    err = capsys.readouterr().err
+    assert "--only:" in err and "no variant(s) ['d32']" in err and "['base', 'd16']" in err
