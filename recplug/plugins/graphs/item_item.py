@@ -160,10 +160,12 @@ class ItemItemGraph(GraphEncoder):
                 self.register_buffer("frozen_rows", rows, persistent=False)
                 self.register_buffer("frozen_cols", cols, persistent=False)
                 self.register_buffer("frozen_values", values, persistent=False)
-        self.profiles = self._profiles(*data.split("train")) if self.user_profiles else None
-        users, items = distinct_pairs(*data.split("train"), self.num_items)
-        self.register_buffer("user_degree", torch.bincount(users, minlength=self.num_users).float(), persistent=False)
-        self.register_buffer("item_degree", torch.bincount(items, minlength=self.num_items).float(), persistent=False)
+        self.profiles = None
+        if self.user_profiles:
+            self.profiles = self._profiles(*data.split("train"))
+            users, items = distinct_pairs(*data.split("train"), self.num_items)  # the degrees _leave_out rescales by
+            self.register_buffer("user_degree", torch.bincount(users, minlength=self.num_users).float(), False)
+            self.register_buffer("item_degree", torch.bincount(items, minlength=self.num_items).float(), False)
         self.mixed, self._ready = None, True  # a restored graph stays until the next rebuild epoch
 
     def _profiles(self, users: Tensor, items: Tensor) -> SparseOperator:
@@ -252,7 +254,7 @@ class ItemItemGraph(GraphEncoder):
 
     def recplug_encode(
         self, ego_users: Tensor, ego_items: Tensor, content: Tensor | None,
-        refined: Callable[[], dict[str, Tensor]] | None, targets: BPRBatch | None,
+        refined: Callable[[], dict[str, Tensor]] | None = None, targets: BPRBatch | None = None,
     ) -> GraphView:
         if not self._ready:
             raise RuntimeError("ItemItemGraph: no kNN graph yet; recplug_setup (RecModule.prepare) must run first")
