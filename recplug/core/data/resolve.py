@@ -215,6 +215,7 @@ def _processed_raw(
     registry.complete_folder(folder, lambda tmp: write_mmrec(process_raw(log, features, options), tmp))
     return read_mmrec(folder)
 
+
 def _resplit(
     data: InteractionData, splits: dict[str, tuple[Tensor, Tensor]], note: str, **changes: Any
 ) -> InteractionData:

@@ -162,20 +162,23 @@ class ItemItemGraph(GraphEncoder):
                 self.register_buffer("frozen_values", values, persistent=False)
         self.profiles = None
         if self.user_profiles:
-            self.profiles = self._profiles(*data.split("train"))
-            users, items = distinct_pairs(*data.split("train"), self.num_items)  # the degrees _leave_out rescales by
+            users, items = distinct_pairs(*data.split("train"), self.num_items)
             self.register_buffer("user_degree", torch.bincount(users, minlength=self.num_users).float(), False)
             self.register_buffer("item_degree", torch.bincount(items, minlength=self.num_items).float(), False)
+            self.profiles = self._profiles(users, items)
         self.mixed, self._ready = None, True  # a restored graph stays until the next rebuild epoch
 
+    def _pair_weights(self, user_degree: Tensor, item_degree: Tensor) -> Tensor:
+        """``a_ui`` of pairs whose user and item have these degrees: ``1/|N_u|`` (mean) or ``1/sqrt(|N_u| |N_i|)``."""
+        if self.profile_norm == "mean":
+            return user_degree.reciprocal()
+        return (user_degree * item_degree).rsqrt()
+
     def _profiles(self, users: Tensor, items: Tensor) -> SparseOperator:
-        """The ``[M, N]`` operator ``a_ui`` of the users' profiles (mean or symmetric normalisation)."""
+        """The ``[M, N]`` operator ``a_ui`` of the users' profiles over the distinct training pairs."""
         if self.profile_norm == "mean":
             return row_normalized(users, items, self.num_users, self.num_items, self.backend)
-        users, items = distinct_pairs(users, items, self.num_items)
-        deg_u = torch.bincount(users, minlength=self.num_users).float()
-        deg_i = torch.bincount(items, minlength=self.num_items).float()
-        values = (deg_u[users] * deg_i[items]).rsqrt()
+        values = self._pair_weights(self.user_degree[users], self.item_degree[items])
         return SparseOperator.from_coo(users, items, values, (self.num_users, self.num_items), backend=self.backend)
 
     def _leave_out(
@@ -191,11 +194,10 @@ class ItemItemGraph(GraphEncoder):
         keys = torch.unique(pair_users * item_rows.shape[0] + pair_items)  # each positive pair once
         users, items = keys // item_rows.shape[0], keys % item_rows.shape[0]
         left = user_degree - torch.bincount(users, minlength=profiles.shape[0]).to(user_degree)
-        if self.profile_norm == "mean":
-            weight, rescale = user_degree[users].reciprocal(), user_degree / left.clamp(min=1)
-        else:
-            weight, rescale = (user_degree[users] * item_degree[items]).rsqrt(), (user_degree / left.clamp(min=1)).sqrt()
+        weight = self._pair_weights(user_degree[users], item_degree[items])
         removed = torch.zeros_like(profiles).index_add_(0, users, item_rows[items] * weight.unsqueeze(1).to(item_rows))
+        rescale = user_degree / left.clamp(min=1)  # undo 1/|N_u|, redo it without the left-out items
+        rescale = rescale if self.profile_norm == "mean" else rescale.sqrt()
         rescale = torch.where(left > 0, rescale, torch.zeros_like(rescale))
         return (profiles - removed) * rescale.unsqueeze(1).to(profiles)
 
