@@ -9,8 +9,8 @@ log-normal (at least 5 interactions), items drawn from a Zipf law (exponent 0.8,
 
     s: 25k users x 12.5k items (0.38M train pairs), m: 100k x 50k (1.55M), l: 400k x 200k (6.3M)
 
-Models: ``lightgcn`` (configs/lightgcn.yaml with 2 layers) and ``crane`` (configs/crane.yaml as shipped), batch
-2048, through the real CLI; ``sampled`` adds ``--model.sampling {fanouts: ...}``. Each (size, model, mode) runs
+Models: ``lightgcn`` (configs/lightgcn.yaml with 2 layers), ``crane``, ``crane_rca`` and ``freedom`` (their
+configs as shipped; until issue 17 ``crane`` was today's ``crane_rca``, the RCA pipeline), batch 2048, through the real CLI; ``sampled`` adds ``--model.sampling {fanouts: ...}``. Each (size, model, mode) runs
 in a fresh process for ``--batches`` a and b steps; the training epoch is timed by a callback (model and graph
 setup excluded), so a run of n steps takes ``fixed + n * step``; the epoch estimate is
 ``fixed + steps_per_epoch * step`` with ``step = (t_b - t_a) / (b - a)`` (the issue's method, plus the per-epoch
@@ -123,7 +123,8 @@ def measure(args: argparse.Namespace, size: str, model: str, mode: str, steps: i
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["s", "m", "l"], choices=sorted(SIZES))
-    parser.add_argument("--models", nargs="+", default=["lightgcn", "crane"], choices=["lightgcn", "crane"])
+    parser.add_argument("--models", nargs="+", default=["lightgcn", "crane"],
+                        choices=["lightgcn", "crane", "crane_rca", "freedom"])
     parser.add_argument("--modes", nargs="+", default=["full", "sampled"], choices=["full", "sampled"])
     parser.add_argument("--fanouts", nargs="+", type=int, default=[10, 10])
     parser.add_argument("--engine", default="torch", choices=["pyg", "torch"], help="model.sampling.engine")

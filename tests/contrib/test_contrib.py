@@ -190,7 +190,7 @@ def test_crane_fusion_and_infonce_ablation_with_a_contrib_fusion_resumes(tmp_pat
     variants_file = tmp_path / "crane_lmf.yaml"
     variants_file.write_text(yaml.safe_dump(variants, sort_keys=False))
     out = tmp_path / "ablate"
-    command = ["ablate", "--config", str(ROOT / "configs" / "crane.yaml"), "--variants", str(variants_file),
+    command = ["ablate", "--config", str(ROOT / "configs" / "crane_rca.yaml"), "--variants", str(variants_file),
                "--seeds", "0", "1", "--out", str(out), "--max-epochs", "2", "--", "--trainer.limit_train_batches=1"]
     with pip_installed(tmp_path, CONTRIB / "recplug-lmf"):
         first = subprocess.Popen([sys.executable, "-m", "recplug.core.cli.main", *command], cwd=tmp_path,

@@ -1,7 +1,7 @@
 """``recplug ablate``: run every variant of a bundle over several seeds and report paper-ready tables.
 
-    recplug ablate --config configs/crane.yaml --variants configs/ablations/crane.yaml --seeds 0 1 2 \\
-        --out runs/ablate/crane [--max-epochs N] [-- extra CLI overrides for every run]
+    recplug ablate --config configs/crane_rca.yaml --variants configs/ablations/crane.yaml --seeds 0 1 2 \\
+        --out runs/ablate/crane [--against configs/freedom.yaml] [--max-epochs N] [-- extra CLI overrides for every run]
 
 A *variant* is a set of config overrides (plugin swaps and argument changes) applied on top of the base
 config; the variants file (docs/ablation.md) lists them by name, or as a factorial ``grid`` of named levels.
@@ -12,9 +12,14 @@ and the test metrics are those of that epoch's checkpoint (the CLI tests the bes
 fit: the field's protocol). A run is finished when its ``result.json`` (metrics + provenance) exists; a rerun
 of the same command skips finished runs, so an interrupted ablation resumes where it stopped.
 
-Outputs in ``<out>``: ``results.csv`` (one row per run, then a mean and a std row per variant),
-``results.md`` (mean ± std over seeds, best mean in bold, provenance) and ``results.png`` (bars with
-std error bars; needs matplotlib, ``pip install 'recplug[report]'``).
+Every run also stores each test user's metrics (``per_user.npz``). With ``--against CONFIG``, that config (say
+another model) is trained on the same seeds as one more row (under ``<out>/runs/<its file stem>/``, with only the
+arguments after ``--``), and every variant is compared with it by paired tests on the users' first metric
+(:mod:`recplug.core.cli.paired`: Wilcoxon and t-test, Holm-corrected across the variants).
+
+Outputs in ``<out>``: ``results.csv`` (one row per run, then a mean and a std row per variant; the mean row
+holds the paired tests' p-values), ``results.md`` (mean ± std over seeds, best mean in bold, p-values,
+provenance) and ``results.png`` (bars with std error bars; needs matplotlib, ``pip install 'recplug[report]'``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from recplug.core.cli.boundary import CommandParser
+from recplug.core.cli.paired import paired_comparisons, record_per_user
 from recplug.core.errors import ConfigError, RecplugError
 from recplug.core.ops.io import atomic_write
 
@@ -393,6 +399,15 @@ def summarize(variants: list[Variant], results: list[dict[str, Any]], metrics: l
     return summaries
 
 
+P_COLUMNS = ("wilcoxon_p_holm", "ttest_p_holm")
+"""The paired tests' Holm-adjusted p-values shown per variant (:func:`recplug.core.cli.paired.paired_comparisons`)."""
+
+
+def p_value(value: float) -> str:
+    """A p-value for a table: ``–`` when undefined, 3 decimals, or scientific below 1e-3."""
+    return "–" if math.isnan(value) else (f"{value:.1e}" if value < 1e-3 else f"{value:.3f}")
+
+
 def mean_std(mean: float, std: float, digits: int = 4) -> str:
     """``mean ± std`` (just ``mean`` when ``std`` is nan: one seed); the caller handles a nan mean."""
     return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
@@ -406,55 +421,66 @@ def _run_values(result: dict[str, Any]) -> dict[str, float]:
     return {"epoch": float(result["epoch"]), **result["val"], **result["test"]}
 
 
-def write_csv(path: Path, axes: list[str], results: list[dict[str, Any]], summaries: list[Summary]) -> None:
+def write_csv(path: Path, axes: list[str], results: list[dict[str, Any]], summaries: list[Summary],
+              tests: dict[str, dict[str, Any]] | None = None) -> None:
     """One row per run (the selected epoch, its val and test metrics, provenance), then a ``mean`` and a
-    ``std`` row per variant (std empty with one seed)."""
+    ``std`` row per variant (std empty with one seed); with ``tests`` (``--against``), the mean row holds the
+    variant's Holm-adjusted paired p-values."""
     columns = ["epoch", *sorted({k for r in results for k in [*r["val"], *r["test"]]})]
+    p_columns = list(P_COLUMNS) if tests is not None else []
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["variant", *axes, "seed", *columns, "recplug", "plugins", "config_sha256", "data_sha256",
-                         "seconds"])
+        writer.writerow(["variant", *axes, "seed", *columns, *p_columns, "recplug", "plugins", "config_sha256",
+                         "data_sha256", "seconds"])
         for r in results:
             p, values = r["provenance"], _run_values(r)
             writer.writerow([r["variant"], *[r["levels"].get(a, "") for a in axes], r["seed"],
-                             *[_number(values.get(c, math.nan)) for c in columns],
+                             *[_number(values.get(c, math.nan)) for c in columns], *[""] * len(p_columns),
                              p["recplug"], "; ".join(p["plugins"]), p["config_sha256"], p["data_sha256"], r["seconds"]])
         for s in summaries:
             runs = [_run_values(r) for r in results if r["variant"] == s.variant.name]
+            test = (tests or {}).get(s.variant.name, {})
             for stat, fn, needed in (("mean", statistics.fmean, 1), ("std", statistics.stdev, 2)):
                 cells = []
                 for c in columns:
                     values = [v[c] for v in runs if c in v]
                     cells.append(_number(fn(values)) if len(values) >= needed else "")
-                writer.writerow([s.variant.name, *[s.variant.levels.get(a, "") for a in axes], stat, *cells,
+                p_cells = [_number(test.get(c, math.nan)) if stat == "mean" else "" for c in p_columns]
+                writer.writerow([s.variant.name, *[s.variant.levels.get(a, "") for a in axes], stat, *cells, *p_cells,
                                  "", "", "", "", ""])
 
 
 def markdown(
     summaries: list[Summary], axes: list[str], metrics: list[str], monitor: str, results: list[dict[str, Any]],
-    seeds: list[int],
+    seeds: list[int], tests: dict[str, dict[str, Any]] | None = None, against: str = "",
 ) -> str:
-    """The mean ± std table (best mean per metric in bold) followed by the provenance of the runs."""
+    """The mean ± std table (best mean per metric in bold; with ``tests``, the paired p-values against the
+    ``against`` row) followed by the provenance of the runs."""
     first = axes or ["variant"]
-    lines = ["| " + " | ".join([*first, "seeds", *metrics, "epoch"]) + " |",
-             "|" + "---|" * len(first) + "---:|" * (len(metrics) + 2)]
+    compared = [f"p Wilcoxon vs {against} (Holm)", f"p t-test vs {against} (Holm)"] if tests is not None else []
+    lines = ["| " + " | ".join([*first, "seeds", *metrics, *compared, "epoch"]) + " |",
+             "|" + "---|" * len(first) + "---:|" * (len(metrics) + len(compared) + 2)]
     best = {m: max((s.mean(m) for s in summaries if not math.isnan(s.mean(m))), default=math.nan) for m in metrics}
     for s in summaries:
-        cells = [s.variant.levels[a] for a in axes] if axes else [s.variant.name]
+        cells = ([s.variant.levels.get(a, "" if i else s.variant.name) for i, a in enumerate(axes)] if axes
+                 else [s.variant.name])
         cells.append(str(len(s.values["epoch"])))
-        for m in [*metrics, "epoch"]:
+        for m in metrics:
             mean, std = s.mean(m), s.std(m)
-            if math.isnan(mean):
-                cells.append("–")
-                continue
-            text = mean_std(mean, std, 1 if m == "epoch" else 4)
-            cells.append(f"**{text}**" if m != "epoch" and mean == best[m] else text)
+            text = "–" if math.isnan(mean) else mean_std(mean, std)
+            cells.append(f"**{text}**" if mean == best[m] else text)
+        test = (tests or {}).get(s.variant.name, {})
+        cells += [p_value(test.get(c, math.nan)) for c in P_COLUMNS] if tests is not None else []
+        cells.append("–" if math.isnan(s.mean("epoch")) else mean_std(s.mean("epoch"), s.std("epoch"), 1))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Metrics (test/…, and val/… where asked for) at the epoch selected on {monitor}, mean ± sample std over seeds {seeds} "
         "(the seeds column counts finished runs); epoch = selected epoch (0-based).",
     ]
+    if tests is not None:
+        lines[-1] += (f" p: two-sided paired tests of each variant against {against} on each test user's {metrics[0]} "
+                      "averaged over the seeds both finished, Holm-corrected across the variants.")
     if results:
         p = results[0]["provenance"]
         data = sorted({r["provenance"]["data_sha256"] for r in results})
@@ -514,6 +540,9 @@ def build_parser() -> CommandParser:
     parser.add_argument("--max-epochs", type=int, help="shortcut for --trainer.max_epochs in every run")
     parser.add_argument("--only", nargs="+", metavar="NAME",
                         help="run and report only these variants (default: all), in the file's order")
+    parser.add_argument("--against", metavar="CONFIG",
+                        help="one more row: this config (e.g. configs/freedom.yaml) on the same seeds, with only the "
+                        "arguments after `--`; each variant gets paired tests against it on the first metric")
     parser.add_argument("--metrics", nargs="+", default=["test/recall@20", "test/ndcg@20"],
                         help="metrics in the table and the chart (default: test/recall@20 test/ndcg@20)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
@@ -535,14 +564,26 @@ def main(argv: list[str]) -> int:
     out = Path(args.out or Path("runs") / "ablate" / Path(args.variants).stem)
     seeds = list(dict.fromkeys(args.seeds))
     runs = plan(args.config, variants, seeds, out, override_args(common), extra)
+    reference = None
+    if args.against:
+        reference = Variant(Path(args.against).stem, {})
+        if reference.name in {v.name for v in variants}:
+            raise ConfigError(f"--against {args.against}: its row is named {reference.name!r}, as a variant of "
+                              f"{args.variants} is; rename one")
+        if not args.metrics[0].startswith("test/"):
+            raise ConfigError(f"--against compares test users, so the first --metrics must be a test metric, not "
+                              f"{args.metrics[0]}")
+        shortcut = {"trainer.max_epochs": args.max_epochs} if args.max_epochs is not None else {}
+        runs += plan([args.against], [reference], seeds, out, override_args(shortcut), extra)
     if args.dry_run:
         for run in runs:
             print(" ".join(["recplug", *run.args]))
         return 0
     todo = sum(finished(r) is None for r in runs)
-    print(f"recplug ablate: {len(variants)} variants x {len(seeds)} seeds = {len(runs)} runs, "
+    rows = len(variants) + (reference is not None)
+    print(f"recplug ablate: {rows} rows x {len(seeds)} seeds = {len(runs)} runs, "
           f"{len(runs) - todo} finished earlier, {todo} to run; logs in {out / 'runs'}", flush=True)
-    results, failures, interrupted = execute(runs, args.metrics[0])
+    results, failures, interrupted = execute(runs, args.metrics[0], after=record_per_user)
     if interrupted:
         print(f"recplug ablate: interrupted; {len(results)} runs finished. Run the same command again to resume.")
         return 130
@@ -552,10 +593,19 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"recplug ablate: --metrics {unknown} were not logged by any run; choose from {logged}", file=sys.stderr)
         return 2
-    summaries = summarize(variants, results, args.metrics)
+    rows_shown = [*variants, reference] if reference is not None else variants
+    summaries = summarize(rows_shown, results, args.metrics)
+    tests = None
+    if reference is not None:
+        directories = {(run.variant.name, run.seed): run.directory for run in runs}
+        grouped = {row.name: [(r, directories[(r["variant"], r["seed"])]) for r in results if r["variant"] == row.name]
+                   for row in rows_shown}
+        anchor = grouped.pop(reference.name)
+        tests = paired_comparisons(anchor, grouped, args.metrics[0])
     monitor = results[0]["monitor"] if results else "val/recall@20"
-    write_csv(out / "results.csv", axes, results, summaries)
-    (out / "results.md").write_text(markdown(summaries, axes, args.metrics, monitor, results, seeds))
+    write_csv(out / "results.csv", axes, results, summaries, tests)
+    (out / "results.md").write_text(markdown(summaries, axes, args.metrics, monitor, results, seeds, tests,
+                                             reference.name if reference is not None else ""))
     written = [out / "results.csv", out / "results.md"]
     if not args.no_plot and results:
         write_plot(out / "results.png", summaries, args.metrics)

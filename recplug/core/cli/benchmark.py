@@ -34,13 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from recplug.core.cli import ablate
+from recplug.core.cli.paired import paired_comparisons, record_per_user
 from recplug.core.cli.boundary import CommandParser
 from recplug.core.errors import ConfigError
 
-PER_USER_FILE = "per_user.npz"
 REFERENCE = "mf"  # the name of the GRMF-X reference rows: mf-<X>
 
 
@@ -55,41 +53,6 @@ class Entry:
     overrides: tuple[str, ...] = ()
     reference: bool = False
     mf: bool = False
-
-
-# ---------------------------------------------------------------------------- one run's extra record
-def record_per_user(cli: Any, directory: Path) -> dict[str, Any]:
-    """After the CLI tested the best-validation checkpoint: every test user's metrics of those weights (written
-    to ``per_user.npz``), the representation size ``X``, epochs trained and seconds per epoch."""
-    from pytorch_lightning.callbacks import EarlyStopping
-
-    from recplug.core.eval.evaluator import evaluate_users
-    from recplug.core.eval.grmfx import representation_size
-
-    model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
-    evaluation = model.evaluation
-    users_emb, items_emb = model.cached_embeddings()
-    task = datamodule.eval_task("test")
-    users, scores = evaluate_users(users_emb, items_emb, task.truth, task.seen, task.users, evaluation.ks,
-                                   evaluation.metrics, evaluation.search)
-    np.savez(directory / PER_USER_FILE, users=users.cpu().numpy(),
-             **{name: values.cpu().numpy() for name, values in scores.items()})
-    stopped = any(c.stopped_epoch > 0 for c in trainer.callbacks if isinstance(c, EarlyStopping))
-    return {"representation_size": representation_size(model), "epochs_trained": int(trainer.current_epoch),
-            "max_epochs": int(trainer.max_epochs or -1), "stopped_early": stopped}
-
-
-def per_user(result: dict[str, Any], directory: Path, metric: str) -> dict[int, float]:
-    """``{user: value}`` of a finished run's test ``metric`` (e.g. ``test/recall@20``)."""
-    path = directory / PER_USER_FILE
-    if not path.exists():
-        raise ConfigError(f"{path}: missing; delete {directory / ablate.RESULT_FILE} and rerun to recompute it")
-    with np.load(path) as stored:
-        name = metric.split("/", 1)[1]
-        if name not in stored:
-            stored_metrics = [f for f in stored.files if f != "users"]
-            raise ConfigError(f"{path}: has no {name}; choose --metric among test/{', test/'.join(stored_metrics)}")
-        return dict(zip(stored["users"].tolist(), stored[name].tolist()))
 
 
 # ---------------------------------------------------------------------------- one dataset
@@ -113,12 +76,8 @@ class Row:
         values = self.values(metric)
         return statistics.stdev(values) if len(values) > 1 else math.nan
 
-    def user_means(self, metric: str, seeds: set[int] | None = None) -> dict[int, float]:
-        """Each test user's ``metric`` averaged over the seeds (``seeds``: only those; the paired tests' unit)."""
-        runs = [per_user(r, d, metric) for r, d in zip(self.results, self.directories)
-                if seeds is None or r["seed"] in seeds]
-        common = set.intersection(*(set(run) for run in runs)) if runs else set()
-        return {u: statistics.fmean(run[u] for run in runs) for u in sorted(common)}
+    def runs(self) -> list[tuple[dict[str, Any], Path]]:
+        return list(zip(self.results, self.directories))
 
     @property
     def size(self) -> int | None:
@@ -144,14 +103,9 @@ def _fmt(mean: float, std: float) -> str:
     return "–" if math.isnan(mean) else ablate.mean_std(mean, std)
 
 
-def _p(value: float) -> str:
-    return "–" if math.isnan(value) else (f"{value:.1e}" if value < 1e-3 else f"{value:.3f}")
-
-
 def leaderboard(rows: list[Row], proposed: str, metrics: list[str], dataset: str) -> tuple[list[dict[str, Any]], str]:
     """The leaderboard of one dataset as CSV records and a Markdown table (see the module docstring)."""
     from recplug.core.eval.grmfx import grmfx
-    from recplug.core.eval.significance import holm, paired_test
 
     primary = metrics[0]
     ranked = [r for r in rows if r.results]
@@ -160,18 +114,8 @@ def leaderboard(rows: list[Row], proposed: str, metrics: list[str], dataset: str
     mine = next((r for r in ranked if r.entry.name == proposed), None)
     references = {r.size: r for r in ranked if r.entry.mf}
 
-    tests: dict[str, dict[str, Any]] = {}
-    if mine is not None:
-        for row in ranked:
-            if row is not mine:  # paired on the seeds both rows finished, and the users both have
-                common = mine.seeds & row.seeds
-                ours, theirs = mine.user_means(primary, common), row.user_means(primary, common)
-                users = sorted(set(ours) & set(theirs))
-                tests[row.entry.name] = vars(paired_test([ours[u] for u in users], [theirs[u] for u in users]))
-        for field_name in ("wilcoxon_p", "ttest_p"):
-            adjusted = holm([test[field_name] for test in tests.values()])
-            for test, value in zip(tests.values(), adjusted):
-                test[f"{field_name}_holm"] = value
+    tests = (paired_comparisons(mine.runs(), {r.entry.name: r.runs() for r in ranked if r is not mine}, primary)
+             if mine is not None else {})
 
     records, lines = [], []
     header = ["model", "seeds", *metrics, f"vs best baseline ({primary})", f"p Wilcoxon vs {proposed} (Holm)",
@@ -205,8 +149,8 @@ def leaderboard(rows: list[Row], proposed: str, metrics: list[str], dataset: str
         for m in metrics:
             text = _fmt(row.mean(m), row.std(m))
             cells.append(f"**{text}**" if row.mean(m) == best[m] else text)
-        cells += ["–" if math.isnan(gain) else f"{gain:+.1f}%", _p(record["wilcoxon_p_holm"]),
-                  _p(record["ttest_p_holm"]), "–" if math.isnan(ratio) else f"{ratio:.3f} ({row.size})",
+        cells += ["–" if math.isnan(gain) else f"{gain:+.1f}%", ablate.p_value(record["wilcoxon_p_holm"]),
+                  ablate.p_value(record["ttest_p_holm"]), "–" if math.isnan(ratio) else f"{ratio:.3f} ({row.size})",
                   f"{statistics.fmean(epochs):.0f}", f"{statistics.fmean(trained):.0f}" + (" (cap)" if row.capped()
                                                                                        else ""),
                   f"{row.seconds_per_epoch():.2f}", str(row.trials) if row.trials else "as given"]

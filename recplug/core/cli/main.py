@@ -1,7 +1,7 @@
 """The ``recplug`` command: LightningCLI for fit/validate/test/predict, plus recplug's own sub-commands.
 
     recplug fit --config configs/crane.yaml            # train, then test the best-validation checkpoint
-    recplug fit --config configs/crane.yaml --model.fusion ConcatFusion   # swap a plugin by short class name
+    recplug fit --config configs/crane_rca.yaml --model.fusion ConcatFusion   # swap a plugin by short class name
     recplug plugins [--json]                           # what is loaded, from which distribution
     recplug data stats PATH                            # dataset statistics
 

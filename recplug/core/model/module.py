@@ -423,8 +423,8 @@ class RecModule(pl.LightningModule):
 
     def scores_cold_items(self, items: Tensor) -> bool:
         """Do the final embeddings of ``items`` (held out of training) depend on something the model learned
-        beyond their own ID embeddings: the fused item content (VBPR's content view, CRANE's semantic view), or
-        warm items' or users' ID embeddings (FREEDOM's item-item graph over content)?
+        beyond their own ID embeddings: the fused item content (VBPR's content view, CRANE-RCA's semantic view), or
+        warm items' or users' ID embeddings (FREEDOM's and CRANE's item-item graph over content)?
 
         Decided by autograd on one forward in eval mode: the gradient of a random projection of the items' final
         embeddings with respect to the fused content and the ID tables, the rows of the cold items excluded. An

@@ -46,8 +46,9 @@ class ItemItemGraph(GraphEncoder):
       2601.11151; reconstructed, research notes §3.4). ``w = 1``: the rebuilt graph alone (no raw-feature graph
       is built). Its neighbour lists are a buffer of the checkpoint, so a restored model uses the graph training
       last used.
-    * Node features (``source``): the fused content ``f`` (``content``, CRANE §3.4), the item ID embeddings
-      (``id``, FREEDOM), or their sum ``f + e_i`` (``both``: the CRANE figure's Item′ entering the item graph).
+    * Node features (``source``): the fused content ``f`` (``content``, CRANE §3.4; ``configs/crane_rca.yaml``),
+      the item ID embeddings (``id``, FREEDOM; ``configs/crane.yaml``, chosen on validation on real sets), or
+      their sum ``f + e_i`` (``both``: the CRANE figure's Item′ entering the item graph).
     * Users: with ``user_profiles``, ``p_u = Σ_{i ∈ N_u} a_ui y_i`` over training items (CRANE §3.5), where
       ``y = h`` (``profile_from: propagated``, as MGCN) or the node features ``x`` before propagation
       (``input``), and ``a_ui = 1/|N_u|`` (``profile_norm: mean``, LGMRec's user modality features) or

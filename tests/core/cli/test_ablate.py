@@ -48,9 +48,11 @@ def test_the_crane_ablation_file_has_eight_variants() -> None:
 
 VARIANT_FILES = {  # variants file -> the bundle it varies
     **{p: p.name for p in sorted((ROOT / "configs" / "tuning").glob("*.yaml"))},
-    ROOT / "configs" / "ablations" / "crane.yaml": "crane.yaml",
-    ROOT / "configs" / "ablations" / "crane_components.yaml": "crane.yaml",
-    ROOT / "configs" / "ablations" / "crane_real.yaml": "crane.yaml",
+    ROOT / "configs" / "tuning" / "crane.yaml": "crane_rca.yaml",
+    ROOT / "configs" / "ablations" / "crane.yaml": "crane_rca.yaml",
+    ROOT / "configs" / "ablations" / "crane_components.yaml": "crane_rca.yaml",
+    ROOT / "configs" / "ablations" / "crane_real.yaml": "crane_rca.yaml",
+    ROOT / "configs" / "ablations" / "crane_bundle.yaml": "crane.yaml",
 }
 
 
@@ -86,7 +88,7 @@ def test_every_variant_builds_through_the_real_cli(variants_file: Path, tmp_path
 
 
 def test_the_crane_real_ablation_is_one_factor_at_a_time_and_modality_agnostic(tiny_folder: Path) -> None:
-    """Each variant changes one component of crane.yaml; the kNN weights name no modality, so the file runs on
+    """Each variant changes one component of crane_rca.yaml; the kNN weights name no modality, so the file runs on
     data whose modalities are not image and text (TikTok's visual and acoustic)."""
     from recplug.core.cli.lightning import run_cli
 
@@ -104,7 +106,7 @@ def test_the_crane_real_ablation_is_one_factor_at_a_time_and_modality_agnostic(t
     (tiny_folder / "text_feat.npy").rename(tiny_folder / "acoustic_feat.npy")
     for name in ("base", "graph=refined", "fusion=gmu"):
         variant = next(v for v in variants if v.name == name)
-        cli = run_cli(["--config", str(ROOT / "configs" / "crane.yaml"), *override_args(common), *variant.args(),
+        cli = run_cli(["--config", str(ROOT / "configs" / "crane_rca.yaml"), *override_args(common), *variant.args(),
                        "--data.path", str(tiny_folder), "--trainer.logger", "false"], run=False)
         cli.datamodule.setup("fit")
         cli.model.prepare(cli.datamodule.data)
@@ -256,3 +258,44 @@ def test_only_runs_the_named_variants_and_refuses_unknown_names(mf_ablation, cap
     assert main([*args[:split], "--only", "d32", "--dry-run", *args[split:]]) == 2
     err = capsys.readouterr().err
     assert "--only:" in err and "no variant(s) ['d32']" in err and "['base', 'd16']" in err
+
+
+def test_against_trains_the_reference_on_the_same_seeds_and_tests_every_variant_against_it(mf_ablation, capsys) -> None:
+    """--against: one more row on the same seeds, and per variant the Holm-adjusted paired tests of each test user's
+    first metric (mean over the seeds) against it, recomputed here from the runs' per_user.npz."""
+    pytest.importorskip("scipy")
+    pytest.importorskip("statsmodels")
+    import numpy as np
+
+    from recplug.core.cli.paired import PER_USER_FILE
+    from recplug.core.eval.significance import holm, paired_test
+
+    args, out = mf_ablation
+    split = args.index("--")
+    against = str(ROOT / "configs" / "lightgcn.yaml")
+    assert main([*args[:split], "--against", against, "--no-plot", *args[split:], "--trainer.limit_train_batches=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "recplug ablate: 3 rows x 2 seeds = 6 runs" in printed
+    table = (out / "results.md").read_text()
+    assert table.startswith("| variant | seeds | test/recall@20 | test/ndcg@20 | p Wilcoxon vs lightgcn (Holm) | "
+                            "p t-test vs lightgcn (Holm) | epoch |")
+    assert "| lightgcn | 2 | " in table
+
+    def user_means(name: str) -> np.ndarray:
+        runs = [np.load(out / "runs" / name / f"seed{s}" / PER_USER_FILE) for s in (0, 1)]
+        assert (runs[0]["users"] == runs[1]["users"]).all()
+        return (runs[0]["recall@20"] + runs[1]["recall@20"]) / 2
+
+    reference = user_means("lightgcn")
+    raw = [paired_test(reference, user_means(name)) for name in ("base", "d16")]
+    expected = holm([t.wilcoxon_p for t in raw])
+    rows = {r["variant"]: r for r in csv.DictReader(open(out / "results.csv")) if r["seed"] == "mean"}
+    for name, value in zip(("base", "d16"), expected):
+        assert float(rows[name]["wilcoxon_p_holm"]) == pytest.approx(value, rel=1e-4)
+    assert rows["lightgcn"]["wilcoxon_p_holm"] == ""  # the reference itself is not tested
+
+    clash = write(out.parent / "clash.yaml", "variants:\n  lightgcn: {}\n")
+    assert main([*args[:split], "--variants", str(clash), "--against", against, "--dry-run", *args[split:]]) == 2
+    assert "its row is named 'lightgcn', as a variant of" in capsys.readouterr().err
+    assert main([*args[:split], "--against", against, "--metrics", "val/recall@20", *args[split:]]) == 2
+    assert "--against compares test users, so the first --metrics must be a test metric" in capsys.readouterr().err

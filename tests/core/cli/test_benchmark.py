@@ -12,6 +12,7 @@ import yaml
 
 from recplug.core.cli import benchmark
 from recplug.core.cli.main import main
+from recplug.core.cli.paired import PER_USER_FILE
 from recplug.core.eval.significance import holm, paired_test
 
 pytest.importorskip("scipy")
@@ -27,7 +28,7 @@ def _row(tmp_path: Path, name: str, per_seed: list[list[float]], size: int = 64,
     for seed, values in enumerate(per_seed):
         directory = tmp_path / name / f"seed{seed}"
         directory.mkdir(parents=True)
-        np.savez(directory / benchmark.PER_USER_FILE, users=np.arange(len(values)), **{"recall@20": np.array(values)})
+        np.savez(directory / PER_USER_FILE, users=np.arange(len(values)), **{"recall@20": np.array(values)})
         results.append({"variant": name, "seed": seed, "monitor": "val/recall@20", "epoch": 3, "epochs_validated": 5,
                         "test": {"test/recall@20": float(np.mean(values))}, "seconds": 10.0, "epochs_trained": 5,
                         "max_epochs": 5 if name == "capped" else 100, "representation_size": size,
@@ -102,7 +103,7 @@ def test_benchmark_runs_resumes_and_trains_the_grmfx_reference(tmp_path, capsys,
     for name in ("small", "mf", "mf-32"):
         run = board / "runs" / name / "seed0"
         result = json.loads((run / "result.json").read_text())
-        stored = np.load(run / benchmark.PER_USER_FILE)
+        stored = np.load(run / PER_USER_FILE)
         assert stored["recall@20"].mean() == pytest.approx(result["test"]["test/recall@20"], rel=1e-5)
         assert result["epochs_trained"] == 2
     capsys.readouterr()

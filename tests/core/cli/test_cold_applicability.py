@@ -12,7 +12,8 @@ from recplug.core.cli.main import run_cli
 from recplug.core.model.module import RecModule
 
 SCORES_COLD_ITEMS = {
-    "crane": True,      # semantic view: the fused content over the kNN graph, and user profiles of it
+    "crane": True,      # kNN graph over content propagating warm items' ID embeddings, and user profiles of it
+    "crane_rca": True,  # semantic view: the fused content over the kNN graph, and user profiles of it
     "freedom": True,    # item-item kNN graph over content propagating warm items' ID embeddings
     "lattice": True,    # the same, with a learned graph of the fused content
     "mgcn": True,       # semantic view of the fused content

@@ -23,15 +23,15 @@ def test_mf_fast_dev_run(tmp_path) -> None:
     assert fit("mf.yaml", tmp_path, "--trainer.fast_dev_run=true", "--trainer.logger=false") == 0
 
 
-def test_crane_with_its_fusion_swapped_on_the_command_line(tmp_path) -> None:
+def test_crane_rca_with_its_fusion_swapped_on_the_command_line(tmp_path) -> None:
     from recplug.core.cli.main import run_cli
 
-    args = ["--config", str(ROOT / "configs" / "crane.yaml"), "--model.fusion", "ConcatFusion",
+    args = ["--config", str(ROOT / "configs" / "crane_rca.yaml"), "--model.fusion", "ConcatFusion",
             "--trainer.fast_dev_run=true", "--trainer.logger=false", *QUIET]
     cli = run_cli(args, run=False)
     assert type(cli.model.fusion).__name__ == "ConcatFusion"
     assert cli.model.pm.providers("recplug_fuse") == ["model.fusion"]
-    assert fit("crane.yaml", tmp_path, "--model.fusion", "ConcatFusion", "--trainer.fast_dev_run=true",
+    assert fit("crane_rca.yaml", tmp_path, "--model.fusion", "ConcatFusion", "--trainer.fast_dev_run=true",
                "--trainer.logger=false") == 0
 
 

@@ -26,9 +26,9 @@ def last_metrics(root: Path, prefix: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("sampling", [None, '{"fanouts": [5, 5]}'], ids=["full", "sampled"])
 def test_two_process_ddp_trains_and_evaluates_like_one_process(tmp_path, sampling) -> None:
-    common = ["--config", str(ROOT / "configs" / "crane.yaml"), "--trainer.enable_progress_bar=false",
+    common = ["--config", str(ROOT / "configs" / "crane_rca.yaml"), "--trainer.enable_progress_bar=false",
               "--trainer.accelerator=cpu"]
-    if sampling is not None:  # row-sparse gradients of the ID tables and features, all-reduced by gloo
+    if sampling is not None:  # row-sparse gradients of the ID tables and RCA's features, all-reduced by gloo
         common += ["--model.sampling", sampling]
     logger = '--trainer.logger={"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "."}}'
     # training under DDP: 2 processes, each a disjoint half of every epoch

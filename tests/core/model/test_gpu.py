@@ -18,7 +18,7 @@ def run(config: str, tmp_path: Path, *extra: str) -> int:
                  "--trainer.enable_progress_bar=false", "--trainer.logger=false", *extra])
 
 
-@pytest.mark.parametrize("config", ["mf.yaml", "lightgcn.yaml", "crane.yaml"])
+@pytest.mark.parametrize("config", ["mf.yaml", "lightgcn.yaml", "crane.yaml", "crane_rca.yaml"])
 def test_training_step_and_evaluation_on_cuda(config: str, tmp_path) -> None:
     assert run(config, tmp_path, "--trainer.accelerator=gpu", "--trainer.devices=1",
                "--trainer.max_epochs=1", "--trainer.limit_train_batches=3") == 0
@@ -36,7 +36,7 @@ def test_ddp_strategy_on_one_gpu(tmp_path) -> None:
 def test_cuda_forward_matches_cpu(tiny_data) -> None:
     from recplug.core.cli.main import run_cli
 
-    cli = run_cli(["--config", str(ROOT / "configs" / "crane.yaml"), "--trainer.logger=false"], run=False)
+    cli = run_cli(["--config", str(ROOT / "configs" / "crane_rca.yaml"), "--trainer.logger=false"], run=False)
     model = cli.model
     model.prepare(cli.datamodule.data)
     cpu_users, cpu_items = model.cached_embeddings()
