@@ -236,6 +236,12 @@ class RecModule(pl.LightningModule):
         if datamodule is None or not hasattr(datamodule, "data"):
             raise RuntimeError("RecModule needs a RecDataModule (its .data) to set up its plugins")
         self.prepare(datamodule.data, getattr(datamodule, "cache_dir", None))
+        if stage == "fit" and self.fusion is not None and not self.content_reaches_the_loss(datamodule.data):
+            rank_zero_warn(
+                "model.fusion: its fused content reaches no score and no loss term (no view, combiner or aux loss "
+                "reads it; e.g. ItemItemGraph with source 'id'), so it is computed every step for nothing: drop "
+                "model.fusion, or give it a reader (ItemItemGraph source 'content', ContentView, ContentBPRLoss)"
+            )
         if self.sampling is not None:  # before the strategy wraps the module in DDP
             exclude_row_sparse_from_ddp(self)
 
@@ -289,6 +295,18 @@ class RecModule(pl.LightningModule):
             triples, output = sampled_forward(self, triples)
         else:
             output = self(triples)
+        terms = self.loss_terms(triples, output)
+        loss = torch.stack(list(terms.values())).sum()
+        if not bool(torch.isfinite(loss)):  # one host sync per step; stops the run before NaN reaches the weights
+            raise self._diverged(batch_idx, *self._non_finite_term(terms, triples, output))
+        batch_size = len(triples)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=batch_size, on_step=False, on_epoch=True)
+        self.log("train/loss", loss, batch_size=batch_size, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def loss_terms(self, triples: BPRBatch, output: ModelOutput) -> dict[str, Tensor]:
+        """The weighted terms of a training step's loss: BPR (with ``bpr_weight`` > 0) and every aux loss's."""
         terms: dict[str, Tensor] = {}
         if self.bpr_weight > 0:
             items = output.items
@@ -300,14 +318,31 @@ class RecModule(pl.LightningModule):
                 if name in terms:
                     raise ConfigError(f"two aux losses return a term named {name!r}; rename one")
                 terms[name] = value
-        loss = torch.stack(list(terms.values())).sum()
-        if not bool(torch.isfinite(loss)):  # one host sync per step; stops the run before NaN reaches the weights
-            raise self._diverged(batch_idx, *self._non_finite_term(terms, triples, output))
-        batch_size = len(triples)
-        for name, value in terms.items():
-            self.log(f"train/{name}", value, batch_size=batch_size, on_step=False, on_epoch=True)
-        self.log("train/loss", loss, batch_size=batch_size, prog_bar=True, on_step=True, on_epoch=True)
-        return loss
+        return terms
+
+    def content_reaches_the_loss(self, data: InteractionData) -> bool:
+        """Does the fused content reach the training loss? Decided by autograd on one training forward over the
+        first training pairs (the random state restored afterwards): a fusion that no view, combiner or aux loss
+        reads (an ``ItemItemGraph`` propagating ID embeddings, ``source: id``) is computed every step for nothing.
+        ``True`` when it cannot be told (content without a gradient path, e.g. frozen features and no weights)."""
+        users, items = data.split("train")
+        count = min(256, users.numel())
+        device = self.user_embedding.weight.device
+        triples = BPRBatch(users[:count].to(device), items[:count].to(device), items[:count].roll(1).to(device))
+        was_training = self.training
+        self.train()
+        try:
+            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []), \
+                    torch.enable_grad():
+                output = self(triples)
+                if output.content is None or not output.content.requires_grad:
+                    return True
+                loss = torch.stack(list(self.loss_terms(triples, output).values())).sum()
+                (grad,) = torch.autograd.grad(loss, output.content, allow_unused=True)
+        finally:
+            self.train(was_training)
+            self._embedding_cache = None
+        return grad is not None
 
     def on_after_backward(self) -> None:
         if self.sampling is not None:

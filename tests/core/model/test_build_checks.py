@@ -74,6 +74,30 @@ def test_item_item_graph_on_content_needs_a_fusion(tiny_data) -> None:
     build(tiny_data, encoders=[ItemItemGraph(source="id")])  # the frozen kNN graph on ID embeddings needs no fusion
 
 
+def test_a_fusion_no_component_reads_is_detected(tiny_data) -> None:
+    """The semantic view propagating ID embeddings reads no content: a fusion there is computed for nothing (the
+    setup of a fit warns); propagating the content, or a content BPR term, reads it."""
+    unread = build(tiny_data, fusion=SumFusion(), encoders=dual_views())
+    unread.prepare(tiny_data)
+    assert not unread.content_reaches_the_loss(tiny_data)
+    for encoders, aux_losses in (([UserItemGraph(name="behavior"), ItemItemGraph(name="semantic", source="content")],
+                                  []),
+                                 (dual_views(), [ContentBPRLoss(view="behavior")])):
+        model = build(tiny_data, fusion=SumFusion(), encoders=encoders, aux_losses=aux_losses)
+        model.prepare(tiny_data)
+        assert model.content_reaches_the_loss(tiny_data)
+
+
+def test_fit_warns_about_a_fusion_no_component_reads(tmp_path) -> None:
+    from recplug.core.cli.main import main
+
+    args = ["fit", "--config", str(ROOT / "configs" / "crane.yaml"), "--trainer.fast_dev_run=true",
+            "--trainer.logger=false", "--checkpoint.save_last=false", "--trainer.enable_progress_bar=false",
+            "--trainer.default_root_dir", str(tmp_path)]
+    with pytest.warns(UserWarning, match="model.fusion: its fused content reaches no score and no loss term"):
+        assert main([*args, "--model.fusion", "RCAFusion"]) == 0
+
+
 def test_duplicate_view_names(tiny_data) -> None:
     with pytest.raises(ConfigError, match=(
         r"^model.encoders\[2\].init_args.name: two encoders produce a view named 'behavior' "
