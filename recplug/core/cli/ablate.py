@@ -547,6 +547,8 @@ def build_parser() -> CommandParser:
                         help="metrics in the table and the chart (default: test/recall@20 test/ndcg@20)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
     parser.add_argument("--dry-run", action="store_true", help="print each run's `recplug fit` command; run nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the tables from the runs finished so far (others left out); train nothing")
     return parser
 
 
@@ -582,8 +584,12 @@ def main(argv: list[str]) -> int:
     todo = sum(finished(r) is None for r in runs)
     rows = len(variants) + (reference is not None)
     print(f"recplug ablate: {rows} rows x {len(seeds)} seeds = {len(runs)} runs, "
-          f"{len(runs) - todo} finished earlier, {todo} to run; logs in {out / 'runs'}", flush=True)
-    results, failures, interrupted = execute(runs, args.metrics[0], after=record_per_user)
+          f"{len(runs) - todo} finished earlier, {todo} {'left out' if args.report_only else 'to run'}; logs in "
+          f"{out / 'runs'}", flush=True)
+    if args.report_only:
+        results, failures, interrupted = [done for done in map(finished, runs) if done is not None], [], False
+    else:
+        results, failures, interrupted = execute(runs, args.metrics[0], after=record_per_user)
     if interrupted:
         print(f"recplug ablate: interrupted; {len(results)} runs finished. Run the same command again to resume.")
         return 130

@@ -294,6 +294,12 @@ def test_against_trains_the_reference_on_the_same_seeds_and_tests_every_variant_
         assert float(rows[name]["wilcoxon_p_holm"]) == pytest.approx(value, rel=1e-4)
     assert rows["lightgcn"]["wilcoxon_p_holm"] == ""  # the reference itself is not tested
 
+    # --report-only with one more seed: nothing trains, the unfinished seed is left out of the same table
+    assert main([*args[:split], "--seeds", "0", "1", "2", "--against", against, "--report-only", "--no-plot",
+                 *args[split:], "--trainer.limit_train_batches=2"]) == 0
+    assert "6 finished earlier, 3 left out" in capsys.readouterr().out
+    assert not (out / "runs" / "base" / "seed2").exists()
+    assert (out / "results.md").read_text().split("\n\n")[0] == table.split("\n\n")[0]
     clash = write(out.parent / "clash.yaml", "variants:\n  lightgcn: {}\n")
     assert main([*args[:split], "--variants", str(clash), "--against", against, "--dry-run", *args[split:]]) == 2
     assert "its row is named 'lightgcn', as a variant of" in capsys.readouterr().err
