@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from recplug.core.cli import ablate
-from recplug.core.cli.paired import paired_comparisons, record_per_user
 from recplug.core.cli.boundary import CommandParser
+from recplug.core.cli.paired import paired_comparisons, record_per_user
 from recplug.core.errors import ConfigError
 
 REFERENCE = "mf"  # the name of the GRMF-X reference rows: mf-<X>
