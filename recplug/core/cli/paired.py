@@ -36,7 +36,7 @@ def record_per_user(cli: Any, directory: Path) -> dict[str, Any]:
     task = datamodule.eval_task("test")
     users, scores = evaluate_users(users_emb, items_emb, task.truth, task.seen, task.users, evaluation.ks,
                                    evaluation.metrics, evaluation.search)
-    np.savez(directory / PER_USER_FILE, users=users.cpu().numpy(),
+    np.savez_compressed(directory / PER_USER_FILE, users=users.cpu().numpy(),
              **{name: values.cpu().numpy() for name, values in scores.items()})
     stopped = any(c.stopped_epoch > 0 for c in trainer.callbacks if isinstance(c, EarlyStopping))
     return {"representation_size": representation_size(model), "epochs_trained": int(trainer.current_epoch),
