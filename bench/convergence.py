@@ -21,35 +21,12 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import pytorch_lightning as pl
-
 from recplug.core.cli.main import run_cli
+from timing import EpochTimer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
-
-class EpochTimer(pl.Callback):
-    """Wall time of each training epoch and of each validation pass."""
-
-    def __init__(self) -> None:
-        self.train: list[float] = []
-        self.validation: list[float] = []
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._train_start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.train.append(time.perf_counter() - self._train_start)
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._validation_start = time.perf_counter()
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self.validation.append(time.perf_counter() - self._validation_start)
 
 
 def epochs_to_best(folder: Path) -> list[int]:

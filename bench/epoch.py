@@ -25,23 +25,19 @@ import pytorch_lightning as pl
 from recplug.core.cli.main import run_cli
 from recplug.core.data.formats.lightgcn import read_lightgcn
 from recplug.core.data.sampler import BPRTrainSet
+from timing import EpochTimer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-class EpochTimer(pl.Callback):
-    """Times the training epoch and, every ``every`` steps, one propagation pass alone (forward+backward of the
-    model's stages, no loss or optimiser) under the same load; the probes' own time is excluded from the epoch.
-    """
+class ProbingEpochTimer(EpochTimer):
+    """Also times, every ``every`` steps, one propagation pass alone (forward+backward of the model's stages, no
+    loss or optimiser) under the same load; the probes' own time is excluded from the epoch."""
 
     def __init__(self, every: int = 25) -> None:
+        super().__init__()
         self.every = every
-        self.epoch_seconds = 0.0
         self.probes: list[float] = []
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
-        self._probing = 0.0
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
         if trainer.global_step % self.every:
@@ -51,10 +47,7 @@ class EpochTimer(pl.Callback):
         (out.users.sum() + out.items.sum()).backward()
         module.zero_grad(set_to_none=True)
         self.probes.append(time.perf_counter() - start)
-        self._probing += self.probes[-1]
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.epoch_seconds = time.perf_counter() - self._start - self._probing
+        self.paused += self.probes[-1]
 
 
 def with_features(source: Path, folder: Path, num_items: int) -> Path:
@@ -77,7 +70,7 @@ def sampler_seconds(data, batch_size: int) -> float:
 
 
 def run_bundle(bundle: str, data_path: Path, batch_size: int, root: Path) -> tuple[float, float]:
-    timer = EpochTimer()
+    timer = ProbingEpochTimer()
     cli = run_cli(
         [
             "--config", str(CONFIGS / f"{bundle}.yaml"),
@@ -96,10 +89,10 @@ def run_bundle(bundle: str, data_path: Path, batch_size: int, root: Path) -> tup
     sampling = sampler_seconds(cli.datamodule.data, batch_size)
     propagation = statistics.median(timer.probes)
     floor = sampling + steps * propagation
-    print(f"{bundle}: {timer.epoch_seconds:.1f} s/epoch ({steps} steps of {batch_size}); floor {floor:.1f} s "
+    print(f"{bundle}: {timer.train[-1]:.1f} s/epoch ({steps} steps of {batch_size}); floor {floor:.1f} s "
           f"(sampler {sampling:.1f} s + {steps} x propagation {propagation:.3f} s, median of {len(timer.probes)} "
-          f"probes during the epoch); {timer.epoch_seconds / floor:.2f}x", flush=True)
-    return timer.epoch_seconds, floor
+          f"probes during the epoch); {timer.train[-1] / floor:.2f}x", flush=True)
+    return timer.train[-1], floor
 
 
 def main(argv: list[str] | None = None) -> None:

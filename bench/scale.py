@@ -27,7 +27,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -70,21 +69,12 @@ def generate(folder: Path, num_users: int, num_items: int, seed: int = 0) -> Non
 
 def child(args: argparse.Namespace) -> None:
     """One measured run: ``args.steps`` training steps of one (size, model, mode), a JSON line on stdout."""
-    import pytorch_lightning as pl
     import torch
 
     from recplug.core.cli.main import run_cli
+    from timing import EpochTimer
 
     torch.set_num_threads(args.threads)
-    epoch: dict[str, float] = {}
-
-    class EpochTimer(pl.Callback):
-        def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-            epoch["start"] = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-            epoch["seconds"] = time.perf_counter() - epoch["start"]
-
     folder = Path(args.root) / args.size
     argv = [
         "--config", str(CONFIGS / f"{args.model}.yaml"), "--data.path", str(folder), "--data.batch_size", "2048",
@@ -100,11 +90,12 @@ def child(args: argparse.Namespace) -> None:
     if args.mode == "sampled":
         argv += ["--model.sampling", json.dumps({"fanouts": args.fanouts, "engine": args.engine})]
     cli = run_cli(argv, run=False)
-    cli.trainer.callbacks.append(EpochTimer())
+    timer = EpochTimer()
+    cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
     train_pairs = int(cli.datamodule.data.split("train")[0].numel())
     print(json.dumps({
-        "seconds": epoch["seconds"], "steps": args.steps, "train_pairs": train_pairs,
+        "seconds": timer.train[-1], "steps": args.steps, "train_pairs": train_pairs,
         "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }))
 

@@ -224,6 +224,12 @@ def finished(run: Run) -> dict[str, Any] | None:
     return result if result["spec_sha256"] == run.spec_sha256 else None
 
 
+def with_directories(runs: list[Run], results: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Path]]:
+    """Each result of ``runs`` with the directory of the run that wrote it (its ``per_user.npz``, ``fit/``)."""
+    directories = {(run.variant.name, run.seed): run.directory for run in runs}
+    return [(result, directories[(result["variant"], result["seed"])]) for result in results]
+
+
 def select_validation_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
     """From a CSVLogger ``metrics.csv``: the epoch that is best on ``monitor`` (the first of ties, as
     ``ModelCheckpoint`` keeps it; :func:`recplug.core.cli.report.best_epoch`) and its validation metrics; no test
@@ -326,18 +332,20 @@ def _duration(seconds: float) -> str:
 
 
 def execute(
-    runs: list[Run], primary: str, after: Callable[[Any, Path], dict[str, Any]] | None = None
+    runs: list[Run], primary: str, after: Callable[[Any, Path], dict[str, Any]] | None = None,
+    stored: list[dict[str, Any] | None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str], bool]:
     """Run what is not finished (:func:`fit_one` with ``after``), printing one progress line per run.
 
+    ``stored``: each run's :func:`finished` result, when the caller has read them already.
     Returns ``(results of finished runs, failure messages, interrupted)``; a failed run is reported and
     the others go on; an interrupt (Ctrl-C) stops the loop, leaving every finished run's result in place.
     """
     results, failures, durations = [], [], []
-    todo = sum(finished(r) is None for r in runs)
-    for index, run in enumerate(runs, 1):
+    stored = [finished(r) for r in runs] if stored is None else stored
+    todo = stored.count(None)
+    for index, (run, done) in enumerate(zip(runs, stored), 1):
         head = f"[{index}/{len(runs)}] variant={run.variant.name} seed={run.seed}"
-        done = finished(run)
         if done is not None:
             print(f"{head}: finished earlier, skipped", flush=True)
             results.append(done)
@@ -581,15 +589,16 @@ def main(argv: list[str]) -> int:
         for run in runs:
             print(" ".join(["recplug", *run.args]))
         return 0
-    todo = sum(finished(r) is None for r in runs)
+    stored = [finished(r) for r in runs]
+    todo = stored.count(None)
     rows = len(variants) + (reference is not None)
     print(f"recplug ablate: {rows} rows x {len(seeds)} seeds = {len(runs)} runs, "
           f"{len(runs) - todo} finished earlier, {todo} {'left out' if args.report_only else 'to run'}; logs in "
           f"{out / 'runs'}", flush=True)
     if args.report_only:
-        results, failures, interrupted = [done for done in map(finished, runs) if done is not None], [], False
+        results, failures, interrupted = [done for done in stored if done is not None], [], False
     else:
-        results, failures, interrupted = execute(runs, args.metrics[0], after=record_per_user)
+        results, failures, interrupted = execute(runs, args.metrics[0], after=record_per_user, stored=stored)
     if interrupted:
         print(f"recplug ablate: interrupted; {len(results)} runs finished. Run the same command again to resume.")
         return 130
@@ -603,9 +612,8 @@ def main(argv: list[str]) -> int:
     summaries = summarize(rows_shown, results, args.metrics)
     tests = None
     if reference is not None:
-        directories = {(run.variant.name, run.seed): run.directory for run in runs}
-        grouped = {row.name: [(r, directories[(r["variant"], r["seed"])]) for r in results if r["variant"] == row.name]
-                   for row in rows_shown}
+        located = with_directories(runs, results)
+        grouped = {row.name: [(r, d) for r, d in located if r["variant"] == row.name] for row in rows_shown}
         anchor = grouped.pop(reference.name)
         tests = paired_comparisons(anchor, grouped, args.metrics[0])
     monitor = results[0]["monitor"] if results else "val/recall@20"

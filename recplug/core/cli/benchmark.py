@@ -286,11 +286,10 @@ def run_entries(
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
     by_name = {row.entry.name: row for row in rows}
-    directories = {(run.variant.name, run.seed): run.directory for run in ordered}
-    for result in results:
+    for result, directory in ablate.with_directories(ordered, results):
         row = by_name[result["variant"]]
         row.results.append(result)
-        row.directories.append(directories[(result["variant"], result["seed"])])
+        row.directories.append(directory)
     return rows, bool(failures), interrupted
 
 

@@ -296,7 +296,7 @@ class RecModule(pl.LightningModule):
         else:
             output = self(triples)
         terms = self.loss_terms(triples, output)
-        loss = torch.stack(list(terms.values())).sum()
+        loss = self.total_loss(terms)
         if not bool(torch.isfinite(loss)):  # one host sync per step; stops the run before NaN reaches the weights
             raise self._diverged(batch_idx, *self._non_finite_term(terms, triples, output))
         batch_size = len(triples)
@@ -320,6 +320,11 @@ class RecModule(pl.LightningModule):
                 terms[name] = value
         return terms
 
+    @staticmethod
+    def total_loss(terms: dict[str, Tensor]) -> Tensor:
+        """The training loss: the sum of the weighted terms of :meth:`loss_terms`."""
+        return torch.stack(list(terms.values())).sum()
+
     def content_reaches_the_loss(self, data: InteractionData) -> bool:
         """Does the fused content reach the training loss? Decided by autograd on one training forward over the
         first training pairs (the random state restored afterwards): a fusion that no view, combiner or aux loss
@@ -337,7 +342,7 @@ class RecModule(pl.LightningModule):
                 output = self(triples)
                 if output.content is None or not output.content.requires_grad:
                     return True
-                loss = torch.stack(list(self.loss_terms(triples, output).values())).sum()
+                loss = self.total_loss(self.loss_terms(triples, output))
                 (grad,) = torch.autograd.grad(loss, output.content, allow_unused=True)
         finally:
             self.train(was_training)
@@ -366,7 +371,7 @@ class RecModule(pl.LightningModule):
         """``(what is not finite, the weight that scales it)`` for the first non-finite loss term."""
         name = next((n for n, value in terms.items() if not bool(torch.isfinite(value))), None)
         if name is None:
-            return f"train/loss is {float(torch.stack(list(terms.values())).sum())} (its finite terms overflow)", ""
+            return f"train/loss is {float(self.total_loss(terms))} (its finite terms overflow)", ""
         if name == "bpr":
             return f"train/bpr is {float(terms[name])}", "model.bpr_weight"
         owner = self._aux_loss_returning(name, batch, output) or "its aux loss"
