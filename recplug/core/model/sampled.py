@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from recplug.core.errors import ConfigError
 from recplug.core.model.components import FusionModule
-from recplug.core.ops.sampling import check_engine, check_fanouts, gather_rows
+from recplug.core.ops.sampling import RowIndex, check_engine, check_fanouts, gather_rows
 from recplug.core.model.types import BPRBatch, GraphView, ModelOutput, NodePlan, SampledBatch
 
 if TYPE_CHECKING:
@@ -82,11 +82,6 @@ def check_sampling(module: RecModule, sampling: Sampling | None) -> Sampling | N
     return sampling
 
 
-def _union(first: Tensor, more: Iterable[Tensor | None]) -> Tensor:
-    """The sorted distinct ids of ``first`` and every tensor of ``more``."""
-    return torch.unique(torch.cat([first, *(t.to(first.device) for t in more if t is not None)]))
-
-
 class NodeTables:
     """The rows one sampled step reads, each table gathered once (one row-sparse gradient per table).
 
@@ -94,17 +89,22 @@ class NodeTables:
         module: the model (its ID tables and fusion).
         batch: the step's nodes.
         plans: what each encoder's neighbourhood reads.
+        indexes: the module's :class:`~recplug.core.ops.sampling.RowIndex` per table (``users``, ``items``,
+            ``content``), reused across steps.
     """
 
-    def __init__(self, module: RecModule, batch: SampledBatch, plans: list[NodePlan]) -> None:
-        self.user_ids = _union(batch.users, (p.users for p in plans))
-        self.item_ids = _union(batch.items, (p.items for p in plans))
+    def __init__(
+        self, module: RecModule, batch: SampledBatch, plans: list[NodePlan], indexes: dict[str, RowIndex]
+    ) -> None:
+        self.indexes = indexes
+        self.user_ids = self._distinct("users", batch.users, (p.users for p in plans))
+        self.item_ids = self._distinct("items", batch.items, (p.items for p in plans))
         self.user_rows = gather_rows(module.user_embedding.weight, self.user_ids.to(module.device))
         self.item_rows = gather_rows(module.item_embedding.weight, self.item_ids.to(module.device))
         self.content_ids: Tensor | None = None
         self.content_rows: Tensor | None = None
         if module.fusion is not None:
-            self.content_ids = _union(batch.items, (p.content for p in plans))
+            self.content_ids = self._distinct("content", batch.items, (p.content for p in plans))
             with module.fusion.restricted_to(self.content_ids.to(module.device)):
                 self.content_rows = module.fusion.recplug_fuse()
             if self.content_rows.shape[0] != self.content_ids.numel():
@@ -114,23 +114,26 @@ class NodeTables:
                     "its features through self.features() to run in sampled mode"
                 )
 
-    @staticmethod
-    def _lookup(ids: Tensor, table_ids: Tensor, rows: Tensor) -> Tensor:
-        return rows.index_select(0, torch.searchsorted(table_ids, ids.to(table_ids.device)).to(rows.device))
+    def _distinct(self, table: str, first: Tensor, more: Iterable[Tensor | None]) -> Tensor:
+        """The sorted distinct ids of ``first`` and every tensor of ``more``, indexed for :meth:`_lookup`."""
+        return self.indexes[table].build(torch.cat([first, *(t.cpu() for t in more if t is not None)]))
+
+    def _lookup(self, table: str, ids: Tensor, rows: Tensor) -> Tensor:
+        return rows.index_select(0, self.indexes[table].local(ids.cpu()).to(rows.device))
 
     def users(self, ids: Tensor) -> Tensor:
         """ID embeddings of global user ``ids`` (each among the plans' users or the batch's)."""
-        return self._lookup(ids, self.user_ids, self.user_rows)
+        return self._lookup("users", ids, self.user_rows)
 
     def items(self, ids: Tensor) -> Tensor:
         """ID embeddings of global item ``ids``."""
-        return self._lookup(ids, self.item_ids, self.item_rows)
+        return self._lookup("items", ids, self.item_rows)
 
     def content(self, ids: Tensor) -> Tensor:
         """Fused content of global item ``ids`` (the fusion ran once, over every item the step reads)."""
         if self.content_ids is None or self.content_rows is None:
             raise RuntimeError("NodeTables.content: no fusion is configured")
-        return self._lookup(ids, self.content_ids, self.content_rows)
+        return self._lookup("content", ids, self.content_rows)
 
 
 def sampled_forward(module: RecModule, batch: BPRBatch) -> tuple[BPRBatch, ModelOutput]:
@@ -143,7 +146,12 @@ def sampled_forward(module: RecModule, batch: BPRBatch) -> tuple[BPRBatch, Model
     nodes = SampledBatch(users.cpu(), items.cpu(), tuple(module.sampling.fanouts), module.sampling.engine,
                          positives=(local.users, local.pos_items))
     plans = [encoder.sample(nodes) for encoder in module.encoders]
-    tables = NodeTables(module, nodes, plans)
+    indexes = getattr(module, "_sampled_row_indexes", None)
+    if indexes is None:  # scratch maps, one per table, kept for the module's life (not state: never saved)
+        sizes = {"users": module.num_users, "items": module.num_items, "content": module.num_items}
+        indexes = {name: RowIndex(size) for name, size in sizes.items()}
+        module._sampled_row_indexes = indexes
+    tables = NodeTables(module, nodes, plans, indexes)
     content = tables.content(nodes.items) if tables.content_ids is not None else None
     output = ModelOutput(ego_users=tables.users(nodes.users), ego_items=tables.items(nodes.items), content=content)
     views: list[GraphView] = [encoder.encode_sampled(plan, tables) for encoder, plan in zip(module.encoders, plans)]

@@ -244,6 +244,30 @@ def propagate_mean(graph: SampledGraph, inputs: Tensor) -> Tensor:
     return total / (len(graph.layers) + 1)
 
 
+class RowIndex:
+    """The sorted distinct ids of one step's rows of a table of ``size`` rows, and each global id's local row, in
+    ``O(rows)`` per step (one int32 sort of the distinct ids aside): a scratch map of ``size`` entries, allocated
+    once and never cleared, replaces ``torch.unique`` plus a binary search per lookup (measured on one thread
+    for 150k ids of 400k: 5 ms against 17 + 45 ms).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.map = torch.empty(size, dtype=torch.long)
+
+    def build(self, ids: Tensor) -> Tensor:
+        """The sorted distinct values of ``ids`` (CPU); afterwards :meth:`local` maps each of them to its rank."""
+        position = torch.arange(ids.numel())
+        self.map[ids] = position  # of equal ids, one write stays: that candidate is the distinct one
+        distinct = ids[self.map.index_select(0, ids) == position]
+        distinct = torch.sort(distinct.int() if self.map.numel() < 2**31 else distinct).values.long()
+        self.map[distinct] = torch.arange(distinct.numel())
+        return distinct
+
+    def local(self, ids: Tensor) -> Tensor:
+        """The rank of each global id among the last :meth:`build`'s distinct ids (``ids`` must be among them)."""
+        return self.map.index_select(0, ids)
+
+
 class _GatherRows(torch.autograd.Function):
     """``table[ids]`` for sorted distinct ``ids``, whose gradient is a coalesced row-sparse COO tensor."""
 

@@ -17,6 +17,7 @@ from recplug.core.errors import ConfigError
 from recplug.core.model.module import RecModule
 from recplug.core.model.sampled import LazyAdam, Sampling, sampled_forward
 from recplug.core.model.types import BPRBatch
+from recplug.core.ops.sampling import RowIndex
 from recplug.plugins.combine import ConcatCombiner
 from recplug.plugins.embedding import ContentView, IdEmbedding
 from recplug.plugins.fusion.concat import ConcatFusion
@@ -135,6 +136,28 @@ def test_a_step_reads_and_updates_only_its_sampled_neighbourhood(tiny_data, tmp_
     optimizer.step()
     changed = (model.user_embedding.weight.detach() != before).any(1).nonzero().squeeze(1)
     assert set(changed.tolist()) <= set(touched.tolist())
+
+
+def test_row_index_gives_sorted_distinct_ids_and_their_ranks_step_after_step():
+    """The scratch map is never cleared: each build must still give exactly torch.unique and its ranks."""
+    index, generator = RowIndex(50), torch.Generator().manual_seed(0)
+    for size in (1, 30, 200, 7):
+        ids = torch.randint(50, (size,), generator=generator)
+        distinct = index.build(ids)
+        assert torch.equal(distinct, torch.unique(ids))
+        assert torch.equal(index.local(ids), torch.searchsorted(distinct, ids))
+
+
+def test_the_divergence_guard_checks_the_rows_a_sampled_step_updated(tiny_data, tmp_path):
+    model = build(tiny_data, tmp_path, {"encoders": [UserItemGraph(num_layers=2)]}, Sampling([2, 2]))
+    _, output = sampled_forward(model, a_batch(tiny_data, size=5))
+    (output.users.sum() + output.items.sum()).backward()
+    model.on_train_batch_end(None, None, 0)  # finite
+    touched = model.item_embedding.weight.grad.coalesce().indices()[0]
+    with torch.no_grad():
+        model.item_embedding.weight[touched[-1], 0] = float("nan")
+    with pytest.raises(ConfigError, match="parameter item_embedding.weight is not finite after the optimiser step"):
+        model.on_train_batch_end(None, None, 0)
 
 
 def test_lazy_adam_is_adam_on_dense_gradients_and_on_the_touched_rows():
