@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
 from jsonargparse import ArgumentError
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -342,6 +343,9 @@ def run_cli(args: list[str] | None, **kwargs: Any) -> RecplugCLI:
     from recplug.core.model.plugins import load_plugins
 
     load_plugins()
+    # deterministic kernels, but no NaN-fill of every torch.empty (a debugging aid for ops that read memory they
+    # never wrote; it cost 9% of a sampled step at bench/scale.py's l size, docs/scaling.md)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     for harmless in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=harmless)
     return RecplugCLI(

@@ -17,6 +17,7 @@ model refuses ``model.sampling`` when it is built.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -129,6 +130,16 @@ class NodeTables:
         """ID embeddings of global item ``ids``."""
         return self._lookup("items", ids, self.item_rows)
 
+    def users_and_items(self, nodes: Tensor, num_users: int) -> Tensor:
+        """ID embeddings of the user-item graph's nodes ``nodes`` (``v < num_users``: user ``v``, else item
+        ``v - num_users``), in one gather from both tables."""
+        nodes = nodes.cpu()
+        is_user = nodes < num_users
+        local = torch.empty_like(nodes)
+        local[is_user] = self.indexes["users"].local(nodes[is_user])
+        local[~is_user] = self.user_rows.shape[0] + self.indexes["items"].local(nodes[~is_user] - num_users)
+        return torch.cat([self.user_rows, self.item_rows]).index_select(0, local.to(self.user_rows.device))
+
     def content(self, ids: Tensor) -> Tensor:
         """Fused content of global item ``ids`` (the fusion ran once, over every item the step reads)."""
         if self.content_ids is None or self.content_rows is None:
@@ -220,6 +231,7 @@ class LazyAdam(torch.optim.Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}  # scratch, never state
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
@@ -242,21 +254,7 @@ class LazyAdam(torch.optim.Optimizer):
                 scale = group["lr"] / (1 - beta1**step)
                 correction2 = 1 - beta2**step
                 if p.grad.is_sparse:
-                    grad = p.grad
-                    rows = grad._indices()[0]
-                    if not grad.is_coalesced() and not bool((rows[1:] > rows[:-1]).all()):  # sorted distinct: as is
-                        grad = grad.coalesce()
-                        rows = grad.indices()[0]
-                    values = grad._values()
-                    if group["weight_decay"]:
-                        values = values + group["weight_decay"] * p.index_select(0, rows)
-                    exp_avg = state["exp_avg"].index_select(0, rows).mul_(beta1).add_(values, alpha=1 - beta1)
-                    exp_avg_sq = state["exp_avg_sq"].index_select(0, rows).mul_(beta2)
-                    exp_avg_sq.addcmul_(values, values, value=1 - beta2)
-                    state["exp_avg"].index_copy_(0, rows, exp_avg)
-                    state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
-                    update = exp_avg.div_(exp_avg_sq.div_(correction2).sqrt_().add_(group["eps"]))
-                    p.index_add_(0, rows, update, alpha=-scale)
+                    self._sparse_step(p, state, group, scale, correction2)
                 else:
                     grad = p.grad
                     if group["weight_decay"]:
@@ -266,3 +264,38 @@ class LazyAdam(torch.optim.Optimizer):
                     denom = (state["exp_avg_sq"] / correction2).sqrt_().add_(group["eps"])
                     p.addcdiv_(state["exp_avg"], denom, value=-scale)
         return loss
+
+    def _sparse_step(
+        self, p: Tensor, state: dict[str, Tensor], group: dict[str, Any], scale: float, correction2: float
+    ) -> None:
+        """Adam on the rows of ``p``'s row-sparse gradient: each table read once by rows, updated in scratch
+        tensors, written back by rows (``index_add_`` is single-threaded on CPU; ``index_copy_`` is not)."""
+        grad = p.grad
+        rows = grad._indices()[0]
+        if not grad.is_coalesced() and not bool((rows[1:] > rows[:-1]).all()):  # sorted distinct: as is
+            grad = grad.coalesce()
+            rows = grad.indices()[0]
+        values = grad._values()
+        beta1, beta2 = group["betas"]
+        exp_avg, exp_avg_sq, weight = self._scratch(p, rows.numel())
+        torch.index_select(p, 0, rows, out=weight)
+        if group["weight_decay"]:
+            values = values.add(weight, alpha=group["weight_decay"])
+        torch.index_select(state["exp_avg"], 0, rows, out=exp_avg).lerp_(values, 1 - beta1)
+        torch.index_select(state["exp_avg_sq"], 0, rows, out=exp_avg_sq).mul_(beta2)
+        exp_avg_sq.addcmul_(values, values, value=1 - beta2)
+        state["exp_avg"].index_copy_(0, rows, exp_avg)
+        state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+        denom = exp_avg_sq.sqrt_().div_(math.sqrt(correction2)).add_(group["eps"])
+        p.index_copy_(0, rows, weight.addcdiv_(exp_avg, denom, value=-scale))
+
+    def _scratch(self, like: Tensor, num_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Three ``[num_rows, ...]`` work tensors shaped as ``like``'s rows, from one buffer reused step after
+        step (a fresh ~10 MB tensor per step costs its page faults again: docs/scaling.md)."""
+        shape = (num_rows, *like.shape[1:])
+        size = math.prod(shape)
+        key = (like.dtype, like.device)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < 3 * size:
+            buffer = self._buffers[key] = like.new_empty(3 * size + size // 2)  # headroom: row counts vary
+        return buffer[:size].view(shape), buffer[size : 2 * size].view(shape), buffer[2 * size : 3 * size].view(shape)

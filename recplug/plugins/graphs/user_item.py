@@ -125,13 +125,7 @@ class UserItemGraph(GraphEncoder):
 
     def encode_sampled(self, plan: NodePlan, tables: NodeTables) -> GraphView:
         sampled, num_users = plan.graph  # type: ignore[misc]
-        assert plan.users is not None and plan.items is not None
-        is_user = sampled.nodes < self.num_users
-        order = torch.empty_like(sampled.nodes)  # node k's row in [users; items]
-        order[is_user] = torch.arange(plan.users.numel())
-        order[~is_user] = plan.users.numel() + torch.arange(plan.items.numel())
-        rows = torch.cat([tables.users(plan.users), tables.items(plan.items)])
-        seeds = self.propagate_sampled(sampled, rows.index_select(0, order.to(rows.device)))
+        seeds = self.propagate_sampled(sampled, tables.users_and_items(sampled.nodes, self.num_users))
         return GraphView(self.view_name, seeds[:num_users], seeds[num_users:])
 
     def propagate_sampled(self, sampled: SampledGraph, inputs: Tensor) -> Tensor:
