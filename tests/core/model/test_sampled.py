@@ -252,3 +252,22 @@ def test_sampled_epochs_are_reproducible_and_differ_by_epoch(tiny_data, tmp_path
     for key in first:
         assert torch.equal(first[key], again[key]), key
     assert not torch.equal(first["user_embedding.weight"], longer["user_embedding.weight"])
+
+
+def test_lazy_adam_matches_sparse_adam_as_the_rows_per_step_grow_and_shrink():
+    """Its scratch tensors are reused across steps of different row counts (and parameters of other shapes)."""
+    torch.manual_seed(0)
+    tables = [torch.randn(8, 3), torch.randn(5, 2)]
+    ours = [torch.nn.Parameter(t.clone()) for t in tables]
+    reference = [torch.nn.Parameter(t.clone()) for t in tables]
+    lazy, sparse_adam = LazyAdam(ours, lr=0.01), torch.optim.SparseAdam(reference, lr=0.01)
+    for rows in ([1, 4], [0, 2, 3, 5, 7, 1], [2]):
+        for mine, theirs in zip(ours, reference):
+            index = torch.tensor([[r for r in rows if r < mine.shape[0]]])
+            grad = torch.randn(index.shape[1], mine.shape[1])
+            mine.grad = torch.sparse_coo_tensor(index, grad, mine.shape).coalesce()
+            theirs.grad = mine.grad.clone()
+        lazy.step()
+        sparse_adam.step()
+    for mine, theirs in zip(ours, reference):
+        torch.testing.assert_close(mine.detach(), theirs.detach())
