@@ -29,6 +29,7 @@ from recplug.core.model.plugins import (
     RecplugPluginManager, active_plugin_modules, component_class, plugin_provenance,
 )
 from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
+from recplug.core.ops.sampling import RowIndex
 from recplug.hookspecs import cardinalities
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -122,6 +123,10 @@ class RecModule(pl.LightningModule):
             )
         self._embedding_cache: tuple[Tensor, Tensor] | None = None
         self._cold_scored: bool | None = None  # scores_cold_items of the data's cold items, decided by prepare
+        # sampled mode's scratch global -> local row maps, one per table, reused step after step (not state)
+        self.sampled_row_indexes: dict[str, RowIndex] = {} if self.sampling is None else {
+            "users": RowIndex(num_users), "items": RowIndex(num_items), "content": RowIndex(num_items)
+        }
         self.run_provenance: dict[str, Any] = {"plugins": plugin_provenance()}
 
     # ------------------------------------------------------------------ wiring

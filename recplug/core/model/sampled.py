@@ -157,12 +157,7 @@ def sampled_forward(module: RecModule, batch: BPRBatch) -> tuple[BPRBatch, Model
     nodes = SampledBatch(users.cpu(), items.cpu(), tuple(module.sampling.fanouts), module.sampling.engine,
                          positives=(local.users, local.pos_items))
     plans = [encoder.sample(nodes) for encoder in module.encoders]
-    indexes = getattr(module, "_sampled_row_indexes", None)
-    if indexes is None:  # scratch maps, one per table, kept for the module's life (not state: never saved)
-        sizes = {"users": module.num_users, "items": module.num_items, "content": module.num_items}
-        indexes = {name: RowIndex(size) for name, size in sizes.items()}
-        module._sampled_row_indexes = indexes
-    tables = NodeTables(module, nodes, plans, indexes)
+    tables = NodeTables(module, nodes, plans, module.sampled_row_indexes)
     content = tables.content(nodes.items) if tables.content_ids is not None else None
     output = ModelOutput(ego_users=tables.users(nodes.users), ego_items=tables.items(nodes.items), content=content)
     views: list[GraphView] = [encoder.encode_sampled(plan, tables) for encoder, plan in zip(module.encoders, plans)]
