@@ -465,8 +465,8 @@ class RecModule(pl.LightningModule):
                 if not isinstance(optimizer, LazyAdam):
                     raise ConfigError(
                         f"model.sampling trains with row-sparse gradients, which {type(optimizer).__name__} cannot "
-                        "take: drop the optimizer section and model.optimizer (LazyAdam uses model.lr and "
-                        "model.weight_decay)"
+                        "take: drop the optimizer section (LazyAdam then uses model.lr and model.weight_decay) or "
+                        "name recplug.core.model.sampled.LazyAdam in it"
                     )
 
     def scores_cold_items(self, items: Tensor) -> bool:

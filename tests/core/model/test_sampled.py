@@ -215,7 +215,7 @@ def test_bad_fanouts_exit_2_with_the_key(tmp_path, capsys):
 
 BUNDLES = sorted(p for p in (ROOT / "configs").glob("*.yaml") if "model" in (yaml.safe_load(p.read_text()) or {}))
 REFUSED = {"lattice": "learned graph", "ultragcn": "UltraGCNLoss", "ultragcn_gowalla": "UltraGCNLoss",
-           "lightgcn_gowalla": "drop the optimizer section"}
+           "lightgcn_gowalla": "drop the optimizer section (LazyAdam then uses model.lr"}
 
 
 @pytest.mark.parametrize("path", BUNDLES, ids=lambda p: p.stem)
@@ -234,6 +234,18 @@ def test_every_bundle_trains_sampled_or_is_refused_in_one_line(path, tmp_path, t
         assert code == 2 and len(errors) == 1 and REFUSED[path.stem] in errors[0], err
     else:
         assert code == 0, err[-2000:]
+
+
+def test_an_optimizer_section_naming_lazy_adam_trains_sampled_with_its_lr_schedule(tmp_path, tiny_data, capsys):
+    from recplug.core.data.formats.lightgcn import write_lightgcn
+
+    code = main(["fit", "--config", str(ROOT / "configs" / "lightgcn_gowalla.yaml"), "--model.sampling",
+                 '{"fanouts": [4, 4, 4]}', "--optimizer.class_path", "recplug.core.model.sampled.LazyAdam",
+                 "--optimizer.init_args.lr", "0.001", "--data.path",
+                 str(write_lightgcn(tiny_data, tmp_path / "tiny_lightgcn")), "--trainer.fast_dev_run=true",
+                 "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.default_root_dir",
+                 str(tmp_path)])
+    assert code == 0, capsys.readouterr().err[-2000:]
 
 
 def test_sampled_epochs_are_reproducible_and_differ_by_epoch(tiny_data, tmp_path):
