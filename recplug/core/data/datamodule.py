@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader
 from recplug.core.errors import check_number
 from recplug.core.data.registry import DEFAULT_DATASET
 from recplug.core.data.resolve import load_dataset
-from recplug.core.data.sampler import BPRTrainSet, Positives, check_positives
+from recplug.core.data.sampler import BPRTrainSet, DrawnAhead, Positives, Triples, check_positives
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class RecDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.positives, self.cold_negatives = positives, cold_negatives
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.draw: Callable[[Triples, torch.Generator], Any] | None = None
+        """Set by a model in sampled mode (``RecModule.setup``): drawn for each training batch one batch ahead
+        (:class:`~recplug.core.data.sampler.DrawnAhead`)."""
         # loaded now: counts are linked into the model
         self.data = load_dataset(path, feature_files, format, valid_ratio, split_seed, self.cache_dir,
                                  cold_items=cold_items, cold_seed=cold_seed)
@@ -148,7 +152,7 @@ class RecDataModule(pl.LightningDataModule):
             epoch_fn=lambda: trainer.current_epoch if trainer is not None else 0,
             rank_fn=self._rank, positives=self.positives, negative_items=self.negative_items(),
         )
-        return DataLoader(dataset, batch_size=None)
+        return DataLoader(dataset if self.draw is None else DrawnAhead(dataset, self.draw), batch_size=None)
 
     def negative_items(self) -> Tensor | None:
         """The items BPR negatives are drawn from: ``None`` (every item) unless ``cold_negatives`` is off and the

@@ -12,8 +12,10 @@ a membership test against the training pairs, and redraws of the (rare) rejected
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Literal, get_args
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Literal, get_args
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
@@ -193,3 +195,58 @@ class BPRTrainSet(IterableDataset):
         bounds = self.batch_bounds(users.numel())
         for start, end in zip(bounds[:-1], bounds[1:]):
             yield users[start:end], pos[start:end], neg[start:end]
+
+
+Triples = tuple[Tensor, Tensor, Tensor]
+
+
+def _one_intra_op_thread() -> None:
+    """Run this thread's torch operations on one core, so that they do not oversubscribe the training thread's
+    intra-op pool (OpenMP keeps one setting per thread; torch reads it in the thread's first operation)."""
+    torch.get_num_threads()  # that first read, so the setting below is not overwritten by it later
+    torch.set_num_threads(1)
+
+
+class DrawnAhead(IterableDataset):
+    """The batches of a :class:`BPRTrainSet`, each with ``draw(batch, generator)`` run in a background thread one
+    batch ahead: yields ``(users, pos_items, neg_items, Future)``, the future holding the batch's draw.
+
+    Sampled training (``model.sampling``) draws a step's neighbourhoods from the graphs alone, so the next batch's
+    draw overlaps this batch's forward, backward and optimiser step -- the overlap PyG's neighbour loaders get
+    from worker processes; a thread sees the graphs that edge pruning replaces every epoch. The draws run one at
+    a time in batch order from a generator seeded by ``(seed, epoch, rank)``, so an epoch's draws are
+    reproducible.
+
+    Args:
+        batches: the epoch's training batches.
+        draw: what to prepare for each batch (reads no trained weight).
+    """
+
+    def __init__(self, batches: BPRTrainSet, draw: Callable[[Triples, torch.Generator], Any]) -> None:
+        super().__init__()
+        self.batches, self.draw = batches, draw
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor, Future]]:
+        rank, _ = self.batches.rank_fn()
+        seed = np.random.SeedSequence([self.batches.seed, self.batches.epoch_fn(), rank]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(seed))
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recplug-draw", initializer=_one_intra_op_thread)
+        threads = torch.get_num_threads()
+        pool.submit(int).result()  # the thread has started and set its (and the global) intra-op threads to one
+        torch.set_num_threads(threads)  # the global setting and this thread's back; the draw thread keeps one
+        exhausted = False
+        try:
+            ahead: tuple[Tensor, Tensor, Tensor, Future] | None = None
+            for batch in self.batches:
+                drawn = pool.submit(self.draw, batch, generator)
+                if ahead is not None:
+                    yield ahead
+                ahead = (*batch, drawn)
+            if ahead is not None:
+                yield ahead
+            exhausted = True
+        finally:  # an epoch cut short (limit_train_batches) drops the draws ahead, before the graphs change
+            pool.shutdown(wait=True, cancel_futures=not exhausted)

@@ -20,7 +20,8 @@ from recplug.core.errors import CardinalityError, ConfigError, InvalidArgument, 
 from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.model.losses import bpr_loss
 from recplug.core.model.sampled import (
-    LazyAdam, Sampling, all_reduce_row_sparse, check_sampling, exclude_row_sparse_from_ddp, sampled_forward,
+    DrawnBatch, LazyAdam, Sampling, all_reduce_row_sparse, check_sampling, draw_neighbourhoods,
+    exclude_row_sparse_from_ddp, sampled_forward,
 )
 from recplug.core.data.dataset import InteractionData
 from recplug.core.data.registry import cache_root
@@ -249,6 +250,7 @@ class RecModule(pl.LightningModule):
             )
         if self.sampling is not None:  # before the strategy wraps the module in DDP
             exclude_row_sparse_from_ddp(self)
+        datamodule.draw = self.draw_batch if self.sampling is not None else None
 
     # ------------------------------------------------------------------ forward
     def forward(self, targets: BPRBatch | None = None) -> ModelOutput:
@@ -293,12 +295,18 @@ class RecModule(pl.LightningModule):
         generator = torch.Generator().manual_seed(seed)
         self.pm.hook.recplug_resample(epoch=self.current_epoch, generator=generator)
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+    def draw_batch(self, batch: tuple[Tensor, Tensor, Tensor], generator: torch.Generator) -> DrawnBatch:
+        """Sampled mode: a training batch's neighbourhoods, drawn while the previous batch trains."""
+        return draw_neighbourhoods(self, BPRBatch(*batch), generator)
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         self._embedding_cache = None
-        triples = BPRBatch(*batch)
         if self.sampling is not None:  # the step's distinct nodes only; triples re-indexed to them
-            triples, output = sampled_forward(self, triples)
+            # the batch's draw, made one batch ahead (RecDataModule.draw), or now for a loader without one
+            drawn = batch[3].result() if len(batch) == 4 else draw_neighbourhoods(self, BPRBatch(*batch))
+            triples, output = sampled_forward(self, drawn)
         else:
+            triples = BPRBatch(*batch)
             output = self(triples)
         terms = self.loss_terms(triples, output)
         loss = self.total_loss(terms)

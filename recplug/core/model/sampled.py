@@ -147,23 +147,46 @@ class NodeTables:
         return self._lookup("content", ids, self.content_rows)
 
 
-def sampled_forward(module: RecModule, batch: BPRBatch) -> tuple[BPRBatch, ModelOutput]:
-    """One sampled step's forward: the batch re-indexed to its distinct nodes and their :class:`ModelOutput`."""
+@dataclass
+class DrawnBatch:
+    """One sampled step's draw (:func:`draw_neighbourhoods`), made before the step runs.
+
+    Attributes:
+        local: the step's triples re-indexed to its distinct nodes (rows of ``nodes.users`` / ``nodes.items``).
+        nodes: the step's distinct users and items.
+        plans: each encoder's sampled neighbourhood, in ``module.encoders`` order.
+    """
+
+    local: BPRBatch
+    nodes: SampledBatch
+    plans: list[NodePlan]
+
+
+def draw_neighbourhoods(module: RecModule, batch: BPRBatch, generator: torch.Generator | None = None) -> DrawnBatch:
+    """Draw every encoder's neighbourhood of ``batch``'s distinct nodes from ``generator`` (``None``: torch's
+    default). It reads the graphs and no trained weight, so :class:`~recplug.core.data.sampler.DrawnAhead` runs it
+    for the next batch while this one trains."""
     assert module.sampling is not None
     users, user_index = torch.unique(batch.users, return_inverse=True)
     items, item_index = torch.unique(torch.cat([batch.pos_items, batch.neg_items]), return_inverse=True)
     size = len(batch)
     local = BPRBatch(user_index, item_index[:size], item_index[size:])
     nodes = SampledBatch(users.cpu(), items.cpu(), tuple(module.sampling.fanouts), module.sampling.engine,
-                         positives=(local.users, local.pos_items))
-    plans = [encoder.sample(nodes) for encoder in module.encoders]
+                         positives=(local.users, local.pos_items), generator=generator)
+    return DrawnBatch(local, nodes, [encoder.sample(nodes) for encoder in module.encoders])
+
+
+def sampled_forward(module: RecModule, drawn: DrawnBatch) -> tuple[BPRBatch, ModelOutput]:
+    """One sampled step's forward: the batch re-indexed to its distinct nodes and their :class:`ModelOutput`."""
+    nodes, plans = drawn.nodes, drawn.plans
     tables = NodeTables(module, nodes, plans, module.sampled_row_indexes)
     content = tables.content(nodes.items) if tables.content_ids is not None else None
     output = ModelOutput(ego_users=tables.users(nodes.users), ego_items=tables.items(nodes.items), content=content)
     views: list[GraphView] = [encoder.encode_sampled(plan, tables) for encoder, plan in zip(module.encoders, plans)]
     output.views = {view.name: view for view in views}
     output.users, output.items = module.pm.hook.recplug_combine(views=[output.views[n] for n in sorted(output.views)])
-    return local, output
+    local = drawn.local
+    return BPRBatch(*(t.to(module.device) for t in (local.users, local.pos_items, local.neg_items))), output
 
 
 def row_sparse_parameters(module: nn.Module) -> dict[str, nn.Parameter]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 
@@ -69,6 +70,7 @@ class SampledBatch:
         engine: the neighbour sampler, ``"torch"`` or ``"pyg"``
             (:class:`~recplug.core.ops.sampling.NeighbourSampler`).
         positives: the step's positive pairs ``(user rows, item rows)`` as indices into ``users`` and ``items``.
+        generator: what the neighbours are drawn from (``None``: torch's default generator).
     """
 
     users: Tensor
@@ -76,6 +78,7 @@ class SampledBatch:
     fanouts: tuple[int, ...]
     engine: str = "torch"
     positives: tuple[Tensor, Tensor] | None = None
+    generator: torch.Generator | None = None
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ class TorchNeighbourSample:
         self.degree = crow.diff()
         self.local = torch.full((num_nodes,), -1, dtype=torch.long)  # global -> local id during one sample
 
-    def sample_from_nodes(self, seeds: Tensor) -> SimpleNamespace:
+    def sample_from_nodes(self, seeds: Tensor, generator: torch.Generator | None = None) -> SimpleNamespace:
         nodes, rows, cols, edges = [seeds], [], [], []
         self.local[seeds] = torch.arange(seeds.numel())
         begin, end = 0, seeds.numel()
@@ -105,7 +105,7 @@ class TorchNeighbourSample:
                 within = torch.arange(owner.numel()) - first
                 owner_degree = degree.index_select(0, owner - begin)
                 drawn = owner_degree > take.index_select(0, owner - begin)
-                offset = torch.where(drawn, (torch.rand(owner.numel()) * owner_degree).long(), within)
+                offset = torch.where(drawn, (torch.rand(owner.numel(), generator=generator) * owner_degree).long(), within)
                 edge = self.crow.index_select(0, frontier).index_select(0, owner - begin) + offset
                 source = self.col.index_select(0, edge)
                 unseen = source[self.local.index_select(0, source) < 0]
@@ -188,14 +188,15 @@ class NeighbourSampler:
         else:
             self.sampler = TorchNeighbourSample(crow, col, num_nodes, self.fanouts)
 
-    def sample(self, seeds: Tensor) -> SampledGraph:
-        """The sampled neighbourhood of the distinct global ``seeds`` (randomness: torch's default generator)."""
+    def sample(self, seeds: Tensor, generator: torch.Generator | None = None) -> SampledGraph:
+        """The sampled neighbourhood of the distinct global ``seeds``, drawn from ``generator`` (``None``: torch's
+        default one; engine ``"pyg"`` always draws from pyg-lib's own)."""
         if self.engine == "pyg":
             from torch_geometric.sampler import NodeSamplerInput
 
             out = self.sampler.sample_from_nodes(NodeSamplerInput(input_id=None, node=seeds.cpu()))
         else:
-            out = self.sampler.sample_from_nodes(seeds.cpu())
+            out = self.sampler.sample_from_nodes(seeds.cpu(), generator)
         # out.row: local source (the neighbour), out.col: local target, out.edge: index into A's CSR order
         target, source, edge = out.col, out.row, out.edge
         if target.numel() and not bool((target[1:] >= target[:-1]).all()):  # PyG emits them by target already

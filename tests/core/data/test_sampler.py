@@ -3,13 +3,14 @@ epochs are reproducible per (seed, epoch); DDP shards are disjoint, cover the ep
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
 from recplug.core.data.dataset import DataError
-from recplug.core.data.sampler import BPRTrainSet, NegativeSampler
+from recplug.core.data.sampler import BPRTrainSet, DrawnAhead, NegativeSampler
 
 GOWALLA = Path(__file__).resolve().parents[4] / "shared" / "data" / "gowalla"
 
@@ -177,3 +178,47 @@ def test_datamodule_names_the_config_key_of_a_bad_positives_mode() -> None:
 
     with pytest.raises(ConfigError, match="^data.positives must be 'interactions' or 'users', got 'items'$"):
         RecDataModule(positives="items")  # type: ignore[arg-type]
+
+
+def test_drawn_ahead_draws_the_next_batch_while_this_one_is_used_in_order_and_reproducibly() -> None:
+    users, items = torch.arange(100) % 10, torch.arange(100) % 7
+    batches = BPRTrainSet(users, items, 20, 16, seed=3)
+    second_drawn, calls = threading.Event(), []
+
+    def draw(batch: tuple[torch.Tensor, ...], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(batch)
+        if len(calls) == 2:
+            second_drawn.set()
+        return batch[0], torch.rand(3, generator=generator)
+
+    epoch = iter(DrawnAhead(batches, draw))
+    first = next(epoch)
+    # batch 2's draw runs while batch 1 is in use: it finishes without the consumer asking for it
+    assert second_drawn.wait(timeout=10)
+    rest = list(epoch)
+    got = [first, *rest]
+    assert len(got) == len(batches) == len(calls)
+    for (u, p, n), (gu, gp, gn, future) in zip(batches, got):  # the batches unchanged, each with its own draw
+        assert torch.equal(u, gu) and torch.equal(p, gp) and torch.equal(n, gn)
+        assert torch.equal(future.result()[0], u)
+    again = [b[3].result()[1] for b in DrawnAhead(batches, draw)]
+    assert all(torch.equal(a, b[3].result()[1]) for a, b in zip(again, got))  # same (seed, epoch): same draws
+
+
+def test_an_epoch_cut_short_waits_for_the_draw_ahead() -> None:
+    """limit_train_batches stops an epoch early: the draw already running must end before the graphs change."""
+    users, items = torch.arange(64) % 8, torch.arange(64) % 5
+    running = threading.Event()
+    finished = []
+
+    def slow_draw(batch: tuple[torch.Tensor, ...], generator: torch.Generator) -> None:
+        running.set()
+        threading.Event().wait(0.2)
+        finished.append(batch[0])
+
+    epoch = iter(DrawnAhead(BPRTrainSet(users, items, 10, 8), slow_draw))
+    next(epoch)
+    running.wait(timeout=10)
+    epoch.close()  # what dropping the iterator does
+    assert not any(t.name.startswith("recplug-draw") for t in threading.enumerate())
+    assert len(finished) <= 2

@@ -15,7 +15,7 @@ from recplug.core.data.datamodule import RecDataModule
 from recplug.core.data.formats.mmrec import write_mmrec
 from recplug.core.errors import ConfigError
 from recplug.core.model.module import RecModule
-from recplug.core.model.sampled import LazyAdam, Sampling, sampled_forward
+from recplug.core.model.sampled import LazyAdam, Sampling, draw_neighbourhoods, sampled_forward
 from recplug.core.model.types import BPRBatch
 from recplug.core.ops.sampling import RowIndex
 from recplug.plugins.combine import ConcatCombiner
@@ -90,7 +90,7 @@ def test_sampled_step_equals_the_full_step_when_fanouts_cover_every_degree(name,
     model = build(tiny_data, tmp_path, WIRINGS[name](), Sampling([-1, -1, -1], engine))
     batch = a_batch(tiny_data)
     full = model(batch)  # the step's positives left out of the profiles in both
-    local, output = sampled_forward(model, batch)
+    local, output = sampled_forward(model, draw_neighbourhoods(model, batch))
     users, items = torch.unique(batch.users), torch.unique(torch.cat([batch.pos_items, batch.neg_items]))
     torch.testing.assert_close(output.users, full.users[users], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(output.items, full.items[items], rtol=1e-4, atol=1e-6)
@@ -114,7 +114,7 @@ def test_sampled_step_equals_the_full_step_when_fanouts_cover_every_degree(name,
 def test_a_step_reads_and_updates_only_its_sampled_neighbourhood(tiny_data, tmp_path):
     model = build(tiny_data, tmp_path, {"encoders": [UserItemGraph(num_layers=2)]}, Sampling([2, 2]))
     batch = a_batch(tiny_data, size=5)
-    _, output = sampled_forward(model, batch)
+    _, output = sampled_forward(model, draw_neighbourhoods(model, batch))
     (output.users.sum() + output.items.sum()).backward()
     grad = model.user_embedding.weight.grad
     assert grad.is_sparse
@@ -150,7 +150,7 @@ def test_row_index_gives_sorted_distinct_ids_and_their_ranks_step_after_step():
 
 def test_the_divergence_guard_checks_the_rows_a_sampled_step_updated(tiny_data, tmp_path):
     model = build(tiny_data, tmp_path, {"encoders": [UserItemGraph(num_layers=2)]}, Sampling([2, 2]))
-    _, output = sampled_forward(model, a_batch(tiny_data, size=5))
+    _, output = sampled_forward(model, draw_neighbourhoods(model, a_batch(tiny_data, size=5)))
     (output.users.sum() + output.items.sum()).backward()
     model.on_train_batch_end(None, None, 0)  # finite
     touched = model.item_embedding.weight.grad.coalesce().indices()[0]
