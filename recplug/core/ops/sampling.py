@@ -105,7 +105,8 @@ class TorchNeighbourSample:
                 within = torch.arange(owner.numel()) - first
                 owner_degree = degree.index_select(0, owner - begin)
                 drawn = owner_degree > take.index_select(0, owner - begin)
-                offset = torch.where(drawn, (torch.rand(owner.numel(), generator=generator) * owner_degree).long(), within)
+                uniform = torch.rand(owner.numel(), generator=generator)
+                offset = torch.where(drawn, (uniform * owner_degree).long(), within)
                 edge = self.crow.index_select(0, frontier).index_select(0, owner - begin) + offset
                 source = self.col.index_select(0, edge)
                 unseen = source[self.local.index_select(0, source) < 0]
