@@ -134,6 +134,11 @@ class SearchSpace:
             node[param.path[-1]] = values[param.key]
         return config
 
+    def unsearched(self) -> dict[str, Any]:
+        """A copy of the base config with every tuned key's value blanked: what every trial shares, whatever
+        default the base gives the tuned keys."""
+        return self.applied({param.key: None for param in self.params})
+
     def overrides(self, values: dict[str, Any]) -> dict[str, Any]:
         """``{cli key: value}`` that set ``values`` on top of the base config (a list with a tuned entry is given
         whole, with its other entries as the base config has them)."""
@@ -290,8 +295,9 @@ class Settings:
         return self.study_dir.resolve().name
 
     def spec(self) -> dict[str, Any]:
-        """What the study's trials depend on; resuming with another spec is refused."""
-        return {"config": config_hash(self.space.base), "params": [p.describe() for p in self.space.params],
+        """What the study's trials depend on; resuming with another spec is refused. A new default of a tuned key
+        in the base config changes no trial, so the config is hashed without the tuned keys' values."""
+        return {"config": config_hash(self.space.unsearched()), "params": [p.describe() for p in self.space.params],
                 "metric": self.space.metric, "direction": self.space.direction, "overrides": list(self.extra),
                 "sampler": self.sampler, "seed": self.seed}
 
@@ -332,6 +338,8 @@ def check_spec(study: optuna.Study, settings: Settings) -> None:
     from optuna.trial import TrialState
 
     spec, stored = settings.spec(), study.user_attrs.get(SPEC_ATTR)
+    if stored is not None and stored.get("config") == config_hash(settings.space.base):
+        stored = {**stored, "config": spec["config"]}  # recorded before tuned keys were left out of the hash
     if stored is not None and stored != spec and study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)):
         changed = ", ".join(k for k in spec if stored.get(k) != spec[k])
         raise ConfigError(f"{settings.study_dir}: the study's trials ran with another {changed}; resume it with the "

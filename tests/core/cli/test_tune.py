@@ -293,6 +293,42 @@ def test_a_changed_study_is_not_resumed(space: Path, run_in: Path, tiny_folder: 
     assert "the study's trials ran with another overrides" in capsys.readouterr().err
 
 
+def test_a_new_default_of_a_tuned_key_resumes_the_study(tmp_path: Path, run_in: Path, tiny_folder: Path,
+                                                         capsys) -> None:
+    """A bundle's default lr changes no trial of a study that tunes lr; a change of an untuned key does."""
+    base = yaml.safe_load(MF.read_text())
+    config = tmp_path / "mf.yaml"
+    space = write(tmp_path / "space.yaml", SPACE.replace(str(MF), str(config)))
+    study_dir = run_in / "study"
+
+    def finish_one_trial_with(config_text: dict) -> None:
+        write(config, yaml.safe_dump(config_text))
+        settings = tune.parse_settings(tune_args(space, study_dir, tiny_folder, 1)[1:])
+        study_dir.mkdir(exist_ok=True)
+        study = tune.open_study(settings, 0)
+        tune.check_spec(study, settings)
+        study.tell(study.ask(), 0.5)
+
+    finish_one_trial_with(base)
+    finish_one_trial_with({**base, "model": {**base["model"], "lr": 0.02}})  # tuned: resumed
+    assert len(load(study_dir).trials) == 2
+    write(config, yaml.safe_dump({**base, "model": {**base["model"], "embedding_dim": 8}}))
+    assert main(tune_args(space, study_dir, tiny_folder, 3)) == 2  # untuned: refused
+    assert "the study's trials ran with another config" in capsys.readouterr().err
+
+
+def test_a_study_recorded_with_the_whole_config_hash_resumes(space: Path, run_in: Path, tiny_folder: Path) -> None:
+    """Studies recorded before the tuned keys were left out of the hash still resume under the same config."""
+    study_dir = run_in / "study"
+    settings = tune.parse_settings(tune_args(space, study_dir, tiny_folder, 1)[1:])
+    study_dir.mkdir()
+    study = tune.open_study(settings, 0)
+    study.set_user_attr(tune.SPEC_ATTR, {**settings.spec(), "config": tune.config_hash(settings.space.base)})
+    study.tell(study.ask(), 0.5)
+    tune.check_spec(study, settings)
+    assert study.user_attrs[tune.SPEC_ATTR] == settings.spec()
+
+
 @pytest.mark.slow
 def test_a_killed_study_reruns_the_trial_left_running(space: Path, run_in: Path, tiny_folder: Path) -> None:
     study_dir = run_in / "study"
