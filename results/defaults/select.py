@@ -1,10 +1,11 @@
 """Pick each bundle's transferable default from the defaults screen (issue 13), on validation only.
 
-For every grid point of ``results/defaults/spaces/<bundle>.yaml``, its validation Recall@20 on each real set is
-divided by the best validation Recall@20 of that set's tuned study (``results/benchmark/tuned/<set>/tune/
-<bundle>``, 20 TPE trials). The default is the point whose worst ratio over the sets is highest; points within
-``TIE`` of it count as tied, and among tied points the one that changes fewest of the bundle's current values
-(its paper's) wins: a seed-0 screen does not resolve differences of a point or two.
+For every grid point of a screen ``results/defaults/spaces/<space>.yaml`` (its study on each set in
+``results/defaults/<set>/<space>``), its validation Recall@20 on each real set is divided by the best validation
+Recall@20 of that set's tuned study of the screened bundle (``results/benchmark/tuned/<set>/tune/<bundle>``, 20
+TPE trials; the bundle is the stem of the screen's ``config``). The default is the point whose worst ratio over
+the sets is highest; points within ``TIE`` of it count as tied, and among tied points the one that changes fewest
+of the bundle's current values (its paper's) wins: a seed-0 screen does not resolve differences of a point or two.
 
     python results/defaults/select.py
 """
@@ -35,6 +36,11 @@ def config_value(config: dict, key: str) -> str:
     return str(node)
 
 
+def label(key: str) -> str:
+    """A screened key, short: ``model.aux_losses[0].init_args.weight`` -> ``aux_losses[0].weight``."""
+    return key.removeprefix("model.").replace(".init_args", "")
+
+
 def trials(study: Path) -> list[dict[str, str]]:
     with open(study / "trials.csv") as handle:
         return [row for row in csv.DictReader(handle) if row["state"] == "COMPLETE"]
@@ -42,33 +48,34 @@ def trials(study: Path) -> list[dict[str, str]]:
 
 def main() -> None:
     for space in sorted((ROOT / "spaces").glob("*.yaml")):
-        bundle = space.stem
+        config_path = Path(yaml.safe_load(space.read_text())["config"])
+        bundle = config_path.stem
         best = {s: max(float(r["value"]) for r in trials(TUNED / s / "tune" / bundle)) for s in SETS}
         points: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
         for s in SETS:
-            study = ROOT / s / bundle
+            study = ROOT / s / space.stem
             if not (study / "trials.csv").exists():
                 continue
             for row in trials(study):
                 params = tuple((k, row[k]) for k in row if k.startswith(("model.", "data.", "trainer.")))
                 points.setdefault(params, {})[s] = float(row["value"])
-        print(f"## {bundle} (tuned best val R@20: " + ", ".join(f"{s} {best[s]:.4f}" for s in SETS) + ")")
+        print(f"## {space.stem}: {bundle} (tuned best val R@20: " + ", ".join(f"{s} {best[s]:.4f}" for s in SETS) + ")")
         ranked = []
         for params, values in points.items():
             ratios = {s: values[s] / best[s] for s in values}
             worst = min(ratios.values()) if len(ratios) == len(SETS) else float("nan")
             ranked.append((worst, params, values, ratios))
             cells = ", ".join(f"{s} {values[s]:.4f} ({ratios[s]:.1%})" for s in values)
-            print("  " + " ".join(f"{k.split('.')[-1] if 'weight' not in k else 'l2'}={v}" for k, v in params)
+            print("  " + " ".join(f"{label(k)}={v}" for k, v in params)
                   + f": {cells}; worst {worst:.1%}")
         complete = [r for r in ranked if r[0] == r[0]]
         if complete:
-            config = yaml.safe_load(Path(yaml.safe_load(space.read_text())["config"]).read_text())
+            config = yaml.safe_load(config_path.read_text())
             top = max(r[0] for r in complete)
             tied = [r for r in complete if r[0] >= top - TIE]
             changes = lambda r: sum(float(v) != float(config_value(config, k)) for k, v in r[1])  # noqa: E731
             worst, params, _, _ = min(tied, key=lambda r: (changes(r), -r[0]))
-            print("  -> " + " ".join(f"{k}={v}" for k, v in params) + f" (worst {worst:.1%}; "
+            print("  -> " + " ".join(f"{label(k)}={v}" for k, v in params) + f" (worst {worst:.1%}; "
                   f"{len(tied)} within {TIE * 100:.0f} points of the best worst case {top:.1%})")
 
 
