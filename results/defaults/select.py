@@ -5,7 +5,9 @@ For every grid point of a screen ``results/defaults/spaces/<space>.yaml`` (its s
 Recall@20 of that set's tuned study of the screened bundle (``results/benchmark/tuned/<set>/tune/<bundle>``, 20
 TPE trials; the bundle is the stem of the screen's ``config``). The default is the point whose worst ratio over
 the sets is highest; points within ``TIE`` of it count as tied, and among tied points the one that changes fewest
-of the bundle's current values (its paper's) wins: a seed-0 screen does not resolve differences of a point or two.
+of the bundle's current values wins: a seed-0 screen does not resolve differences of a point or two. A bundle
+screened in rounds (``lightgcn``, then ``lightgcn_layers`` at the lr the first chose) takes its last round's
+choice; an earlier round's ``->`` line is recomputed against the config as that choice left it.
 
     python results/defaults/select.py
 """
