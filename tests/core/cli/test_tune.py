@@ -72,14 +72,14 @@ def test_space_parses_kinds_and_resolves_list_indices(tmp_path: Path) -> None:
     assert (weight.kind, weight.choices, weight.path) == ("choices", (0.0, 1e-4, 1e-2),
                                                           ("model", "aux_losses", 0, "init_args", "weight"))
     assert (dim.kind, dim.low, dim.high, dim.step) == ("int", 16, 64, 16)
-    values = {"model.lr": 0.01, "model.aux_losses[0].init_args.weight": 1e-2, "model.embedding_dim": 32}
+    values = {"model.lr": 0.05, "model.aux_losses[0].init_args.weight": 1e-4, "model.embedding_dim": 32}
     base = yaml.safe_load(MF.read_text())
     assert space.overrides(values) == {  # a tuned list entry travels as the whole list, its other keys as in the base
-        "model.lr": 0.01, "model.embedding_dim": 32,
-        "model.aux_losses": [{**base["model"]["aux_losses"][0], "init_args": {"weight": 1e-2}}]}
+        "model.lr": 0.05, "model.embedding_dim": 32,
+        "model.aux_losses": [{**base["model"]["aux_losses"][0], "init_args": {"weight": 1e-4}}]}
     applied = space.applied(values)
-    assert applied["model"]["aux_losses"][0]["init_args"]["weight"] == 1e-2 and applied["model"]["lr"] == 0.01
-    assert base["model"]["aux_losses"][0]["init_args"]["weight"] != 1e-2  # the base config is not changed
+    assert applied["model"]["aux_losses"][0]["init_args"]["weight"] == 1e-4 and applied["model"]["lr"] == 0.05
+    assert base["model"]["aux_losses"][0]["init_args"]["weight"] != 1e-4 and base["model"]["lr"] != 0.05  # unchanged
     assert applied["trainer"] == base["trainer"]
 
 
