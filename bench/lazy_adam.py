@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         grads = []
         for (rows, dim), count in zip(shapes, args.rows):
             index = torch.randperm(rows, generator=generator)[:count].sort().values
-            grads.append(torch.sparse_coo_tensor(index[None], torch.randn(count, dim, generator=generator),
-                                                 (rows, dim)).coalesce())
+            values = torch.randn(count, dim, generator=generator)
+            grads.append(torch.sparse_coo_tensor(index[None], values, (rows, dim), check_invariants=True).coalesce())
         for name, (params, optimizer) in arms.items():
             for param, grad in zip(params, grads):
                 param.grad = grad.clone()

@@ -101,8 +101,8 @@ class RecDataModule(pl.LightningDataModule):
         self.positives, self.cold_negatives = positives, cold_negatives
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.draw: Callable[[Triples, torch.Generator], Any] | None = None
-        """Set by a model in sampled mode (``RecModule.setup``): drawn for each training batch one batch ahead
-        (:class:`~recplug.core.data.sampler.DrawnAhead`)."""
+        """Set by a model in sampled mode that draws ahead (``RecModule.setup``, ``model.sampling.draw_ahead``):
+        drawn for each training batch one batch ahead (:class:`~recplug.core.data.sampler.DrawnAhead`)."""
         # loaded now: counts are linked into the model
         self.data = load_dataset(path, feature_files, format, valid_ratio, split_seed, self.cache_dir,
                                  cold_items=cold_items, cold_seed=cold_seed)

@@ -250,7 +250,8 @@ class RecModule(pl.LightningModule):
             )
         if self.sampling is not None:  # before the strategy wraps the module in DDP
             exclude_row_sparse_from_ddp(self)
-        datamodule.draw = self.draw_batch if self.sampling is not None else None
+        ahead = self.sampling is not None and self.sampling.draws_ahead(self.trainer.strategy.root_device)
+        datamodule.draw = self.draw_batch if ahead else None
 
     # ------------------------------------------------------------------ forward
     def forward(self, targets: BPRBatch | None = None) -> ModelOutput:

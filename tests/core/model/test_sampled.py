@@ -248,16 +248,19 @@ def test_an_optimizer_section_naming_lazy_adam_trains_sampled_with_its_lr_schedu
     assert code == 0, capsys.readouterr().err[-2000:]
 
 
-def test_sampled_epochs_are_reproducible_and_differ_by_epoch(tiny_data, tmp_path):
+@pytest.mark.parametrize("draw_ahead", [None, True], ids=["default", "draw_ahead"])
+def test_sampled_epochs_are_reproducible_and_differ_by_epoch(draw_ahead, tiny_data, tmp_path):
+    """Drawn in the step (the default on CPU) or one batch ahead in a thread (model.sampling.draw_ahead)."""
     folder = write_mmrec(tiny_data, tmp_path / "data")
 
     def fit(epochs: int) -> dict[str, torch.Tensor]:
         pl.seed_everything(3)
         data = RecDataModule(str(folder), batch_size=64, seed=3)
-        model = RecModule(data.num_users, data.num_items, data.feature_dims, 8, sampling=Sampling([3, 3]),
-                          encoders=[UserItemGraph(num_layers=2)])
+        model = RecModule(data.num_users, data.num_items, data.feature_dims, 8,
+                          sampling=Sampling([3, 3], draw_ahead=draw_ahead), encoders=[UserItemGraph(num_layers=2)])
         pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    limit_val_batches=0, enable_model_summary=False).fit(model, data)
+        assert data.draw == (model.draw_batch if draw_ahead else None)  # on CPU only when asked for
         return {k: v.clone() for k, v in model.state_dict().items()}
 
     first, again, longer = fit(1), fit(1), fit(2)
