@@ -275,9 +275,11 @@ class LazyAdam(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float64)
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)  # as fused Adam's
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
+                elif state["step"].device != p.device:  # loaded for a param on an accelerator: torch keeps it on CPU
+                    state["step"] = state["step"].to(p.device, torch.float32)
                 rows = None
                 if p.grad.is_sparse:
                     rows, weight, grad, exp_avg, exp_avg_sq = self._gather_rows(p, state)
