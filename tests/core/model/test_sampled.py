@@ -229,8 +229,8 @@ REFUSED = {"lattice": "learned graph", "ultragcn": "UltraGCNLoss", "ultragcn_gow
 @pytest.mark.parametrize("path", BUNDLES, ids=lambda p: p.stem)
 def test_every_bundle_trains_sampled_or_is_refused_in_one_line(path, tmp_path, tiny_data, capsys):
     args = ["fit", "--config", str(path), "--model.sampling", '{"fanouts": [4, 4, 4, 4]}',  # LightGCN has K=4
-            "--trainer.fast_dev_run=true", "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.default_root_dir",
-            str(tmp_path)]
+            "--trainer.fast_dev_run=true", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+            "--trainer.default_root_dir", str(tmp_path)]
     if path.stem.endswith("_gowalla"):
         from recplug.core.data.formats.lightgcn import write_lightgcn
 
