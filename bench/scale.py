@@ -1,7 +1,7 @@
 """Seconds per training epoch as the data grows: full-graph against sampled training (issue 18).
 
-    python bench/scale.py [--sizes s m l] [--models lightgcn crane] [--fanouts 10 10] [--engine torch]
-                          [--threads 2] [--root /tmp/recplug-scale] [--batches 10 60]
+    python bench/scale.py [--sizes s m l] [--models lightgcn crane] [--fanouts 10 10] [--budget N]
+                          [--engine torch] [--threads 2] [--root /tmp/recplug-scale] [--batches 10 60]
 
 Synthetic power-law sets in MMRec format (``--root``/<size>, generated once, seeded): users' activity
 log-normal (at least 5 interactions), items drawn from a Zipf law (exponent 0.8, each at least once), per-user
@@ -10,10 +10,11 @@ log-normal (at least 5 interactions), items drawn from a Zipf law (exponent 0.8,
     s: 25k users x 12.5k items (0.38M train pairs), m: 100k x 50k (1.55M), l: 400k x 200k (6.3M)
 
 Models: ``lightgcn`` (configs/lightgcn.yaml with 2 layers), ``crane``, ``crane_rca`` and ``freedom`` (their
-configs as shipped; until issue 17 ``crane`` was today's ``crane_rca``, the RCA pipeline), batch 2048, through the real CLI; ``sampled`` adds ``--model.sampling {fanouts: ...}``. Each (size, model, mode) runs
-in a fresh process for ``--batches`` a and b steps; the training epoch is timed by a callback (model and graph
-setup excluded), so a run of n steps takes ``fixed + n * step``; the epoch estimate is
-``fixed + steps_per_epoch * step`` with ``step = (t_b - t_a) / (b - a)`` (the issue's method, plus the per-epoch
+configs as shipped; until issue 17 ``crane`` was today's ``crane_rca``, the RCA pipeline), batch 2048, through the
+real CLI; ``sampled`` adds ``--model.sampling {fanouts: ..., budget: ...}`` (``--budget``: new nodes kept per hop,
+at most in expectation; default none). Each (size, model, mode) runs in a fresh process for ``--batches`` a and b
+steps; the training epoch is timed by a callback (model and graph setup excluded), so a run of n steps takes
+``fixed + n * step``; the epoch estimate is ``fixed + steps_per_epoch * step`` with ``step = (t_b - t_a) / (b - a)`` (the issue's method, plus the per-epoch
 fixed cost: sampler draws, FREEDOM pruning, sampler rebuild). Peak RSS is the larger run's. Results go to
 ``--root``/results.jsonl, reused on a rerun (delete it to re-measure). Last line: ``ratio=<x>``, the worst model's
 (sampled epoch time growth s -> l) / (train-pair growth s -> l); 1.0 is linear.
@@ -88,7 +89,8 @@ def child(args: argparse.Namespace) -> None:
     if args.model == "lightgcn":
         argv += ["--model.encoders", LIGHTGCN_2]
     if args.mode == "sampled":
-        argv += ["--model.sampling", json.dumps({"fanouts": args.fanouts, "engine": args.engine})]
+        argv += ["--model.sampling", json.dumps({"fanouts": args.fanouts, "engine": args.engine,
+                                                  "budget": args.budget})]
     cli = run_cli(argv, run=False)
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer)
@@ -104,6 +106,7 @@ def measure(args: argparse.Namespace, size: str, model: str, mode: str, steps: i
     command = [sys.executable, __file__, "--child", "--size", size, "--model", model, "--mode", mode,
                "--steps", str(steps), "--threads", str(args.threads), "--root", str(args.root),
                "--engine", args.engine, "--fanouts", *map(str, args.fanouts)]
+    command += ["--budget", str(args.budget)] if args.budget is not None else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                         choices=["lightgcn", "crane", "crane_rca", "freedom"])
     parser.add_argument("--modes", nargs="+", default=["full", "sampled"], choices=["full", "sampled"])
     parser.add_argument("--fanouts", nargs="+", type=int, default=[10, 10])
+    parser.add_argument("--budget", type=int, help="model.sampling.budget (default: none)")
     parser.add_argument("--engine", default="torch", choices=["pyg", "torch"], help="model.sampling.engine")
     parser.add_argument("--batches", nargs=2, type=int, default=[10, 60])
     parser.add_argument("--threads", type=int, default=2)
@@ -134,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     results_file = args.root / "results.jsonl"
     args.root.mkdir(parents=True, exist_ok=True)
     results = [json.loads(line) for line in results_file.open()] if results_file.exists() else []
-    print(f"threads={args.threads} fanouts={args.fanouts} engine={args.engine} batches={args.batches}", flush=True)
+    print(f"threads={args.threads} fanouts={args.fanouts} budget={args.budget} engine={args.engine} "
+          f"batches={args.batches}", flush=True)
     print("| set | users x items | train pairs | model | mode | s/step | epoch (s) | peak RSS (GB) |", flush=True)
     print("|---|---|---|---|---|---|---|---|", flush=True)
     epochs: dict[tuple[str, str, str], tuple[float, int]] = {}
@@ -143,8 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         for model in args.models:
             for mode in args.modes:
                 key = {"size": size, "model": model, "mode": mode, "fanouts": args.fanouts, "engine": args.engine,
-                       "batches": args.batches, "threads": args.threads}
-                same = [k for k in key if mode == "sampled" or k not in ("fanouts", "engine")]  # full ignores them
+                       "budget": args.budget, "batches": args.batches, "threads": args.threads}
+                same = [k for k in key if mode == "sampled" or k not in ("fanouts", "engine", "budget")]  # full ignores them
                 found = next((r for r in results if all(r.get(k) == key[k] for k in same)), None)
                 if found is None:
                     short, long = (measure(args, size, model, mode, n) for n in args.batches)

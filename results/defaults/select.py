@@ -3,7 +3,8 @@
 For every grid point of a screen ``results/defaults/spaces/<space>.yaml`` (its study on each set in
 ``results/defaults/<set>/<space>``), its validation Recall@20 on each real set is divided by the best validation
 Recall@20 of that set's tuned study of the screened bundle (``results/benchmark/tuned/<set>/tune/<bundle>``, 20
-TPE trials; the bundle is the stem of the screen's ``config``). The default is the point whose worst ratio over
+TPE trials; the bundle is the stem of the screen's ``config``). A screen run on several training seeds (``run.sh``'s
+``SEEDS``: studies ``<space>``, ``<space>_seed1``, ...) scores each point by its mean over the seeds. The default is the point whose worst ratio over
 the sets is highest; points within ``TIE`` of it count as tied, and among tied points the one that changes fewest
 of the bundle's current values wins: a seed-0 screen does not resolve differences of a point or two. A bundle
 screened in rounds (``lightgcn``, then ``lightgcn_layers`` at the lr the first chose) takes its last round's
@@ -54,14 +55,21 @@ def main() -> None:
         bundle = config_path.stem
         best = {s: max(float(r["value"]) for r in trials(TUNED / s / "tune" / bundle)) for s in SETS}
         points: dict[tuple[tuple[str, str], ...], dict[str, float]] = {}
+        seeds: dict[str, int] = {}
         for s in SETS:
-            study = ROOT / s / space.stem
-            if not (study / "trials.csv").exists():
-                continue
-            for row in trials(study):
-                params = tuple((k, row[k]) for k in row if k.startswith(("model.", "data.", "trainer.")))
-                points.setdefault(params, {})[s] = float(row["value"])
-        print(f"## {space.stem}: {bundle} (tuned best val R@20: " + ", ".join(f"{s} {best[s]:.4f}" for s in SETS) + ")")
+            studies = [ROOT / s / space.stem, *sorted((ROOT / s).glob(f"{space.stem}_seed*"))]
+            studies = [study for study in studies if (study / "trials.csv").exists()]
+            seeds[s] = len(studies)
+            runs: dict[tuple[tuple[str, str], ...], list[float]] = {}
+            for study in studies:
+                for row in trials(study):
+                    params = tuple((k, row[k]) for k in row if k.startswith(("model.", "data.", "trainer.")))
+                    runs.setdefault(params, []).append(float(row["value"]))
+            for params, values in runs.items():
+                if len(values) == len(studies):  # a point every seed's study finished
+                    points.setdefault(params, {})[s] = sum(values) / len(values)
+        print(f"## {space.stem}: {bundle} (tuned best val R@20: " + ", ".join(f"{s} {best[s]:.4f}" for s in SETS)
+              + "; seeds per point: " + ", ".join(f"{s} {seeds[s]}" for s in SETS) + ")")
         ranked = []
         for params, values in points.items():
             ratios = {s: values[s] / best[s] for s in values}

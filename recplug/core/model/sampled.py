@@ -47,6 +47,10 @@ class Sampling:
         engine: the neighbour sampler: ``"torch"`` (vectorised, with replacement;
             :class:`~recplug.core.ops.sampling.TorchNeighbourSample`) or ``"pyg"`` (PyG's ``NeighborSampler``,
             without replacement; needs pyg-lib).
+        budget: new nodes kept per hop, at most in expectation, by Poisson sampling with Horvitz-Thompson
+            weights (:func:`~recplug.core.ops.sampling.thin_new_nodes`): a step then reads at most about
+            ``batch nodes + hops * budget`` rows however large the graph. ``None`` (default): every node the
+            fan-outs reach. Engine ``"torch"`` only.
         draw_ahead: draw batch i+1's neighbourhoods in a background thread while batch i trains
             (:class:`~recplug.core.data.sampler.DrawnAhead`). ``None`` (default): only when training on an
             accelerator, whose steps leave the CPU idle; on CPU the thread competes with the step for the cores
@@ -55,6 +59,7 @@ class Sampling:
 
     fanouts: list[int] = field(default_factory=lambda: [10, 10])
     engine: str = "torch"
+    budget: int | None = None
     draw_ahead: bool | None = None
 
     def draws_ahead(self, device: torch.device) -> bool:
@@ -71,6 +76,11 @@ def check_sampling(module: RecModule, sampling: Sampling | None) -> Sampling | N
         raise ConfigError(f"model.sampling must be null or {{fanouts: [...]}}, got {sampling!r}")
     sampling.fanouts = check_fanouts(sampling.fanouts, "model.sampling.fanouts")
     check_engine(sampling.engine)
+    budget = sampling.budget
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise ConfigError(f"model.sampling.budget must be null or an integer >= 1 (new nodes per hop), got {budget!r}")
+    if budget is not None and sampling.engine != "torch":
+        raise ConfigError("model.sampling.budget needs engine 'torch' (PyG's NeighborSampler has no node budget)")
     for key, component in module.components().items():
         refusal = component.sampling_refusal()
         if refusal is not None:
@@ -182,7 +192,7 @@ def draw_neighbourhoods(module: RecModule, batch: BPRBatch, generator: torch.Gen
     size = len(batch)
     local = BPRBatch(user_index, item_index[:size], item_index[size:])
     nodes = SampledBatch(users.cpu(), items.cpu(), tuple(module.sampling.fanouts), module.sampling.engine,
-                         positives=(local.users, local.pos_items), generator=generator)
+                         module.sampling.budget, positives=(local.users, local.pos_items), generator=generator)
     return DrawnBatch(local, nodes, [encoder.sample(nodes) for encoder in module.encoders])
 
 

@@ -69,6 +69,8 @@ class SampledBatch:
         fanouts: neighbours kept per node at each hop (``-1``: every neighbour).
         engine: the neighbour sampler, ``"torch"`` or ``"pyg"``
             (:class:`~recplug.core.ops.sampling.NeighbourSampler`).
+        budget: new nodes kept per hop, at most in expectation (``None``: every node the fan-outs reach;
+            :func:`~recplug.core.ops.sampling.thin_new_nodes`).
         positives: the step's positive pairs ``(user rows, item rows)`` as indices into ``users`` and ``items``.
         generator: what the neighbours are drawn from (``None``: torch's default generator).
     """
@@ -77,6 +79,7 @@ class SampledBatch:
     items: Tensor
     fanouts: tuple[int, ...]
     engine: str = "torch"
+    budget: int | None = None
     positives: tuple[Tensor, Tensor] | None = None
     generator: torch.Generator | None = None
 

@@ -91,8 +91,13 @@ class TorchNeighbourSample:
         self.degree = crow.diff()
         self.local = torch.full((num_nodes,), -1, dtype=torch.long)  # global -> local id during one sample
 
-    def sample_from_nodes(self, seeds: Tensor, generator: torch.Generator | None = None) -> SimpleNamespace:
-        nodes, rows, cols, edges = [seeds], [], [], []
+    def sample_from_nodes(
+        self, seeds: Tensor, generator: torch.Generator | None = None, budget: int | None = None
+    ) -> SimpleNamespace:
+        """The neighbourhood of ``seeds``; ``out.scale`` is each sampled entry's factor: ``d / (entries drawn)``
+        for its target, times ``1 / P(kept)`` for its source when ``budget`` thinned the hop's new nodes
+        (:func:`thin_new_nodes`)."""
+        nodes, rows, cols, edges, scales = [seeds], [], [], [], []
         self.local[seeds] = torch.arange(seeds.numel())
         begin, end = 0, seeds.numel()
         try:
@@ -109,23 +114,68 @@ class TorchNeighbourSample:
                 offset = torch.where(drawn, (uniform * owner_degree).long(), within)
                 edge = self.crow.index_select(0, frontier).index_select(0, owner - begin) + offset
                 source = self.col.index_select(0, edge)
-                unseen = source[self.local.index_select(0, source) < 0]
+                scale = (degree.float() / take.clamp(min=1).float()).index_select(0, owner - begin)
+                is_new = self.local.index_select(0, source) < 0
+                unseen = source[is_new]
                 # distinct without a sort: each candidate writes its position, the one whose write stayed wins
                 position = torch.arange(unseen.numel())
                 self.local[unseen] = position
                 unseen = unseen[self.local.index_select(0, unseen) == position]
+                if budget is not None and unseen.numel() > budget:
+                    unseen, kept, inverse_p = thin_new_nodes(self.local, source, is_new, unseen, budget, generator)
+                    source, owner, edge = source[kept], owner[kept], edge[kept]
+                    scale = scale[kept] * inverse_p
                 self.local[unseen] = torch.arange(end, end + unseen.numel())
                 nodes.append(unseen)
                 rows.append(self.local.index_select(0, source))
                 cols.append(owner)
                 edges.append(edge)
+                scales.append(scale)
                 begin, end = end, end + unseen.numel()
             node = torch.cat(nodes)
         finally:
             self.local[torch.cat(nodes)] = -1
         empty = torch.zeros(0, dtype=torch.long)
         joined = [torch.cat(parts) if parts else empty for parts in (rows, cols, edges)]
-        return SimpleNamespace(node=node, row=joined[0], col=joined[1], edge=joined[2])
+        scale = torch.cat(scales) if scales else torch.zeros(0)
+        return SimpleNamespace(node=node, row=joined[0], col=joined[1], edge=joined[2], scale=scale)
+
+
+def thin_new_nodes(
+    local: Tensor, source: Tensor, is_new: Tensor, distinct: Tensor, budget: int, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Poisson sampling of a hop's new nodes down to ``budget`` in expectation, with Horvitz-Thompson weights.
+
+    A new node drawn ``c`` times among the hop's ``C`` draws of new nodes is kept with probability
+    ``p = min(1, budget * c / C)`` (its expected count sums to at most ``budget``), independently; each draw of
+    a kept node is weighted ``1 / p`` (Horvitz & Thompson, JASA 1952), so every sampled row stays an unbiased
+    estimate of the full row's product, and a node already reached is always kept. This bounds the nodes a step
+    reads by ``seeds + hops * budget`` however large the graph, as a layer-wise sampler does (LADIES, Zou et al.,
+    NeurIPS 2019), while each row's draws stay node-wise; Poisson sampling of a GNN's neighbours with HT weights
+    is LABOR's (Balin & Catalyurek, NeurIPS 2023).
+
+    Args:
+        local: the global -> local map, holding each of ``distinct``'s position in it (the caller's scratch).
+        source: the hop's drawn neighbours (global ids), one per draw.
+        is_new: which draws reach a node not reached before.
+        distinct: the distinct new nodes.
+        budget: new nodes to keep, in expectation.
+        generator: what the keep decisions are drawn from.
+
+    Returns:
+        ``(kept nodes, kept-draw mask, 1/p per kept draw)``; the dropped nodes' ``local`` entries are reset to -1.
+    """
+    local[distinct] = torch.arange(distinct.numel())
+    new_position = local.index_select(0, source[is_new])
+    counts = torch.bincount(new_position, minlength=distinct.numel())
+    probability = (counts.float() * (budget / new_position.numel())).clamp_(max=1.0)
+    keep_node = torch.rand(distinct.numel(), generator=generator) < probability
+    local[distinct[~keep_node]] = -1
+    kept = torch.ones_like(is_new)
+    kept[is_new] = keep_node.index_select(0, new_position)
+    inverse_p = torch.ones(source.numel())
+    inverse_p[is_new] = probability.index_select(0, new_position).reciprocal()
+    return distinct[keep_node], kept, inverse_p[kept]
 
 
 @dataclass
@@ -189,25 +239,33 @@ class NeighbourSampler:
         else:
             self.sampler = TorchNeighbourSample(crow, col, num_nodes, self.fanouts)
 
-    def sample(self, seeds: Tensor, generator: torch.Generator | None = None) -> SampledGraph:
+    def sample(
+        self, seeds: Tensor, generator: torch.Generator | None = None, budget: int | None = None
+    ) -> SampledGraph:
         """The sampled neighbourhood of the distinct global ``seeds``, drawn from ``generator`` (``None``: torch's
-        default one; engine ``"pyg"`` always draws from pyg-lib's own)."""
+        default one; engine ``"pyg"`` always draws from pyg-lib's own). ``budget``: new nodes kept per hop, at most
+        in expectation (:func:`thin_new_nodes`; engine ``"torch"`` only)."""
         if self.engine == "pyg":
             from torch_geometric.sampler import NodeSamplerInput
 
+            if budget is not None:
+                raise ConfigError("model.sampling.budget needs engine 'torch' (PyG's NeighborSampler has none)")
             out = self.sampler.sample_from_nodes(NodeSamplerInput(input_id=None, node=seeds.cpu()))
         else:
-            out = self.sampler.sample_from_nodes(seeds.cpu(), generator)
+            out = self.sampler.sample_from_nodes(seeds.cpu(), generator, budget)
         # out.row: local source (the neighbour), out.col: local target, out.edge: index into A's CSR order
         target, source, edge = out.col, out.row, out.edge
+        scale = getattr(out, "scale", None)
         if target.numel() and not bool((target[1:] >= target[:-1]).all()):  # PyG emits them by target already
             order = torch.argsort(target, stable=True)
             target, source, edge = target[order], source[order], edge[order]
+            scale = scale[order] if scale is not None else None
         num_nodes, num_seeds = out.node.numel(), seeds.numel()
         sampled = torch.bincount(target, minlength=num_nodes)
-        degree = self.degree.index_select(0, out.node)
-        scale = degree.float() / sampled.clamp(min=1).float()  # d_v / |S(v)|: 1 where every neighbour was kept
-        values = self.values.index_select(0, edge) * scale.index_select(0, target)
+        if scale is None:  # PyG: d_v / |S(v)|, 1 where every neighbour was kept
+            degree = self.degree.index_select(0, out.node)
+            scale = (degree.float() / sampled.clamp(min=1).float()).index_select(0, target)
+        values = self.values.index_select(0, edge) * scale
         crow = torch.zeros(num_nodes + 1, dtype=torch.long)
         crow[1:] = torch.cumsum(sampled, 0)
         # hop boundaries: nodes are numbered as reached, so hop h+1's new nodes follow hop h's

@@ -310,10 +310,10 @@ class ItemItemGraph(GraphEncoder):
         seeds, profile = batch.items, None
         if self.profiles is not None:
             sampler = self._sampler("profiles", self.profiles, [batch.fanouts[self.num_layers]], batch.engine)
-            profile = sampler.sample(batch.users, batch.generator).sources()
+            profile = sampler.sample(batch.users, batch.generator, batch.budget).sources()
             seeds = torch.unique(torch.cat([batch.items, profile[0]]))
         knn = self._sampler("knn", self.frozen, list(batch.fanouts[: self.num_layers]), batch.engine)
-        sampled = knn.sample(seeds, batch.generator)
+        sampled = knn.sample(seeds, batch.generator, batch.budget)
         nodes = sampled.nodes
         return NodePlan(
             items=nodes if self.source != "content" else None, content=nodes if self.source != "id" else None,

@@ -210,6 +210,8 @@ def test_what_cannot_be_sampled_is_refused_when_built(wiring, message, tiny_data
     ('{"fanouts": [10, 0, 10, 10]}', "model.sampling.fanouts[1] must be an integer >= 1 or -1"),
     ('{"fanouts": [5, 5, 5, 5], "draw_ahead": "maybe"}',
      "model.sampling.init_args.draw_ahead: expected bool or null"),
+    ('{"fanouts": [5, 5, 5, 5], "budget": 0}', "model.sampling.budget must be null or an integer >= 1"),
+    ('{"fanouts": [5, 5, 5, 5], "budget": 64, "engine": "pyg"}', "model.sampling.budget needs engine 'torch'"),
 ])
 def test_bad_sampling_exits_2_with_the_key(sampling, message, tmp_path, capsys):
     try:
@@ -242,6 +244,15 @@ def test_every_bundle_trains_sampled_or_is_refused_in_one_line(path, tmp_path, t
         assert code == 2 and len(errors) == 1 and REFUSED[path.stem] in errors[0], err
     else:
         assert code == 0, err[-2000:]
+
+
+def test_a_node_budget_trains_both_graphs_of_crane(tmp_path, tiny_data, capsys):
+    """model.sampling.budget thins the user-item, kNN and profile hops alike (recplug.core.ops.sampling)."""
+    code = main(["fit", "--config", str(ROOT / "configs" / "crane.yaml"), "--data.path",
+                 str(write_mmrec(tiny_data, tmp_path / "data")), "--model.sampling",
+                 '{"fanouts": [4, 4, 4], "budget": 6}', "--trainer.max_epochs=1", "--trainer.logger=false",
+                 "--trainer.enable_progress_bar=false", "--trainer.default_root_dir", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err[-2000:]
 
 
 def test_an_optimizer_section_naming_lazy_adam_trains_sampled_with_its_lr_schedule(tmp_path, tiny_data, capsys):

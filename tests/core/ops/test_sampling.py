@@ -143,6 +143,46 @@ def test_rectangular_profiles_sample_one_hop_of_columns(engine):
     torch.testing.assert_close(operator.to_dense(), torch.ones(1, 1))  # one of three, rescaled x3: the mean
 
 
+def lightgcn_mean(matrix: SparseOperator, x: torch.Tensor, hops: int) -> torch.Tensor:
+    dense = matrix.to_dense().double()
+    layer, total = x, x
+    for _ in range(hops):
+        layer = dense @ layer
+        total = total + layer
+    return total / (hops + 1)
+
+
+def test_a_budget_bounds_the_new_nodes_per_hop_and_keeps_the_two_hop_mean_unbiased():
+    matrix = bipartite(num_users=60, num_items=40, edges=600)
+    x = torch.randn(matrix.shape[0], 3, dtype=torch.float64)
+    seeds = torch.tensor([0, 7, 21, 65, 80])
+    full = lightgcn_mean(matrix, x, 2)[seeds]
+    sampler = NeighbourSampler(matrix, [4, 4], "torch")
+    generator = torch.Generator().manual_seed(0)
+    draws, new_nodes = [], []
+    for _ in range(3000):
+        sampled = sampler.sample(seeds, generator, budget=6)
+        new_nodes.append(sampled.nodes.numel() - seeds.numel())
+        draws.append(propagate_mean(sampled, x.float()[sampled.nodes]).double())
+    draws = torch.stack(draws)
+    unbudgeted = NeighbourSampler(matrix, [4, 4], "torch").sample(seeds, torch.Generator().manual_seed(0))
+    assert unbudgeted.nodes.numel() - seeds.numel() > 20, "the test's fan-outs must reach more than the budget"
+    assert sum(new_nodes) / len(new_nodes) <= 2 * 6, "at most the budget per hop, in expectation"
+    standard_error = draws.std(0) / len(draws) ** 0.5
+    assert bool(((draws.mean(0) - full).abs() <= 4 * standard_error + 1e-9).all())
+
+
+def test_a_budget_above_the_neighbourhood_changes_nothing():
+    matrix = bipartite(edges=400)
+    seeds = torch.tensor([1, 2, 35])
+    sampler = NeighbourSampler(matrix, [2, 3], "torch")
+    plain = sampler.sample(seeds, torch.Generator().manual_seed(3))
+    budgeted = sampler.sample(seeds, torch.Generator().manual_seed(3), budget=10_000)
+    assert torch.equal(plain.nodes, budgeted.nodes)
+    for a, b in zip(plain.layers, budgeted.layers):
+        assert torch.equal(a.to_dense(), b.to_dense())
+
+
 def test_gathered_rows_get_a_row_sparse_gradient():
     table = torch.randn(10, 3, requires_grad=True)
     ids = torch.tensor([1, 4, 7])
