@@ -12,7 +12,8 @@ the unbiased "NS" estimator). With ``f_h >= d_v`` (or ``f_h = -1``) a row is exa
 largest degree the sampled propagation equals the full one on the seeds.
 
 Layer ``l`` of ``H`` only computes the nodes within ``H - l`` hops of the seeds (PyG's "trim to layer"), so the
-last layer touches the seeds' own samples only.
+last layer touches the seeds' own samples only. A ``budget`` also bounds the distinct nodes each hop adds
+(:func:`thin_new_nodes`: Poisson sampling with Horvitz-Thompson weights, still unbiased).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def thin_new_nodes(
     """Poisson sampling of a hop's new nodes down to ``budget`` in expectation, with Horvitz-Thompson weights.
 
     A new node drawn ``c`` times among the hop's ``C`` draws of new nodes is kept with probability
-    ``p = min(1, budget * c / C)`` (its expected count sums to at most ``budget``), independently; each draw of
+    ``p = min(1, budget * c / C)``, independently (so at most ``budget`` are kept in expectation); each draw of
     a kept node is weighted ``1 / p`` (Horvitz & Thompson, JASA 1952), so every sampled row stays an unbiased
     estimate of the full row's product, and a node already reached is always kept. This bounds the nodes a step
     reads by ``seeds + hops * budget`` however large the graph, as a layer-wise sampler does (LADIES, Zou et al.,

@@ -118,7 +118,8 @@ class UserItemGraph(GraphEncoder):
         cached = self._sampler
         if cached is None or cached[0] is not graph or (cached[1].fanouts, cached[1].engine) != (fanouts, batch.engine):
             self._sampler = (graph, NeighbourSampler(graph, fanouts, batch.engine))
-        sampled = self._sampler[1].sample(torch.cat([batch.users, batch.items + self.num_users]), batch.generator, batch.budget)
+        seeds = torch.cat([batch.users, batch.items + self.num_users])
+        sampled = self._sampler[1].sample(seeds, batch.generator, batch.budget)
         is_user = sampled.nodes < self.num_users
         users, items = sampled.nodes[is_user], sampled.nodes[~is_user] - self.num_users
         return NodePlan(users=users, items=items, graph=(sampled, batch.users.numel()))
