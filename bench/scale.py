@@ -14,7 +14,8 @@ configs as shipped; until issue 17 ``crane`` was today's ``crane_rca``, the RCA 
 real CLI; ``sampled`` adds ``--model.sampling {fanouts: ..., budget: ...}`` (``--budget``: new nodes kept per hop,
 at most in expectation; default none). Each (size, model, mode) runs in a fresh process for ``--batches`` a and b
 steps; the training epoch is timed by a callback (model and graph setup excluded), so a run of n steps takes
-``fixed + n * step``; the epoch estimate is ``fixed + steps_per_epoch * step`` with ``step = (t_b - t_a) / (b - a)`` (the issue's method, plus the per-epoch
+``fixed + n * step``; the epoch estimate is ``fixed + steps_per_epoch * step`` with
+``step = (t_b - t_a) / (b - a)`` (the issue's method, plus the per-epoch
 fixed cost: sampler draws, FREEDOM pruning, sampler rebuild). Peak RSS is the larger run's. Results go to
 ``--root``/results.jsonl, reused on a rerun (delete it to re-measure). Last line: ``ratio=<x>``, the worst model's
 (sampled epoch time growth s -> l) / (train-pair growth s -> l); 1.0 is linear.
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
             for mode in args.modes:
                 key = {"size": size, "model": model, "mode": mode, "fanouts": args.fanouts, "engine": args.engine,
                        "budget": args.budget, "batches": args.batches, "threads": args.threads}
-                same = [k for k in key if mode == "sampled" or k not in ("fanouts", "engine", "budget")]  # full ignores them
+                # full-graph runs ignore the sampling settings
+                same = [k for k in key if mode == "sampled" or k not in ("fanouts", "engine", "budget")]
                 found = next((r for r in results if all(r.get(k) == key[k] for k in same)), None)
                 if found is None:
                     short, long = (measure(args, size, model, mode, n) for n in args.batches)

@@ -27,7 +27,7 @@ from torch.optim.adam import adam
 
 from recplug.core.errors import ConfigError
 from recplug.core.model.components import FusionModule
-from recplug.core.ops.sampling import RowIndex, check_engine, check_fanouts, gather_rows
+from recplug.core.ops.sampling import RowIndex, check_budget, check_engine, check_fanouts, gather_rows
 from recplug.core.model.types import BPRBatch, GraphView, ModelOutput, NodePlan, SampledBatch
 
 if TYPE_CHECKING:
@@ -76,11 +76,7 @@ def check_sampling(module: RecModule, sampling: Sampling | None) -> Sampling | N
         raise ConfigError(f"model.sampling must be null or {{fanouts: [...]}}, got {sampling!r}")
     sampling.fanouts = check_fanouts(sampling.fanouts, "model.sampling.fanouts")
     check_engine(sampling.engine)
-    budget = sampling.budget
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-        raise ConfigError(f"model.sampling.budget must be null or an integer >= 1 (new nodes per hop), got {budget!r}")
-    if budget is not None and sampling.engine != "torch":
-        raise ConfigError("model.sampling.budget needs engine 'torch' (PyG's NeighborSampler has no node budget)")
+    check_budget(sampling.budget, sampling.engine)
     for key, component in module.components().items():
         refusal = component.sampling_refusal()
         if refusal is not None:

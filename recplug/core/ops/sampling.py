@@ -50,6 +50,18 @@ def check_engine(engine: str, key: str = "model.sampling.engine") -> str:
     return engine
 
 
+def check_budget(budget: object, engine: str, key: str = "model.sampling.budget") -> int | None:
+    """``budget`` if it is ``None`` or an integer ``>= 1`` with engine ``"torch"``, else :class:`ConfigError` at
+    ``key`` (PyG's samplers have no node budget)."""
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError(f"{key} must be null or an integer >= 1 (new nodes per hop), got {budget!r}")
+    if engine != "torch":
+        raise ConfigError(f"{key} needs engine 'torch' (PyG's NeighborSampler has no node budget)")
+    return budget
+
+
 def pyg_neighbor_sampler(crow: Tensor, col: Tensor, num_nodes: int, fanouts: list[int]):  # type: ignore[no-untyped-def]
     """PyG's ``NeighborSampler`` over the CSR ``(crow, col)`` of a square matrix (row ``v`` = target ``v``)."""
     try:
@@ -246,11 +258,10 @@ class NeighbourSampler:
         """The sampled neighbourhood of the distinct global ``seeds``, drawn from ``generator`` (``None``: torch's
         default one; engine ``"pyg"`` always draws from pyg-lib's own). ``budget``: new nodes kept per hop, at most
         in expectation (:func:`thin_new_nodes`; engine ``"torch"`` only)."""
+        check_budget(budget, self.engine)
         if self.engine == "pyg":
             from torch_geometric.sampler import NodeSamplerInput
 
-            if budget is not None:
-                raise ConfigError("model.sampling.budget needs engine 'torch' (PyG's NeighborSampler has none)")
             out = self.sampler.sample_from_nodes(NodeSamplerInput(input_id=None, node=seeds.cpu()))
         else:
             out = self.sampler.sample_from_nodes(seeds.cpu(), generator, budget)
