@@ -2,6 +2,7 @@
 
     python bench/scale.py [--sizes s m l] [--models lightgcn crane] [--fanouts 10 10] [--budget N]
                           [--engine torch] [--threads 2] [--root /tmp/recplug-scale] [--batches 10 60]
+                          [--repeats 1]
 
 Synthetic power-law sets in MMRec format (``--root``/<size>, generated once, seeded): users' activity
 log-normal (at least 5 interactions), items drawn from a Zipf law (exponent 0.8, each at least once), per-user
@@ -9,16 +10,20 @@ log-normal (at least 5 interactions), items drawn from a Zipf law (exponent 0.8,
 
     s: 25k users x 12.5k items (0.38M train pairs), m: 100k x 50k (1.55M), l: 400k x 200k (6.3M)
 
-Models: ``lightgcn`` (configs/lightgcn.yaml with 2 layers), ``crane``, ``crane_rca`` and ``freedom`` (their
-configs as shipped; until issue 17 ``crane`` was today's ``crane_rca``, the RCA pipeline), batch 2048, through the
-real CLI; ``sampled`` adds ``--model.sampling {fanouts: ..., budget: ...}`` (``--budget``: new nodes kept per hop,
-at most in expectation; default none). Each (size, model, mode) runs in a fresh process for ``--batches`` a and b
-steps; the training epoch is timed by a callback (model and graph setup excluded), so a run of n steps takes
-``fixed + n * step``; the epoch estimate is ``fixed + steps_per_epoch * step`` with
-``step = (t_b - t_a) / (b - a)`` (the issue's method, plus the per-epoch
-fixed cost: sampler draws, FREEDOM pruning, sampler rebuild). Peak RSS is the larger run's. Results go to
-``--root``/results.jsonl, reused on a rerun (delete it to re-measure). Last line: ``ratio=<x>``, the worst model's
-(sampled epoch time growth s -> l) / (train-pair growth s -> l); 1.0 is linear.
+Models: ``mf`` (configs/mf.yaml: no graph, so its sampled step reads only the batch's own rows: the floor of
+any model with ID tables), ``lightgcn`` (configs/lightgcn.yaml with 2 layers), ``crane``, ``crane_rca`` and
+``freedom`` (their configs as shipped; until issue 17 ``crane`` was today's ``crane_rca``, the RCA pipeline),
+batch 2048, through the real CLI; ``sampled`` adds ``--model.sampling {fanouts: ..., budget: ...}``
+(``--budget``: new nodes kept per hop, at most in expectation; default none). Each (size, model, mode) runs in a
+fresh process for ``--batches`` a and b steps; the training epoch is timed by a callback (model and graph setup
+excluded), so a run of n steps takes ``fixed + n * step``; the epoch estimate is ``fixed + steps_per_epoch *
+step`` with ``step = (t_b - t_a) / (b - a)`` (the issue's method, plus the per-epoch fixed cost: sampler draws,
+FREEDOM pruning, sampler rebuild). ``--repeats`` r makes r such estimates in r rounds over every (size, model,
+mode), so that the machine's drift reaches all sizes alike, and reports their medians (consecutive identical runs
+differ by 5-25% on a shared 2-core machine). Peak RSS is the largest run's. Results go to
+``--root``/results.jsonl, reused on a rerun (delete it to re-measure). Last line: ``ratio=<x>``, the worst graph
+model's (sampled epoch time growth s -> l) / (train-pair growth s -> l); 1.0 is linear (``mf``'s own ratio is
+printed above it, and is ``ratio`` only when ``mf`` is the sole model).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -115,17 +121,28 @@ def measure(args: argparse.Namespace, size: str, model: str, mode: str, steps: i
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def measure_epoch(args: argparse.Namespace, size: str, model: str, mode: str) -> dict[str, float]:
+    """One estimate of (size, model, mode)'s epoch from runs of ``--batches`` a and b steps (module docstring)."""
+    short, long = (measure(args, size, model, mode, n) for n in args.batches)
+    step = (long["seconds"] - short["seconds"]) / (long["steps"] - short["steps"])
+    fixed = max(0.0, short["seconds"] - short["steps"] * step)
+    steps_per_epoch = -(-long["train_pairs"] // 2048)
+    return {"step": step, "fixed": fixed, "epoch": fixed + steps_per_epoch * step,
+            "train_pairs": long["train_pairs"], "rss_gb": max(short["rss_gb"], long["rss_gb"])}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["s", "m", "l"], choices=sorted(SIZES))
     parser.add_argument("--models", nargs="+", default=["lightgcn", "crane"],
-                        choices=["lightgcn", "crane", "crane_rca", "freedom"])
+                        choices=["mf", "lightgcn", "crane", "crane_rca", "freedom"])
     parser.add_argument("--modes", nargs="+", default=["full", "sampled"], choices=["full", "sampled"])
     parser.add_argument("--fanouts", nargs="+", type=int, default=[10, 10])
     parser.add_argument("--budget", type=int, help="model.sampling.budget (default: none)")
     parser.add_argument("--engine", default="torch", choices=["pyg", "torch"], help="model.sampling.engine")
     parser.add_argument("--batches", nargs=2, type=int, default=[10, 60])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="estimates per (size, model, mode); their median")
     parser.add_argument("--root", type=Path, default=Path("/tmp/recplug-scale"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
@@ -140,41 +157,48 @@ def main(argv: list[str] | None = None) -> None:
     args.root.mkdir(parents=True, exist_ok=True)
     results = [json.loads(line) for line in results_file.open()] if results_file.exists() else []
     print(f"threads={args.threads} fanouts={args.fanouts} budget={args.budget} engine={args.engine} "
-          f"batches={args.batches}", flush=True)
+          f"batches={args.batches} repeats={args.repeats}", flush=True)
+    measured: dict[tuple[str, str, str], list[dict]] = {}
+    for repeat in range(args.repeats):  # in rounds, so that drift of the machine reaches every size alike
+        for size in args.sizes:
+            generate(args.root / size, *SIZES[size])
+            for model in args.models:
+                for mode in args.modes:
+                    key = {"size": size, "model": model, "mode": mode, "fanouts": args.fanouts,
+                           "engine": args.engine, "budget": args.budget, "batches": args.batches,
+                           "threads": args.threads, "repeat": repeat}
+                    # full-graph runs ignore the sampling settings; rows written before --repeats are repeat 0
+                    same = [k for k in key if mode == "sampled" or k not in ("fanouts", "engine", "budget")]
+                    found = next((r for r in results if all(r.get(k, 0) == key[k] for k in same)), None)
+                    if found is None:
+                        found = {**key, **measure_epoch(args, size, model, mode)}
+                        with results_file.open("a") as out:
+                            out.write(json.dumps(found) + "\n")
+                        results.append(found)
+                    measured.setdefault((size, model, mode), []).append(found)
+                    print(f"round {repeat + 1}/{args.repeats}: {size} {model} {mode} {found['step']:.4f} s/step",
+                          file=sys.stderr, flush=True)
     print("| set | users x items | train pairs | model | mode | s/step | epoch (s) | peak RSS (GB) |", flush=True)
     print("|---|---|---|---|---|---|---|---|", flush=True)
     epochs: dict[tuple[str, str, str], tuple[float, int]] = {}
-    for size in args.sizes:
-        generate(args.root / size, *SIZES[size])
-        for model in args.models:
-            for mode in args.modes:
-                key = {"size": size, "model": model, "mode": mode, "fanouts": args.fanouts, "engine": args.engine,
-                       "budget": args.budget, "batches": args.batches, "threads": args.threads}
-                # full-graph runs ignore the sampling settings
-                same = [k for k in key if mode == "sampled" or k not in ("fanouts", "engine", "budget")]
-                found = next((r for r in results if all(r.get(k) == key[k] for k in same)), None)
-                if found is None:
-                    short, long = (measure(args, size, model, mode, n) for n in args.batches)
-                    step = (long["seconds"] - short["seconds"]) / (long["steps"] - short["steps"])
-                    fixed = max(0.0, short["seconds"] - short["steps"] * step)
-                    steps_per_epoch = -(-long["train_pairs"] // 2048)
-                    found = {**key, "step": step, "fixed": fixed, "epoch": fixed + steps_per_epoch * step,
-                             "train_pairs": long["train_pairs"], "rss_gb": max(short["rss_gb"], long["rss_gb"])}
-                    with results_file.open("a") as out:
-                        out.write(json.dumps(found) + "\n")
-                    results.append(found)
-                users, items = SIZES[size]
-                epochs[size, model, mode] = (found["epoch"], found["train_pairs"])
-                print(f"| {size} | {users // 1000}k x {items / 1000:g}k | {found['train_pairs'] / 1e6:.2f}M | {model} "
-                      f"| {mode} | {found['step']:.3f} | {found['epoch']:.0f} | {found['rss_gb']:.1f} |", flush=True)
+    for (size, model, mode), runs in measured.items():
+        step, epoch = (statistics.median(run[k] for run in runs) for k in ("step", "epoch"))
+        train_pairs, rss_gb = runs[0]["train_pairs"], max(run["rss_gb"] for run in runs)
+        epochs[size, model, mode] = (epoch, train_pairs)
+        users, items = SIZES[size]
+        print(f"| {size} | {users // 1000}k x {items / 1000:g}k | {train_pairs / 1e6:.2f}M | {model} | {mode} "
+              f"| {step:.3f} | {epoch:.0f} | {rss_gb:.1f} |", flush=True)
     ratios = {}
     for model in args.models:
         if ("s", model, "sampled") in epochs and ("l", model, "sampled") in epochs:
             (t_s, e_s), (t_l, e_l) = epochs["s", model, "sampled"], epochs["l", model, "sampled"]
             ratios[model] = (t_l / t_s) / (e_l / e_s)
-            print(f"{model}: sampled epoch x{t_l / t_s:.1f} for x{e_l / e_s:.1f} train pairs, s -> l", flush=True)
-    if ratios:
-        print(f"ratio={max(ratios.values()):.2f}")
+            floor = " (no graph: the floor of a model with ID tables)" if model == "mf" else ""
+            print(f"{model}: sampled epoch x{t_l / t_s:.1f} for x{e_l / e_s:.1f} train pairs, s -> l, "
+                  f"{ratios[model]:.2f}{floor}", flush=True)
+    graph_ratios = [r for model, r in ratios.items() if model != "mf"] or list(ratios.values())
+    if graph_ratios:
+        print(f"ratio={max(graph_ratios):.2f}")
     else:
         print("ratio=nan (needs sampled runs of s and l)")
 
