@@ -7,12 +7,15 @@ Gowalla has no validation split: the ``val/`` metrics every 50 epochs evaluate t
 last-epoch test does, and nothing is selected on them.
 
     python results/scale/gowalla_sampled/curve.py results/scale/gowalla_sampled/metrics.csv
+
+With ``--against B.csv`` the reference is that run's curve instead, and the last column compares the two at the
+same epoch (``results/scale/gowalla_budget/``).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 
 # epoch -> (Recall@20, NDCG@20) of the full-graph run (README, "LightGCN on Gowalla")
 FULL = dict(zip(range(50, 1001, 50), zip(
@@ -35,8 +38,21 @@ def sampled_curve(paths: list[str]) -> dict[int, tuple[float, float]]:
     return curve
 
 
-def main(paths: list[str]) -> None:
-    curve = sampled_curve(paths)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("metrics", nargs="+", help="the run's metrics.csv (several: a resumed run, later win)")
+    parser.add_argument("--against", nargs="+", help="another run's metrics.csv: the reference, epoch by epoch")
+    args = parser.parse_args(argv)
+    curve = sampled_curve(args.metrics)
+    if args.against:
+        reference = sampled_curve(args.against)
+        print("| epoch | R@20 | against R@20 | N@20 | against N@20 | R / N vs against, same epoch |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for epoch, (recall, ndcg) in sorted(curve.items()):
+            other = reference.get(epoch, (float("nan"), float("nan")))
+            print(f"| {epoch} | {recall:.4f} | {other[0]:.4f} | {ndcg:.4f} | {other[1]:.4f} | "
+                  f"{recall / other[0] - 1:+.1%} / {ndcg / other[1] - 1:+.1%} |")
+        return
     print("| epoch | sampled R@20 | full R@20 | sampled N@20 | full N@20 | sampled vs full's final (R / N) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for epoch, (recall, ndcg) in sorted(curve.items()):
@@ -46,4 +62,4 @@ def main(paths: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
