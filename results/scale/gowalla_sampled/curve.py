@@ -44,22 +44,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--against", nargs="+", help="another run's metrics.csv: the reference, epoch by epoch")
     args = parser.parse_args(argv)
     curve = sampled_curve(args.metrics)
-    if args.against:
+    if args.against:  # the other run at the same epoch
         reference = sampled_curve(args.against)
         print("| epoch | R@20 | against R@20 | N@20 | against N@20 | R / N vs against, same epoch |")
-        print("|---:|---:|---:|---:|---:|---:|")
-        for epoch, (recall, ndcg) in sorted(curve.items()):
-            other = reference.get(epoch, (float("nan"), float("nan")))
-            print(f"| {epoch} | {recall:.4f} | {other[0]:.4f} | {ndcg:.4f} | {other[1]:.4f} | "
-                  f"{recall / other[0] - 1:+.1%} / {ndcg / other[1] - 1:+.1%} |")
-        return
-    print("| epoch | sampled R@20 | full R@20 | sampled N@20 | full N@20 | sampled vs full's final (R / N) |")
+    else:  # the full-graph run, and its final scores
+        reference = FULL
+        print("| epoch | sampled R@20 | full R@20 | sampled N@20 | full N@20 | sampled vs full's final (R / N) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for epoch, (recall, ndcg) in sorted(curve.items()):
-        full = FULL.get(epoch, (float("nan"), float("nan")))
-        print(f"| {epoch} | {recall:.4f} | {full[0]:.4f} | {ndcg:.4f} | {full[1]:.4f} | "
-              f"{recall / FINAL[0] - 1:+.1%} / {ndcg / FINAL[1] - 1:+.1%} |")
-
+        other = reference.get(epoch, (float("nan"), float("nan")))
+        base = other if args.against else FINAL
+        print(f"| {epoch} | {recall:.4f} | {other[0]:.4f} | {ndcg:.4f} | {other[1]:.4f} | "
+              f"{recall / base[0] - 1:+.1%} / {ndcg / base[1] - 1:+.1%} |")
 
 if __name__ == "__main__":
     main()
