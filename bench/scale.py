@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     results_file = args.root / "results.jsonl"
     args.root.mkdir(parents=True, exist_ok=True)
-    results = [json.loads(line) for line in results_file.open()] if results_file.exists() else []
+    # rows written before --repeats are repeat 0
+    results = [{"repeat": 0, **json.loads(line)} for line in results_file.open()] if results_file.exists() else []
     print(f"threads={args.threads} fanouts={args.fanouts} budget={args.budget} engine={args.engine} "
           f"batches={args.batches} repeats={args.repeats}", flush=True)
     measured: dict[tuple[str, str, str], list[dict]] = {}
@@ -167,9 +168,9 @@ def main(argv: list[str] | None = None) -> None:
                     key = {"size": size, "model": model, "mode": mode, "fanouts": args.fanouts,
                            "engine": args.engine, "budget": args.budget, "batches": args.batches,
                            "threads": args.threads, "repeat": repeat}
-                    # full-graph runs ignore the sampling settings; rows written before --repeats are repeat 0
+                    # full-graph runs ignore the sampling settings
                     same = [k for k in key if mode == "sampled" or k not in ("fanouts", "engine", "budget")]
-                    found = next((r for r in results if all(r.get(k, 0) == key[k] for k in same)), None)
+                    found = next((r for r in results if all(r.get(k) == key[k] for k in same)), None)
                     if found is None:
                         found = {**key, **measure_epoch(args, size, model, mode)}
                         with results_file.open("a") as out:

@@ -57,5 +57,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {epoch} | {recall:.4f} | {other[0]:.4f} | {ndcg:.4f} | {other[1]:.4f} | "
               f"{recall / base[0] - 1:+.1%} / {ndcg / base[1] - 1:+.1%} |")
 
+
 if __name__ == "__main__":
     main()
