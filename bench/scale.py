@@ -2,7 +2,7 @@
 
     python bench/scale.py [--sizes s m l] [--models lightgcn crane] [--fanouts 10 10] [--budget N]
                           [--engine torch] [--threads 2] [--root /tmp/recplug-scale] [--batches 10 60]
-                          [--repeats 1]
+                          [--repeats 1] [--epochs N]
 
 Synthetic power-law sets in MMRec format (``--root``/<size>, generated once, seeded): users' activity
 log-normal (at least 5 interactions), items drawn from a Zipf law (exponent 0.8, each at least once), per-user
@@ -18,9 +18,12 @@ batch 2048, through the real CLI; ``sampled`` adds ``--model.sampling {fanouts: 
 fresh process for ``--batches`` a and b steps; the training epoch is timed by a callback (model and graph setup
 excluded), so a run of n steps takes ``fixed + n * step``; the epoch estimate is ``fixed + steps_per_epoch *
 step`` with ``step = (t_b - t_a) / (b - a)`` (the issue's method, plus the per-epoch fixed cost: sampler draws,
-FREEDOM pruning, sampler rebuild). ``--repeats`` r makes r such estimates in r rounds over every (size, model,
-mode), so that the machine's drift reaches all sizes alike, and reports their medians (consecutive identical runs
-differ by 5-25% on a shared 2-core machine). Peak RSS is the largest run's. Results go to
+FREEDOM pruning, sampler rebuild). ``--epochs`` N times sampled runs instead over N whole epochs in one process
+and takes the median of the epochs after the first (the first is a warm-up; N=1: that epoch): on s the runs of a
+and b steps differ by seconds, as little as a whole sampled epoch there (full-graph runs still extrapolate: their
+l epoch takes hours). ``--repeats`` r makes r such estimates in r rounds over every (size, model, mode), so that
+the machine's drift reaches all sizes alike, and reports their medians (consecutive identical runs differ by
+5-25% on a shared 2-core machine). Peak RSS is the largest run's. Results go to
 ``--root``/results.jsonl, reused on a rerun (delete it to re-measure). Last line: ``ratio=<x>``, the worst graph
 model's (sampled epoch time growth s -> l) / (train-pair growth s -> l); 1.0 is linear (``mf``'s own ratio is
 printed above it, and is ``ratio`` only when ``mf`` is the sole model).
@@ -98,13 +101,18 @@ def child(args: argparse.Namespace) -> None:
     if args.mode == "sampled":
         argv += ["--model.sampling", json.dumps({"fanouts": args.fanouts, "engine": args.engine,
                                                   "budget": args.budget})]
+    if args.epochs and args.mode == "sampled":  # whole epochs (the module docstring)
+        argv[argv.index("--trainer.max_epochs") + 1] = str(args.epochs)
+        argv[argv.index("--trainer.limit_train_batches") + 1] = "1.0"
     cli = run_cli(argv, run=False)
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, cli.datamodule)
     train_pairs = int(cli.datamodule.data.split("train")[0].numel())
+    warm = timer.train[1:] or timer.train
     print(json.dumps({
-        "seconds": timer.train[-1], "steps": args.steps, "train_pairs": train_pairs,
+        "seconds": statistics.median(warm), "epoch_seconds": timer.train, "steps": args.steps,
+        "train_pairs": train_pairs,
         "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }))
 
@@ -113,6 +121,7 @@ def measure(args: argparse.Namespace, size: str, model: str, mode: str, steps: i
     command = [sys.executable, __file__, "--child", "--size", size, "--model", model, "--mode", mode,
                "--steps", str(steps), "--threads", str(args.threads), "--root", str(args.root),
                "--engine", args.engine, "--fanouts", *map(str, args.fanouts)]
+    command += ["--epochs", str(args.epochs)] if args.epochs else []
     command += ["--budget", str(args.budget)] if args.budget is not None else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -122,7 +131,13 @@ def measure(args: argparse.Namespace, size: str, model: str, mode: str, steps: i
 
 
 def measure_epoch(args: argparse.Namespace, size: str, model: str, mode: str) -> dict[str, float]:
-    """One estimate of (size, model, mode)'s epoch from runs of ``--batches`` a and b steps (module docstring)."""
+    """One estimate of (size, model, mode)'s epoch from runs of ``--batches`` a and b steps, or for a sampled run
+    with ``--epochs``, from whole epochs (module docstring)."""
+    if args.epochs and mode == "sampled":
+        run = measure(args, size, model, mode, 0)
+        steps_per_epoch = -(-run["train_pairs"] // 2048)
+        return {"step": run["seconds"] / steps_per_epoch, "epoch": run["seconds"],
+                "epoch_seconds": run["epoch_seconds"], "train_pairs": run["train_pairs"], "rss_gb": run["rss_gb"]}
     short, long = (measure(args, size, model, mode, n) for n in args.batches)
     step = (long["seconds"] - short["seconds"]) / (long["steps"] - short["steps"])
     fixed = max(0.0, short["seconds"] - short["steps"] * step)
@@ -143,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", nargs=2, type=int, default=[10, 60])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="estimates per (size, model, mode); their median")
+    parser.add_argument("--epochs", type=int, help="time sampled runs over this many whole epochs (default: "
+                        "extrapolate from --batches)")
     parser.add_argument("--root", type=Path, default=Path("/tmp/recplug-scale"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
@@ -158,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     # rows written before --repeats are repeat 0
     results = [{"repeat": 0, **json.loads(line)} for line in results_file.open()] if results_file.exists() else []
     print(f"threads={args.threads} fanouts={args.fanouts} budget={args.budget} engine={args.engine} "
-          f"batches={args.batches} repeats={args.repeats}", flush=True)
+          f"batches={args.batches} repeats={args.repeats} epochs={args.epochs}", flush=True)
     measured: dict[tuple[str, str, str], list[dict]] = {}
     for repeat in range(args.repeats):  # in rounds, so that drift of the machine reaches every size alike
         for size in args.sizes:
@@ -167,9 +184,12 @@ def main(argv: list[str] | None = None) -> None:
                 for mode in args.modes:
                     key = {"size": size, "model": model, "mode": mode, "fanouts": args.fanouts,
                            "engine": args.engine, "budget": args.budget, "batches": args.batches,
-                           "threads": args.threads, "repeat": repeat}
+                           "threads": args.threads, "repeat": repeat,
+                           "epochs": args.epochs if mode == "sampled" else None}
                     # full-graph runs ignore the sampling settings
-                    same = [k for k in key if mode == "sampled" or k not in ("fanouts", "engine", "budget")]
+                    # (and whole-epoch runs the --batches)
+                    same = [k for k in key if (mode == "sampled" or k not in ("fanouts", "engine", "budget"))
+                            and not (key["epochs"] and k == "batches")]
                     found = next((r for r in results if all(r.get(k) == key[k] for k in same)), None)
                     if found is None:
                         found = {**key, **measure_epoch(args, size, model, mode)}
@@ -188,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         epochs[size, model, mode] = (epoch, train_pairs)
         users, items = SIZES[size]
         print(f"| {size} | {users // 1000}k x {items / 1000:g}k | {train_pairs / 1e6:.2f}M | {model} | {mode} "
-              f"| {step:.3f} | {epoch:.0f} | {rss_gb:.1f} |", flush=True)
+              f"| {step:.4f} | {epoch:.1f} | {rss_gb:.1f} |", flush=True)
     ratios = {}
     for model in args.models:
         if ("s", model, "sampled") in epochs and ("l", model, "sampled") in epochs:
