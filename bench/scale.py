@@ -44,6 +44,7 @@ import numpy as np
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SIZES = {"s": (25_000, 12_500), "m": (100_000, 50_000), "l": (400_000, 200_000)}
+BATCH_SIZE = 2048
 MEAN_INTERACTIONS = 20.0  # per user, before the split: 80% train gives the issue's 0.38M / 1.55M / 6.3M pairs
 LIGHTGCN_2 = '[{"class_path": "UserItemGraph", "init_args": {"name": "behavior", "num_layers": 2}}]'
 
@@ -87,10 +88,12 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     folder = Path(args.root) / args.size
+    whole_epochs = bool(args.epochs) and args.mode == "sampled"  # (the module docstring)
     argv = [
-        "--config", str(CONFIGS / f"{args.model}.yaml"), "--data.path", str(folder), "--data.batch_size", "2048",
-        "--data.cache_dir", str(Path(args.root) / "cache"), "--trainer.max_epochs", "1",
-        "--trainer.limit_train_batches", str(args.steps), "--trainer.limit_val_batches", "0",
+        "--config", str(CONFIGS / f"{args.model}.yaml"), "--data.path", str(folder),
+        "--data.batch_size", str(BATCH_SIZE), "--data.cache_dir", str(Path(args.root) / "cache"),
+        "--trainer.max_epochs", str(args.epochs if whole_epochs else 1),
+        "--trainer.limit_train_batches", "1.0" if whole_epochs else str(args.steps), "--trainer.limit_val_batches", "0",
         "--trainer.callbacks", "[]", "--trainer.logger", "false", "--checkpoint.save_top_k", "0",
         "--checkpoint.save_last", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
@@ -101,9 +104,6 @@ def child(args: argparse.Namespace) -> None:
     if args.mode == "sampled":
         argv += ["--model.sampling", json.dumps({"fanouts": args.fanouts, "engine": args.engine,
                                                   "budget": args.budget})]
-    if args.epochs and args.mode == "sampled":  # whole epochs (the module docstring)
-        argv[argv.index("--trainer.max_epochs") + 1] = str(args.epochs)
-        argv[argv.index("--trainer.limit_train_batches") + 1] = "1.0"
     cli = run_cli(argv, run=False)
     timer = EpochTimer()
     cli.trainer.callbacks.append(timer)
@@ -130,19 +130,22 @@ def measure(args: argparse.Namespace, size: str, model: str, mode: str, steps: i
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def steps_per_epoch(train_pairs: int) -> int:
+    """Training steps in an epoch of ``train_pairs`` at the bench's batch size."""
+    return -(-train_pairs // BATCH_SIZE)
+
+
 def measure_epoch(args: argparse.Namespace, size: str, model: str, mode: str) -> dict[str, float]:
     """One estimate of (size, model, mode)'s epoch from runs of ``--batches`` a and b steps, or for a sampled run
     with ``--epochs``, from whole epochs (module docstring)."""
     if args.epochs and mode == "sampled":
         run = measure(args, size, model, mode, 0)
-        steps_per_epoch = -(-run["train_pairs"] // 2048)
-        return {"step": run["seconds"] / steps_per_epoch, "epoch": run["seconds"],
+        return {"step": run["seconds"] / steps_per_epoch(run["train_pairs"]), "epoch": run["seconds"],
                 "epoch_seconds": run["epoch_seconds"], "train_pairs": run["train_pairs"], "rss_gb": run["rss_gb"]}
     short, long = (measure(args, size, model, mode, n) for n in args.batches)
     step = (long["seconds"] - short["seconds"]) / (long["steps"] - short["steps"])
     fixed = max(0.0, short["seconds"] - short["steps"] * step)
-    steps_per_epoch = -(-long["train_pairs"] // 2048)
-    return {"step": step, "fixed": fixed, "epoch": fixed + steps_per_epoch * step,
+    return {"step": step, "fixed": fixed, "epoch": fixed + steps_per_epoch(long["train_pairs"]) * step,
             "train_pairs": long["train_pairs"], "rss_gb": max(short["rss_gb"], long["rss_gb"])}
 
 
