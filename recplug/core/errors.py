@@ -84,6 +84,10 @@ def check_number(
     raise InvalidArgument(owner, argument, value, f"{rule} ({bounds})" if bounds else rule)
 
 
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit, as numpy's and Lightning's ``seed_everything`` (the sampler derives per-epoch seeds from them)."""
+
+
 MAX_LAYERS = 100
 """Most layers (or recursions) any component accepts: each one costs a propagation or a weight matrix, so a
 typo like ``num_layers: 1000000`` would exhaust memory or hang instead of failing; published models use <= 10."""

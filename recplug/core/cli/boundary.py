@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Callable, NoReturn
 
-from recplug.core.errors import ConfigError, RecplugError, one_line
+from recplug.core.errors import ConfigError, InvalidArgument, RecplugError, check_number, one_line
 
 DEBUG_HINT = "(set RECPLUG_DEBUG=1 for the traceback)"
 BUG_TYPES: tuple[type[BaseException], ...] = (NotImplementedError, RecursionError)
@@ -41,6 +41,29 @@ class CommandParser(argparse.ArgumentParser):
         ``recplug tune`` pass them on to every ``recplug fit`` run)."""
         cut = argv.index("--") if "--" in argv else len(argv)
         return self.parse_args(argv[:cut]), argv[cut + 1:]
+
+
+def number_in(
+    kind: type[int] | type[float], low: float | None = None, high: float | None = None, *, high_open: bool = False
+) -> Callable[[str], float]:
+    """An argparse ``type`` parsing ``kind`` that refuses NaN, infinities and values outside ``[low, high]``
+    (``high_open``: ``[low, high)``), so the usage error names the option: ``argument --seed: must be >= 0, got -1``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        try:
+            check_number("", "", value, low, high, high_open=high_open)
+        except InvalidArgument as exc:
+            raise argparse.ArgumentTypeError(f"must be {exc.rule}, got {text}") from None
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
 
 
 def debugging() -> bool:

@@ -16,9 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from recplug.core.cli.boundary import CommandParser, report_errors
+from recplug.core.cli.boundary import CommandParser, number_in, report_errors
 from recplug.core.data.dataset import InteractionData
-from recplug.core.errors import RecplugError
+from recplug.core.errors import MAX_SEED, ConfigError, RecplugError
 
 
 def _feature_pairs(values: list[str]) -> dict[str, str]:
@@ -37,23 +37,26 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
 
     defaults = RawOptions()
     parser.add_argument("--format", choices=FORMATS, default="auto", help="dataset format (default: detect)")
-    parser.add_argument("--valid-ratio", type=float, default=0.0, help="carve a validation split from train")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of --valid-ratio")
+    parser.add_argument("--valid-ratio", type=number_in(float, 0, 1, high_open=True), default=0.0,
+                        help="carve a validation split from train")
+    parser.add_argument("--split-seed", type=number_in(int, 0, MAX_SEED), default=0, help="seed of --valid-ratio")
     parser.add_argument("--cache-dir", default=None, help="cache (default $RECPLUG_CACHE or ~/.cache/recplug)")
     raw = parser.add_argument_group("raw logs (CSV/TSV)")
     raw.add_argument("--feature", action="append", default=[], metavar="MODALITY=FILE",
                      help="item features keyed by raw item id (.npz ids/features, or CSV/TSV rows id,f1,...)")
-    raw.add_argument("--sep", default=None, help="field separator (default: ',' for .csv, tab otherwise)")
+    raw.add_argument("--sep", default=None,
+                     help="field separator, one character or '\\t' for a tab (default: ',' for .csv, tab otherwise)")
     raw.add_argument("--columns", default=None, help="comma-separated column names when the log has no header")
     raw.add_argument("--user-col", default=defaults.user_col)
     raw.add_argument("--item-col", default=defaults.item_col)
     raw.add_argument("--rating-col", default=defaults.rating_col)
     raw.add_argument("--time-col", default=defaults.time_col)
-    raw.add_argument("--min-rating", type=float, default=None)
-    raw.add_argument("--k-core", type=int, default=defaults.k_core)
+    raw.add_argument("--min-rating", type=number_in(float), default=None)
+    raw.add_argument("--k-core", type=number_in(int, 0), default=defaults.k_core)
     raw.add_argument("--split", choices=("random", "loo", "temporal"), default=defaults.split)
-    raw.add_argument("--ratios", type=float, nargs=3, default=list(defaults.ratios), metavar=("TRAIN", "VALID", "TEST"))
-    raw.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random split")
+    raw.add_argument("--ratios", type=number_in(float, 0, 1), nargs=3, default=list(defaults.ratios),
+                     metavar=("TRAIN", "VALID", "TEST"))
+    raw.add_argument("--seed", type=number_in(int, 0, MAX_SEED), default=defaults.seed, help="seed of the random split")
     raw.add_argument("--missing-features", choices=("error", "drop"), default=defaults.missing_features)
 
 
@@ -61,12 +64,14 @@ def _load(args: argparse.Namespace, cached: bool = True) -> InteractionData:
     """The dataset ``args.path`` names; a raw log is processed with the raw-log options, through the processed
     cache when ``cached`` (``stats``), directly otherwise (``convert`` writes its own copy)."""
     from recplug.core.data.formats.raw import RawOptions, process_raw
+    from recplug.core.data.registry import DEFAULT_DATASET
     from recplug.core.data.resolve import carve_validation, load_dataset
 
     source = Path(args.path)
     if source.is_file() and args.format in ("auto", "raw"):
         options = RawOptions(
-            sep=args.sep, columns=tuple(args.columns.split(",")) if args.columns else None,
+            sep="\t" if args.sep == "\\t" else args.sep,
+            columns=tuple(args.columns.split(",")) if args.columns else None,
             user_col=args.user_col, item_col=args.item_col, rating_col=args.rating_col, time_col=args.time_col,
             min_rating=args.min_rating, k_core=args.k_core, split=args.split, ratios=tuple(args.ratios),
             seed=args.seed, missing_features=args.missing_features,
@@ -78,6 +83,8 @@ def _load(args: argparse.Namespace, cached: bool = True) -> InteractionData:
                                 raw_options=options)
         data = process_raw(source, features, options)
         return carve_validation(data, args.valid_ratio, args.split_seed) if args.valid_ratio > 0 else data
+    if args.path == DEFAULT_DATASET and args.format not in ("auto", "mmrec"):
+        raise ConfigError(f"--format {args.format}: {DEFAULT_DATASET!r} is the embedded MMRec dataset")
     return load_dataset(args.path, None, args.format, args.valid_ratio, args.split_seed, args.cache_dir)
 
 
@@ -111,8 +118,6 @@ def _print_stats(data: InteractionData) -> None:
 def _stats(args: argparse.Namespace) -> int:
     from recplug.core.data.resolve import hold_out_items
 
-    if not 0.0 <= args.cold_items < 1.0:  # NaN fails too
-        raise RecplugError(f"--cold-items: must be in [0, 1), got {args.cold_items}")
     data = _load(args)
     if args.cold_items > 0:
         data = hold_out_items(data, args.cold_items, args.cold_seed)
@@ -165,9 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="dataset statistics and everything dropped or repaired")
     stats.add_argument("path", help="dataset folder, raw log, 'default' or registered name")
     stats.add_argument("--json", action="store_true", help="print JSON")
-    stats.add_argument("--cold-items", type=float, default=0.0,
+    stats.add_argument("--cold-items", type=number_in(float, 0, 1, high_open=True), default=0.0,
                        help="hold this share of the items out of training (the item cold-start split; 0: off)")
-    stats.add_argument("--cold-seed", type=int, default=0, help="seed of --cold-items")
+    stats.add_argument("--cold-seed", type=number_in(int, 0, MAX_SEED), default=0, help="seed of --cold-items")
     _add_source_options(stats)
     stats.set_defaults(run=_stats)
     convert = commands.add_parser("convert", help="write any readable dataset as an MMRec folder")

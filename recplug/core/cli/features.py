@@ -32,7 +32,6 @@ of the dataset's items (a category path ``Office Products, Paper, Notebooks`` se
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import numpy as np
 
 from recplug.core.cli.boundary import CommandParser, report_errors
 from recplug.core.data.formats.mmrec import read_id_map
+from recplug.core.data.formats.text import csv_records, duplicate_column, field_count_error, read_text
 from recplug.core.errors import ConfigError, DataError, RecplugError
 from recplug.core.ops.io import atomic_write
 
@@ -88,10 +88,17 @@ def _delimiter(path: Path) -> str:
     return "," if path.suffix.lower() == ".csv" else "\t"
 
 
-def read_item_map(path: str | Path) -> dict[str, int]:
+def read_item_map(path: str | Path, num_items: int | None = None) -> dict[str, int]:
     """``{raw id: index}`` of a ``raw_id<TAB>index`` file, read by the rules of every id map
-    (:func:`~recplug.core.data.formats.mmrec.read_id_map`: header optional, errors name the file and line)."""
-    return {raw: index for _, raw, index in read_id_map(path, "item map")}
+    (:func:`~recplug.core.data.formats.mmrec.read_id_map`: header optional, errors name the file and line); with
+    ``num_items``, an index outside the dataset is an error naming its line."""
+    rows = read_id_map(path, "item map")
+    for lineno, raw, index in rows:
+        if num_items is not None and index >= num_items:
+            raise DataError(
+                f"{path}:{lineno}: item map sends {raw!r} to index {index}, but the dataset has {num_items} items"
+            )
+    return {raw: index for _, raw, index in rows}
 
 
 def read_text_table(path: str | Path, id_column: str, text_columns: Sequence[str]) -> list[tuple[int, str, str]]:
@@ -105,30 +112,32 @@ def read_text_table(path: str | Path, id_column: str, text_columns: Sequence[str
         raise DataError(f"{path}: item text table not found")
     rows: list[tuple[int, str, str]] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter=_delimiter(path))
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{path}: empty file (expected a header line)")
-        header = [h.strip() for h in header]
-        absent = [c for c in (id_column, *text_columns) if c not in header]
-        if absent:
-            raise DataError(f"{path}:1: header has no column(s) {absent}; columns are {header}")
-        id_col, text_cols = header.index(id_column), [header.index(c) for c in text_columns]
-        for fields in reader:
-            lineno = reader.line_num
-            if not any(f.strip() for f in fields):
-                continue
-            if len(fields) != len(header):
-                raise DataError(f"{path}:{lineno}: expected {len(header)} fields, got {len(fields)}")
-            raw = fields[id_col].strip()
-            if not raw:
-                raise DataError(f"{path}:{lineno}: empty {id_column!r}")
-            if raw in seen:
-                raise DataError(f"{path}:{lineno}: duplicate {id_column} {raw!r} (first on line {seen[raw]})")
-            seen[raw] = lineno
-            text = " ".join(v for v in (fields[c].strip() for c in text_cols) if v)
-            rows.append((lineno, raw, text))
+    sep = _delimiter(path)
+    records = csv_records(path, read_text(path), sep)
+    header = next(records, (1, 1, []))[2]
+    if not header:
+        raise DataError(f"{path}: empty file (expected a header line)")
+    header = [h.strip() for h in header]
+    absent = [c for c in (id_column, *text_columns) if c not in header]
+    if absent:
+        raise DataError(f"{path}:1: header has no column(s) {absent}; columns are {header}")
+    repeated = duplicate_column(header)
+    if repeated is not None:
+        raise DataError(f"{path}:1: column {repeated!r} appears twice in the header")
+    id_col, text_cols = header.index(id_column), [header.index(c) for c in text_columns]
+    for lineno, last, fields in records:
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            raise field_count_error(path, lineno, last, len(header), len(fields), sep)
+        raw = fields[id_col].strip()
+        if not raw:
+            raise DataError(f"{path}:{lineno}: empty {id_column!r}")
+        if raw in seen:
+            raise DataError(f"{path}:{lineno}: duplicate {id_column} {raw!r} (first on line {seen[raw]})")
+        seen[raw] = lineno
+        text = " ".join(v for v in (fields[c].strip() for c in text_cols) if v)
+        rows.append((lineno, raw, text))
     return rows
 
 
@@ -329,7 +338,7 @@ def _align_table(
         if folder is None:
             raise ConfigError(f"--out is required when --dataset {dataset!r} is not a dataset folder")
         out = folder / default_file
-    mapping = read_item_map(item_map) if item_map is not None else None
+    mapping = read_item_map(item_map, num_items) if item_map is not None else None
     if mapping is None and item_ids is not None:
         mapping = {raw: i for i, raw in enumerate(item_ids)}
     rows = read_text_table(items, id_column, columns)

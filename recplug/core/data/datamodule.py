@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from recplug.core.errors import check_number
+from recplug.core.errors import MAX_SEED, check_number
 from recplug.core.data.registry import DEFAULT_DATASET
 from recplug.core.data.resolve import load_dataset
 from recplug.core.data.sampler import BPRTrainSet, DrawnAhead, Positives, Triples, check_positives
@@ -37,10 +37,6 @@ class EvalTask:
     truth: tuple[Tensor, Tensor]
     seen: tuple[Tensor, Tensor]
     cold: Tensor | None = None
-
-
-MAX_SEED = 2**32 - 1
-"""Seeds are 32-bit, as numpy's and Lightning's ``seed_everything`` (the sampler derives per-epoch seeds from them)."""
 
 
 class RecDataModule(pl.LightningDataModule):

@@ -49,8 +49,8 @@ def download(
     """Fetch ``url`` (``http(s)://`` or ``file://``) into ``dest`` atomically and return ``dest``.
 
     Raises :class:`DataError` naming the file when the transfer fails, ends before ``Content-Length`` (or the
-    registered ``size``) bytes, i.e. a truncated download, or its sha256 differs from ``sha256``; ``dest`` is
-    then left untouched.
+    registered ``size``) bytes, i.e. a truncated download, sends more than ``size`` bytes (stopped as soon as it
+    does), or its sha256 differs from ``sha256``; ``dest`` is then left untouched.
     """
     dest = Path(dest)
     digest = hashlib.sha256()
@@ -76,6 +76,10 @@ def download(
                         ) from None
                     if not block:
                         break
+                    if size is not None and received + len(block) > size:  # not this file: stop writing it
+                        raise DataError(
+                            f"{dest.name}: download from {url} sends more than the registered {size} bytes"
+                        )
                     out.write(block)
                     digest.update(block)
                     received += len(block)

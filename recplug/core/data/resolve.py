@@ -17,6 +17,7 @@ from torch import Tensor
 from recplug.core.data import registry
 from recplug.core.data.dataset import SPLITS, DataError, InteractionData
 from recplug.core.data.download import sha256sum
+from recplug.core.data.formats.features import check_keyed_feature_file
 from recplug.core.data.formats.lightgcn import LIGHTGCN_FILES, read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 from recplug.core.data.formats.raw import RawOptions, process_raw
@@ -189,7 +190,9 @@ def _registered(
     path = registry.processed_path(registry.cache_root(cache_dir), spec.name, parts).with_suffix(".pt")
     if path.is_file():
         try:
-            return InteractionData.from_state(torch.load(path, weights_only=True))
+            cached = InteractionData.from_state(torch.load(path, weights_only=True))
+            registry.check_stats(spec, cached)  # a stale or edited copy is no copy of this dataset
+            return cached
         except Exception as exc:  # a cache: whatever is wrong with the file, it is rebuilt from the source
             message = one_line(str(exc) or type(exc).__name__, QUOTE_LIMIT)
             warnings.warn(f"{path}: corrupted processed-dataset cache ({message}); rebuilding it", stacklevel=2)
@@ -207,10 +210,17 @@ def _processed_raw(
 ) -> InteractionData:
     """Process a raw log with :func:`process_raw` once per content (log, feature files, options) and read the
     processed MMRec folder (with ``user_map.tsv``/``item_map.tsv`` beside it) from the cache afterwards."""
+    if log.is_dir():
+        raise DataError(f"{log}: a folder, not a log file (format raw reads a CSV/TSV log)")
     if not log.is_file():
         raise DataError(f"{log}: no such log file")
+    for modality, file in features.items():
+        check_keyed_feature_file(file, modality)
     options.check()
-    parts = [options.key(), sha256sum(log), *(f"{m}={sha256sum(p)}" for m, p in sorted(features.items()))]
+    try:
+        parts = [options.key(), sha256sum(log), *(f"{m}={sha256sum(p)}" for m, p in sorted(features.items()))]
+    except OSError as exc:
+        raise DataError(f"{exc.filename}: cannot read ({exc.strerror or exc})") from None
     folder = registry.processed_path(registry.cache_root(cache_dir), log.stem, parts)
     registry.complete_folder(folder, lambda tmp: write_mmrec(process_raw(log, features, options), tmp))
     return read_mmrec(folder)

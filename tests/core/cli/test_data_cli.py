@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,70 @@ def test_download_from_a_mirror_and_list(capsys: pytest.CaptureFixture[str], tmp
            "$RECPLUG_DATA_MIRROR only)\n" in out
     assert "\namazon_office  (mmrec; users 4905, items 2420, train 40877, valid 5880, test 6501; from " \
            "$RECPLUG_DATA_MIRROR only; prepared once by recplug commands)\n" in out
+
+
+LOG = "user,item,rating,timestamp\n" + "".join(f"u{u},i{i},{1 + (u + i) % 5},{u * 100 + i}\n"
+                                               for u in range(12) for i in range(6))
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (["--sep", ";;"], "sep: expected one character, got ';;'"),
+        (["--sep", ""], "sep: expected one character, got ''"),
+        (["--valid-ratio", "nan"], "argument --valid-ratio: must be in [0, 1), got nan"),
+        (["--valid-ratio", "-0.5"], "argument --valid-ratio: must be in [0, 1), got -0.5"),
+        (["--min-rating", "nan"], "argument --min-rating: must be a finite number, got nan"),
+        (["--ratios", "0.8", "nan", "0.2"], "argument --ratios: must be in [0, 1], got nan"),
+        (["--seed", "-1"], "argument --seed: must be in [0, 4294967295], got -1"),
+        (["--split-seed", "x"], "argument --split-seed: expected an integer, got 'x'"),
+        (["--k-core", "-2"], "argument --k-core: must be >= 0, got -2"),
+        (["--user-col", "item"], "user_col and item_col both name column 'item'"),
+        (["--columns", "user,item,user,x"], "--columns: column 'user' appears twice in the header"),
+        (["--feature", "image=TMP/none.csv"], "none.csv: feature file of modality 'image' not found"),
+        (["--feature", "image=TMP/matrix.npy"], "matrix.npy: features keyed by raw item id are an .npz"),
+    ],
+)
+def test_bad_raw_log_options_name_the_option(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, options: list[str], fragment: str
+) -> None:
+    (tmp_path / "log.csv").write_text(LOG)
+    np.save(tmp_path / "matrix.npy", np.zeros((6, 2)))
+    options = [o.replace("TMP", str(tmp_path)) for o in options]
+    for command in (["stats", str(tmp_path / "log.csv")], ["convert", str(tmp_path / "log.csv"), str(tmp_path / "o")]):
+        code, out, err = run(capsys, *command, "--cache-dir", str(tmp_path / "cache"), *options)
+        assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
+
+
+def test_a_raw_log_is_read_as_written(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A tab given as the two characters backslash-t, quoted feature ids; a repeated header column, a quote never
+    closed or one closed lines later (named at the line it opens), paths of the wrong kind and a non-regular file
+    are errors."""
+    (tmp_path / "log.tsv").write_text(LOG.replace(",", "\t"))
+    (tmp_path / "text.csv").write_text("".join(f'"i{i}",{i},0.5\n' for i in range(6)))
+    code, out, err = run(capsys, "stats", str(tmp_path / "log.tsv"), "--sep", "\\t", "--feature",
+                         f"text={tmp_path / 'text.csv'}", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0 and "items               6\n" in out and "text (6, 2)" in out, err
+    (tmp_path / "dup.csv").write_text(LOG.replace("timestamp", "user", 1))
+    code, _, err = run(capsys, "stats", str(tmp_path / "dup.csv"))
+    assert code == 2 and "dup.csv:1: column 'user' appears twice in the header" in err
+    lines = LOG.splitlines(keepends=True)
+    (tmp_path / "quote.csv").write_text("".join(lines[:5]) + '"' + "".join(lines[5:]))
+    code, _, err = run(capsys, "stats", str(tmp_path / "quote.csv"))
+    assert code == 2 and "quote.csv:6: a quote opened on this line is never closed" in err, err
+    inner = "".join(lines[:5]) + '"' + lines[5] + lines[6].rstrip("\n") + '"\n' + "".join(lines[7:])
+    (tmp_path / "inner.csv").write_text(inner)
+    code, _, err = run(capsys, "stats", str(tmp_path / "inner.csv"))  # closed, but two rows in one field
+    assert code == 2 and "inner.csv:6: expected 4 ','-separated fields, got 1 (its quoted field runs on to line 7" \
+        in err, err
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "d.inter").write_text("userID\titemID\tx_label\n0\t0\t0\n")
+    code, _, err = run(capsys, "stats", str(tmp_path / "default" / "d.inter"), "--format", "mmrec")
+    assert code == 2 and "d.inter: a file, not a dataset folder" in err
+    code, _, err = run(capsys, "stats", str(tmp_path / "default"), "--format", "raw")
+    assert code == 2 and "default: a folder, not a log file" in err
+    code, _, err = run(capsys, "stats", "default", "--format", "lightgcn")
+    assert code == 2 and "--format lightgcn: 'default' is the embedded MMRec dataset" in err
+    os.mkfifo(tmp_path / "default" / "image_feat.npy")
+    code, _, err = run(capsys, "stats", str(tmp_path / "default"))
+    assert code == 2 and "image_feat.npy: feature file of modality 'image' is not a regular file" in err

@@ -100,7 +100,7 @@ def test_npz_output_is_keyed_by_raw_id_as_raw_log_features_are(folder: Path, tmp
          "items.tsv:4: duplicate item_id 'B001' (first on line 2)"),
         (["item_id\ttitle", "B001\ta"], False, "items.tsv:2: id 'B001' is not an item index; pass --item-map"),
         (["id\ttitle", "1\ta"], False, "items.tsv:1: header has no column(s) ['item_id']"),
-        (["item_id\ttitle", "1\ta\textra"], False, "items.tsv:2: expected 2 fields, got 3"),
+        (["item_id\ttitle", "1\ta\textra"], False, "items.tsv:2: expected 2 '\\t'-separated fields, got 3"),
         (["item_id\ttitle", "999\t"], False, "no item of the dataset has text"),
     ],
     ids=["duplicate-id", "raw-id-without-map", "missing-column", "ragged-line", "nothing-to-encode"],
@@ -267,3 +267,28 @@ def test_real_encoder_offline_features_train_with_crane(tmp_path: Path, monkeypa
     assert main(["fit", "--config", str(config), "--data.path", str(folder), "--trainer.fast_dev_run=true",
                  "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.logger=false",
                  "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]) == 0
+
+
+def test_item_tables_name_the_line_of_what_is_wrong(folder: Path, tmp_path: Path, capsys) -> None:
+    """A field over the csv module's limit, a byte that is not UTF-8, an unterminated quote, a repeated column and
+    an item map pointing outside the dataset: one line each, naming the file and line."""
+    cases = {
+        "huge.tsv": (b"item_id\ttitle\nB000\t" + b"x" * 200_000 + b"\n", "huge.tsv:2: field larger than field limit"),
+        "latin.tsv": (b"item_id\ttitle\nB000\tt\xe9\n", "latin.tsv:2: byte 0xe9 is not UTF-8"),
+        "quote.tsv": (b'item_id\ttitle\nB000\t"open\nB001\tt1\nB002\tt2\n',
+                      "quote.tsv:2: a quote opened on this line is never closed"),
+        "twice.tsv": (b"item_id\ttitle\ttitle\nB000\ta\tb\n", "twice.tsv:1: column 'title' appears twice"),
+    }
+    for name, (content, fragment) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        code = features.main(["categories", "--items", str(tmp_path / name), "--id-column", "item_id", "--column",
+                              "title", "--dataset", str(folder), "--out", str(tmp_path / "k.npy")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and fragment in err, (name, err)
+    (tmp_path / "map.tsv").write_text("B000\t0\nB001\t150\n")
+    (tmp_path / "ok.tsv").write_text("item_id\ttitle\nB000\ta\n")
+    code = features.main(["categories", "--items", str(tmp_path / "ok.tsv"), "--id-column", "item_id", "--column",
+                          "title", "--dataset", str(folder), "--item-map", str(tmp_path / "map.tsv"), "--out",
+                          str(tmp_path / "k.npy")])
+    err = capsys.readouterr().err
+    assert code == 2 and "map.tsv:2: item map sends 'B001' to index 150, but the dataset has 150 items" in err, err

@@ -4,6 +4,7 @@ hang, or a silently shortened dataset."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import warnings
@@ -174,8 +175,8 @@ def test_cr_only_files_are_read_line_by_line(tmp_path) -> None:
 
 
 def test_side_files_use_the_same_line_ends_and_name_the_bad_line(tiny_data, tmp_path) -> None:
-    tiny_data.item_ids = [f"B{i:03d}" for i in range(tiny_data.num_items)]
-    folder = write_mmrec(tiny_data, tmp_path / "d")
+    tiny_data = dataclasses.replace(tiny_data, item_ids=[f"B{i:03d}" for i in range(tiny_data.num_items)])
+    folder = write_mmrec(tiny_data, tmp_path / "d")  # a copy: the session's tiny_data stays without raw ids
     item_map = folder / "item_map.tsv"
     lf = item_map.read_bytes()
     item_map.write_bytes(lf.replace(b"\n", b"\r"))

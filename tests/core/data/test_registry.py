@@ -122,6 +122,15 @@ def test_short_file_without_content_length_is_caught_by_the_registered_size(
         download((served / "short.txt").as_uri(), tmp_path / "short.txt", None, size=len(TRAIN), progress=False)
 
 
+def test_a_body_longer_than_the_registered_size_is_cut_off(server: tuple[str, Path], tmp_path: Path) -> None:
+    url, served = server
+    (served / "big.txt").write_bytes(b"x" * (3 << 20))  # three chunks: refused at the first one past the size
+    dest = tmp_path / "dl" / "big.txt"
+    with pytest.raises(DataError, match=r"^big\.txt: download from .* sends more than the registered 18 bytes"):
+        download(f"{url}/big.txt", dest, None, size=len(TRAIN), progress=False)
+    assert not dest.exists() and leftovers(dest.parent) == []
+
+
 def test_missing_file_is_an_error(server: tuple[str, Path], tmp_path: Path) -> None:
     url, _ = server
     with pytest.raises(DataError, match=r"^nope\.txt: download from .* failed"):
@@ -148,6 +157,18 @@ def test_a_corrupted_processed_cache_is_reported_and_rebuilt(damage: bytes, toy:
     with pytest.warns(UserWarning, match="corrupted processed-dataset cache.*rebuilding it"):
         again = load_dataset("toy", cache_dir=tmp_path / "cache", progress=False)
     assert again.content_hash() == data.content_hash() and cached.stat().st_size > len(damage)
+
+
+def test_a_stale_processed_cache_is_rebuilt(toy: DatasetSpec, tmp_path: Path) -> None:
+    data = load_dataset("toy", cache_dir=tmp_path / "cache", progress=False)
+    (cached,) = (tmp_path / "cache" / "processed").glob("toy-*.pt")
+    state = torch.load(cached, weights_only=True)
+    users, items = state["splits"]["train"]
+    state["splits"]["train"] = [users[:2], items[:2]]  # a readable copy that is no longer this dataset
+    torch.save(state, cached)
+    with pytest.warns(UserWarning, match=r"expected 6 train interactions, read 2 .*rebuilding it"):
+        again = load_dataset("toy", cache_dir=tmp_path / "cache", progress=False)
+    assert again.content_hash() == data.content_hash()
 
 
 def test_unexpected_statistics_are_an_error(toy: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

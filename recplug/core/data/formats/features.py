@@ -13,7 +13,7 @@ import torch
 
 from recplug.core.data.dataset import DataError, first_nonfinite_row
 from recplug.core.errors import one_line
-from recplug.core.data.formats.text import QUOTE_LIMIT, quoted, read_lines
+from recplug.core.data.formats.text import QUOTE_LIMIT, csv_records, quoted, read_text
 
 FEATURE_SUFFIX = "_feat.npy"
 
@@ -49,6 +49,8 @@ far larger than the file, or than this machine)."""
 
 def _load_array(path: Path, modality: str) -> np.ndarray:
     """The array of an ``.npy`` file, or of an ``.npz`` archive that holds exactly one (never unpickling)."""
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block np.load
+        raise DataError(f"{path}: feature file of modality {modality!r} is not a regular file")
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -83,11 +85,23 @@ def folder_features(folder: Path, num_items: int, feature_files: dict[str, str] 
     return {m: load_features(folder / f, num_items, m) for m, f in feature_files.items()}
 
 
+def check_keyed_feature_file(path: Path, modality: str) -> None:
+    """Refuse, naming the file, a keyed feature file that is missing, not a regular file, or an ``.npy``."""
+    if not path.is_file():
+        raise DataError(f"{path}: feature file of modality {modality!r} not found (or not a regular file)")
+    if path.suffix == ".npy":
+        raise DataError(
+            f"{path}: features keyed by raw item id are an .npz with arrays 'ids' and 'features', or CSV/TSV rows "
+            "'id, f1, ..., fd'; an .npy matrix has no ids"
+        )
+
+
 def read_keyed_features(path: str | Path, modality: str) -> tuple[list[str], np.ndarray]:
     """Item features keyed by raw item id: ``.npz`` with arrays ``ids`` and ``features``, or a CSV/TSV text file
     whose rows are ``raw_id, f1, ..., fd`` (a header row is allowed). Duplicate ids, ragged rows and the matrices
     :func:`real_matrix` refuses are errors naming the file and line (or row)."""
     path = Path(path)
+    check_keyed_feature_file(path, modality)
     if path.suffix == ".npz":
         try:
             archive = np.load(path, allow_pickle=False)
@@ -111,10 +125,9 @@ def read_keyed_features(path: str | Path, modality: str) -> tuple[list[str], np.
     sep = "," if path.suffix.lower() == ".csv" else "\t"
     raw, values, line_of_row = [], [], []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
+    for lineno, _, fields in csv_records(path, read_text(path), sep):
+        if not any(f.strip() for f in fields):
             continue
-        fields = line.split(sep)
         fields[0] = fields[0].strip()
         try:
             row = [float(x) for x in fields[1:]]

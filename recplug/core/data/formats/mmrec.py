@@ -13,7 +13,9 @@ from recplug.core.data.dataset import SPLITS, DataError, InteractionData
 from recplug.core.errors import ConfigError
 from recplug.core.data.formats.assemble import assemble, contiguous_count
 from recplug.core.data.formats.features import FEATURE_SUFFIX, folder_features
-from recplug.core.data.formats.text import NEWLINE, parse_ints, quoted, read_bytes, read_lines, separated_table, token
+from recplug.core.data.formats.text import (
+    NEWLINE, duplicate_column, parse_ints, quoted, read_bytes, read_lines, separated_table, token,
+)
 
 MMREC_COLUMNS = ("userID", "itemID", "rating", "timestamp", "x_label")
 NOTES_FILE = "notes.txt"
@@ -144,6 +146,8 @@ def read_mmrec(
     skipped (as pandas does); any other malformed line is an error naming the file and line.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise DataError(f"{folder}: a file, not a dataset folder (format mmrec reads the folder holding the .inter)")
     if not folder.is_dir():
         raise DataError(f"{folder}: dataset folder not found")
     inter = _find_inter(folder, inter_file)
@@ -154,6 +158,9 @@ def read_mmrec(
     missing = [c for c in wanted if c not in header]
     if missing:
         raise DataError(f"{inter}:1: header {quoted(sep.join(header))} lacks column(s) {missing}")
+    repeated = duplicate_column(header)
+    if repeated is not None:
+        raise DataError(f"{inter}:1: column {repeated!r} appears twice in the header {quoted(sep.join(header))}")
     if len(sep.encode()) != 1:
         raise ConfigError(f"sep: MMRec's field separator must be one byte, got {sep!r}")
     starts, ends, line = separated_table(inter, buf, header_end + 1, sep.encode()[0], len(header))

@@ -3,9 +3,8 @@ item id: filtered, remapped and split into a dataset (:func:`process_raw`)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,11 +12,12 @@ import numpy as np
 import torch
 
 from recplug.core.data.dataset import DataError, InteractionData
-from recplug.core.errors import ConfigError, one_line
+from recplug.core.errors import MAX_SEED, ConfigError
 from recplug.core.data.formats.assemble import assemble
 from recplug.core.data.formats.features import read_keyed_features
 from recplug.core.data.formats.mmrec import mmrec_cold_start
-from recplug.core.data.formats.text import QUOTE_LIMIT, quoted, read_text
+from recplug.core.data.formats.text import csv_records, duplicate_column, field_count_error, quoted, read_text
+
 
 @dataclass(frozen=True)
 class RawOptions:
@@ -53,9 +53,18 @@ class RawOptions:
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the option that cannot work."""
+        if self.sep is not None and len(self.sep) != 1:
+            raise ConfigError(f"sep: expected one character, got {self.sep!r}")
+        if self.user_col == self.item_col:
+            raise ConfigError(f"user_col and item_col both name column {self.user_col!r}")
+        if self.min_rating is not None and not math.isfinite(self.min_rating):
+            raise ConfigError(f"min_rating: must be a finite number, got {self.min_rating}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed: must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         if self.split not in ("random", "loo", "temporal"):
             raise ConfigError(f"split: expected 'random', 'loo' or 'temporal', got {self.split!r}")
-        if len(self.ratios) != 3 or min(self.ratios) < 0 or abs(sum(self.ratios) - 1.0) > 1e-6 or self.ratios[0] == 0:
+        shares = len(self.ratios) == 3 and all(math.isfinite(r) and r >= 0 for r in self.ratios)
+        if not shares or abs(sum(self.ratios) - 1.0) > 1e-6 or self.ratios[0] == 0:
             raise ConfigError(f"ratios: expected non-negative train/valid/test shares summing to 1, got {self.ratios}")
         if self.missing_features not in ("error", "drop"):
             raise ConfigError(f"missing_features: expected 'error' or 'drop', got {self.missing_features!r}")
@@ -91,36 +100,36 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
     text = read_text(path)
     if text == "\n":
         raise DataError(f"{path}: empty log")
-    reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=sep)
-    try:
-        header = list(options.columns) if options.columns else next(reader)
-        shown = quoted(sep.join(header))
-        for role, col in (("user_col", options.user_col), ("item_col", options.item_col)):
-            if col not in header:
-                raise DataError(f"{path}:1: no column {col!r} ({role}) in the header {shown}")
-        if options.min_rating is not None and options.rating_col not in header:
-            raise DataError(f"{path}:1: min_rating needs column {options.rating_col!r}, not in the header {shown}")
-        cu, ci = header.index(options.user_col), header.index(options.item_col)
-        cr = header.index(options.rating_col) if options.rating_col in header else None
-        ct = header.index(options.time_col) if options.time_col in header else None
-        users, items, ratings, times = [], [], [], []
-        for row in reader:
-            lineno = reader.line_num
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{path}:{lineno}: expected {len(header)} {sep!r}-separated fields, got {len(row)}")
-            for c, field in ((cu, options.user_col), (ci, options.item_col)):
-                if not row[c].strip():
-                    raise DataError(f"{path}:{lineno}: empty {field!r}")
-            users.append(row[cu].strip())
-            items.append(row[ci].strip())
-            if cr is not None:
-                ratings.append(_float_field(path, lineno, options.rating_col, row[cr]))
-            if ct is not None:
-                times.append(_float_field(path, lineno, options.time_col, row[ct]))
-    except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: {one_line(exc, QUOTE_LIMIT)}") from None
+    records = csv_records(path, text, sep)
+    header = list(options.columns) if options.columns else next(records)[2]
+    where = "--columns:" if options.columns else f"{path}:1:"
+    shown = quoted(sep.join(header))
+    repeated = duplicate_column(header)
+    if repeated is not None:
+        raise DataError(f"{where} column {repeated!r} appears twice in the header {shown}")
+    for role, col in (("user_col", options.user_col), ("item_col", options.item_col)):
+        if col not in header:
+            raise DataError(f"{where} no column {col!r} ({role}) in the header {shown}")
+    if options.min_rating is not None and options.rating_col not in header:
+        raise DataError(f"{where} min_rating needs column {options.rating_col!r}, not in the header {shown}")
+    cu, ci = header.index(options.user_col), header.index(options.item_col)
+    cr = header.index(options.rating_col) if options.rating_col in header else None
+    ct = header.index(options.time_col) if options.time_col in header else None
+    users, items, ratings, times = [], [], [], []
+    for lineno, last, row in records:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise field_count_error(path, lineno, last, len(header), len(row), sep)
+        for c, field in ((cu, options.user_col), (ci, options.item_col)):
+            if not row[c].strip():
+                raise DataError(f"{path}:{lineno}: empty {field!r}")
+        users.append(row[cu].strip())
+        items.append(row[ci].strip())
+        if cr is not None:
+            ratings.append(_float_field(path, lineno, options.rating_col, row[cr]))
+        if ct is not None:
+            times.append(_float_field(path, lineno, options.time_col, row[ct]))
     if not users:
         raise DataError(f"{path}: no interactions")
     return _RawLog(

@@ -5,13 +5,16 @@ messages."""
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from recplug.core.data.dataset import DataError
+from recplug.core.errors import one_line
 
 NEWLINE = 10
 _BLANK = np.isin(np.arange(256), [32, 9, 11, 12, 13, 10])  # space \t \v \f \r \n, as a byte lookup table
@@ -29,6 +32,8 @@ def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
 def _file_bytes(path: Path) -> bytes:
     """The file's bytes with every line end (``\\n``, ``\\r\\n`` or a lone ``\\r``) written as ``\\n``, a UTF-8
     byte-order mark dropped, and a final newline added when missing: the one line splitting of every reader."""
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO or device would block or never end
+        raise DataError(f"{path}: not a regular file")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -61,6 +66,41 @@ def read_text(path: Path) -> str:
 def read_lines(path: Path) -> list[str]:
     """The lines of :func:`read_text`, without their line ends."""
     return read_text(path).split("\n")[:-1]
+
+
+def csv_records(path: Path, text: str, sep: str) -> Iterator[tuple[int, int, list[str]]]:
+    """``(first line, last line, fields)`` of each record of the CSV/TSV ``text`` (``csv`` quoting, lenient as
+    Excel's: a stray quote inside a field is kept; a blank line is a record with no fields). A ``csv.Error``, and a
+    quote left open to the end of the file (which ``csv`` would read as one long last field), are a
+    :class:`DataError` naming ``path`` and the line where the record starts."""
+    reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=sep)
+    lines = text.count("\n")
+    end = 0
+    try:
+        for fields in reader:
+            start, end = end + 1, reader.line_num
+            if end > start and end >= lines and "\n".join(text.split("\n")[start - 1:end]).count('"') % 2:
+                raise DataError(f"{path}:{start}: a quote opened on this line is never closed")
+            yield start, end, fields
+    except csv.Error as exc:
+        raise DataError(f"{path}:{end + 1}: {one_line(exc, QUOTE_LIMIT)}") from None
+
+
+def field_count_error(path: Path, start: int, end: int, expected: int, got: int, sep: str) -> DataError:
+    """The error for a record of ``got`` fields where ``expected`` were due; a record that runs over several lines
+    says so, since an unterminated quote is the usual cause."""
+    spans = f" (its quoted field runs on to line {end}: an unterminated quote?)" if end > start else ""
+    return DataError(f"{path}:{start}: expected {expected} {sep!r}-separated fields, got {got}{spans}")
+
+
+def duplicate_column(header: Sequence[str]) -> str | None:
+    """The first column name ``header`` repeats (``None`` when all differ): a reader would take one silently."""
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def whitespace_tokens(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
