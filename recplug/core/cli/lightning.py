@@ -21,6 +21,8 @@ from recplug.core.cli.commands import COMMANDS
 from recplug.core.errors import ConfigError, InvalidArgument, RecplugError, one_line
 
 
+LINKED_MODEL_KEYS = ("num_users", "num_items", "feature_dims")
+"""Model arguments the data sets (``add_arguments_to_parser``'s links), never a user's setting."""
 COMPONENT_KEYS = {
     "model.fusion": "FusionModule",
     "model.encoders": "GraphEncoder",
@@ -170,6 +172,43 @@ def trainer_error(exc: Exception) -> ConfigError | None:
     return ConfigError(one_line(named)) if named != str(exc) else None
 
 
+def component_classes(config: dict[str, Any]) -> dict[str, list[str]]:
+    """``{key: class names}`` of the model components a config dict builds (``model.encoders`` etc.)."""
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    classes = {}
+    for key in COMPONENT_KEYS:
+        value = model.get(key.split(".", 1)[1])
+        entries = value if isinstance(value, list) else [value] if value else []
+        classes[key] = [str(e.get("class_path", "?")).rpartition(".")[2] if isinstance(e, dict) else str(e)
+                        for e in entries]
+    return classes
+
+
+def check_same_components(shown: str, checkpoint: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose recorded config builds other components than ``config`` (LightGCN weights
+    evaluated as MF have the same shapes, so the weights alone cannot tell); a checkpoint without a record passes."""
+    recorded = (checkpoint.get("recplug") or {}).get("config")
+    if not isinstance(recorded, dict):
+        return
+    trained, configured = component_classes(recorded), component_classes(config)
+    for key in COMPONENT_KEYS:
+        if trained[key] != configured[key]:
+            raise ConfigError(
+                f"ckpt_path {shown}: trained with {key} {trained[key] or 'none'}, but the config has "
+                f"{configured[key] or 'none'}; use the config it was trained with (its run's config.yaml)"
+            )
+
+
+def note_checkpoint_settings(shown: str, checkpoint: dict[str, Any], config: dict[str, Any]) -> None:
+    """Say on stderr which model settings the checkpoint's ``hyper_parameters`` replace (LightningCLI rebuilds
+    the model with the checkpoint's, whatever the config says), so that no given value is dropped silently."""
+    model = config.get("model") or {}
+    for key, value in (checkpoint.get("hyper_parameters") or {}).items():
+        if key in model and key not in LINKED_MODEL_KEYS and model[key] != value:
+            print(f"note: model.{key} is {value!r} from ckpt_path {shown} (the config's {model[key]!r} is not "
+                  "used)", file=sys.stderr)
+
+
 class RecplugArgumentParser(LightningArgumentParser):
     """Reports a bad config as one ``error:`` line naming the key (and the valid choices), or the file and line
     of a YAML syntax error, then exits 2 (``RECPLUG_DEBUG=1``: raises with the traceback instead)."""
@@ -226,7 +265,9 @@ class RecplugCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Open ``ckpt_path`` through recplug's checkpoint opener before Lightning's own pre-check (which reads
         local files only, with a traceback for a broken one): a URL is downloaded into a temporary file, a broken,
-        foreign or unsafe file is refused in one line, and ``weights_only: false`` is refused."""
+        foreign or unsafe file is refused in one line, and ``weights_only: false`` is refused. A checkpoint of other
+        components than the config's is refused; the model settings Lightning then takes from the checkpoint are
+        noted where they differ from the config's; ``last`` outside ``fit`` needs a last checkpoint to exist."""
         from recplug.core.model.checkpoint import (
             TRAINER_KEYWORDS, local_checkpoint, open_checkpoint, refuse_unsafe_loading,
         )
@@ -236,9 +277,19 @@ class RecplugCLI(LightningCLI):
         if config is not None:
             refuse_unsafe_loading(config.get("weights_only"))
             ckpt_path = config.get("ckpt_path")
+            if ckpt_path == "last" and subcommand != "fit":
+                folder = config.get("checkpoint.dirpath")
+                if not folder or not any(Path(folder).glob("last*.ckpt")):
+                    raise ConfigError(
+                        f"ckpt_path last: no last checkpoint in checkpoint.dirpath ({folder or 'not set'}), and "
+                        f"`recplug {subcommand}` trains none; give the checkpoint's path"
+                    )
             if ckpt_path and str(ckpt_path) not in TRAINER_KEYWORDS:
                 config["ckpt_path"] = str(local_checkpoint(ckpt_path))
-                open_checkpoint(config["ckpt_path"])  # Lightning's pre-check below loads it again, unguarded
+                # Lightning's pre-check below loads it again, unguarded
+                checkpoint = open_checkpoint(config["ckpt_path"], shown=str(ckpt_path))
+                check_same_components(str(ckpt_path), checkpoint, config.as_dict())
+                note_checkpoint_settings(str(ckpt_path), checkpoint, config.as_dict())
         super()._parse_ckpt_path()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

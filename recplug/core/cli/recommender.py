@@ -78,7 +78,7 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
     from recplug.core.model.checkpoint import CheckpointError, check_state_matches, local_checkpoint, open_checkpoint
 
     path = local_checkpoint(ckpt_path)
-    checkpoint = open_checkpoint(path)  # a missing or unsafe file fails before the CLI is imported
+    checkpoint = open_checkpoint(path, shown=str(ckpt_path))  # a missing or unsafe file fails before the CLI
     from recplug.core.cli.lightning import run_cli
 
     record = checkpoint.get("recplug") or {}

@@ -16,11 +16,14 @@ Every command (``fit``/``validate``/``test``/``predict`` ``--ckpt_path``, the te
 from __future__ import annotations
 
 import atexit
+import importlib.metadata
 import pickle
 import shutil
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -30,6 +33,8 @@ from recplug.core.errors import ConfigError, RecplugError
 # Lightning's own ckpt_path keywords ("the best/last checkpoint of this trainer"): resolved by the Trainer
 TRAINER_KEYWORDS = ("best", "last", "hpc", "registry")
 URL_SCHEMES = ("http://", "https://", "file://")
+LIGHTNING_INSTANTIATORS = ("pytorch_lightning.cli.instantiate_module", "lightning.pytorch.cli.instantiate_module")
+"""What LightningCLI records as ``hyper_parameters._instantiator``; ``load_from_checkpoint`` imports and calls it."""
 
 
 class CheckpointError(RecplugError, ValueError):
@@ -61,31 +66,98 @@ def local_checkpoint(location: str | Path) -> Path:
     return download(text, folder / (Path(text.split("?")[0].rstrip("/")).name or "checkpoint.ckpt"), progress=False)
 
 
-def open_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` of a local checkpoint file, with one-line errors.
+def open_checkpoint(path: str | Path, map_location: Any = "cpu", shown: str | None = None) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` of a local checkpoint file, with one-line errors naming ``shown``
+    (default: ``path``; a downloaded checkpoint is named by its URL, not its temporary file).
 
     Raises :class:`CheckpointError` when the file is missing, not a PyTorch file (truncated, random bytes),
-    holds objects other than tensors and plain data (a pickle payload), or is not a Lightning checkpoint.
+    holds objects other than tensors and plain data (a pickle payload), is not a Lightning checkpoint, or its
+    records are malformed or name code to import (:func:`check_records`).
     """
     path = Path(path)
+    shown = shown or str(path)
+    if path.is_dir():
+        raise CheckpointError(f"{shown}: a folder, not a checkpoint file")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{shown}: no such checkpoint file")
+    with open(path, "rb") as handle:
+        start = handle.read(2)
+    if not zipfile.is_zipfile(path) and start[:1] != b"\x80":  # neither torch.save's zip nor a pickle
+        raise CheckpointError(f"{shown}: not a PyTorch checkpoint (neither a torch.save archive nor a pickle)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights only" in first.lower() or "weights_only" in first.lower():
             raise CheckpointError(
-                f"{path}: refused: it holds objects other than tensors and plain data, and recplug never "
+                f"{shown}: refused: it holds objects other than tensors and plain data, and recplug never "
                 "unpickles arbitrary objects (a checkpoint from an untrusted source can run code)"
             ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+        raise CheckpointError(f"{shown}: not a readable checkpoint ({first[:160]})") from None
     except Exception as exc:  # untrusted bytes: the unpickler fails in any way (IndexError, KeyError, EOFError...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or not a PyTorch file ({first[:160]})") from None
+        raise CheckpointError(
+            f"{shown}: not a readable checkpoint, truncated or not a PyTorch file ({first[:160]})"
+        ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise CheckpointError(f"{path}: not a Lightning checkpoint (it has no state_dict)")
+        raise CheckpointError(f"{shown}: not a Lightning checkpoint (it has no state_dict)")
+    check_records(shown, checkpoint)
     return checkpoint
+
+
+TRUSTED_PACKAGES = ("recplug", "torch", "pytorch_lightning", "lightning", "lightning_fabric", "torchmetrics")
+"""recplug and the frameworks it runs on: their modules are what a recorded config names (components, optimisers,
+loggers, callbacks), and importing one runs only that framework's code."""
+
+
+def _trusted_module(module: str) -> bool:
+    """Whether importing ``module`` runs no code a checkpoint chose: one of :data:`TRUSTED_PACKAGES`', one already
+    imported, or one of an installed recplug plugin (the ``recplug`` entry-point group: code the user installed)."""
+    package = module.split(".")[0]
+    if module in sys.modules or package in TRUSTED_PACKAGES:
+        return True
+    return package in {ep.module.split(".")[0] for ep in importlib.metadata.entry_points(group="recplug")}
+
+
+def _named_code(value: Any, key: str) -> Iterator[tuple[str, str]]:
+    """``(key, dotted name)`` of every ``class_path`` (and Lightning's ``_class_path`` / ``_instantiator``) in a
+    checkpoint's records: the names the CLI or Lightning would import."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if name in ("class_path", "_class_path", "_instantiator") and isinstance(item, str):
+                yield f"{key}.{name}" if key else name, item
+            else:
+                yield from _named_code(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _named_code(item, f"{key}[{i}]")
+
+
+def check_records(shown: str, checkpoint: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose ``hyper_parameters`` or ``recplug`` record is not a mapping, or whose records
+    name a class (or Lightning instantiator) in a module that is not recplug's, not already imported and not an
+    installed recplug plugin's: the CLI would import it to rebuild the model, and importing a module runs its code
+    before any type check (docs/security.md)."""
+    for entry in ("hyper_parameters", "recplug"):
+        if entry in checkpoint and not isinstance(checkpoint[entry], dict):
+            raise CheckpointError(
+                f"{shown}: malformed checkpoint: its {entry!r} entry is a {type(checkpoint[entry]).__name__}, "
+                "not a mapping"
+            )
+    record = checkpoint.get("recplug") or {}
+    if "config" in record and not isinstance(record["config"], dict):
+        raise CheckpointError(f"{shown}: malformed checkpoint: its recorded config is not a mapping")
+    for key, name in _named_code({"hyper_parameters": checkpoint.get("hyper_parameters"), "recplug": record}, ""):
+        module = name.rpartition(".")[0]
+        if key.endswith("_instantiator"):
+            if name not in LIGHTNING_INSTANTIATORS:
+                raise CheckpointError(f"{shown}: refused: {key} is {name!r}, not Lightning's instantiator; "
+                                      "loading would call it")
+        elif module and not _trusted_module(module):
+            raise CheckpointError(
+                f"{shown}: refused: {key} names {name!r}, whose module is none of recplug's or its frameworks', "
+                "not loaded and no installed recplug plugin's; importing it would run its code"
+            )
 
 
 class WeightsOnlyCheckpointIO(TorchCheckpointIO):

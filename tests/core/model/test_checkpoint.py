@@ -153,9 +153,16 @@ def test_broken_checkpoint_files_are_one_line(damage, tmp_path, trained, capsys)
 
 
 def test_a_checkpoint_of_another_model_or_dataset_is_one_line(tmp_path, trained, tiny_folder, capsys) -> None:
-    # other model: LightGCN's state has the same tables; VBPR's adds content projections it lacks
+    # other model: VBPR's components differ from the recorded MF's; without the record, its state lacks VBPR's
+    # content projections
     assert main(["test", "--config", str(ROOT / "configs" / "vbpr.yaml"), "--ckpt_path", str(trained),
                  "--trainer.default_root_dir", str(tmp_path), *QUIET]) == 2
+    assert "trained with model.fusion none, but the config has ['ConcatFusion']" in last_error(capsys)
+    unrecorded = torch.load(trained, weights_only=True)
+    del unrecorded["recplug"]
+    torch.save(unrecorded, tmp_path / "unrecorded.ckpt")
+    assert main(["test", "--config", str(ROOT / "configs" / "vbpr.yaml"), "--ckpt_path",
+                 str(tmp_path / "unrecorded.ckpt"), "--trainer.default_root_dir", str(tmp_path), *QUIET]) == 2
     message = last_error(capsys)
     assert "trained for another dataset or model configuration" in message and "missing" in message
     # other dataset: embedding tables of another size
@@ -178,3 +185,60 @@ def test_a_checkpoint_of_other_data_of_the_same_shape_warns_or_is_refused_under_
     assert recplug("test", tmp_path, "--ckpt_path", str(trained), "--data.path", str(other)) == 2
     assert "RECPLUG_STRICT_CHECKPOINTS=1" in last_error(capsys)
     assert recplug("test", tmp_path, "--ckpt_path", str(trained)) == 0  # its own data passes the strict check
+
+
+@pytest.fixture()
+def importable_marker(tmp_path, monkeypatch) -> Path:
+    """A module ``recplug_test_side_effect`` on ``sys.path`` whose import creates the returned marker file."""
+    marker = tmp_path / "imported"
+    (tmp_path / "recplug_test_side_effect.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Foo: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return marker
+
+
+@pytest.mark.parametrize("where", ["hyper_parameters", "recorded config", "instantiator"])
+def test_a_checkpoint_naming_a_module_to_import_is_refused_before_the_import(
+    where, tmp_path, trained, importable_marker, capsys
+) -> None:
+    checkpoint = torch.load(trained, weights_only=True)
+    entry = {"class_path": "recplug_test_side_effect.Foo"}
+    if where == "hyper_parameters":
+        checkpoint["hyper_parameters"]["fusion"] = entry
+    elif where == "recorded config":
+        checkpoint["recplug"]["config"]["model"]["fusion"] = entry
+    else:
+        checkpoint["hyper_parameters"]["_instantiator"] = "recplug_test_side_effect.Foo"
+    torch.save(checkpoint, tmp_path / "named.ckpt")
+    assert recplug("validate", tmp_path, "--ckpt_path", str(tmp_path / "named.ckpt")) == 2
+    assert "refused" in last_error(capsys)
+    assert main(["export", "--ckpt_path", str(tmp_path / "named.ckpt"), "--out", str(tmp_path / "out")]) == 2
+    assert "refused" in last_error(capsys)
+    assert not importable_marker.exists()
+
+
+@pytest.mark.parametrize("entry, value", [("hyper_parameters", [1, 2]), ("recplug", "hello")])
+def test_malformed_records_are_one_line(entry, value, tmp_path, trained) -> None:
+    checkpoint = torch.load(trained, weights_only=True)
+    checkpoint[entry] = value
+    torch.save(checkpoint, tmp_path / "malformed.ckpt")
+    with pytest.raises(CheckpointError, match=f"malformed checkpoint: its '{entry}' entry is a"):
+        open_checkpoint(tmp_path / "malformed.ckpt")
+
+
+def test_a_folder_or_foreign_bytes_are_named_for_what_they_are(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="a folder, not a checkpoint file"):
+        open_checkpoint(tmp_path)
+    (tmp_path / "page.ckpt").write_text("<html>Directory listing</html>")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        open_checkpoint(tmp_path / "page.ckpt")
+
+
+def test_a_checkpoint_of_other_components_is_refused_and_its_settings_are_noted(tmp_path, trained, capsys) -> None:
+    # LightGCN's state has exactly MF's tables: only the recorded components tell them apart
+    assert main(["validate", "--config", str(ROOT / "configs" / "lightgcn.yaml"), "--ckpt_path", str(trained),
+                 "--trainer.default_root_dir", str(tmp_path), *QUIET]) == 2
+    assert "trained with model.encoders ['IdEmbedding'], but the config has ['UserItemGraph']" in last_error(capsys)
+    assert recplug("validate", tmp_path, "--ckpt_path", str(trained), "--model.embedding_dim", "32") == 0
+    assert "note: model.embedding_dim is 64 from ckpt_path" in capsys.readouterr().err
+    assert recplug("validate", tmp_path, "--ckpt_path", "last") == 2
+    assert "ckpt_path last: no last checkpoint in checkpoint.dirpath" in last_error(capsys)
