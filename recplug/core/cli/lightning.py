@@ -17,8 +17,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from recplug.core.cli.boundary import debugging, print_error
+from recplug.core.ops.yaml_file import read_yaml, yaml_location
 from recplug.core.cli.commands import COMMANDS
-from recplug.core.errors import ConfigError, InvalidArgument, RecplugError, one_line
+from recplug.core.errors import ConfigError, InvalidArgument, RecplugError, check_number, one_line
 
 
 LINKED_MODEL_KEYS = ("num_users", "num_items", "feature_dims")
@@ -117,18 +118,6 @@ def summarize_parser_error(message: str) -> str:
     return summary
 
 
-def yaml_location(path: str, error: BaseException) -> str | None:
-    """``FILE, line L, column C: problem`` for a YAML syntax error in the config file ``path``."""
-    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-    if mark is None:
-        return None
-    problem = getattr(error, "problem", None) or getattr(error, "context", None) or "invalid YAML"
-    context = getattr(error, "context", None)
-    context_mark = getattr(error, "context_mark", None)
-    opened = f" ({context} at line {context_mark.line + 1})" if context and context_mark and problem != context else ""
-    return f"{path}, line {mark.line + 1}, column {mark.column + 1}: {problem}{opened}"
-
-
 def _class_entries(value: Any, key: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     """``(config key, {"class_path": ..., "init_args": ...})`` of every class entry in a config dict."""
     if isinstance(value, dict):
@@ -209,6 +198,28 @@ def note_checkpoint_settings(shown: str, checkpoint: dict[str, Any], config: dic
                   "used)", file=sys.stderr)
 
 
+CONFIG_SECTIONS = ("model", "data", "trainer", "checkpoint", "eval", "topk")
+"""The top-level keys of a config that hold a mapping of options."""
+
+
+def check_config_file(path: str) -> None:
+    """Refuse, naming the file, what jsonargparse would take silently or crash on: bytes that are not UTF-8, a key
+    given twice (the last one would win), a section that is not a mapping (``model: 5``) and a component list
+    given as one class name (``encoders: IdEmbedding``), besides YAML syntax errors (file, line and column)."""
+    content = read_yaml(path, "config file")
+    if not isinstance(content, dict):
+        return
+    for section in CONFIG_SECTIONS:
+        if section in content and not isinstance(content[section], dict):
+            shown = one_line(repr(content[section]), 80)
+            raise ConfigError(f"{path}: {section} must be a mapping of {section} options, got {shown}")
+    for key in ("encoders", "aux_losses"):
+        value = content.get("model", {}).get(key)
+        if isinstance(value, str):
+            raise ConfigError(f"{path}: model.{key} must be a list of components (- class_path: {value}), "
+                              f"got the string {value!r}")
+
+
 class RecplugArgumentParser(LightningArgumentParser):
     """Reports a bad config as one ``error:`` line naming the key (and the valid choices), or the file and line
     of a YAML syntax error, then exits 2 (``RECPLUG_DEBUG=1``: raises with the traceback instead)."""
@@ -216,6 +227,7 @@ class RecplugArgumentParser(LightningArgumentParser):
     _reading: str | None = None  # the config file being parsed, for YAML syntax errors
 
     def parse_path(self, path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        check_config_file(str(path))
         previous, self._reading = self._reading, str(path)
         try:
             return super().parse_path(path, *args, **kwargs)
@@ -346,10 +358,20 @@ class RecplugCLI(LightningCLI):
         ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
         logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in metrics for k in ks}
         monitors = {"checkpoint.monitor": config.get("checkpoint.monitor")}
+        every = config.get("trainer.check_val_every_n_epoch")
+        if every is not None:  # Lightning divides by it mid-training
+            check_number("trainer", "check_val_every_n_epoch", every, 1)
         for i, callback in enumerate(config.get("trainer.callbacks") or []):
             init_args = callback.get("init_args") if hasattr(callback, "get") else None
-            if init_args is not None and init_args.get("monitor"):
-                monitors[f"trainer.callbacks[{i}].init_args.monitor"] = init_args.get("monitor")
+            if init_args is None:
+                continue
+            key = f"trainer.callbacks[{i}].init_args"
+            if init_args.get("monitor"):
+                monitors[f"{key}.monitor"] = init_args.get("monitor")
+            if init_args.get("patience") is not None:  # EarlyStopping takes any int, and a negative one stops at once
+                check_number(key, "patience", init_args.get("patience"), 0)
+            if init_args.get("mode") is not None and init_args.get("mode") not in ("min", "max"):
+                raise ConfigError(f"{key}.mode must be 'min' or 'max', got {init_args.get('mode')!r}")
         for key, monitor in monitors.items():
             if monitor and monitor.split("/")[0] in ("val", "test") and monitor not in logged:
                 raise ConfigError(

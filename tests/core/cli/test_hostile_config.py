@@ -128,6 +128,14 @@ CASES = {
         "model.encoders[1].init_args.k must be in [1, 150] (the number of items), got 1000 (ItemItemGraph)"),
     "nested-dict-value": (["--model.fusion={class_path: SumFusion, init_args: {weights: {image: .nan, text: 0.5}}}"],
                           "model.fusion.init_args.weights.image must be >= 0, got nan (SumFusion)"),
+    "validation-every-0-epochs": (["--trainer.check_val_every_n_epoch=0"],
+                                  "trainer.check_val_every_n_epoch must be >= 1, got 0"),
+    "negative-patience": (["--trainer.callbacks=[{class_path: pytorch_lightning.callbacks.EarlyStopping, init_args: "
+                           "{monitor: val/recall@20, mode: max, patience: -3}}]"],
+                          "trainer.callbacks[0].init_args.patience must be >= 0, got -3"),
+    "unknown-mode": (["--trainer.callbacks=[{class_path: pytorch_lightning.callbacks.EarlyStopping, init_args: "
+                      "{monitor: val/recall@20, mode: sideways}}]"],
+                     "trainer.callbacks[0].init_args.mode must be 'min' or 'max', got 'sideways'"),
 }
 
 
@@ -207,6 +215,13 @@ YAML_ERRORS = {
             ", line 2, column 1: found character that cannot start any token (while scanning for the next token "
             "at line 2)"),
     "list-at-top": ("- 1\n- 2\n", ": expected a mapping of config keys (model:, data:, trainer:, ...)"),
+    "section-not-a-mapping": ("model: 5\n", ": model must be a mapping of model options, got 5"),
+    "null-section": ("data: null\n", ": data must be a mapping of data options, got None"),
+    "key-twice": ("model:\n  embedding_dim: 8\nmodel:\n  lr: 0.1\n",
+                  ", line 3, column 1: key 'model' appears twice in one mapping"),
+    "components-as-a-string": ("model:\n  encoders: IdEmbedding\n",
+                               ": model.encoders must be a list of components (- class_path: IdEmbedding), got the "
+                               "string 'IdEmbedding'"),
 }
 """Config file text -> what the error says after the file's name."""
 
@@ -217,6 +232,14 @@ def test_a_broken_config_file_is_named_with_its_line(case: str, tmp_path: Path) 
     config = tmp_path / "bad.yaml"
     config.write_text(text)
     assert one_error(*run("fit", "--config", str(config))) == f"error: {config}{expected}"
+
+
+def test_a_config_file_that_is_not_text_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "binary.yaml"
+    config.write_bytes(b"model:\x00\xff")
+    assert one_error(*run("fit", "--config", str(config))) == (
+        f"error: {config}: byte 0xff at offset 7 is not UTF-8; a config file is YAML text"
+    )
 
 
 # ------------------------------------------------------------------------------------------ the error boundary
