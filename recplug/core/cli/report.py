@@ -18,12 +18,14 @@ The best epoch maximises (``--mode max``) the monitored metric: by default the `
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recplug.core.cli.boundary import CommandParser, report_errors
 from recplug.core.errors import ConfigError, DataError
+from recplug.core.ops.yaml_file import read_yaml
 
 DEFAULT_MONITOR = "val/recall@20"
 METRIC_ORDER = ("recall", "ndcg", "precision", "map", "mrr", "hit")
@@ -149,11 +151,17 @@ def configured_monitor(run: Path) -> tuple[str, str]:
     """``(monitor, mode)`` of the run's checkpoint callback, read from its ``config.yaml`` when recorded."""
     config = run / "config.yaml"
     if config.is_file():
-        import yaml
-
-        checkpoint = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("checkpoint") or {}
-        if checkpoint.get("monitor"):
-            return str(checkpoint["monitor"]), str(checkpoint.get("mode") or "max")
+        content = read_yaml(config, "run config") or {}
+        if not isinstance(content, dict):
+            raise ConfigError(f"{config}: expected a mapping of config keys, got a {type(content).__name__}")
+        checkpoint = content.get("checkpoint")
+        if not isinstance(checkpoint, (dict, type(None))):
+            raise ConfigError(f"{config}: checkpoint must be a mapping, got {checkpoint!r}")
+        if checkpoint and checkpoint.get("monitor"):
+            mode = str(checkpoint.get("mode") or "max")
+            if mode not in ("max", "min"):
+                raise ConfigError(f"{config}: checkpoint.mode must be max or min, got {mode!r}")
+            return str(checkpoint["monitor"]), mode
     return DEFAULT_MONITOR, "max"
 
 
@@ -170,7 +178,8 @@ def best_epoch(log: RunLog, monitor: str, mode: str) -> int | None:
     if not series:
         return None
     sign = 1.0 if mode == "max" else -1.0
-    return max(sorted(series), key=lambda epoch: (sign * series[epoch], -epoch))
+    finite = [epoch for epoch in sorted(series) if math.isfinite(series[epoch])]  # NaN compares as neither
+    return max(finite, key=lambda epoch: (sign * series[epoch], -epoch)) if finite else None
 
 
 def _fmt(value: float | None) -> str:
@@ -280,6 +289,9 @@ def make_report(run_dir: str | Path, out: str | Path | None = None, monitor: str
     monitor, mode = monitor or default_monitor, mode or default_mode
     if mode not in ("max", "min"):
         raise ConfigError(f"--mode must be max or min, got {mode!r}")
+    if monitor not in log.series and log.group("val/"):
+        logged = ", ".join(f"val/{name}" for name in sorted(log.group("val/"), key=metric_key))
+        raise ConfigError(f"--monitor {monitor}: not logged in {run}; logged: {logged}")
     best = best_epoch(log, monitor, mode)
     val = {n: s[best] for n, s in log.group("val/").items() if best in s} if best is not None else {}
     test = {m[len("test/") :]: v for m, v in log.final.items() if m.startswith("test/")}

@@ -101,3 +101,25 @@ def test_missing_run_is_one_line_error(tmp_path: Path, capsys) -> None:
     assert err == f"error: {tmp_path}: no metrics.csv or TensorBoard events file (nor a version_N folder holding one)\n"
     with pytest.raises(Exception, match="run folder not found"):
         find_run(tmp_path / "nope")
+
+
+def test_an_unlogged_monitor_a_nan_epoch_and_a_broken_config_are_handled(run: Path, tmp_path: Path, capsys) -> None:
+    folder = find_run(run / "mf")
+    assert main(["report", str(folder), "--out", str(tmp_path / "r"), "--monitor", "val/nope@5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --monitor val/nope@5: not logged in") and "logged: val/recall@" in err
+    log = read_run_log(folder)
+    series = log.series["val/recall@20"]
+    series[min(series)] = float("nan")  # a NaN epoch is never the best, whatever the mode
+    assert best_epoch(log, "val/recall@20", "max") != min(series)
+    assert best_epoch(log, "val/recall@20", "min") != min(series)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metrics.csv").write_text((folder / "metrics.csv").read_text())
+    for text, message in (("- 1\n", "config.yaml: expected a mapping of config keys, got a list"), ("checkpoint: {monitor: x, mode: 7}\n",
+                          "config.yaml: checkpoint.mode must be max or min, got '7'"),
+                          ("a: [1\n", "config.yaml, line 2, column 1:")):
+        (broken / "config.yaml").write_text(text)
+        assert main(["report", str(broken), "--out", str(tmp_path / "r2")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
