@@ -104,6 +104,10 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
         )
     model.prepare(data, datamodule.cache_dir)
     check_state_matches(str(ckpt_path), checkpoint, model.state_dict())
+    for key, weight in checkpoint["state_dict"].items():
+        if torch.is_tensor(weight) and weight.is_floating_point() and not bool(torch.isfinite(weight).all()):
+            raise CheckpointError(f"{ckpt_path}: weight {key} holds NaN or inf (the run diverged); "
+                                  "use a checkpoint from before it did")
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
     return model, datamodule, cli.config.as_dict(), checkpoint

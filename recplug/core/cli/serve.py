@@ -174,6 +174,23 @@ def build_parser() -> CommandParser:
     return parser
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Refuse, before the server starts, a host that does not resolve or a port this process cannot listen
+    on (in use, or privileged): LitServe would print its "serving" line first and exit 3 with uvicorn's message."""
+    import socket
+
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: does not resolve ({exc.strerror})") from None
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
 def main(argv: list[str]) -> int:
     from recplug.core.cli.recommender import Recommender
 
@@ -181,6 +198,7 @@ def main(argv: list[str]) -> int:
     check_number("serve", "port", args.port, 1, 65535)
     check_number("serve", "workers", args.workers, 1)
     recommender = Recommender.from_checkpoint(args.ckpt_path, args.config, args.exclude)
+    check_can_listen(args.host, args.port)
     recommender.data = None  # the workers rank from embeddings and ids: the dataset stays here
     server = ls.LitServer(RecommenderAPI(recommender), accelerator="cpu", workers_per_device=args.workers)
     print(f"serving {args.ckpt_path} on http://{args.host}:{args.port}/predict", flush=True)

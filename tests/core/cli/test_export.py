@@ -137,6 +137,18 @@ def test_a_missing_checkpoint_or_a_used_folder_is_refused(mf_run, tmp_path, caps
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
 
 
+def test_a_diverged_checkpoint_is_refused(mf_run, tmp_path, capsys) -> None:
+    checkpoint = torch.load(mf_run.ckpt, weights_only=True)
+    checkpoint["state_dict"]["item_embedding.weight"][3, 0] = float("nan")
+    torch.save(checkpoint, tmp_path / "nan.ckpt")
+    assert export(tmp_path / "nan.ckpt", tmp_path / "out") == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'nan.ckpt'}: weight item_embedding.weight holds NaN or inf (the run diverged); "
+        "use a checkpoint from before it did"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_raw_logs_own_ids_go_through_predict_export_and_the_api(tmp_path) -> None:
     """Ids are the log's strings everywhere (the embedded default has none, so this is where raw ids show)."""
     import csv

@@ -98,6 +98,19 @@ def test_a_bad_checkpoint_or_port_ends_in_one_line_before_serving(tmp_path, caps
     assert capsys.readouterr().err.strip() == "error: recplug serve: the following arguments are required: --ckpt_path"
 
 
+def test_a_port_in_use_is_one_line_before_the_server_starts(mf_run, capsys) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--ckpt_path", str(mf_run.ckpt), "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert "serving" not in captured.out
+    assert captured.err.strip().startswith(f"error: --port {port}: cannot listen on 127.0.0.1:{port} (")
+
+
 def test_serving_reports_a_server_that_exits_and_leaves_nothing_running(tmp_path) -> None:
     log = tmp_path / "serve.log"
     with pytest.raises(RuntimeError, match=r"^recplug serve exited with status 2: error: .*no such checkpoint file"):
