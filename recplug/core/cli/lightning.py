@@ -3,6 +3,8 @@ best-checkpoint testing and one-line config errors. Imported only for those sub-
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import sys
@@ -90,6 +92,9 @@ def summarize_parser_error(message: str) -> str:
     key = match.group(1) if match else ""
     base = next((b for k, b in COMPONENT_KEYS.items() if key == k or key.startswith(k + ".")), None)
     nested = re.search(r"Problem with given class_path '([^']+)':\n(.*)", message, flags=re.DOTALL)
+    missing = re.search(r"No module named '([^']+)'", message)
+    if key and nested and missing:  # nothing to import
+        return f"{_component_key(key, message)}: class_path {nested.group(1)!r}: no module named {missing.group(1)!r}"
     if key and nested:  # the class resolved; one of its arguments is bad: name it under init_args
         key = f"{_component_key(key, message)}.init_args"
         class_path, message = nested.groups()
@@ -302,7 +307,16 @@ class RecplugCLI(LightningCLI):
                 checkpoint = open_checkpoint(config["ckpt_path"], shown=str(ckpt_path))
                 check_same_components(str(ckpt_path), checkpoint, config.as_dict())
                 note_checkpoint_settings(str(ckpt_path), checkpoint, config.as_dict())
-        super()._parse_ckpt_path()
+        report = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(report):  # the parser's error line, then Lightning's own second line
+                super()._parse_ckpt_path()
+        except SystemExit:
+            problem = (report.getvalue().splitlines() or ["invalid"])[0].removeprefix("error: ")
+            raise ConfigError(
+                f"ckpt_path {config.get('ckpt_path') if config else ''}: its hyper_parameters do not fit this "
+                f"config: {problem}"
+            ) from None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with checkpoint loading routed through :class:`WeightsOnlyCheckpointIO`."""

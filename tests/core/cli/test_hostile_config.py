@@ -128,6 +128,10 @@ CASES = {
         "model.encoders[1].init_args.k must be in [1, 150] (the number of items), got 1000 (ItemItemGraph)"),
     "nested-dict-value": (["--model.fusion={class_path: SumFusion, init_args: {weights: {image: .nan, text: 0.5}}}"],
                           "model.fusion.init_args.weights.image must be >= 0, got nan (SumFusion)"),
+    "class-of-no-module": (["--model.fusion=nosuch.module.Fusion"],
+                           "model.fusion: class_path 'nosuch.module.Fusion': no module named 'nosuch'"),
+    "logger-of-no-module": (["--trainer.logger={class_path: nosuch.Logger}"],
+                            "trainer.logger: class_path 'nosuch.Logger': no module named 'nosuch'"),
     "validation-every-0-epochs": (["--trainer.check_val_every_n_epoch=0"],
                                   "trainer.check_val_every_n_epoch must be >= 1, got 0"),
     "negative-patience": (["--trainer.callbacks=[{class_path: pytorch_lightning.callbacks.EarlyStopping, init_args: "

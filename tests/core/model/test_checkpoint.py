@@ -242,3 +242,14 @@ def test_a_checkpoint_of_other_components_is_refused_and_its_settings_are_noted(
     assert "note: model.embedding_dim is 64 from ckpt_path" in capsys.readouterr().err
     assert recplug("validate", tmp_path, "--ckpt_path", "last") == 2
     assert "ckpt_path last: no last checkpoint in checkpoint.dirpath" in last_error(capsys)
+
+
+def test_hyper_parameters_that_do_not_fit_the_config_name_the_checkpoint(tmp_path, trained, capsys) -> None:
+    checkpoint = torch.load(trained, weights_only=True)
+    checkpoint["hyper_parameters"]["evil_key"] = 3
+    torch.save(checkpoint, tmp_path / "extra.ckpt")
+    assert recplug("validate", tmp_path, "--ckpt_path", str(tmp_path / "extra.ckpt")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: ckpt_path {tmp_path / 'extra.ckpt'}: its hyper_parameters do not fit this config: "
+                       "Subcommand 'validate' does not accept option 'model.evil_key'")
+    assert not any("Parsing of ckpt_path" in line for line in err)
