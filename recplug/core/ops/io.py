@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from recplug.core.errors import ConfigError
+
 
 def _temporary_name(path: Path) -> Path:
     """A hidden name beside ``path`` that no other process or call picks (``.<name>.<pid>.<random>.tmp``)."""
@@ -59,3 +61,19 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_can_create(path: str | Path, option: str) -> None:
+    """Refuse, naming ``option``, a new file or folder ``path`` that cannot be created: its nearest existing
+    ancestor is a file, or no folder can be made there (read-only, ``/proc``). Checked before a command's work,
+    which would otherwise end in the OS error of its first write."""
+    parent = Path(path).absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: cannot be created: {parent} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".recplug-probe-", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot be created in {parent} ({exc.strerror or exc})") from None
+

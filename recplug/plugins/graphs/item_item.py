@@ -125,7 +125,10 @@ class ItemItemGraph(GraphEncoder):
         self.num_users, self.num_items = num_users, num_items
         if self.weights is None:
             if not feature_dims:
-                raise ConfigError("ItemItemGraph needs item modality features, but the data has none")
+                raise ConfigError(
+                    "ItemItemGraph needs item modality features, but the data has none; remove it from "
+                    "model.encoders or use data with item features"
+                )
             self.weights = {m: 1.0 / len(feature_dims) for m in sorted(feature_dims)}
         unknown = sorted(set(self.weights) - set(feature_dims))
         if unknown:

@@ -74,6 +74,12 @@ def test_item_item_graph_on_content_needs_a_fusion(tiny_data) -> None:
     build(tiny_data, encoders=[ItemItemGraph(source="id")])  # the frozen kNN graph on ID embeddings needs no fusion
 
 
+def test_item_item_graph_on_data_without_features_says_what_to_change() -> None:
+    with pytest.raises(ConfigError, match=r"ItemItemGraph needs item modality features, but the data has none; "
+                                          r"remove it from model.encoders or use data with item features$"):
+        RecModule(5, 4, {}, embedding_dim=8, encoders=[ItemItemGraph(source="id")])
+
+
 def test_a_fusion_no_component_reads_is_detected(tiny_data) -> None:
     """The semantic view propagating ID embeddings reads no content: a fusion there is computed for nothing (the
     setup of a fit warns); propagating the content, or a content BPR term, reads it."""

@@ -61,3 +61,16 @@ def test_a_folder_takes_its_place_only_when_complete_and_the_first_one_wins(tmp_
         (first / "from").write_text("first")  # finishes after the other: discarded
     assert (target / "from").read_text() == "second"
     assert [p.name for p in tmp_path.iterdir()] == ["processed"]
+
+
+def test_check_can_create_names_the_option_and_what_is_in_the_way(tmp_path: Path) -> None:
+    from recplug.core.errors import ConfigError
+    from recplug.core.ops.io import check_can_create
+
+    check_can_create(tmp_path / "new" / "deeper", "--out")  # creatable: nothing is made
+    assert not (tmp_path / "new").exists() and list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"^--out .*file/sub: cannot be created: .*file is a file, not a folder$"):
+        check_can_create(tmp_path / "file" / "sub", "--out")
+    with pytest.raises(ConfigError, match=r"^--out /proc/recplug-x: cannot be created in /proc \("):
+        check_can_create("/proc/recplug-x", "--out")
