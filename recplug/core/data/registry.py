@@ -197,9 +197,15 @@ def fetch(name: str, cache_dir: str | Path | None = None, mirror: str | None = N
     """
     spec = get_spec(name)
     folder = cache_root(cache_dir) / "datasets" / spec.name
+    blocked = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise DataError(f"{blocked}: a file where the dataset cache needs a folder; move it, or give another cache "
+                        f"(--cache-dir or ${CACHE_ENV})")
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     for remote in spec.files:
         dest = folder / remote.name
+        if dest.is_dir():
+            raise DataError(f"{dest}: a folder where the cache keeps {spec.name}'s file {remote.name}; remove it")
         if dest.is_file() and sha256sum(dest) == remote.sha256:
             continue
         if mirror:

@@ -131,6 +131,16 @@ def test_a_body_longer_than_the_registered_size_is_cut_off(server: tuple[str, Pa
     assert not dest.exists() and leftovers(dest.parent) == []
 
 
+def test_a_cache_with_something_in_the_way_is_named(toy: DatasetSpec, tmp_path: Path) -> None:
+    (tmp_path / "c1" / "datasets").mkdir(parents=True)
+    (tmp_path / "c1" / "datasets" / "toy").write_text("not a folder")
+    with pytest.raises(DataError, match=r"c1/datasets/toy: a file where the dataset cache needs a folder"):
+        registry.fetch("toy", tmp_path / "c1", progress=False)
+    (tmp_path / "c2" / "datasets" / "toy" / "train.txt").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"toy/train\.txt: a folder where the cache keeps toy's file train\.txt"):
+        registry.fetch("toy", tmp_path / "c2", progress=False)
+
+
 def test_missing_file_is_an_error(server: tuple[str, Path], tmp_path: Path) -> None:
     url, _ = server
     with pytest.raises(DataError, match=r"^nope\.txt: download from .* failed"):
