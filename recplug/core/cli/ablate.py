@@ -24,6 +24,7 @@ provenance) and ``results.png`` (bars with std error bars; needs matplotlib, ``p
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import gc
@@ -36,19 +37,19 @@ import re
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-import yaml
-
-from recplug.core.cli.boundary import CommandParser
-from recplug.core.cli.paired import paired_comparisons, record_per_user
-from recplug.core.errors import ConfigError, RecplugError
-from recplug.core.ops.io import atomic_write
+from recplug.core.cli.boundary import CommandParser, number_in
+from recplug.core.cli.paired import PER_USER_FILE, load_per_user, paired_comparisons, record_per_user
+from recplug.core.errors import MAX_SEED, ConfigError, RecplugError, one_line
+from recplug.core.ops.io import atomic_write, check_can_create
+from recplug.core.ops.yaml_file import read_yaml
 
 RESULT_FILE = "result.json"
 FIT_DIR = "fit"  # a run's Lightning outputs: metrics.csv, config.yaml, checkpoints/
@@ -74,6 +75,19 @@ def override_args(overrides: dict[str, Any]) -> list[str]:
     return [f"--{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in overrides.items()]
 
 
+KEY = re.compile(r"[A-Za-z_][\w-]*(\[\d+\])*(\.[A-Za-z_][\w-]*(\[\d+\])*)*")
+"""A dotted config key, with ``[i]`` list indices: ``model.aux_losses[0].init_args.weight``."""
+
+
+def check_key(key: Any, where: str) -> str:
+    """``key``, if it is a dotted config key; else a :class:`ConfigError` naming ``where``."""
+    if not isinstance(key, str) or not KEY.fullmatch(key):
+        raise ConfigError(
+            f"{where}: {key!r} is not a dotted config key (like model.lr or model.aux_losses[0].init_args.weight)"
+        )
+    return key
+
+
 def _mapping(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -87,25 +101,29 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _overrides(value: Any, where: str) -> dict[str, Any]:
+    """A mapping of dotted config keys to values (``common``, a variant, a grid level)."""
+    overrides = _mapping(value, where)
+    for key in overrides:
+        check_key(key, where)
+    return dict(overrides)
+
+
 def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str, Any]]:
     """Read a variants file; return ``(variants, grid axes, common overrides)``.
 
     Keys: ``common`` (overrides for every run), ``variants`` (``{name: overrides}``) and/or ``grid``
     (``{axis: {level: overrides}}``: one variant per combination of levels, named ``axis=level,...``).
+    A key repeated in one mapping, a key that is not a dotted config key and names whose runs would share a
+    folder are refused.
     """
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such variants file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    spec = _mapping(spec, str(path))
+    spec = _mapping(read_yaml(path, "variants file"), str(path))
     unknown = sorted(set(spec) - {"common", "variants", "grid"})
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {unknown}; expected common, variants and/or grid")
     variants = [
-        Variant(name, dict(_mapping(overrides, f"{path}: variants.{name}")))
+        Variant(name, _overrides(overrides, f"{path}: variants.{name}"))
         for name, overrides in _mapping(spec.get("variants"), f"{path}: variants").items()
     ]
     grid = _mapping(spec.get("grid"), f"{path}: grid")
@@ -117,7 +135,7 @@ def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str,
     for combination in combinations:
         merged: dict[str, Any] = {}
         for axis, level in combination:
-            for key, value in _mapping(grid[axis][level], f"{path}: grid.{axis}.{level}").items():
+            for key, value in _overrides(grid[axis][level], f"{path}: grid.{axis}.{level}").items():
                 if key in merged:
                     raise ConfigError(f"{path}: {key} is set by two grid axes; each key belongs to one axis")
                 merged[key] = value
@@ -129,7 +147,14 @@ def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str,
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{path}: duplicate variant name(s) {duplicates}")
-    return variants, [axis for axis, _ in axes], dict(_mapping(spec.get("common"), f"{path}: common"))
+    for name in names:
+        if _slug(name) in ("", ".", ".."):
+            raise ConfigError(f"{path}: variant name {name!r} cannot name its runs' folder; use letters or digits")
+    shared = folder_clash(names)
+    if shared:
+        raise ConfigError(f"{path}: variants {shared[0]!r} and {shared[1]!r} would share the runs folder "
+                          f"{_slug(shared[0])!r}; rename one")
+    return variants, [axis for axis, _ in axes], _overrides(spec.get("common"), f"{path}: common")
 
 
 # ---------------------------------------------------------------------------- runs
@@ -146,6 +171,16 @@ class Run:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", name)
+
+
+def folder_clash(names: Iterable[str]) -> tuple[str, str] | None:
+    """Two of ``names`` whose runs would share a folder (the same name, or ``a/b`` and ``a_b``), or ``None``."""
+    seen: dict[str, str] = {}
+    for name in names:
+        if _slug(name) in seen:
+            return seen[_slug(name)], name
+        seen[_slug(name)] = name
+    return None
 
 
 def _sha256(text: str) -> str:
@@ -174,15 +209,134 @@ def plan(
     return runs
 
 
-def output_args(directory: Path) -> list[str]:
-    """The ``recplug fit`` arguments that put a run's Lightning outputs (``metrics.csv``, ``config.yaml``,
-    checkpoints) in ``directory/fit``, without a progress bar or model summary."""
+def output_overrides(directory: Path) -> dict[str, Any]:
+    """The overrides that put a run's Lightning outputs (``metrics.csv``, ``config.yaml``, checkpoints) in
+    ``directory/fit``, without a progress bar or model summary."""
     logger = {"class_path": "pytorch_lightning.loggers.CSVLogger",
               "init_args": {"save_dir": str(directory), "name": "", "version": FIT_DIR}}
-    return [
-        f"--trainer.default_root_dir={directory}", f"--trainer.logger={json.dumps(logger)}",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-    ]
+    return {"trainer.default_root_dir": str(directory), "trainer.logger": logger,
+            "trainer.enable_progress_bar": False, "trainer.enable_model_summary": False}
+
+
+def output_args(directory: Path) -> list[str]:
+    """:func:`output_overrides` as ``recplug fit`` arguments."""
+    return override_args(output_overrides(directory))
+
+
+OUTPUT_KEYS = tuple(output_overrides(Path()))
+"""The keys every run's own outputs set (:func:`output_overrides`): a variant or an override cannot set them."""
+
+
+# ---------------------------------------------------------------------------- checks before any run
+def existing_file(what: str) -> Callable[[str], str]:
+    """An argparse ``type``: the path of an existing file, so the usage error names the option
+    (``argument --variants: va: a folder, not a variants file``)."""
+
+    def parse(text: str) -> str:
+        path = Path(text)
+        if not path.exists():
+            raise argparse.ArgumentTypeError(f"{text}: no such {what}")
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"{text}: {'a folder' if path.is_dir() else 'not a regular file'}, "
+                                              f"not a {what}")
+        return text
+
+    return parse
+
+
+def output_folder(text: str, option: str) -> Path:
+    """``text`` as the folder a command writes into (created when missing); a :class:`ConfigError` naming
+    ``option`` when it is empty, a file, or a new folder that cannot be created (:func:`check_can_create`)."""
+    if not text.strip():
+        raise ConfigError(f"{option}: an empty path; give a folder")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {text}: a file, not a folder")
+    if not path.exists():
+        check_can_create(path, option)
+    return path
+
+
+def seconds(text: str) -> float:
+    """An argparse ``type``: a positive, finite number of seconds (``--timeout``)."""
+    value = number_in(float)(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+SEEDS = number_in(int, 0, MAX_SEED)
+"""The argparse ``type`` of ``--seeds``: 32-bit seeds, as ``seed_everything`` takes."""
+EPOCHS = number_in(int, 1)
+"""The argparse ``type`` of ``--max-epochs``: at least one epoch (0 trains nothing, -1 has no end)."""
+NOT_PASSED_ON = {
+    "--help": "it prints the help and exits instead of training",
+    "--print_config": "it prints the config and exits instead of training",
+    "--print_shtab": "it prints a completion script and exits instead of training",
+    "--config": "a config file there would override what each run sets (its variant or tuned values); give it "
+                "as this command's own option",
+}
+"""Options of ``recplug fit`` that cannot follow ``--``, and why."""
+
+
+def reserved_clash(key: str, reserved: dict[str, str]) -> str | None:
+    """The key of ``reserved`` (``{key: who sets it}``) that setting ``key`` would set: the same key, one inside
+    it (``trainer.logger.init_args.save_dir`` sets ``trainer.logger``) or one it holds (``trainer``)."""
+    return next((r for r in reserved if key == r or key.startswith(r + ".") or r.startswith(key + ".")), None)
+
+
+def check_reserved(keys: Iterable[str], reserved: dict[str, str], where: str) -> None:
+    """Refuse a key of ``keys`` that sets a ``reserved`` key: the command's own value would win silently."""
+    for key in keys:
+        clash = reserved_clash(key, reserved)
+        if clash is not None:
+            raise ConfigError(f"{where} sets {clash}, which {reserved[clash]}")
+
+
+def check_passthrough(extra: list[str], runs: str, reserved: dict[str, str]) -> None:
+    """Refuse, among the arguments after ``--`` (passed on to every one of ``runs``), an option of
+    :data:`NOT_PASSED_ON` (also abbreviated, or ``-h``/``-c``) and a ``--key`` that sets a ``reserved`` key."""
+    for token in extra:
+        name = token.split("=", 1)[0]
+        if name.startswith("--"):
+            option = next((o for o in NOT_PASSED_ON if len(name) > 2 and o.startswith(name)), None)
+        else:
+            option = {"-h": "--help", "-c": "--config"}.get(name[:2])
+        if option is not None:
+            shown = name if name == option else f"{name} ({option})"
+            raise ConfigError(f"{shown} cannot be passed to {runs} (after `--`): {NOT_PASSED_ON[option]}")
+        if name.startswith("--"):
+            check_reserved([name[2:]], reserved, f"the fit override {name}")
+
+
+def preflight(args: list[str], where: str) -> set[str]:
+    """Build the CLI on a run's ``recplug fit`` arguments without training (parsed, checked and instantiated, which
+    loads the dataset), so a config every seed would refuse stops the command before any run, in one line starting
+    with ``where``. Returns the metrics such a run logs (``val/recall@20``, ``test/recall@20``, ...)."""
+    from recplug.core.cli.main import run_cli
+
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "log.txt"
+        try:
+            with captured(log):
+                cli = run_cli(args[1:] if args[:1] == ["fit"] else args, run=False)
+        except SystemExit as exc:  # the parser's one-line error (exit status 2)
+            message = last_error_line(log).removeprefix("error: ") or f"recplug fit exited with status {exc.code}"
+            raise ConfigError(f"{where}: {message}") from None
+        except RecplugError as exc:
+            raise ConfigError(f"{where}: {one_line(exc)}") from None
+    if cli.trainer.max_epochs == 0:
+        raise ConfigError(f"{where}: trainer.max_epochs is 0: a run would train and validate nothing")
+    evaluation = cli.model.evaluation
+    return {f"{split}/{metric}@{k}" for split in ("val", "test") for metric in evaluation.metrics
+            for k in evaluation.ks}
+
+
+def check_metrics(metrics: list[str], logged: set[str]) -> None:
+    """Refuse ``--metrics`` that no run logs (their column would be empty); nothing when nothing is known."""
+    unknown = [m for m in metrics if m not in logged]
+    if logged and unknown:
+        raise ConfigError(f"--metrics {unknown}: no run logs them; choose from {sorted(logged)}")
 
 
 RESULT_TYPES = {"variant": str, "levels": dict, "seed": int, "monitor": str, "epoch": int, "val": dict, "test": dict,
@@ -208,18 +362,26 @@ def _result_problem(result: Any) -> str | None:
 
 def finished(run: Run) -> dict[str, Any] | None:
     """The run's stored result if it finished under the same spec, else ``None``. A ``result.json`` that cannot
-    be read or lacks what the reports need (truncated, edited by hand) counts as unfinished, with a warning."""
+    be read or lacks what the reports need (truncated, edited by hand), or a ``per_user.npz`` beside it that
+    cannot be read, counts as unfinished, with a warning."""
     path = run.directory / RESULT_FILE
     if not path.exists():
         return None
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
-        problem: str | None = f"unreadable ({type(exc).__name__})"
+        problem: str | None = f"{path}: unreadable ({type(exc).__name__})"
     else:
         problem = _result_problem(result)
+        problem = f"{path}: {problem}" if problem is not None else None
+    per_user = run.directory / PER_USER_FILE
+    if problem is None and result["spec_sha256"] == run.spec_sha256 and per_user.exists():
+        try:
+            load_per_user(per_user)
+        except RecplugError as exc:
+            problem = str(exc)
     if problem is not None:  # warned once per file and problem: the warning's location is this line
-        warnings.warn(f"{path}: {problem}; the run counts as unfinished and is run again")
+        warnings.warn(f"{problem}; the run counts as unfinished and is run again")
         return None
     return result if result["spec_sha256"] == run.spec_sha256 else None
 
@@ -242,7 +404,8 @@ def select_validation_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[
     log = read_csv_log(metrics_csv)
     epoch = best_epoch(log, monitor, mode)
     if epoch is None:
-        raise ConfigError(f"{metrics_csv}: {monitor} was never logged; is checkpoint.monitor a validation metric?")
+        raise ConfigError(f"{metrics_csv}: {monitor} was never logged (or only as NaN); is checkpoint.monitor a "
+                          "validation metric?")
     return {
         "epoch": epoch,
         "val": {k: s[epoch] for k, s in log.series.items() if k.startswith("val/") and epoch in s},
@@ -541,14 +704,16 @@ def build_parser() -> CommandParser:
         "mean ± std (CSV, Markdown, PNG). Rerunning skips finished runs. Arguments after `--` are passed "
         "to every `recplug fit` run.",
     )
-    parser.add_argument("--config", action="append", required=True, help="base config(s), composed left to right")
-    parser.add_argument("--variants", required=True, help="variants YAML (see docs/ablation.md)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
+    parser.add_argument("--config", action="append", required=True, type=existing_file("config file"),
+                        help="base config(s), composed left to right")
+    parser.add_argument("--variants", required=True, type=existing_file("variants file"),
+                        help="variants YAML (see docs/ablation.md)")
+    parser.add_argument("--seeds", type=SEEDS, nargs="+", default=[0], help="seeds (default: 0)")
     parser.add_argument("--out", help="output folder (default: runs/ablate/<variants file name>)")
-    parser.add_argument("--max-epochs", type=int, help="shortcut for --trainer.max_epochs in every run")
+    parser.add_argument("--max-epochs", type=EPOCHS, help="shortcut for --trainer.max_epochs in every run")
     parser.add_argument("--only", nargs="+", metavar="NAME",
                         help="run and report only these variants (default: all), in the file's order")
-    parser.add_argument("--against", metavar="CONFIG",
+    parser.add_argument("--against", metavar="CONFIG", type=existing_file("config file"),
                         help="one more row: this config (e.g. configs/freedom.yaml) on the same seeds, with only the "
                         "arguments after `--`; each variant gets paired tests against it on the first metric")
     parser.add_argument("--metrics", nargs="+", default=["test/recall@20", "test/ndcg@20"],
@@ -560,10 +725,24 @@ def build_parser() -> CommandParser:
     return parser
 
 
+def reserved_keys(command: str, max_epochs: int | None) -> dict[str, str]:
+    """The keys ``recplug <command>`` sets in every run (``{key: who sets it}``), which nothing else may set."""
+    reserved = {key: f"recplug {command} sets for each run (its outputs go to the run's folder)" for key in OUTPUT_KEYS}
+    reserved |= dict.fromkeys(("seed_everything", "data.seed"), f"recplug {command} sets from --seeds")
+    if max_epochs is not None:
+        reserved["trainer.max_epochs"] = "--max-epochs sets"
+    return reserved
+
+
 def main(argv: list[str]) -> int:
     """``recplug ablate ...`` (``argv`` excludes ``ablate``). Returns 0, 1 if a run failed, 130 if interrupted."""
     args, extra = build_parser().parse_with_passthrough(argv)
+    reserved = reserved_keys("ablate", args.max_epochs)
+    check_passthrough(extra, "the runs", reserved)
     variants, axes, common = load_variants(args.variants)
+    check_reserved(common, reserved, f"{args.variants}: common")
+    for variant in variants:
+        check_reserved(variant.overrides, reserved, f"{args.variants}: variant {variant.name!r}")
     if args.only:
         unknown = sorted(set(args.only) - {v.name for v in variants})
         if unknown:
@@ -571,15 +750,17 @@ def main(argv: list[str]) -> int:
         variants = [v for v in variants if v.name in args.only]
     if args.max_epochs is not None:
         common = {**common, "trainer.max_epochs": args.max_epochs}
-    out = Path(args.out or Path("runs") / "ablate" / Path(args.variants).stem)
+    out = output_folder(args.out if args.out is not None else str(Path("runs") / "ablate" / Path(args.variants).stem),
+                        "--out")
     seeds = list(dict.fromkeys(args.seeds))
     runs = plan(args.config, variants, seeds, out, override_args(common), extra)
     reference = None
     if args.against:
         reference = Variant(Path(args.against).stem, {})
-        if reference.name in {v.name for v in variants}:
-            raise ConfigError(f"--against {args.against}: its row is named {reference.name!r}, as a variant of "
-                              f"{args.variants} is; rename one")
+        shared = folder_clash([*(v.name for v in variants), reference.name])
+        if shared:
+            raise ConfigError(f"--against {args.against}: its row {reference.name!r} and the variant {shared[0]!r} "
+                              f"of {args.variants} would share the runs folder {_slug(reference.name)!r}; rename one")
         if not args.metrics[0].startswith("test/"):
             raise ConfigError(f"--against compares test users, so the first --metrics must be a test metric, not "
                               f"{args.metrics[0]}")
@@ -590,6 +771,18 @@ def main(argv: list[str]) -> int:
             print(" ".join(["recplug", *run.args]))
         return 0
     stored = [finished(r) for r in runs]
+    logged = {m for done in stored if done is not None for m in _run_values(done)} - {"epoch"}
+    if not args.report_only:  # one run of each row still to run is built first: a refused config stops it all
+        try:
+            for run in {r.variant.name: r for r, done in zip(runs, stored) if done is None}.values():
+                where = (f"--against {args.against}" if run.variant is reference
+                         else f"{args.variants}: variant {run.variant.name!r}" if run.variant.overrides
+                         else "--config with the common overrides and those after `--`")
+                logged |= preflight(run.args, where)
+        except KeyboardInterrupt:
+            print("recplug ablate: interrupted before any run. Run the same command again to start.")
+            return 130
+    check_metrics(args.metrics, logged)
     todo = stored.count(None)
     rows = len(variants) + (reference is not None)
     print(f"recplug ablate: {rows} rows x {len(seeds)} seeds = {len(runs)} runs, "
@@ -603,11 +796,6 @@ def main(argv: list[str]) -> int:
         print(f"recplug ablate: interrupted; {len(results)} runs finished. Run the same command again to resume.")
         return 130
     out.mkdir(parents=True, exist_ok=True)
-    logged = sorted({m for r in results for m in _run_values(r)} - {"epoch"})
-    unknown = [m for m in args.metrics if results and m not in logged]
-    if unknown:
-        print(f"recplug ablate: --metrics {unknown} were not logged by any run; choose from {logged}", file=sys.stderr)
-        return 2
     rows_shown = [*variants, reference] if reference is not None else variants
     summaries = summarize(rows_shown, results, args.metrics)
     tests = None

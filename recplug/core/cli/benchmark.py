@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import statistics
 import sys
 from dataclasses import dataclass
@@ -35,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from recplug.core.cli import ablate
-from recplug.core.cli.boundary import CommandParser
+from recplug.core.cli.boundary import CommandParser, number_in
 from recplug.core.cli.paired import paired_comparisons, record_per_user
 from recplug.core.errors import ConfigError
 
 REFERENCE = "mf"  # the name of the GRMF-X reference rows: mf-<X>
+SPACES = "configs/search"  # the default --spaces
 
 
 @dataclass(frozen=True)
@@ -202,20 +204,25 @@ def build_parser() -> CommandParser:
         "best-validation epoch; one leaderboard per dataset with significance tests and GRMF-X (docs/benchmark.md). "
         "Rerunning resumes. Arguments after `--` are passed to every `recplug fit` run.",
     )
-    parser.add_argument("--configs", nargs="+", required=True, help="bundle configs; a row is named by its file stem")
+    parser.add_argument("--configs", nargs="+", required=True, type=ablate.existing_file("config file"),
+                        help="bundle configs; a row is named by its file stem")
     parser.add_argument("--datasets", nargs="+", default=["default"],
                         help="--data.path of each dataset (a registered name or a folder; default: default)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default: 0 1 2 3 4)")
+    parser.add_argument("--seeds", type=ablate.SEEDS, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="seeds (default: 0 1 2 3 4)")
     parser.add_argument("--out", default="runs/benchmark", help="output folder (default: runs/benchmark)")
-    parser.add_argument("--trials", type=int, default=0, help="tuning trials per bundle and dataset (default 0: "
-                        "take each config as given)")
-    parser.add_argument("--spaces", default="configs/search", help="folder of <bundle>.yaml search spaces")
-    parser.add_argument("--tune-timeout", type=float, help="seconds per tuning study (recplug tune --timeout)")
+    parser.add_argument("--trials", type=number_in(int, 0), default=0, help="tuning trials per bundle and dataset "
+                        "(default 0: take each config as given)")
+    parser.add_argument("--spaces", help=f"folder of <bundle>.yaml search spaces (default: {SPACES}; with --trials)")
+    parser.add_argument("--tune-timeout", type=ablate.seconds,
+                        help="seconds per tuning study (recplug tune --timeout; with --trials)")
     parser.add_argument("--proposed", help="the model tested against all others (default: the first config)")
-    parser.add_argument("--mf", default="configs/mf.yaml", help="the MF-BPR config of the GRMF-X reference rows")
+    parser.add_argument("--mf", default="configs/mf.yaml", type=ablate.existing_file("config file"),
+                        help="the MF-BPR config of the GRMF-X reference rows")
     parser.add_argument("--metrics", nargs="+", default=["test/recall@20", "test/ndcg@20"],
                         help="leaderboard metrics; the first is tested (default: test/recall@20 test/ndcg@20)")
-    parser.add_argument("--max-epochs", type=int, help="shortcut for --trainer.max_epochs in every run and trial")
+    parser.add_argument("--max-epochs", type=ablate.EPOCHS,
+                        help="shortcut for --trainer.max_epochs in every run and trial")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG charts")
     parser.add_argument("--dry-run", action="store_true", help="print the plan's commands; run nothing")
     parser.add_argument("--report-only", action="store_true",
@@ -227,16 +234,24 @@ def _slug(text: str) -> str:
     return ablate._slug(Path(text).name if Path(text).is_dir() else text)
 
 
+def _space(args: Any, stem: str) -> Path:
+    """The search space ``--trials`` tunes the bundle ``<stem>.yaml`` with."""
+    return Path(args.spaces) / f"{stem}.yaml"
+
+
+def _common(entry: Entry, dataset: str, args: Any) -> list[str]:
+    """The arguments every run and trial of ``entry`` on ``dataset`` starts with."""
+    shortcut = [f"--trainer.max_epochs={args.max_epochs}"] if args.max_epochs is not None else []
+    return [f"--data.path={dataset}", *entry.overrides, *shortcut]
+
+
 def tune_entry(entry: Entry, dataset: str, study: Path, args: Any, extra: list[str]) -> tuple[str, int]:
     """The config the seeds train after ``--trials`` of tuning on validation (``best.yaml``), and the trials."""
     from recplug.core.cli import tune
 
-    stem = Path(args.mf).stem if entry.reference else entry.name
-    space = Path(args.spaces) / f"{stem}.yaml"
-    if not space.exists():
-        raise ConfigError(f"--trials needs a search space per bundle: {space} does not exist")
+    space = _space(args, Path(args.mf).stem if entry.reference else entry.name)
     argv = ["--config", entry.config, "--space", str(space), "--trials", str(args.trials), "--study", str(study)]
-    argv += ["--timeout", str(args.tune_timeout)] if args.tune_timeout else []
+    argv += ["--timeout", str(args.tune_timeout)] if args.tune_timeout is not None else []
     argv += ["--no-plot"] if args.no_plot else []
     argv += ["--", f"--data.path={dataset}", *entry.overrides, *extra]
     if args.max_epochs is not None:
@@ -251,11 +266,9 @@ def tune_entry(entry: Entry, dataset: str, study: Path, args: Any, extra: list[s
     return str(best), args.trials
 
 
-def run_entries(
-    entries: list[Entry], dataset: str, args: Any, extra: list[str], out: Path
-) -> tuple[list[Row], bool, bool]:
+def run_entries(entries: list[Entry], dataset: str, args: Any, extra: list[str], out: Path) -> tuple[list[Row], bool]:
     """Tune (optionally) and train every entry x seed on one dataset, seed-major (every model's seed 0 first).
-    Returns ``(rows, some run failed, interrupted)``."""
+    Returns ``(rows, some run failed)``; raises ``KeyboardInterrupt`` when interrupted."""
     rows, plans = [], []
     for entry in entries:
         config, trials = entry.config, 0
@@ -264,25 +277,25 @@ def run_entries(
             config, trials = str(best), args.trials
         elif args.trials and not (args.dry_run or args.report_only):
             config, trials = tune_entry(entry, dataset, out / "tune" / entry.name, args, extra)
-        common = [f"--data.path={dataset}", *entry.overrides]
-        if args.max_epochs is not None:
-            common.append(f"--trainer.max_epochs={args.max_epochs}")
-        runs = ablate.plan([config], [ablate.Variant(entry.name, {})], args.seeds, out, common, extra)
+        runs = ablate.plan([config], [ablate.Variant(entry.name, {})], args.seeds, out, _common(entry, dataset, args),
+                           extra)
         rows.append(Row(entry, [], [], trials))
         plans.append(runs)
     ordered = [run for seed_runs in zip(*plans) for run in seed_runs]
     if args.dry_run:
         for run in ordered:
             print(" ".join(["recplug", *run.args]))
-        return rows, False, False
+        return rows, False
     if args.report_only:
         results = [done for done in map(ablate.finished, ordered) if done is not None]
-        failures, interrupted = [], False
+        failures = []
         missing = len(ordered) - len(results)
         if missing:
             print(f"recplug benchmark: {dataset}: {missing} of {len(ordered)} runs not finished, left out", flush=True)
     else:
         results, failures, interrupted = ablate.execute(ordered, args.metrics[0], after=record_per_user)
+        if interrupted:
+            raise KeyboardInterrupt
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
     by_name = {row.entry.name: row for row in rows}
@@ -290,37 +303,97 @@ def run_entries(
         row = by_name[result["variant"]]
         row.results.append(result)
         row.directories.append(directory)
-    return rows, bool(failures), interrupted
+    return rows, bool(failures)
+
+
+def _once(values: list[str], option: str) -> None:
+    """Refuse a value given twice to ``option`` (its rows or leaderboards would repeat)."""
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise ConfigError(f"{option}: {repeated} is given twice")
+
+
+def check_plan(args: Any, extra: list[str], entries: list[Entry]) -> None:
+    """Everything the runs depend on, checked before any tuning or training: the options, the search spaces and
+    one build of every config on every dataset (:func:`ablate.preflight`), and the metrics they log."""
+    if not args.trials:
+        tuning = {"--spaces": args.spaces, "--tune-timeout": args.tune_timeout}
+        given = next((option for option, value in tuning.items() if value is not None), None)
+        if given:
+            raise ConfigError(f"{given} applies to tuning only; add --trials N")
+    args.spaces = args.spaces if args.spaces is not None else SPACES
+    _once(args.datasets, "--datasets")
+    for entry in entries:
+        if re.fullmatch(rf"{REFERENCE}-\d+", entry.name):
+            raise ConfigError(f"--configs {entry.config}: rows named {REFERENCE}-<X> are the GRMF-X references "
+                              f"trained from --mf; rename the file")
+    shared = ablate.folder_clash(e.name for e in entries)
+    if shared:
+        raise ConfigError(f"--configs: the rows {shared[0]!r} and {shared[1]!r} (named by the file stems) would share "
+                          "a runs folder; rename one")
+    if any(not dataset.strip() for dataset in args.datasets):
+        raise ConfigError("--datasets: an empty name; give a registered dataset or a folder")
+    folders: dict[str, str] = {}
+    for dataset in args.datasets:  # each given once (above)
+        other = folders.setdefault(_slug(dataset), dataset)
+        if other != dataset:
+            raise ConfigError(f"--datasets: {other} and {dataset} would share the leaderboard folder "
+                              f"{Path(args.out) / _slug(dataset)}")
+    not_test = [m for m in args.metrics if not m.startswith("test/")]
+    if not_test:
+        raise ConfigError(f"--metrics {not_test}: the leaderboard ranks test metrics (test/...); validation only "
+                          "chooses each run's epoch")
+    reserved = ablate.reserved_keys("benchmark", args.max_epochs)
+    reserved["data.path"] = "recplug benchmark sets from --datasets"
+    ablate.check_passthrough(extra, "the runs", reserved)
+    if args.trials:
+        for stem in dict.fromkeys([*(e.name for e in entries), Path(args.mf).stem]):
+            if not _space(args, stem).is_file():
+                raise ConfigError(f"--spaces {args.spaces}: --trials needs a search space per bundle: "
+                                  f"{_space(args, stem)} does not exist")
+    if args.dry_run or args.report_only:
+        return
+    logged: set[str] = set()
+    mf = Entry(Path(args.mf).stem, args.mf)
+    for dataset in args.datasets:
+        for entry in [*entries, *([] if any(e.mf for e in entries) else [mf])]:
+            run = ablate.plan([entry.config], [ablate.Variant(entry.name, {})], args.seeds[:1],
+                              Path(args.out) / _slug(dataset), _common(entry, dataset, args), extra)[0]
+            logged |= ablate.preflight(run.args, f"{entry.config} on --datasets {dataset}")
+    ablate.check_metrics(args.metrics, {m for m in logged if m.startswith("test/")})
 
 
 def main(argv: list[str]) -> int:
     """``recplug benchmark ...`` (``argv`` excludes ``benchmark``). Returns 0, 1 if a run failed, 130 if
     interrupted, 2 on a config error."""
     args, extra = build_parser().parse_with_passthrough(argv)
-    if args.trials < 0:
-        raise ConfigError(f"--trials must be >= 0, got {args.trials}")
-    for path in [*args.configs, args.mf]:
-        if not Path(path).is_file():
-            raise ConfigError(f"{path}: no such config file")
+    ablate.output_folder(args.out, "--out")
+    _once(args.configs, "--configs")
     mf_config = Path(args.mf).resolve()
-    entries = [Entry(Path(c).stem, c, mf=Path(c).resolve() == mf_config) for c in dict.fromkeys(args.configs)]
+    entries = [Entry(Path(c).stem, c, mf=Path(c).resolve() == mf_config) for c in args.configs]
     names = [e.name for e in entries]
     if len(set(names)) < len(names):
         raise ConfigError(f"--configs: two configs share a file name, and rows are named by it: {names}")
     proposed = args.proposed or names[0]
     if proposed not in names:
         raise ConfigError(f"--proposed {proposed!r} is none of the --configs rows {names}")
-    seeds = list(dict.fromkeys(args.seeds))
-    args.seeds = seeds
+    args.seeds = list(dict.fromkeys(args.seeds))
+    try:
+        check_plan(args, extra, entries)
+        return run_plan(args, extra, entries, proposed)
+    except KeyboardInterrupt:
+        print("recplug benchmark: interrupted; run the same command again to resume.")
+        return 130
+
+
+def run_plan(args: Any, extra: list[str], entries: list[Entry], proposed: str) -> int:
+    """Every dataset's runs and leaderboard; returns 0, or 1 if a run failed."""
     status = 0
     for dataset in args.datasets:
         out = Path(args.out) / _slug(dataset)
-        print(f"recplug benchmark: {dataset}: {len(entries)} models x {len(seeds)} seeds; runs in {out / 'runs'}",
-              flush=True)
-        rows, failed, interrupted = run_entries(entries, dataset, args, extra, out)
-        if interrupted:
-            print("recplug benchmark: interrupted; run the same command again to resume.")
-            return 130
+        print(f"recplug benchmark: {dataset}: {len(entries)} models x {len(args.seeds)} seeds; runs in "
+              f"{out / 'runs'}", flush=True)
+        rows, failed = run_entries(entries, dataset, args, extra, out)
         if args.dry_run:
             continue
         sizes = sorted({row.size for row in rows if row.size is not None})
@@ -328,11 +401,9 @@ def main(argv: list[str]) -> int:
         references = [Entry(f"{REFERENCE}-{size}", args.mf, (f"--model.embedding_dim={size}",), True, True)
                       for size in sizes if size != mf_size]
         if references:
-            more, more_failed, interrupted = run_entries(references, dataset, args, extra, out)
-            if interrupted:
-                print("recplug benchmark: interrupted; run the same command again to resume.")
-                return 130
+            more, more_failed = run_entries(references, dataset, args, extra, out)
             rows, failed = rows + more, failed or more_failed
+        ablate.check_metrics(args.metrics, {m for row in rows for r in row.results for m in r["test"]})
         records, table = leaderboard(rows, proposed, args.metrics, dataset)
         written = write_outputs(out, records, table, rows, args.metrics, not args.no_plot)
         print(f"\n## {dataset}\n\n{table}")

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from recplug.core.errors import ConfigError
+from recplug.core.data.formats.features import NUMPY_READ_ERRORS
+from recplug.core.errors import ConfigError, DataError, one_line
 
 PER_USER_FILE = "per_user.npz"
 
@@ -43,18 +44,34 @@ def record_per_user(cli: Any, directory: Path) -> dict[str, Any]:
             "max_epochs": int(trainer.max_epochs or -1), "stopped_early": stopped}
 
 
+def load_per_user(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a ``per_user.npz`` (never unpickled); one numpy cannot read (truncated, not an ``.npz``
+    archive, no ``users``) is a :class:`DataError` naming the file."""
+    try:
+        stored = np.load(path)
+        if not isinstance(stored, np.lib.npyio.NpzFile):
+            raise ValueError("a .npy array, not an .npz archive")
+        with stored:
+            arrays = {name: stored[name] for name in stored.files}
+    except NUMPY_READ_ERRORS as exc:
+        raise DataError(f"{path}: unreadable ({type(exc).__name__}: {one_line(exc, 80)})") from None
+    if "users" not in arrays:
+        raise DataError(f"{path}: unreadable (no users array)")
+    return arrays
+
+
 def per_user(directory: Path, metric: str) -> dict[int, float]:
     """``{user: value}`` of a finished run's test ``metric`` (e.g. ``test/recall@20``)."""
     path = directory / PER_USER_FILE
     if not path.exists():
         raise ConfigError(f"{path}: missing (the run finished before per-user metrics were stored); delete "
                           f"{directory} and rerun to recompute it")
-    with np.load(path) as stored:
-        name = metric.split("/", 1)[1]
-        if name not in stored:
-            stored_metrics = [f for f in stored.files if f != "users"]
-            raise ConfigError(f"{path}: has no {name}; choose --metric among test/{', test/'.join(stored_metrics)}")
-        return dict(zip(stored["users"].tolist(), stored[name].tolist()))
+    stored = load_per_user(path)
+    name = metric.split("/", 1)[1]
+    if name not in stored:
+        stored_metrics = [f for f in stored if f != "users"]
+        raise ConfigError(f"{path}: has no {name}; choose --metric among test/{', test/'.join(stored_metrics)}")
+    return dict(zip(stored["users"].tolist(), stored[name].tolist()))
 
 
 def user_means(runs: Sequence[FinishedRun], metric: str, seeds: set[int] | None = None) -> dict[int, float]:

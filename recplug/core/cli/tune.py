@@ -24,6 +24,7 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import decimal
 import fcntl
 import gc
 import itertools
@@ -36,6 +37,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -47,11 +49,15 @@ import numpy as np
 import yaml
 from pytorch_lightning.callbacks import Callback
 
-from recplug.core.cli.boundary import CommandParser
-from recplug.core.cli.ablate import captured, last_error_line, output_args, override_args, select_validation_epoch
-from recplug.core.errors import ConfigError, RecplugError
+from recplug.core.cli.ablate import (
+    OUTPUT_KEYS, SEEDS, captured, check_key, check_passthrough, check_reserved, existing_file, last_error_line,
+    output_args, output_folder, override_args, preflight, seconds, select_validation_epoch,
+)
+from recplug.core.cli.boundary import CommandParser, number_in
+from recplug.core.errors import ConfigError, RecplugError, one_line
 from recplug.core.model.provenance import config_hash
 from recplug.core.ops.io import atomic_write
+from recplug.core.ops.yaml_file import read_yaml
 
 if TYPE_CHECKING:
     import optuna
@@ -63,7 +69,11 @@ SAMPLERS = ("auto", "tpe", "grid", "random")
 TRIALS_DIR = "trials"
 LOCK_FILE = "tune.lock"
 SPEC_ATTR = "recplug_spec"
-KEY = re.compile(r"[A-Za-z_][\w-]*(\[\d+\])*(\.[A-Za-z_][\w-]*(\[\d+\])*)*")
+TRIAL_OVERRIDES = {"checkpoint.save_top_k": 0, "checkpoint.save_last": False}
+"""What every trial sets besides its outputs (:func:`recplug.core.cli.ablate.output_overrides`): no checkpoints."""
+TRIAL_KEYS = {**dict.fromkeys(OUTPUT_KEYS, "recplug tune sets for each trial (its outputs go to the trial's folder)"),
+              **dict.fromkeys(TRIAL_OVERRIDES, "recplug tune sets for each trial (trials save no checkpoint)")}
+"""The keys a trial's own arguments set, which neither the space nor the overrides after ``--`` may set."""
 NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 HOST = socket.gethostname()
 
@@ -152,18 +162,8 @@ class SearchSpace:
         return found
 
 
-def _read_yaml(path: Path, what: str) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such {what}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-
-
 def _parse_key(key: Any, where: str) -> tuple[str | int, ...]:
-    if not isinstance(key, str) or not KEY.fullmatch(key):
-        raise ConfigError(f"{where}: {key!r} is not a dotted config key (like model.lr or model.aux_losses[0].init_args.weight)")
+    check_key(key, where)
     return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", key))
 
 
@@ -234,6 +234,9 @@ def _param(key: Any, spec: Any, base: dict[str, Any], config: Path, where: str) 
         raise ConfigError(f"{where}: a log range needs low > 0, got {low}")
     if log and step is not None and not (integer and step == 1):
         raise ConfigError(f"{where}: log and step cannot be combined")
+    if step is not None and (decimal.Decimal(str(high)) - decimal.Decimal(str(low))) % decimal.Decimal(str(step)):
+        raise ConfigError(f"{where}: step {step} does not divide the range [{low}, {high}] (Optuna would lower high "
+                          "to the last step below it); make high - low a multiple of step")
     return Param(key, path, kind, float(low) if not integer else low, float(high) if not integer else high,
                  log=log, step=step)
 
@@ -242,7 +245,7 @@ def load_space(path: str | Path, base_config: str | Path | None = None) -> Searc
     """Read and check a search-space file and resolve its keys against ``base_config`` (default: the config the
     file names). Every problem is a one-line :class:`ConfigError` naming the file and key."""
     path = Path(path)
-    spec = _read_yaml(path, "search-space file")
+    spec = read_yaml(path, "search-space file")
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: expected a mapping with {', '.join(SPACE_KEYS)}")
     unknown = sorted(map(str, set(spec) - set(SPACE_KEYS)))
@@ -252,8 +255,11 @@ def load_space(path: str | Path, base_config: str | Path | None = None) -> Searc
         if not isinstance(spec.get("config"), str):
             raise ConfigError(f"{path}: names no config (config: configs/X.yaml); pass --config")
         base_config = spec["config"]
+        if not Path(base_config).is_file():
+            raise ConfigError(f"{path}: config {base_config}: no such config file (a relative path is read from the "
+                              f"current folder, {Path.cwd()}); fix it or pass --config")
     config = Path(base_config)
-    base = _read_yaml(config, "config file")
+    base = read_yaml(config, "config file")
     if not isinstance(base, dict):
         raise ConfigError(f"{config}: expected a mapping of config keys")
     metric = spec.get("metric")
@@ -316,17 +322,54 @@ def _optuna() -> Any:
     return optuna
 
 
+def default_storage(study_dir: Path) -> str:
+    """The study's storage without ``--storage``: SQLite ``<study>/study.db``."""
+    return f"sqlite:///{(study_dir / 'study.db').resolve()}"
+
+
+def _storage_error(exc: Exception, settings: Settings) -> ConfigError | None:
+    """One line for a storage that cannot be opened (a bad URL, a missing driver, a file that is not a database),
+    naming ``--storage`` or the study's ``study.db``; ``None`` for other errors."""
+    from sqlalchemy import exc as sql
+    from sqlalchemy.engine import make_url
+
+    if settings.storage == default_storage(settings.study_dir):
+        where = str(settings.study_dir / "study.db")
+    else:
+        try:
+            where = f"--storage {make_url(settings.storage).render_as_string(hide_password=True)}"
+        except sql.ArgumentError:
+            where = f"--storage {settings.storage}"
+    cause = one_line(getattr(exc, "orig", None) or exc, 160)
+    if isinstance(exc, sql.ArgumentError):  # NoSuchModuleError too: an unknown dialect
+        return ConfigError(f"{where}: not a database URL ({cause}); give one like sqlite:///path/study.db or "
+                           "postgresql://user@host/database")
+    if isinstance(exc, ImportError):
+        return ConfigError(f"{where}: the database driver of this URL is not installed ({cause})")
+    if isinstance(exc, sql.OperationalError):
+        return ConfigError(f"{where}: cannot open the database ({cause})")
+    if isinstance(exc, sql.DatabaseError):
+        return ConfigError(f"{where}: not an Optuna study database ({cause})")
+    return None
+
+
 def open_study(settings: Settings, worker: int) -> optuna.Study:
     """Create or load the study, with this worker's sampler (seeded by the seed, the worker and the number of
     trials so far, so a resumed or parallel worker does not repeat another's draws) and the pruner."""
     optuna = _optuna()
     storage: Any = settings.storage
-    if storage.startswith("sqlite"):  # several processes write: wait for the file lock instead of failing
-        storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 120}})
     pruner = (optuna.pruners.MedianPruner(n_warmup_steps=settings.prune_warmup) if settings.pruner == "median"
               else optuna.pruners.NopPruner())
-    study = optuna.create_study(storage=storage, study_name=settings.study_name, direction=settings.space.direction,
-                                load_if_exists=True, pruner=pruner)
+    try:
+        if storage.startswith("sqlite"):  # several processes write: wait for the file lock instead of failing
+            storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 120}})
+        study = optuna.create_study(storage=storage, study_name=settings.study_name,
+                                    direction=settings.space.direction, load_if_exists=True, pruner=pruner)
+    except Exception as exc:
+        error = _storage_error(exc, settings)
+        if error is None:
+            raise
+        raise error from None
     seed = int(np.random.SeedSequence([settings.seed, worker, len(study.trials)]).generate_state(1)[0])
     study.sampler = (optuna.samplers.TPESampler(seed=seed, constant_liar=True) if settings.sampler == "tpe"
                      else optuna.samplers.RandomSampler(seed=seed))  # grid: every trial is enqueued with its values
@@ -451,6 +494,36 @@ def _epoch_rule(cli: Any, space: SearchSpace) -> tuple[str, str, str]:
     return monitor, mode, metric
 
 
+def trial_args(space: SearchSpace, values: dict[str, Any] | None, extra: tuple[str, ...], directory: Path) -> list[str]:
+    """The arguments of a trial's ``recplug fit`` (without a subcommand) with ``values`` at the space's keys
+    (``None``: the base config's own values), writing into ``directory``."""
+    tuned = override_args(space.overrides(values)) if values is not None else []
+    return ["--config", str(space.config), *tuned, *extra, *output_args(directory), *override_args(TRIAL_OVERRIDES)]
+
+
+def check_trials(space: SearchSpace, extra: tuple[str, ...]) -> None:
+    """Build a trial's CLI before the study opens (the dataset is loaded, nothing trained): on the base config with
+    the overrides after ``--``, then with every param at its low end and at its high end (first and last choices). A
+    config or a range bound every such trial would refuse stops here in one line naming the file at fault."""
+    with tempfile.TemporaryDirectory() as folder:
+        logged = preflight(trial_args(space, None, extra, Path(folder)),
+                           f"{space.config}{' with the overrides after `--`' if extra else ''}")
+        if space.metric is not None and space.metric not in logged:
+            raise ConfigError(f"{space.source}: metric {space.metric} is not logged; the trials log "
+                              f"{sorted(m for m in logged if m.startswith('val/'))}")
+        for end, ends in ((0, "low ends (first choices)"), (-1, "high ends (last choices)")):
+            values = {p.key: p.choices[end] if p.kind == "choices" else (p.low, p.high)[end] for p in space.params}
+            preflight(trial_args(space, values, extra, Path(folder)), f"{space.source}: params at their {ends}")
+
+
+def _named(space: SearchSpace, values: dict[str, Any], message: str) -> str:
+    """The CLI's refusal of a trial's config, preceded by the space file and the tuned values its message names."""
+    named = [p for p in space.params if re.search(rf"(?<![\w.]){re.escape(p.cli_key)}(?!\w)", message)]
+    if not named:
+        return message
+    return f"{space.source}: {', '.join(f'params.{p.key} = {_cell(values[p.key])}' for p in named)}: {message}"
+
+
 def run_trial(trial: optuna.Trial, settings: Settings) -> float:
     """Train one trial in this process; return its metric at the best validation epoch.
 
@@ -468,8 +541,7 @@ def run_trial(trial: optuna.Trial, settings: Settings) -> float:
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     log = directory / "log.txt"
-    args = ["--config", str(space.config), *override_args(space.overrides(values)), *settings.extra,
-            *output_args(directory), "--checkpoint.save_top_k=0", "--checkpoint.save_last=false"]
+    args = trial_args(space, values, settings.extra, directory)
     rule = ("", "", "")  # (monitor, mode, metric), known once the CLI is built
     start = time.perf_counter()
 
@@ -499,8 +571,11 @@ def run_trial(trial: optuna.Trial, settings: Settings) -> float:
     except SystemExit as exc:
         if exc.code != 2:  # Lightning's answer to Ctrl-C during fit
             raise KeyboardInterrupt from None
-        raise ConfigError(f"trial {trial.number}: {last_error_line(log).removeprefix('error: ')}") from None
-    except (RecplugError, KeyboardInterrupt):
+        message = last_error_line(log).removeprefix("error: ")
+        raise ConfigError(f"trial {trial.number}: {_named(space, values, message)}") from None
+    except RecplugError as exc:
+        raise ConfigError(f"trial {trial.number}: {_named(space, values, one_line(exc))}") from None
+    except KeyboardInterrupt:
         raise
     except Exception as exc:
         with open(log, "a") as handle:
@@ -552,27 +627,31 @@ def work(settings: Settings, worker: int) -> None:
               f"{_shown(trial.params)}  [{_counted(study, running=False)}/{settings.trials} done]", flush=True)
 
 
-def _worker_process(settings: Settings, worker: int) -> None:
-    """Entry point of a ``--workers`` process: one thread, exit 2 on a config error, 130 on Ctrl-C."""
+def _worker_process(settings: Settings, worker: int, errors: Any) -> None:
+    """Entry point of a ``--workers`` process: one thread; on a config error, its message goes to ``errors`` (a
+    queue the parent prints once) and the exit status is 2; 130 on Ctrl-C."""
     import torch
 
     torch.set_num_threads(1)
     try:
         work(settings, worker)
     except RecplugError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        errors.put(one_line(exc))
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
 
 
 def run_workers(settings: Settings) -> int:
-    """``settings.workers`` processes on the study; returns the worst exit status (130 when interrupted)."""
+    """``settings.workers`` processes on the study; returns the worst exit status (130 when interrupted). The
+    workers' config errors (several workers usually hit the same one) are raised as one :class:`ConfigError`."""
     context = multiprocessing.get_context("spawn")
+    errors = context.SimpleQueue()
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the processes: one thread each
     try:
-        processes = [context.Process(target=_worker_process, args=(settings, w)) for w in range(settings.workers)]
+        processes = [context.Process(target=_worker_process, args=(settings, w, errors))
+                     for w in range(settings.workers)]
         for process in processes:
             process.start()
     finally:
@@ -590,6 +669,11 @@ def run_workers(settings: Settings) -> int:
         for process in processes:
             process.join()
         return 130
+    messages = []
+    while not errors.empty():
+        messages.append(errors.get())
+    if messages:
+        raise ConfigError("; ".join(dict.fromkeys(messages)))
     return max(process.exitcode or 0 for process in processes)
 
 
@@ -727,18 +811,23 @@ def build_parser() -> CommandParser:
         description="Tune a bundle's hyper-parameters on validation with Optuna (docs/tuning.md). Rerunning the "
         "same command resumes the study. Arguments after `--` are passed to every trial's `recplug fit`.",
     )
-    parser.add_argument("--config", help="base config (default: the `config` the space file names)")
-    parser.add_argument("--space", required=True, help="search-space YAML (configs/search/*.yaml)")
-    parser.add_argument("--trials", type=int, required=True, help="COMPLETE + PRUNED trials the study should have")
-    parser.add_argument("--timeout", type=float, help="start no trial after this many seconds")
+    parser.add_argument("--config", type=existing_file("config file"),
+                        help="base config (default: the `config` the space file names)")
+    parser.add_argument("--space", required=True, type=existing_file("search-space file"),
+                        help="search-space YAML (configs/search/*.yaml)")
+    parser.add_argument("--trials", type=number_in(int, 1), required=True,
+                        help="COMPLETE + PRUNED trials the study should have")
+    parser.add_argument("--timeout", type=seconds, help="start no trial after this many seconds")
     parser.add_argument("--study", help="study folder (default: runs/tune/<space file name>)")
     parser.add_argument("--storage", help="Optuna RDB URL shared by several machines (default: sqlite <study>/study.db)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes, one thread each (default 1)")
+    parser.add_argument("--workers", type=number_in(int, 1), default=1,
+                        help="worker processes, one thread each (default 1)")
     parser.add_argument("--sampler", default="auto", help="auto (grid for a space of choices only, else tpe), tpe, "
                         "grid or random")
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    parser.add_argument("--seed", type=SEEDS, default=0, help="sampler seed (default 0)")
     parser.add_argument("--pruner", default="median", choices=("median", "none"), help="median (default) or none")
-    parser.add_argument("--prune-warmup", type=int, default=10, help="epochs before a trial may be pruned (default 10)")
+    parser.add_argument("--prune-warmup", type=number_in(int, 0), default=10,
+                        help="epochs before a trial may be pruned (default 10)")
     parser.add_argument("--no-plot", action="store_true", help="skip history.png and importance.png")
     return parser
 
@@ -746,14 +835,6 @@ def build_parser() -> CommandParser:
 def parse_settings(argv: list[str]) -> Settings:
     """The settings of `recplug tune ARGV` (everything checked before any trial runs)."""
     args, extra = build_parser().parse_with_passthrough(argv)
-    if args.trials < 1:
-        raise ConfigError(f"--trials must be >= 1, got {args.trials}")
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    if args.timeout is not None and args.timeout <= 0:
-        raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    if args.prune_warmup < 0:
-        raise ConfigError(f"--prune-warmup must be >= 0, got {args.prune_warmup}")
     if args.sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
     _optuna()
@@ -770,14 +851,13 @@ def parse_settings(argv: list[str]) -> Settings:
         if ranges:
             raise ConfigError(f"--sampler grid needs choices only; {args.space}: params.{ranges[0]} is a range")
         trials = min(trials, len(space.grid(args.seed)))
-    tuned = {p.cli_key for p in space.params}
-    for token in extra:
-        key = token[2:].split("=", 1)[0] if token.startswith("--") else None
-        clash = next((t for t in tuned if key and (key == t or key.startswith(t + ".") or t.startswith(key + "."))), None)
-        if clash:
-            raise ConfigError(f"the fit override {token.split('=', 1)[0]} sets {clash}, which {args.space} tunes")
-    study_dir = Path(args.study or Path("runs") / "tune" / Path(args.space).stem)
-    storage = args.storage or f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    for param in space.params:
+        check_reserved([param.cli_key], TRIAL_KEYS, f"{args.space}: params.{param.key}")
+    check_passthrough(extra, "trials", {**TRIAL_KEYS, **{p.cli_key: f"{args.space} tunes" for p in space.params}})
+    study = args.study if args.study is not None else str(Path("runs") / "tune" / Path(args.space).stem)
+    study_dir = output_folder(study, "--study")
+    storage = args.storage if args.storage is not None else default_storage(study_dir)
+    check_trials(space, tuple(extra))
     return Settings(space, study_dir, storage, trials, args.timeout, sampler, args.seed, args.pruner, args.prune_warmup,
                     tuple(extra), args.workers, not args.no_plot)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -127,11 +128,25 @@ def test_overrides_become_cli_arguments() -> None:
     ("grid: {a: {x: {model.lr: 0.1}}, b: {y: {model.lr: 0.2}}}\n", r"model.lr is set by two grid axes"),
     ("variants: {a: [--model.lr=0.1]}\n", r"variants.a: expected a mapping"),
     ("common: {}\n", r"no variants"),
-    ("variants: {a: {}\n", r"not valid YAML"),
-], ids=["unknown-key", "unquoted-on-off", "key-on-two-axes", "list-not-mapping", "empty", "bad-yaml"])
+    ("variants: {a: {}\n", r"v.yaml, line 2, column 1: did not find expected ',' or '}'"),
+    ("variants:\n  a: {model.lr: 0.1}\n  a: {model.lr: 0.2}\n", r"v.yaml, line 3, column 3: key 'a' appears twice"),
+    ("variants:\n  a: {model.lr: 0.1, model.lr: 0.2}\n", r"line 2, .*key 'model.lr' appears twice"),
+    ("variants: {a: {}}\nvariants: {b: {}}\n", r"line 2, .*key 'variants' appears twice"),
+    ('variants: {"": {model.lr: 0.1}}\n', r"variant name '' cannot name its runs' folder"),
+    ('variants: {"..": {model.lr: 0.1}}\n', r"variant name '..' cannot name its runs' folder"),
+    ('variants: {"a/b": {model.lr: 0.1}, a_b: {model.lr: 0.2}}\n',
+     r"variants 'a/b' and 'a_b' would share the runs folder 'a_b'"),
+    ('variants: {a: {"model lr": 0.1}}\n', r"variants.a: 'model lr' is not a dotted config key"),
+    ('variants: {a: {"--model.lr": 0.1}}\n', r"variants.a: '--model.lr' is not a dotted config key"),
+    ('grid: {lr: {low: {"model.lr=0.1": 1}}}\n', r"grid.lr.low: 'model.lr=0.1' is not a dotted config key"),
+    ('common: {"trainer max_epochs": 3}\nvariants: {a: {}}\n', r"common: 'trainer max_epochs' is not a dotted"),
+], ids=["unknown-key", "unquoted-on-off", "key-on-two-axes", "list-not-mapping", "empty", "bad-yaml", "variant-twice",
+        "key-twice", "section-twice", "empty-name", "parent-folder-name", "names-sharing-a-folder", "key-with-space",
+        "dashed-key", "key-with-value", "common-key-with-space"])
 def test_bad_variants_file_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as error:
         load_variants(write(tmp_path / "v.yaml", text))
+    assert str(tmp_path / "v.yaml") in str(error.value) and "\n" not in str(error.value)
 
 
 # ---------------------------------------------------------------- epoch selection
@@ -217,14 +232,55 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
     args, out = mf_ablation
     assert main([*args[:-2], "--trainer.limit_train_batches=2", *args[-2:]]) == 0
     capsys.readouterr()
-    write(Path(args[4]),
-          "variants:\n  base: {}\n  d16: {model.embedding_dim: 8}\n  bad: {model.fusion: NoSuchFusion}\n")
+    # a cut-off beyond the tiny data's items: the CLI builds it, the run fails once it sees the data
+    write(Path(args[4]), "variants:\n  base: {}\n  d16: {model.embedding_dim: 8}\n  bad: {eval.ks: [20, 100000]}\n")
     assert main([*args[:-2], "--trainer.limit_train_batches=2", *args[-2:]]) == 1
     printed = capsys.readouterr()
     assert printed.out.count("finished earlier, skipped") == 2  # base; d16 changed, so it is rerun
-    assert "[5/6] variant=bad seed=0 ... failed: error: model.fusion: unknown or invalid plugin class" in printed.out
-    assert "failed: variant=bad seed=1: error: model.fusion" in printed.err
+    assert "[5/6] variant=bad seed=0 ... failed: InvalidArgument: eval.ks must be in [1, " in printed.out
+    assert "failed: variant=bad seed=1: InvalidArgument: eval.ks" in printed.err
     assert "| bad | 0 | – | – | – |" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize(("variants", "options", "message"), [
+    ("  bad: {model.nonexistent_key: 3}\n", [], r"variants.yaml: variant 'bad': unrecognized arguments: "
+                                                r"--model.nonexistent_key=3"),
+    ("  bad: {model.fusion: NoSuchFusion}\n", [], r"variants.yaml: variant 'bad': model.fusion: unknown or invalid"),
+    ("  bad: {seed_everything: 3}\n", [], r"variants.yaml: variant 'bad' sets seed_everything, which recplug ablate "
+                                          r"sets from --seeds"),
+    ("  bad: {data.seed: 3}\n", [], r"variant 'bad' sets data.seed, which recplug ablate sets from --seeds"),
+    ("  bad: {trainer.default_root_dir: x}\n", [], r"sets trainer.default_root_dir, which recplug ablate sets for "
+                                                    r"each run"),
+    ("  bad: {trainer.logger.init_args.save_dir: x}\n", [], r"variant 'bad' sets trainer.logger, which recplug"),
+    ("  bad: {trainer.max_epochs: 3}\n", [], r"variant 'bad' sets trainer.max_epochs, which --max-epochs sets"),
+    ("", ["--", "--seed_everything=3"], r"the fit override --seed_everything sets seed_everything, which recplug "
+                                        r"ablate sets from --seeds"),
+    ("", ["--", "--trainer.max_epochs", "3"], r"the fit override --trainer.max_epochs sets trainer.max_epochs, "
+                                              r"which --max-epochs sets"),
+    ("", ["--", "--help"], r"--help cannot be passed to the runs \(after `--`\)"),
+    ("", ["--", "--print_config"], r"--print_config cannot be passed to the runs"),
+    ("", ["--", "--config", str(ROOT / "configs" / "lightgcn.yaml")], r"--config cannot be passed to the runs"),
+    ("", ["--", "--trainer.max_steps", "many"], r"--config with the common overrides and those after `--`: "
+                                                r"trainer.max_steps"),
+    ("", ["--seeds", "-1"], r"argument --seeds: must be in \[0, 4294967295\], got -1"),
+    ("", ["--max-epochs", "-2"], r"argument --max-epochs: must be >= 1, got -2"),
+    ("", ["--variants", str(ROOT / "configs")], r"argument --variants: .*configs: a folder, not a variants file"),
+    ("", ["--config", str(ROOT / "configs")], r"argument --config: .*configs: a folder, not a config file"),
+    ("", ["--against", "nope.yaml"], r"argument --against: nope.yaml: no such config file"),
+    ("", ["--out", str(ROOT / "configs" / "mf.yaml")], r"--out .*mf.yaml: a file, not a folder"),
+    ("", ["--metrics", "val/recal@20"], r"--metrics \['val/recal@20'\]: no run logs them; choose from \['test/hit@10'"),
+], ids=["unknown-key", "unknown-plugin", "seed", "data-seed", "root-dir", "logger", "epochs-twice", "seed-override",
+        "epochs-override", "help", "print-config", "config", "override-the-cli-refuses", "negative-seed",
+        "negative-epochs", "variants-is-a-folder", "config-is-a-folder", "missing-against", "out-is-a-file",
+        "unknown-metric"])
+def test_bad_input_is_refused_before_any_run(mf_ablation, capsys, variants, options, message) -> None:
+    args, out = mf_ablation
+    write(Path(args[4]), "variants:\n  base: {}\n" + variants)
+    split, cut = args.index("--"), options.index("--") if "--" in options else len(options)
+    assert main([*args[:split], *options[:cut], *args[split:], *options[cut + 1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+    assert not out.exists()  # refused before any run
 
 
 def test_validation_metrics_in_the_table_and_unknown_metrics_refused(mf_ablation, capsys) -> None:
@@ -238,7 +294,7 @@ def test_validation_metrics_in_the_table_and_unknown_metrics_refused(mf_ablation
     assert "–" not in base  # the validation column is filled
     capsys.readouterr()
     assert main([*ours, "--metrics", "val/recal@20", "--no-plot", *theirs]) == 2
-    assert "--metrics ['val/recal@20'] were not logged by any run; choose from" in capsys.readouterr().err
+    assert "--metrics ['val/recal@20']: no run logs them; choose from" in capsys.readouterr().err
 
 
 def test_dry_run_prints_reproducible_commands(mf_ablation, capsys) -> None:
@@ -302,6 +358,6 @@ def test_against_trains_the_reference_on_the_same_seeds_and_tests_every_variant_
     assert (out / "results.md").read_text().split("\n\n")[0] == table.split("\n\n")[0]
     clash = write(out.parent / "clash.yaml", "variants:\n  lightgcn: {}\n")
     assert main([*args[:split], "--variants", str(clash), "--against", against, "--dry-run", *args[split:]]) == 2
-    assert "its row is named 'lightgcn', as a variant of" in capsys.readouterr().err
+    assert "its row 'lightgcn' and the variant 'lightgcn' of" in capsys.readouterr().err
     assert main([*args[:split], "--against", against, "--metrics", "val/recall@20", *args[split:]]) == 2
     assert "--against compares test users, so the first --metrics must be a test metric" in capsys.readouterr().err

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from recplug.core.cli import benchmark
+from recplug.core.cli import ablate, benchmark
 from recplug.core.cli.main import main
-from recplug.core.cli.paired import PER_USER_FILE
+from recplug.core.cli.paired import PER_USER_FILE, per_user
+from recplug.core.errors import DataError
 from recplug.core.eval.significance import holm, paired_test
 
 pytest.importorskip("scipy")
@@ -78,6 +81,99 @@ def test_bad_arguments_are_one_line(tmp_path, capsys, monkeypatch):
     assert main(["benchmark", "--configs", "configs/mf.yaml", "--trials", "2", "--spaces", str(tmp_path),
                  "--out", str(tmp_path / "b")]) == 2
     assert f"{tmp_path / 'mf.yaml'} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--metrics", "test/nosuch"], r"--metrics \['test/nosuch'\]: no run logs them; choose from \['test/hit@10'"),
+    (["--metrics", "val/recall@20"], r"--metrics \['val/recall@20'\]: the leaderboard ranks test metrics"),
+    (["--configs", "configs/mf.yaml", "configs/mf.yaml"], r"--configs: configs/mf.yaml is given twice"),
+    (["--datasets", "default", "default"], r"--datasets: default is given twice"),
+    (["--datasets", "nosuchdata"], r"configs/mf.yaml on --datasets nosuchdata: nosuchdata: no such dataset"),
+    (["--datasets", ""], r"--datasets: an empty name"),
+    (["--datasets", "configs", str(ROOT / "configs")], r"--datasets: configs and .*configs would share the "
+                                                       r"leaderboard folder"),
+    (["--max-epochs", "0"], r"argument --max-epochs: must be >= 1, got 0"),
+    (["--max-epochs", "-3"], r"argument --max-epochs: must be >= 1, got -3"),
+    (["--seeds", "-1"], r"argument --seeds: must be in \[0, 4294967295\], got -1"),
+    (["--trials", "1", "--tune-timeout", "0"], r"argument --tune-timeout: must be > 0, got 0"),
+    (["--trials", "1", "--tune-timeout", "-5"], r"argument --tune-timeout: must be > 0, got -5"),
+    (["--tune-timeout", "5"], r"--tune-timeout applies to tuning only; add --trials N"),
+    (["--spaces", "nodir"], r"--spaces applies to tuning only; add --trials N"),
+    (["--trials", "1", "--spaces", "nodir"], r"--spaces nodir: --trials needs a search space per bundle: nodir/mf"),
+    (["--out", "configs/mf.yaml"], r"--out configs/mf.yaml: a file, not a folder"),
+    (["--", "--help"], r"--help cannot be passed to the runs \(after `--`\)"),
+    (["--", "--config", "configs/lightgcn.yaml"], r"--config cannot be passed to the runs"),
+    (["--", "--data.path", "x"], r"the fit override --data.path sets data.path, which recplug benchmark sets from "
+                                 r"--datasets"),
+    (["--", "--seed_everything=3"], r"sets seed_everything, which recplug benchmark sets from --seeds"),
+    (["--", "--trainer.max_epochs=3"], r"sets trainer.max_epochs, which --max-epochs sets"),
+], ids=["unknown-metric", "val-metric", "config-twice", "dataset-twice", "unknown-dataset", "empty-dataset",
+        "datasets-sharing-a-folder", "zero-epochs", "negative-epochs", "negative-seed", "zero-tune-timeout",
+        "negative-tune-timeout", "tune-timeout-without-trials", "spaces-without-trials", "missing-spaces", "out-is-a-file", "help-to-runs",
+        "config-to-runs", "data-path-to-runs", "seed-to-runs", "epochs-twice"])
+def test_bad_input_is_refused_before_any_run(tmp_path, capsys, monkeypatch, options, message):
+    monkeypatch.chdir(ROOT)
+    split = options.index("--") if "--" in options else len(options)
+    argv = ["benchmark", "--configs", "configs/mf.yaml", "--seeds", "0", "--out", str(tmp_path / "b"),
+            "--max-epochs", "1", *options[:split], "--", "--trainer.limit_train_batches=1", *options[split + 1:]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_config_named_like_a_grmfx_reference_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    clash = tmp_path / "mf-32.yaml"
+    clash.write_text(Path("configs/mf.yaml").read_text())
+    assert main(["benchmark", "--configs", "configs/mf.yaml", str(clash), "--out", str(tmp_path / "b")]) == 2
+    assert f"--configs {clash}: rows named mf-<X> are the GRMF-X references" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("interrupt", ["status", "exception"])
+def test_ctrl_c_while_tuning_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch, tiny_folder, interrupt):
+    from recplug.core.cli import tune
+
+    def interrupted(argv):
+        if interrupt == "exception":
+            raise KeyboardInterrupt
+        return 130  # tune caught it and said so
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(tune, "main", interrupted)
+    try:
+        status = main(["benchmark", "--configs", "configs/mf.yaml", "--seeds", "0", "--out", str(tmp_path / "b"),
+                       "--trials", "1", "--no-plot", "--datasets", str(tiny_folder)])
+    except KeyboardInterrupt:
+        pytest.fail("the interrupt escaped benchmark.main (a traceback)")
+    assert status == 130
+    printed = capsys.readouterr()
+    assert "recplug benchmark: interrupted; run the same command again to resume." in printed.out
+    assert printed.err == ""
+
+
+def _finished_run(tmp_path: Path) -> ablate.Run:
+    """A run whose result.json is complete, with its per_user.npz."""
+    run = ablate.Run(ablate.Variant("mf", {}), 0, tmp_path / "runs" / "mf" / "seed0", ["fit"], "s" * 64)
+    run.directory.mkdir(parents=True)
+    result = {"variant": "mf", "levels": {}, "seed": 0, "monitor": "val/recall@20", "epoch": 1,
+              "val": {"val/recall@20": 0.1}, "test": {"test/recall@20": 0.1}, "seconds": 1.0,
+              "provenance": PROVENANCE, "spec_sha256": run.spec_sha256}
+    (run.directory / ablate.RESULT_FILE).write_text(json.dumps(result))
+    np.savez_compressed(run.directory / PER_USER_FILE, users=np.arange(50), **{"recall@20": np.linspace(0, 1, 50)})
+    return run
+
+
+def test_a_truncated_per_user_file_reruns_its_run(tmp_path):
+    """As a truncated result.json: the run counts as unfinished (with a warning naming the file) and is rerun."""
+    run = _finished_run(tmp_path)
+    assert ablate.finished(run) is not None
+    path = run.directory / PER_USER_FILE
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.warns(UserWarning, match=rf"{path}: unreadable \(BadZipFile: .*\); the run counts as unfinished"):
+        assert ablate.finished(run) is None
+    with pytest.raises(DataError, match=rf"^{path}: unreadable \(BadZipFile"):
+        per_user(run.directory, "test/recall@20")
 
 
 @pytest.mark.slow

@@ -104,9 +104,14 @@ def test_space_parses_kinds_and_resolves_list_indices(tmp_path: Path) -> None:
     ("  model.lr: 0.1\n", r"params.model.lr: expected a mapping"),
     ("  model.aux_losses: {choices: [null]}\n  model.aux_losses[0].init_args.weight: {choices: [0.1]}\n",
      r"params model.aux_losses and model.aux_losses\[0\].init_args.weight overlap"),
+    ("  model.lr: {float: [0.001, 0.01], step: 0.004}\n", r"params.model.lr: step 0.004 does not divide the range"),
+    ("  model.embedding_dim: {int: [16, 64], step: 10}\n", r"params.model.embedding_dim: step 10 does not divide"),
+    ("  model.lr: {choices: [0.1]}\n  model.lr: {choices: [0.2]}\n", r"line 4.*key 'model.lr' appears twice"),
+    ("  --model.lr: {choices: [0.1]}\n", r"'--model.lr' is not a dotted config key"),
 ], ids=["missing-key", "index-out-of-range", "index-into-a-number", "bad-key", "1e-4-is-text", "1e-4-choice",
         "two-kinds", "low-above-high", "empty-range", "log-of-zero", "log-and-step", "one-bound", "int-bound-float", "unknown-option",
-        "no-choices", "list-choice", "repeated-choice", "not-a-mapping", "overlapping-keys"])
+        "no-choices", "list-choice", "repeated-choice", "not-a-mapping", "overlapping-keys", "float-step-off-the-range",
+        "int-step-off-the-range", "key-given-twice", "dashed-key"])
 def test_bad_space_names_the_file_and_key(tmp_path: Path, params: str, message: str) -> None:
     path = write(tmp_path / "s.yaml", f"config: {MF}\nparams:\n{params}")
     with pytest.raises(ConfigError, match=message) as error:
@@ -120,12 +125,23 @@ def test_bad_space_names_the_file_and_key(tmp_path: Path, params: str, message: 
     (f"config: {MF}\ndirection: up\nparams: {{model.lr: {{choices: [0.1]}}}}\n", r"direction must be one of"),
     (f"config: {MF}\ntrials: 3\nparams: {{model.lr: {{choices: [0.1]}}}}\n", r"unknown key\(s\) \['trials'\]"),
     ("params: {model.lr: {choices: [0.1]}}\n", r"names no config"),
-    ("config: no/such.yaml\nparams: {model.lr: {choices: [0.1]}}\n", r"no/such.yaml: no such config file"),
-    ("params: {model.lr: {choices: [0.1]}\n", r"not valid YAML"),
-], ids=["empty-params", "test-metric", "bad-direction", "unknown-key", "no-config", "missing-config", "bad-yaml"])
+    ("config: no/such.yaml\nparams: {model.lr: {choices: [0.1]}}\n",
+     r"s.yaml: config no/such.yaml: no such config file \(a relative path is read from the current folder"),
+    ("params: {model.lr: {choices: [0.1]}\n", r"s.yaml, line 2, column 1: did not find expected ',' or '}'"),
+    (f"config: {MF}\nconfig: {MF}\nparams: {{model.lr: {{choices: [0.1]}}}}\n", r"line 2.*key 'config' appears twice"),
+], ids=["empty-params", "test-metric", "bad-direction", "unknown-key", "no-config", "missing-config", "bad-yaml",
+        "config-given-twice"])
 def test_bad_space_file(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as error:
         load_space(write(tmp_path / "s.yaml", text))
+    assert "\n" not in str(error.value)
+
+
+def test_a_space_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(f"config: {MF}\nparams: {{model.lr: {{choices: [0.1]}}}}  # \xff\n".encode() + b"\xff\n")
+    with pytest.raises(ConfigError, match=rf"{path}: byte 0xff .* is not UTF-8"):
+        load_space(path)
 
 
 SHIPPED_SPACES = sorted((ROOT / "configs" / "search").glob("*.yaml"))
@@ -157,21 +173,57 @@ def test_every_shipped_space_builds_through_the_real_cli(space_file: Path, tmp_p
 
 
 # ---------------------------------------------------------------- bad command lines: one line, exit 2
+def before_dashes(*options: str):
+    """Options given last before ``--`` (the last of an option given twice wins)."""
+    return lambda a: a[:a.index("--")] + list(options) + a[a.index("--"):]
+
+
+def the_space(a: list[str]) -> str:
+    return a[a.index("--space") + 1]
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda a: a[:a.index("--space")] + a[a.index("--space") + 2:], r"the following arguments are required: --space"),
-    (lambda a: [x if x != "3" else "0" for x in a], r"--trials must be >= 1, got 0"),
+    (lambda a: [x if x != "3" else "0" for x in a], r"argument --trials: must be >= 1, got 0"),
     (lambda a: a[:1] + ["--sampler", "cmaes"] + a[1:], r"--sampler must be one of auto, tpe, grid, random, got 'cmaes'"),
     (lambda a: a[:1] + ["--sampler", "grid"] + a[1:], r"--sampler grid needs choices only; .*params.model.lr is a range"),
-    (lambda a: a[:1] + ["--workers", "0"] + a[1:], r"--workers must be >= 1"),
+    (lambda a: a[:1] + ["--workers", "0"] + a[1:], r"argument --workers: must be >= 1"),
     (lambda a: [x if not x.endswith("space.yaml") else x + ".missing" for x in a], r"no such search-space file"),
     (lambda a: a + ["--model.lr=0.1"], r"the fit override --model.lr sets model.lr, which .* tunes"),
     (lambda a: a + ["--model.aux_losses", "[]"], r"the fit override --model.aux_losses sets model.aux_losses"),
+    (before_dashes("--timeout", "nan"), r"argument --timeout: must be a finite number, got nan"),
+    (before_dashes("--timeout", "0"), r"argument --timeout: must be > 0, got 0"),
+    (before_dashes("--seed", "-1"), r"argument --seed: must be in \[0, 4294967295\], got -1"),
+    (before_dashes("--prune-warmup", "-1"), r"argument --prune-warmup: must be >= 0, got -1"),
+    (before_dashes("--study", ""), r"--study: an empty path"),
+    (lambda a: before_dashes("--study", the_space(a))(a), r"--study .*space.yaml: a file, not a folder"),
+    (lambda a: before_dashes("--study", the_space(a) + "/sub")(a), r"--study .*space.yaml/sub: cannot be created: "
+                                                                    r".*space.yaml is a file, not a folder"),
+    (lambda a: [x if not x.endswith("space.yaml") else str(Path(x).parent) for x in a],
+     r"argument --space: .*: a folder, not a search-space file"),
+    (before_dashes("--config", str(ROOT / "configs")), r"argument --config: .*configs: a folder, not a config file"),
+    (lambda a: a + ["--help"], r"--help cannot be passed to trials \(after `--`\)"),
+    (lambda a: a + ["--print_config"], r"--print_config cannot be passed to trials"),
+    (lambda a: a + ["--he"], r"--he \(--help\) cannot be passed to trials"),
+    (lambda a: a + ["--config", str(ROOT / "configs" / "lightgcn.yaml")], r"--config cannot be passed to trials"),
+    (lambda a: a + ["-c", str(ROOT / "configs" / "lightgcn.yaml")], r"-c \(--config\) cannot be passed to trials"),
+    (lambda a: a + ["--trainer.default_root_dir", "x"],
+     r"the fit override --trainer.default_root_dir sets trainer.default_root_dir, which recplug tune sets for each"),
+    (lambda a: a + ["--trainer.logger.init_args.save_dir=x"], r"sets trainer.logger, which recplug tune sets"),
+    (lambda a: a + ["--checkpoint.save_top_k=1"], r"sets checkpoint.save_top_k, which recplug tune sets for each "
+                                                  r"trial \(trials save no checkpoint\)"),
+    (lambda a: a + ["--trainer.max_epochs", "0"], r"mf.yaml with the overrides after `--`: trainer.max_epochs is 0"),
+    (lambda a: a + ["--model.embedding_dim", "wide"],
+     r"mf.yaml with the overrides after `--`: model.embedding_dim: expected int"),
 ], ids=["no-space", "no-trials", "unknown-sampler", "grid-of-ranges", "no-workers", "missing-space", "override-clash",
-        "override-clash-list"])
+        "override-clash-list", "nan-timeout", "zero-timeout", "negative-seed", "negative-warmup", "empty-study",
+        "study-is-a-file", "study-in-a-file", "space-is-a-folder", "config-is-a-folder", "help-to-trials",
+        "print-config-to-trials", "abbreviated-help", "config-to-trials", "short-config-to-trials", "trial-root-dir",
+        "trial-logger", "trial-checkpoints", "zero-epochs", "override-the-cli-refuses"])
 def test_bad_command_line_is_one_line_exit_2(space: Path, tmp_path: Path, tiny_folder: Path, capsys, change,
                                              message: str) -> None:
     args = change(tune_args(space, tmp_path / "study", tiny_folder, 3))
-    assert main(args) == 2
+    assert main(args) == 2, capsys.readouterr()
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert __import__("re").search(message, err), err
@@ -184,13 +236,54 @@ def test_missing_optuna_is_one_line(space: Path, tmp_path: Path, tiny_folder: Pa
     assert capsys.readouterr().err == "error: recplug tune needs Optuna: pip install 'recplug[tune]'\n"
 
 
-def test_a_config_the_cli_refuses_stops_the_study_in_one_line(space: Path, run_in: Path, tiny_folder: Path,
-                                                              capsys) -> None:
-    args = tune_args(space, run_in / "study", tiny_folder, 3) + ["--model.embedding_dim", "wide"]
-    assert main(args) == 2
+@pytest.mark.parametrize(("params", "message"), [
+    ("  trainer.logger.init_args.save_dir: {choices: [a, b]}\n",
+     r"space.yaml: params.trainer.logger.init_args.save_dir sets trainer.logger, which recplug tune sets"),
+    ("  model.embedding_dim: {float: [8.0, 16.0]}\n",
+     r"space.yaml: params at their low ends \(first choices\): model.embedding_dim: expected int, got '8.0'"),
+    ("  model.lr: {choices: [0.01, -1.0]}\n", r"space.yaml: params at their high ends \(last choices\): model.lr"),
+], ids=["a-key-each-trial-sets", "a-float-range-for-an-int", "a-last-choice-the-cli-refuses"])
+def test_a_space_every_trial_would_refuse_is_refused_before_the_study(tmp_path: Path, run_in: Path, tiny_folder: Path,
+                                                                      capsys, params: str, message: str) -> None:
+    space = write(tmp_path / "space.yaml", f"config: {MF}\nparams:\n{params}")
+    assert main(tune_args(space, run_in / "study", tiny_folder, 3)) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: trial 0: ") and "model.embedding_dim" in err, err
-    assert states(run_in / "study") == [(0, "FAIL")]  # not every trial failing the same way
+    assert err.count("\n") == 1 and __import__("re").search(message, err), err
+    assert not (run_in / "study").exists()
+
+
+def test_a_value_the_cli_refuses_stops_the_study_naming_the_space_file_and_key(tmp_path: Path, run_in: Path,
+                                                                               tiny_folder: Path) -> None:
+    """A choice between the ends (which are built before the study) that the CLI refuses: every trial drawing it
+    would fail alike, so the study stops in one line naming the space file, the key and the value."""
+    space = write(tmp_path / "space.yaml",
+                  f"config: {MF}\nparams:\n  model.embedding_dim: {{choices: [8, wide, 16]}}\n")
+    settings = tune.parse_settings(tune_args(space, run_in / "study", tiny_folder, 1)[1:])
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"model.embedding_dim": "wide"})
+    with pytest.raises(ConfigError) as error:
+        tune.run_trial(study.ask(), settings)
+    assert str(error.value) == (f"trial 0: {space}: params.model.embedding_dim = wide: model.embedding_dim: expected "
+                                "int, got 'wide'")
+
+
+@pytest.mark.parametrize(("storage", "message"), [
+    ("notaurl", r"--storage notaurl: not a database URL \(Could not parse"),
+    ("foo://bar", r"--storage foo://bar: not a database URL \(Can't load plugin: sqlalchemy.dialects:foo\)"),
+    ("sqlite:////no/such/folder/x.db", r"--storage sqlite:////no/such/folder/x.db: cannot open the database "
+                                       r"\(unable to open database file\)"),
+    (None, r"study.db: not an Optuna study database \(file is not a database\)"),
+], ids=["not-a-url", "unknown-dialect", "missing-folder", "corrupt-study-db"])
+def test_a_storage_that_cannot_be_opened_is_one_line(space: Path, run_in: Path, tiny_folder: Path, capsys,
+                                                     storage: str | None, message: str) -> None:
+    study = run_in / "study"
+    options = ("--storage", storage) if storage is not None else ()
+    if storage is None:
+        study.mkdir()
+        write(study / "study.db", "garbage\n")
+    assert main(tune_args(space, study, tiny_folder, 1, *options)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and __import__("re").search(message, err), err
 
 
 # ---------------------------------------------------------------- a finished study
@@ -361,6 +454,17 @@ def test_two_workers_share_one_study(space: Path, run_in: Path, tiny_folder: Pat
     assert len(pids) == 2 and os.getpid() not in pids  # two worker processes, not this one
     assert sorted(p.name for p in study_dir.glob("*.db")) == ["study.db"]
     assert len({tuple(t.params.items()) for t in trials}) == 4  # the workers did not repeat each other's draws
+
+
+@pytest.mark.slow
+def test_workers_report_a_config_error_they_share_once(space: Path, run_in: Path, tiny_folder: Path) -> None:
+    study_dir = run_in / "study"
+    settings = tune.parse_settings(tune_args(space, study_dir, tiny_folder, 2, "--workers", "2")[1:])
+    study_dir.mkdir()
+    write(study_dir / "study.db", "garbage\n")  # both workers fail to open it alike
+    with pytest.raises(ConfigError) as error:
+        tune.run_workers(settings)
+    assert str(error.value) == f"{study_dir / 'study.db'}: not an Optuna study database (file is not a database)"
 
 
 # ---------------------------------------------------------------- test metrics never influence a choice
