@@ -156,14 +156,16 @@ def component_key(config: dict[str, Any], error: InvalidArgument) -> str | None:
     return None
 
 
-def trainer_error(exc: Exception) -> ConfigError | None:
+def trainer_error(exc: Exception) -> ConfigError:
     """Lightning's message with the Trainer arguments it names in backticks as their config keys
-    (```max_epochs` must be ...`` -> ``trainer.max_epochs must be ...``); ``None`` when it names none."""
+    (```max_epochs` must be ...`` -> ``trainer.max_epochs must be ...``, ```Trainer(devices='0')``` ->
+    ``trainer.devices='0'``); prefixed with ``trainer:`` when it names none."""
     import inspect
 
     arguments = set(inspect.signature(Trainer.__init__).parameters)
-    named = re.sub(r"`(\w+)`", lambda m: f"trainer.{m.group(1)}" if m.group(1) in arguments else m.group(0), str(exc))
-    return ConfigError(one_line(named)) if named != str(exc) else None
+    named = re.sub(r"`Trainer\((\w+)=([^`]*)\)`", lambda m: f"trainer.{m.group(1)}={m.group(2)}", str(exc))
+    named = re.sub(r"`(\w+)`", lambda m: f"trainer.{m.group(1)}" if m.group(1) in arguments else m.group(0), named)
+    return ConfigError(one_line(named if named != str(exc) else f"trainer: {exc}"))
 
 
 def component_classes(config: dict[str, Any]) -> dict[str, list[str]]:
@@ -294,6 +296,11 @@ class RecplugCLI(LightningCLI):
         if config is not None:
             refuse_unsafe_loading(config.get("weights_only"))
             ckpt_path = config.get("ckpt_path")
+            if ckpt_path is not None and not str(ckpt_path).strip():
+                raise ConfigError("ckpt_path is empty; give a checkpoint's path or URL, or leave it out")
+            if ckpt_path in ("best", "hpc", "registry") and subcommand != "fit":
+                raise ConfigError(f"ckpt_path {ckpt_path}: `recplug {subcommand}` trains nothing, so there is no "
+                                  f"{ckpt_path} checkpoint of this run; give the checkpoint's path")
             if ckpt_path == "last" and subcommand != "fit":
                 folder = config.get("checkpoint.dirpath")
                 if not folder or not any(Path(folder).glob("last*.ckpt")):

@@ -132,6 +132,8 @@ CASES = {
                            "model.fusion: class_path 'nosuch.module.Fusion': no module named 'nosuch'"),
     "logger-of-no-module": (["--trainer.logger={class_path: nosuch.Logger}"],
                             "trainer.logger: class_path 'nosuch.Logger': no module named 'nosuch'"),
+    "accelerator-absent": (["--trainer.accelerator=gpu"], "trainer: No supported gpu backend found!"),
+    "no-devices": (["--trainer.devices=0"], "trainer.devices='0' value is not a valid input using cpu accelerator."),
     "validation-every-0-epochs": (["--trainer.check_val_every_n_epoch=0"],
                                   "trainer.check_val_every_n_epoch must be >= 1, got 0"),
     "negative-patience": (["--trainer.callbacks=[{class_path: pytorch_lightning.callbacks.EarlyStopping, init_args: "

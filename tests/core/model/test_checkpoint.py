@@ -242,6 +242,10 @@ def test_a_checkpoint_of_other_components_is_refused_and_its_settings_are_noted(
     assert "note: model.embedding_dim is 64 from ckpt_path" in capsys.readouterr().err
     assert recplug("validate", tmp_path, "--ckpt_path", "last") == 2
     assert "ckpt_path last: no last checkpoint in checkpoint.dirpath" in last_error(capsys)
+    assert recplug("validate", tmp_path, "--ckpt_path", "best") == 2
+    assert "ckpt_path best: `recplug validate` trains nothing, so there is no best checkpoint" in last_error(capsys)
+    assert recplug("test", tmp_path, "--ckpt_path", "") == 2
+    assert last_error(capsys) == "error: ckpt_path is empty; give a checkpoint's path or URL, or leave it out"
 
 
 def test_hyper_parameters_that_do_not_fit_the_config_name_the_checkpoint(tmp_path, trained, capsys) -> None:
