@@ -105,18 +105,26 @@ def open_checkpoint(path: str | Path, map_location: Any = "cpu", shown: str | No
     return checkpoint
 
 
-TRUSTED_PACKAGES = ("recplug", "torch", "pytorch_lightning", "lightning", "lightning_fabric", "torchmetrics")
-"""recplug and the frameworks it runs on: their modules are what a recorded config names (components, optimisers,
-loggers, callbacks), and importing one runs only that framework's code."""
+TRUSTED_NAMESPACES = (
+    "recplug", "torch.optim", "pytorch_lightning.loggers", "pytorch_lightning.callbacks", "lightning.pytorch.loggers",
+    "lightning.pytorch.callbacks",
+)
+"""The packages whose modules a recorded config names (recplug's components; the frameworks' optimisers, loggers
+and callbacks) and whose import runs nothing but their definitions. Not whole frameworks: torch alone ships modules
+that act when imported (``torch.utils.model_dump.__main__`` parses ``sys.argv``)."""
 
 
 def _trusted_module(module: str) -> bool:
-    """Whether importing ``module`` runs no code a checkpoint chose: one of :data:`TRUSTED_PACKAGES`', one already
-    imported, or one of an installed recplug plugin (the ``recplug`` entry-point group: code the user installed)."""
-    package = module.split(".")[0]
-    if module in sys.modules or package in TRUSTED_PACKAGES:
+    """Whether importing ``module`` runs no code a checkpoint chose: one already imported, one under
+    :data:`TRUSTED_NAMESPACES`, or one of an installed recplug plugin (the ``recplug`` entry-point group: code the
+    user installed); never a ``__main__`` module, which is a program."""
+    if module in sys.modules:
         return True
-    return package in {ep.module.split(".")[0] for ep in importlib.metadata.entry_points(group="recplug")}
+    if "__main__" in module.split("."):
+        return False
+    if any(module == name or module.startswith(name + ".") for name in TRUSTED_NAMESPACES):
+        return True
+    return module.split(".")[0] in {ep.module.split(".")[0] for ep in importlib.metadata.entry_points(group="recplug")}
 
 
 def _named_code(value: Any, key: str) -> Iterator[tuple[str, str]]:
@@ -134,7 +142,8 @@ def _named_code(value: Any, key: str) -> Iterator[tuple[str, str]]:
 
 
 def check_records(shown: str, checkpoint: dict[str, Any]) -> None:
-    """Refuse a checkpoint whose ``hyper_parameters`` or ``recplug`` record is not a mapping, or whose records
+    """Refuse a checkpoint whose ``hyper_parameters`` or ``recplug`` record is not a mapping, whose
+    ``optimizer_states`` are not optimiser state dicts (resuming read them with a traceback), or whose records
     name a class (or Lightning instantiator) in a module that is not recplug's, not already imported and not an
     installed recplug plugin's: the CLI would import it to rebuild the model, and importing a module runs its code
     before any type check (docs/security.md)."""
@@ -144,6 +153,11 @@ def check_records(shown: str, checkpoint: dict[str, Any]) -> None:
                 f"{shown}: malformed checkpoint: its {entry!r} entry is a {type(checkpoint[entry]).__name__}, "
                 "not a mapping"
             )
+    states = checkpoint.get("optimizer_states")
+    if states is not None and not (
+        isinstance(states, list) and all(isinstance(x, dict) and {"state", "param_groups"} <= set(x) for x in states)
+    ):
+        raise CheckpointError(f"{shown}: malformed checkpoint: its 'optimizer_states' are not optimiser state dicts")
     record = checkpoint.get("recplug") or {}
     if "config" in record and not isinstance(record["config"], dict):
         raise CheckpointError(f"{shown}: malformed checkpoint: its recorded config is not a mapping")
@@ -155,8 +169,9 @@ def check_records(shown: str, checkpoint: dict[str, Any]) -> None:
                                       "loading would call it")
         elif module and not _trusted_module(module):
             raise CheckpointError(
-                f"{shown}: refused: {key} names {name!r}, whose module is none of recplug's or its frameworks', "
-                "not loaded and no installed recplug plugin's; importing it would run its code"
+                f"{shown}: refused: {key} names {name!r}, whose module is not loaded, not recplug's, not a "
+                "framework's optimiser, logger or callback module and no installed recplug plugin's; importing it "
+                "could run its code"
             )
 
 

@@ -8,6 +8,7 @@ import http.server
 import os
 import random
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -196,12 +197,14 @@ def importable_marker(tmp_path, monkeypatch) -> Path:
     return marker
 
 
-@pytest.mark.parametrize("where", ["hyper_parameters", "recorded config", "instantiator"])
+@pytest.mark.parametrize("where", ["hyper_parameters", "recorded config", "instantiator", "framework program"])
 def test_a_checkpoint_naming_a_module_to_import_is_refused_before_the_import(
     where, tmp_path, trained, importable_marker, capsys
 ) -> None:
     checkpoint = torch.load(trained, weights_only=True)
     entry = {"class_path": "recplug_test_side_effect.Foo"}
+    if where == "framework program":  # a framework's own module that acts when imported
+        where, entry = "recorded config", {"class_path": "torch.utils.model_dump.__main__.Foo"}
     if where == "hyper_parameters":
         checkpoint["hyper_parameters"]["fusion"] = entry
     elif where == "recorded config":
@@ -213,16 +216,19 @@ def test_a_checkpoint_naming_a_module_to_import_is_refused_before_the_import(
     assert "refused" in last_error(capsys)
     assert main(["export", "--ckpt_path", str(tmp_path / "named.ckpt"), "--out", str(tmp_path / "out")]) == 2
     assert "refused" in last_error(capsys)
-    assert not importable_marker.exists()
+    assert not importable_marker.exists() and "torch.utils.model_dump.__main__" not in sys.modules
 
 
-@pytest.mark.parametrize("entry, value", [("hyper_parameters", [1, 2]), ("recplug", "hello")])
-def test_malformed_records_are_one_line(entry, value, tmp_path, trained) -> None:
+@pytest.mark.parametrize("entry, value", [("hyper_parameters", [1, 2]), ("recplug", "hello"),
+                                          ("optimizer_states", [{"garbage": 1}])])
+def test_malformed_records_are_one_line(entry, value, tmp_path, trained, capsys) -> None:
     checkpoint = torch.load(trained, weights_only=True)
     checkpoint[entry] = value
     torch.save(checkpoint, tmp_path / "malformed.ckpt")
-    with pytest.raises(CheckpointError, match=f"malformed checkpoint: its '{entry}' entry is a"):
+    with pytest.raises(CheckpointError, match=f"malformed checkpoint: its '{entry}' "):
         open_checkpoint(tmp_path / "malformed.ckpt")
+    assert recplug("fit", tmp_path, "--ckpt_path", str(tmp_path / "malformed.ckpt")) == 2  # resuming
+    assert "malformed checkpoint" in last_error(capsys)
 
 
 def test_a_folder_or_foreign_bytes_are_named_for_what_they_are(tmp_path) -> None:
