@@ -88,6 +88,11 @@ MAX_SEED = 2**32 - 1
 """Seeds are 32-bit, as numpy's and Lightning's ``seed_everything`` (the sampler derives per-epoch seeds from them)."""
 
 
+MAX_EMBEDDING_DIM = 1 << 16
+"""Largest representation size: published models use 64-512, and a typo like ``embedding_dim: 1e12`` would ask
+for terabytes (or overflow torch's size arithmetic) instead of failing."""
+
+
 MAX_LAYERS = 100
 """Most layers (or recursions) any component accepts: each one costs a propagation or a weight matrix, so a
 typo like ``num_layers: 1000000`` would exhaust memory or hang instead of failing; published models use <= 10."""

@@ -19,6 +19,8 @@ from typing import Callable, NoReturn
 from recplug.core.errors import ConfigError, InvalidArgument, RecplugError, check_number, one_line
 
 DEBUG_HINT = "(set RECPLUG_DEBUG=1 for the traceback)"
+ERROR_LIMIT = 2000
+"""Most characters of an error line: a message that quotes a value (a YAML alias bomb expands to gigabytes) is cut."""
 BUG_TYPES: tuple[type[BaseException], ...] = (NotImplementedError, RecursionError)
 """``RuntimeError`` subclasses that mean a bug, not a bad setting: never translated."""
 LIBRARY_ERROR_TYPES: tuple[tuple[str, str], ...] = (
@@ -73,7 +75,7 @@ def debugging() -> bool:
 
 def print_error(message: object, hint: bool = False) -> int:
     """Write ``error: <message>`` (and the RECPLUG_DEBUG hint) to stderr; return the exit status 2."""
-    sys.stderr.write(f"error: {one_line(message)}\n" + (f"{DEBUG_HINT}\n" if hint else ""))
+    sys.stderr.write(f"error: {one_line(message, ERROR_LIMIT)}\n" + (f"{DEBUG_HINT}\n" if hint else ""))
     return 2
 
 

@@ -214,16 +214,21 @@ def check_config_file(path: str) -> None:
     given twice (the last one would win), a section that is not a mapping (``model: 5``) and a component list
     given as one class name (``encoders: IdEmbedding``), besides YAML syntax errors (file, line and column)."""
     content = read_yaml(path, "config file")
-    if not isinstance(content, dict):
-        return
+    if isinstance(content, dict):
+        check_config_sections(content, path)
+
+
+def check_config_sections(content: dict[str, Any], where: str) -> None:
+    """Refuse, naming ``where`` (a file, or a checkpoint's recorded config), a section that is not a mapping
+    (``model: 5``) and a component list given as one class name (``encoders: IdEmbedding``)."""
     for section in CONFIG_SECTIONS:
         if section in content and not isinstance(content[section], dict):
             shown = one_line(repr(content[section]), 80)
-            raise ConfigError(f"{path}: {section} must be a mapping of {section} options, got {shown}")
+            raise ConfigError(f"{where}: {section} must be a mapping of {section} options, got {shown}")
     for key in ("encoders", "aux_losses"):
         value = content.get("model", {}).get(key)
         if isinstance(value, str):
-            raise ConfigError(f"{path}: model.{key} must be a list of components (- class_path: {value}), "
+            raise ConfigError(f"{where}: model.{key} must be a list of components (- class_path: {value}), "
                               f"got the string {value!r}")
 
 
@@ -312,6 +317,9 @@ class RecplugCLI(LightningCLI):
                 config["ckpt_path"] = str(local_checkpoint(ckpt_path))
                 # Lightning's pre-check below loads it again, unguarded
                 checkpoint = open_checkpoint(config["ckpt_path"], shown=str(ckpt_path))
+                if "pytorch-lightning_version" not in checkpoint:  # Lightning's loader reads it unguarded
+                    raise ConfigError(f"ckpt_path {ckpt_path}: malformed checkpoint: no 'pytorch-lightning_version' "
+                                      "(not written by a Lightning Trainer)")
                 check_same_components(str(ckpt_path), checkpoint, config.as_dict())
                 note_checkpoint_settings(str(ckpt_path), checkpoint, config.as_dict())
         report = io.StringIO()

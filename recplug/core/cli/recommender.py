@@ -79,12 +79,13 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
 
     path = local_checkpoint(ckpt_path)
     checkpoint = open_checkpoint(path, shown=str(ckpt_path))  # a missing or unsafe file fails before the CLI
-    from recplug.core.cli.lightning import run_cli
+    from recplug.core.cli.lightning import check_config_sections, run_cli
 
     record = checkpoint.get("recplug") or {}
     if config is not None:
         args: Any = ["--config", str(config), *(f"--trainer.{key}={value}" for key, value in LOAD_TRAINER.items())]
     elif isinstance(record.get("config"), dict):
+        check_config_sections(record["config"], f"{ckpt_path}: its recorded config")
         args = {key: copy.deepcopy(value) for key, value in record["config"].items() if key not in RUN_ONLY_KEYS}
         args["trainer"] = dict(LOAD_TRAINER)
     else:

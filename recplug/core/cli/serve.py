@@ -21,6 +21,7 @@ The checkpoint is loaded once, in this process (a bad checkpoint or config ends 
 the server starts), and its embeddings are handed to the LitServe workers.
 """
 
+import os
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -99,7 +100,6 @@ class RecommenderAPI(ls.LitAPI):
 
 def end_group(group: int, sig: int) -> None:
     """Send ``sig`` to the process group ``group`` (the server and its workers), if any of it is left."""
-    import os
 
     try:
         os.killpg(group, sig)
@@ -114,7 +114,6 @@ def serving(ckpt_path: str | Path, *extra: str, port: int | None = None, startup
     and ``port`` (default: a free one); yield its base URL once ``/health`` answers ``ok`` (within
     ``startup_s``), and end the group on exit, whatever happens. Output goes to ``log`` (default: discarded).
     For tests, benchmarks and notebooks."""
-    import os
     import signal
     import socket
     import subprocess
@@ -196,7 +195,8 @@ def main(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     check_number("serve", "port", args.port, 1, 65535)
-    check_number("serve", "workers", args.workers, 1)
+    cores = os.cpu_count() or 1
+    check_number("serve", "workers", args.workers, 1, 4 * cores, bounds=f"4 per core of this machine's {cores}")
     recommender = Recommender.from_checkpoint(args.ckpt_path, args.config, args.exclude)
     check_can_listen(args.host, args.port)
     recommender.data = None  # the workers rank from embeddings and ids: the dataset stays here

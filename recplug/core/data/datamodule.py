@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from recplug.core.errors import MAX_SEED, check_number
+from recplug.core.errors import MAX_SEED, ConfigError, check_number
 from recplug.core.data.registry import DEFAULT_DATASET
 from recplug.core.data.resolve import load_dataset
 from recplug.core.data.sampler import BPRTrainSet, DrawnAhead, Positives, Triples, check_positives
@@ -85,6 +85,8 @@ class RecDataModule(pl.LightningDataModule):
         cold_negatives: bool = True,
     ) -> None:
         super().__init__()
+        if not str(path).strip():
+            raise ConfigError("data.path is empty; give a dataset folder, a raw log, a registered name or 'default'")
         check_positives(positives, "data.positives")
         check_number("data", "batch_size", batch_size, 1)
         check_number("data", "eval_batch_size", eval_batch_size, 1)

@@ -16,7 +16,9 @@ from pytorch_lightning.utilities import rank_zero_warn
 import torch
 from torch import Tensor, nn
 
-from recplug.core.errors import CardinalityError, ConfigError, InvalidArgument, PluginError, check_number
+from recplug.core.errors import (
+    MAX_EMBEDDING_DIM, CardinalityError, ConfigError, InvalidArgument, PluginError, check_number,
+)
 from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
 from recplug.core.model.losses import bpr_loss
 from recplug.core.model.sampled import (
@@ -86,7 +88,7 @@ class RecModule(pl.LightningModule):
         )
         self.num_users, self.num_items = num_users, num_items
         self.feature_dims = dict(feature_dims or {})
-        check_number("model", "embedding_dim", embedding_dim, 1)
+        check_number("model", "embedding_dim", embedding_dim, 1, MAX_EMBEDDING_DIM)
         check_number("model", "bpr_weight", bpr_weight, 0)
         check_number("model", "lr", lr, 0, low_open=True)
         check_number("model", "weight_decay", weight_decay, 0)

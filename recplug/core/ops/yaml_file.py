@@ -49,6 +49,8 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: a folder, not a {what}")
+    if path.exists() and not path.is_file():  # a FIFO or device would block the read
+        raise ConfigError(f"{path}: not a regular file, so not a {what}")
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:

@@ -137,6 +137,16 @@ def test_a_missing_checkpoint_or_a_used_folder_is_refused(mf_run, tmp_path, caps
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
 
 
+def test_a_recorded_config_of_the_wrong_shape_is_named(mf_run, tmp_path, capsys) -> None:
+    checkpoint = torch.load(mf_run.ckpt, weights_only=True)
+    checkpoint["recplug"]["config"]["model"] = 5
+    torch.save(checkpoint, tmp_path / "shape.ckpt")
+    assert export(tmp_path / "shape.ckpt", tmp_path / "out") == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'shape.ckpt'}: its recorded config: model must be a mapping of model options, got 5"
+    )
+
+
 def test_a_diverged_checkpoint_is_refused(mf_run, tmp_path, capsys) -> None:
     checkpoint = torch.load(mf_run.ckpt, weights_only=True)
     checkpoint["state_dict"]["item_embedding.weight"][3, 0] = float("nan")

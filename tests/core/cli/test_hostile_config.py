@@ -12,6 +12,7 @@ import csv
 import inspect
 import io
 import math
+import os
 import sys
 import tempfile
 import types
@@ -99,8 +100,12 @@ def one_error(code: int, err: list[str]) -> str:
 
 # ------------------------------------------------------------------------------------------ the cases of issue 14
 CASES = {
-    "embedding-dim-0": (["--model.embedding_dim=0"], "model.embedding_dim must be >= 1, got 0"),
-    "embedding-dim-negative": (["--model.embedding_dim=-1"], "model.embedding_dim must be >= 1, got -1"),
+    "embedding-dim-0": (["--model.embedding_dim=0"], "model.embedding_dim must be in [1, 65536], got 0"),
+    "embedding-dim-negative": (["--model.embedding_dim=-1"], "model.embedding_dim must be in [1, 65536], got -1"),
+    "empty-data-path": (["--data.path="], "data.path is empty; give a dataset folder, a raw log, a registered name or "
+                                           "'default'"),
+    "embedding-dim-huge": (["--model.embedding_dim=1000000000000"],
+                           "model.embedding_dim must be in [1, 65536], got 1000000000000"),
     "lr-negative": (["--model.lr=-1"], "model.lr must be > 0, got -1.0"),
     "lr-nan": (["--model.lr=.nan"], "model.lr must be > 0, got nan"),
     "max-epochs-negative": (["--trainer.max_epochs=-5"],
@@ -263,7 +268,7 @@ def test_recplug_debug_re_raises_with_the_traceback(tiny: Path, tmp_path: Path, 
     monkeypatch.setenv("RECPLUG_DEBUG", "1")
     with pytest.raises(ValueError, match="is not in bounds"):
         main(bundle_args(tiny, tmp_path) + ["--seed_everything=-1"])
-    with pytest.raises(ConfigError, match="model.embedding_dim must be >= 1"):
+    with pytest.raises(ConfigError, match=r"model.embedding_dim must be in \[1, 65536\]"):
         main(bundle_args(tiny, tmp_path) + ["--model.embedding_dim=0"])
     with pytest.raises(ArgumentError, match="data.batch_size"):
         main(bundle_args(tiny, tmp_path) + ["--data.batch_size=x"])
@@ -454,3 +459,16 @@ def test_hostile_values_train_or_end_in_one_line(tiny: Path, data: st.DataObject
                 assert rows and all(math.isfinite(float(s)) for r in rows for s in r["scores"].split(",") if s)
         else:
             one_error(code, err)
+
+
+def test_a_config_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    assert one_error(*run("fit", "--config", str(fifo))) == f"error: {fifo}: not a regular file, so not a config file"
+
+
+def test_an_error_line_is_capped(capsys) -> None:
+    from recplug.core.cli.boundary import ERROR_LIMIT, print_error
+
+    assert print_error("x" * (10 * ERROR_LIMIT)) == 2
+    assert len(capsys.readouterr().err) < ERROR_LIMIT + 20

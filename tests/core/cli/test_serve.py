@@ -96,6 +96,8 @@ def test_a_bad_checkpoint_or_port_ends_in_one_line_before_serving(tmp_path, caps
     assert capsys.readouterr().err.strip() == "error: serve.port must be in [1, 65535], got 0"
     assert main(["serve"]) == 2
     assert capsys.readouterr().err.strip() == "error: recplug serve: the following arguments are required: --ckpt_path"
+    assert main(["serve", "--ckpt_path", "x.ckpt", "--workers", "1000000"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: serve.workers must be in [1, ")
 
 
 def test_a_port_in_use_is_one_line_before_the_server_starts(mf_run, capsys) -> None:

@@ -250,6 +250,11 @@ def test_a_checkpoint_of_other_components_is_refused_and_its_settings_are_noted(
     assert "ckpt_path last: no last checkpoint in checkpoint.dirpath" in last_error(capsys)
     assert recplug("validate", tmp_path, "--ckpt_path", "best") == 2
     assert "ckpt_path best: `recplug validate` trains nothing, so there is no best checkpoint" in last_error(capsys)
+    unversioned = torch.load(trained, weights_only=True)
+    del unversioned["pytorch-lightning_version"]
+    torch.save(unversioned, tmp_path / "unversioned.ckpt")
+    assert recplug("validate", tmp_path, "--ckpt_path", str(tmp_path / "unversioned.ckpt")) == 2
+    assert "malformed checkpoint: no 'pytorch-lightning_version'" in last_error(capsys)
     assert recplug("test", tmp_path, "--ckpt_path", "") == 2
     assert last_error(capsys) == "error: ckpt_path is empty; give a checkpoint's path or URL, or leave it out"
 
