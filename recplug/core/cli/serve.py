@@ -22,6 +22,7 @@ the server starts), and its embeddings are handed to the LitServe workers.
 """
 
 import os
+import signal
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -114,7 +115,6 @@ def serving(ckpt_path: str | Path, *extra: str, port: int | None = None, startup
     and ``port`` (default: a free one); yield its base URL once ``/health`` answers ``ok`` (within
     ``startup_s``), and end the group on exit, whatever happens. Output goes to ``log`` (default: discarded).
     For tests, benchmarks and notebooks."""
-    import signal
     import socket
     import subprocess
     import sys
@@ -202,5 +202,12 @@ def main(argv: list[str]) -> int:
     recommender.data = None  # the workers rank from embeddings and ids: the dataset stays here
     server = ls.LitServer(RecommenderAPI(recommender), accelerator="cpu", workers_per_device=args.workers)
     print(f"serving {args.ckpt_path} on http://{args.host}:{args.port}/predict", flush=True)
+    # `kill PID` shuts the server down as Ctrl-C does: LitServe's graceful shutdown ends its API and inference
+    # worker processes (SIGTERM's default action would leave them running, still answering on the port)
+    signal.signal(signal.SIGTERM, _interrupt)
     server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False)
     return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

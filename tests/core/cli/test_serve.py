@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -118,3 +119,56 @@ def test_serving_reports_a_server_that_exits_and_leaves_nothing_running(tmp_path
     with pytest.raises(RuntimeError, match=r"^recplug serve exited with status 2: error: .*no such checkpoint file"):
         with serving(tmp_path / "none.ckpt", log=log):
             pass
+
+
+def group_members(group: int) -> list[int]:
+    """The live processes of process group ``group`` (from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc")
+def test_killing_the_server_ends_its_workers(mf_run, tmp_path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from recplug.core.cli.serve import end_group
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with open(tmp_path / "serve.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "recplug.core.cli.main", "serve", "--ckpt_path",
+                                    str(mf_run.ckpt), "--port", str(port), "--host", "127.0.0.1"],
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "not ready"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        assert len(group_members(process.pid)) > 1  # the API and inference workers
+        process.send_signal(signal.SIGTERM)  # `kill PID`: the main process only
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while group_members(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert group_members(process.pid) == []
+    finally:
+        end_group(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
