@@ -249,6 +249,20 @@ def category_matrix(aligned: AlignedText, sep: str = ",", missing: str = "mean")
     return _fill_missing(matrix, aligned.missing, missing), vocabulary
 
 
+def check_device(device: str | None) -> None:
+    """Refuse, naming ``--device``, a device torch cannot parse or this machine does not have."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {device}: not a torch device (cpu, cuda, cuda:0, mps, ...)") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def load_text_encoder(model: str | None = None, device: str | None = None) -> TextEncoder:
     """A sentence-transformer encoder that never touches the network.
 
@@ -276,6 +290,7 @@ def load_text_encoder(model: str | None = None, device: str | None = None) -> Te
         model = str(get_model_path())
     elif not Path(model).is_dir():
         raise ConfigError(f"--model: {model} is not a local sentence-transformers folder")
+    check_device(device)
     encoder = SentenceTransformer(model, device=device)
 
     def encode(texts: list[str]) -> np.ndarray:

@@ -215,6 +215,9 @@ def check_config_file(path: str) -> None:
     given as one class name (``encoders: IdEmbedding``), besides YAML syntax errors (file, line and column)."""
     content = read_yaml(path, "config file")
     if isinstance(content, dict):
+        odd = [key for key in content if not isinstance(key, str)]
+        if odd:
+            raise ConfigError(f"{path}: top-level key {odd[0]!r} is not a name (a config key is text, like model:)")
         check_config_sections(content, path)
 
 

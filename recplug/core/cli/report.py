@@ -101,7 +101,7 @@ def find_run(path: str | Path) -> Path:
 def read_csv_log(path: Path) -> RunLog:
     """Read a Lightning ``CSVLogger`` ``metrics.csv`` (sparse rows: ``epoch``, ``step``, one column per metric)."""
     log = RunLog(path)
-    with open(path, encoding="utf-8", newline="") as handle:
+    with open(path, encoding="utf-8-sig", newline="") as handle:  # a BOM would hide the first column's name
         reader = csv.DictReader(handle)
         for row in reader:
             line = reader.line_num

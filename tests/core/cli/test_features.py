@@ -292,3 +292,11 @@ def test_item_tables_name_the_line_of_what_is_wrong(folder: Path, tmp_path: Path
                           str(tmp_path / "k.npy")])
     err = capsys.readouterr().err
     assert code == 2 and "map.tsv:2: item map sends 'B001' to index 150, but the dataset has 150 items" in err, err
+
+
+def test_a_device_this_machine_lacks_is_named() -> None:
+    features.check_device("cpu")
+    with pytest.raises(ConfigError, match=r"^--device bogus: not a torch device"):
+        features.check_device("bogus")
+    with pytest.raises(ConfigError, match=r"^--device cuda:99: this machine has \d+ CUDA device"):
+        features.check_device("cuda:99")

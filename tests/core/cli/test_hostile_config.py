@@ -228,6 +228,7 @@ YAML_ERRORS = {
     "list-at-top": ("- 1\n- 2\n", ": expected a mapping of config keys (model:, data:, trainer:, ...)"),
     "section-not-a-mapping": ("model: 5\n", ": model must be a mapping of model options, got 5"),
     "null-section": ("data: null\n", ": data must be a mapping of data options, got None"),
+    "key-not-a-name": ("~: 8\n", ": top-level key None is not a name (a config key is text, like model:)"),
     "key-twice": ("model:\n  embedding_dim: 8\nmodel:\n  lr: 0.1\n",
                   ", line 3, column 1: key 'model' appears twice in one mapping"),
     "components-as-a-string": ("model:\n  encoders: IdEmbedding\n",

@@ -123,3 +123,9 @@ def test_an_unlogged_monitor_a_nan_epoch_and_a_broken_config_are_handled(run: Pa
         assert main(["report", str(broken), "--out", str(tmp_path / "r2")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+def test_a_metrics_csv_with_a_byte_order_mark_reads_the_same(run: Path, tmp_path: Path) -> None:
+    folder = find_run(run / "mf")
+    (tmp_path / "metrics.csv").write_bytes(b"\xef\xbb\xbf" + (folder / "metrics.csv").read_bytes())
+    assert read_run_log(tmp_path).series == read_run_log(folder).series
