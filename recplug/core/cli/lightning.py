@@ -19,9 +19,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from recplug.core.cli.boundary import debugging, print_error
-from recplug.core.ops.yaml_file import read_yaml, yaml_location
 from recplug.core.cli.commands import COMMANDS
 from recplug.core.errors import ConfigError, InvalidArgument, RecplugError, check_number, one_line
+from recplug.core.ops.yaml_file import read_yaml, yaml_location
 
 
 LINKED_MODEL_KEYS = ("num_users", "num_items", "feature_dims")
@@ -301,9 +301,11 @@ class RecplugCLI(LightningCLI):
 
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
+        shown = ""
         if config is not None:
             refuse_unsafe_loading(config.get("weights_only"))
             ckpt_path = config.get("ckpt_path")
+            shown = str(ckpt_path)  # a URL stays named as given, not by its downloaded copy
             if ckpt_path is not None and not str(ckpt_path).strip():
                 raise ConfigError("ckpt_path is empty; give a checkpoint's path or URL, or leave it out")
             if ckpt_path in ("best", "hpc", "registry") and subcommand != "fit":
@@ -319,22 +321,20 @@ class RecplugCLI(LightningCLI):
             if ckpt_path and str(ckpt_path) not in TRAINER_KEYWORDS:
                 config["ckpt_path"] = str(local_checkpoint(ckpt_path))
                 # Lightning's pre-check below loads it again, unguarded
-                checkpoint = open_checkpoint(config["ckpt_path"], shown=str(ckpt_path))
+                checkpoint = open_checkpoint(config["ckpt_path"], shown=shown)
                 if "pytorch-lightning_version" not in checkpoint:  # Lightning's loader reads it unguarded
-                    raise ConfigError(f"ckpt_path {ckpt_path}: malformed checkpoint: no 'pytorch-lightning_version' "
+                    raise ConfigError(f"ckpt_path {shown}: malformed checkpoint: no 'pytorch-lightning_version' "
                                       "(not written by a Lightning Trainer)")
-                check_same_components(str(ckpt_path), checkpoint, config.as_dict())
-                note_checkpoint_settings(str(ckpt_path), checkpoint, config.as_dict())
+                check_same_components(shown, checkpoint, config.as_dict())
+                note_checkpoint_settings(shown, checkpoint, config.as_dict())
         report = io.StringIO()
         try:
             with contextlib.redirect_stderr(report):  # the parser's error line, then Lightning's own second line
                 super()._parse_ckpt_path()
         except SystemExit:
             problem = (report.getvalue().splitlines() or ["invalid"])[0].removeprefix("error: ")
-            raise ConfigError(
-                f"ckpt_path {config.get('ckpt_path') if config else ''}: its hyper_parameters do not fit this "
-                f"config: {problem}"
-            ) from None
+            raise ConfigError(f"ckpt_path {shown}: its hyper_parameters do not fit this config: {problem}") from None
+        sys.stderr.write(report.getvalue())  # warnings, if any
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with checkpoint loading routed through :class:`WeightsOnlyCheckpointIO`."""
