@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from recplug.core.cli.boundary import CommandParser, number_in
+from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.cli.paired import PER_USER_FILE, load_per_user, paired_comparisons, record_per_user
-from recplug.core.errors import MAX_SEED, ConfigError, RecplugError, one_line
+from recplug.core.errors import ConfigError, RecplugError, one_line
 from recplug.core.ops.io import atomic_write, check_can_create
 from recplug.core.ops.yaml_file import read_yaml
 
@@ -265,8 +265,6 @@ def seconds(text: str) -> float:
     return value
 
 
-SEEDS = number_in(int, 0, MAX_SEED)
-"""The argparse ``type`` of ``--seeds``: 32-bit seeds, as ``seed_everything`` takes."""
 EPOCHS = number_in(int, 1)
 """The argparse ``type`` of ``--max-epochs``: at least one epoch (0 trains nothing, -1 has no end)."""
 NOT_PASSED_ON = {
@@ -708,7 +706,7 @@ def build_parser() -> CommandParser:
                         help="base config(s), composed left to right")
     parser.add_argument("--variants", required=True, type=existing_file("variants file"),
                         help="variants YAML (see docs/ablation.md)")
-    parser.add_argument("--seeds", type=SEEDS, nargs="+", default=[0], help="seeds (default: 0)")
+    parser.add_argument("--seeds", type=SEED, nargs="+", default=[0], help="seeds (default: 0)")
     parser.add_argument("--out", help="output folder (default: runs/ablate/<variants file name>)")
     parser.add_argument("--max-epochs", type=EPOCHS, help="shortcut for --trainer.max_epochs in every run")
     parser.add_argument("--only", nargs="+", metavar="NAME",

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from recplug.core.cli import ablate
-from recplug.core.cli.boundary import CommandParser, number_in
+from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.cli.paired import paired_comparisons, record_per_user
+from recplug.core.data.formats.text import first_repeated
 from recplug.core.errors import ConfigError
 
 REFERENCE = "mf"  # the name of the GRMF-X reference rows: mf-<X>
@@ -208,7 +209,7 @@ def build_parser() -> CommandParser:
                         help="bundle configs; a row is named by its file stem")
     parser.add_argument("--datasets", nargs="+", default=["default"],
                         help="--data.path of each dataset (a registered name or a folder; default: default)")
-    parser.add_argument("--seeds", type=ablate.SEEDS, nargs="+", default=[0, 1, 2, 3, 4],
+    parser.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2, 3, 4],
                         help="seeds (default: 0 1 2 3 4)")
     parser.add_argument("--out", default="runs/benchmark", help="output folder (default: runs/benchmark)")
     parser.add_argument("--trials", type=number_in(int, 0), default=0, help="tuning trials per bundle and dataset "
@@ -308,7 +309,7 @@ def run_entries(entries: list[Entry], dataset: str, args: Any, extra: list[str],
 
 def _once(values: list[str], option: str) -> None:
     """Refuse a value given twice to ``option`` (its rows or leaderboards would repeat)."""
-    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    repeated = first_repeated(values)
     if repeated is not None:
         raise ConfigError(f"{option}: {repeated} is given twice")
 

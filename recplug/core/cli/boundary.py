@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Callable, NoReturn
 
-from recplug.core.errors import ConfigError, InvalidArgument, RecplugError, check_number, one_line
+from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, RecplugError, check_number, one_line
 
 DEBUG_HINT = "(set RECPLUG_DEBUG=1 for the traceback)"
 ERROR_LIMIT = 2000
@@ -66,6 +66,10 @@ def number_in(
 
     parse.__name__ = kind.__name__  # argparse names the type in its own messages
     return parse
+
+
+SEED = number_in(int, 0, MAX_SEED)
+"""The argparse ``type`` of every seed option: 32-bit, as ``seed_everything`` and numpy take."""
 
 
 def debugging() -> bool:

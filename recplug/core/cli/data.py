@@ -16,9 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from recplug.core.cli.boundary import CommandParser, number_in, report_errors
+from recplug.core.cli.boundary import SEED, CommandParser, number_in, report_errors
 from recplug.core.data.dataset import InteractionData
-from recplug.core.errors import MAX_SEED, ConfigError, RecplugError
+from recplug.core.errors import ConfigError, RecplugError
 
 
 def _feature_pairs(values: list[str]) -> dict[str, str]:
@@ -39,7 +39,7 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="auto", help="dataset format (default: detect)")
     parser.add_argument("--valid-ratio", type=number_in(float, 0, 1, high_open=True), default=0.0,
                         help="carve a validation split from train")
-    parser.add_argument("--split-seed", type=number_in(int, 0, MAX_SEED), default=0, help="seed of --valid-ratio")
+    parser.add_argument("--split-seed", type=SEED, default=0, help="seed of --valid-ratio")
     parser.add_argument("--cache-dir", default=None, help="cache (default $RECPLUG_CACHE or ~/.cache/recplug)")
     raw = parser.add_argument_group("raw logs (CSV/TSV)")
     raw.add_argument("--feature", action="append", default=[], metavar="MODALITY=FILE",
@@ -56,7 +56,7 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     raw.add_argument("--split", choices=("random", "loo", "temporal"), default=defaults.split)
     raw.add_argument("--ratios", type=number_in(float, 0, 1), nargs=3, default=list(defaults.ratios),
                      metavar=("TRAIN", "VALID", "TEST"))
-    raw.add_argument("--seed", type=number_in(int, 0, MAX_SEED), default=defaults.seed, help="seed of the random split")
+    raw.add_argument("--seed", type=SEED, default=defaults.seed, help="seed of the random split")
     raw.add_argument("--missing-features", choices=("error", "drop"), default=defaults.missing_features)
 
 
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.add_argument("--cold-items", type=number_in(float, 0, 1, high_open=True), default=0.0,
                        help="hold this share of the items out of training (the item cold-start split; 0: off)")
-    stats.add_argument("--cold-seed", type=number_in(int, 0, MAX_SEED), default=0, help="seed of --cold-items")
+    stats.add_argument("--cold-seed", type=SEED, default=0, help="seed of --cold-items")
     _add_source_options(stats)
     stats.set_defaults(run=_stats)
     convert = commands.add_parser("convert", help="write any readable dataset as an MMRec folder")

@@ -42,7 +42,7 @@ import numpy as np
 
 from recplug.core.cli.boundary import CommandParser, report_errors
 from recplug.core.data.formats.mmrec import read_id_map
-from recplug.core.data.formats.text import csv_records, duplicate_column, field_count_error, read_text
+from recplug.core.data.formats.text import csv_records, first_repeated, field_count_error, read_text
 from recplug.core.errors import ConfigError, DataError, RecplugError
 from recplug.core.ops.io import atomic_write
 
@@ -121,7 +121,7 @@ def read_text_table(path: str | Path, id_column: str, text_columns: Sequence[str
     absent = [c for c in (id_column, *text_columns) if c not in header]
     if absent:
         raise DataError(f"{path}:1: header has no column(s) {absent}; columns are {header}")
-    repeated = duplicate_column(header)
+    repeated = first_repeated(header)
     if repeated is not None:
         raise DataError(f"{path}:1: column {repeated!r} appears twice in the header")
     id_col, text_cols = header.index(id_column), [header.index(c) for c in text_columns]

@@ -325,8 +325,9 @@ class RecplugCLI(LightningCLI):
                 if "pytorch-lightning_version" not in checkpoint:  # Lightning's loader reads it unguarded
                     raise ConfigError(f"ckpt_path {shown}: malformed checkpoint: no 'pytorch-lightning_version' "
                                       "(not written by a Lightning Trainer)")
-                check_same_components(shown, checkpoint, config.as_dict())
-                note_checkpoint_settings(shown, checkpoint, config.as_dict())
+                settings = config.as_dict()
+                check_same_components(shown, checkpoint, settings)
+                note_checkpoint_settings(shown, checkpoint, settings)
         report = io.StringIO()
         try:
             with contextlib.redirect_stderr(report):  # the parser's error line, then Lightning's own second line

@@ -50,10 +50,10 @@ import yaml
 from pytorch_lightning.callbacks import Callback
 
 from recplug.core.cli.ablate import (
-    OUTPUT_KEYS, SEEDS, captured, check_key, check_passthrough, check_reserved, existing_file, last_error_line,
+    OUTPUT_KEYS, captured, check_key, check_passthrough, check_reserved, existing_file, last_error_line,
     output_args, output_folder, override_args, preflight, seconds, select_validation_epoch,
 )
-from recplug.core.cli.boundary import CommandParser, number_in
+from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.errors import ConfigError, RecplugError, one_line
 from recplug.core.model.provenance import config_hash
 from recplug.core.ops.io import atomic_write
@@ -824,7 +824,7 @@ def build_parser() -> CommandParser:
                         help="worker processes, one thread each (default 1)")
     parser.add_argument("--sampler", default="auto", help="auto (grid for a space of choices only, else tpe), tpe, "
                         "grid or random")
-    parser.add_argument("--seed", type=SEEDS, default=0, help="sampler seed (default 0)")
+    parser.add_argument("--seed", type=SEED, default=0, help="sampler seed (default 0)")
     parser.add_argument("--pruner", default="median", choices=("median", "none"), help="median (default) or none")
     parser.add_argument("--prune-warmup", type=number_in(int, 0), default=10,
                         help="epochs before a trial may be pruned (default 10)")

@@ -14,7 +14,7 @@ from recplug.core.errors import ConfigError
 from recplug.core.data.formats.assemble import assemble, contiguous_count
 from recplug.core.data.formats.features import FEATURE_SUFFIX, folder_features
 from recplug.core.data.formats.text import (
-    NEWLINE, duplicate_column, parse_ints, quoted, read_bytes, read_lines, separated_table, token,
+    NEWLINE, first_repeated, parse_ints, quoted, read_bytes, read_lines, separated_table, token,
 )
 
 MMREC_COLUMNS = ("userID", "itemID", "rating", "timestamp", "x_label")
@@ -158,7 +158,7 @@ def read_mmrec(
     missing = [c for c in wanted if c not in header]
     if missing:
         raise DataError(f"{inter}:1: header {quoted(sep.join(header))} lacks column(s) {missing}")
-    repeated = duplicate_column(header)
+    repeated = first_repeated(header)
     if repeated is not None:
         raise DataError(f"{inter}:1: column {repeated!r} appears twice in the header {quoted(sep.join(header))}")
     if len(sep.encode()) != 1:

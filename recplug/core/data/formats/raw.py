@@ -16,7 +16,7 @@ from recplug.core.errors import MAX_SEED, ConfigError
 from recplug.core.data.formats.assemble import assemble
 from recplug.core.data.formats.features import read_keyed_features
 from recplug.core.data.formats.mmrec import mmrec_cold_start
-from recplug.core.data.formats.text import csv_records, duplicate_column, field_count_error, quoted, read_text
+from recplug.core.data.formats.text import csv_records, first_repeated, field_count_error, quoted, read_text
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
     header = list(options.columns) if options.columns else next(records)[2]
     where = "--columns:" if options.columns else f"{path}:1:"
     shown = quoted(sep.join(header))
-    repeated = duplicate_column(header)
+    repeated = first_repeated(header)
     if repeated is not None:
         raise DataError(f"{where} column {repeated!r} appears twice in the header {shown}")
     for role, col in (("user_col", options.user_col), ("item_col", options.item_col)):

@@ -93,13 +93,14 @@ def field_count_error(path: Path, start: int, end: int, expected: int, got: int,
     return DataError(f"{path}:{start}: expected {expected} {sep!r}-separated fields, got {got}{spans}")
 
 
-def duplicate_column(header: Sequence[str]) -> str | None:
-    """The first column name ``header`` repeats (``None`` when all differ): a reader would take one silently."""
+def first_repeated(values: Sequence[str]) -> str | None:
+    """The first of ``values`` that an earlier one repeats (``None`` when all differ): a header's column, an
+    option's value, which a reader or command would otherwise take once, silently."""
     seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            return name
-        seen.add(name)
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
     return None
 
 
