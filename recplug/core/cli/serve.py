@@ -22,6 +22,7 @@ the server starts), and its embeddings are handed to the LitServe workers.
 """
 
 import os
+import math
 import signal
 from contextlib import contextmanager
 from importlib.util import find_spec
@@ -35,7 +36,10 @@ if find_spec("litserve") is None:
     raise ConfigError("recplug serve needs LitServe: pip install 'recplug[serve]' (or pip install litserve)")
 
 import litserve as ls  # noqa: E402 - after the one-line error above
-from fastapi import HTTPException  # noqa: E402 - LitServe's web framework
+from fastapi import HTTPException, Request  # noqa: E402 - LitServe's web framework
+from fastapi.encoders import jsonable_encoder  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr  # noqa: E402
 
 DEFAULT_K = 20
@@ -190,6 +194,23 @@ def check_can_listen(host: str, port: int) -> None:
             raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
+def _as_json(value: Any) -> Any:
+    """``value`` with every float JSON cannot carry (``inf``, ``nan``) written as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _as_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_json(item) for item in value]
+    return value
+
+
+async def refuse_malformed_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 for a malformed body, also when the body holds ``1e309`` or ``NaN`` (Python's JSON reads them
+    as ``inf`` and ``nan``): FastAPI's own handler echoes them and fails to encode its answer, a 500."""
+    return JSONResponse(status_code=422, content={"detail": _as_json(jsonable_encoder(exc.errors()))})
+
+
 def main(argv: list[str]) -> int:
     from recplug.core.cli.recommender import Recommender
 
@@ -201,6 +222,7 @@ def main(argv: list[str]) -> int:
     check_can_listen(args.host, args.port)
     recommender.data = None  # the workers rank from embeddings and ids: the dataset stays here
     server = ls.LitServer(RecommenderAPI(recommender), accelerator="cpu", workers_per_device=args.workers)
+    server.app.add_exception_handler(RequestValidationError, refuse_malformed_body)
     print(f"serving {args.ckpt_path} on http://{args.host}:{args.port}/predict", flush=True)
     # `kill PID` shuts the server down as Ctrl-C does: LitServe's graceful shutdown ends its API and inference
     # worker processes (SIGTERM's default action would leave them running, still answering on the port)

@@ -90,6 +90,16 @@ def test_malformed_bodies_get_fastapis_422(server, body, field) -> None:
     assert post(server, None, raw=b"{not json")[0] == 422
 
 
+@pytest.mark.parametrize("raw, field, shown", [
+    (b'{"user": 0, "k": 1e309}', "k", "inf"), (b'{"user": NaN}', "user", "nan"), (b'{"items": [-Infinity]}', "items", "-inf"),
+])
+def test_numbers_json_cannot_carry_get_a_422_not_a_500(server, raw, field, shown) -> None:
+    """Python's JSON reads 1e309 as inf (and NaN, Infinity as such); FastAPI's 422 echoing them failed to encode."""
+    status, answer = post(server, None, raw=raw)
+    assert status == 422 and any(field in error["loc"] and error["input"] in (shown, [shown])
+                                 for error in answer["detail"]), answer
+
+
 def test_a_bad_checkpoint_or_port_ends_in_one_line_before_serving(tmp_path, capsys) -> None:
     assert main(["serve", "--ckpt_path", str(tmp_path / "none.ckpt")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'none.ckpt'}: no such checkpoint file"
