@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, Namespace
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -221,6 +221,25 @@ def check_config_file(path: str) -> None:
         check_config_sections(content, path)
 
 
+def dropped_empty_mappings(content: Any, parsed: Any, key: str = "") -> Iterator[str]:
+    """Keys of ``content`` (a config file's YAML) whose value is an empty mapping and that the parsed config
+    lacks. jsonargparse flattens a mapping into its keys, so ``bogus: {}`` adds none and is dropped without an
+    error at any depth (``trainer.bogus``, a component's ``init_args.bogus``), where ``bogus: 1`` is refused.
+    A list is compared item by item where the parsed one has the same length."""
+    if isinstance(content, list) and isinstance(parsed, list) and len(content) == len(parsed):
+        for index, (item, parsed_item) in enumerate(zip(content, parsed)):
+            yield from dropped_empty_mappings(item, parsed_item, f"{key}[{index}]")
+    if not isinstance(content, dict) or not isinstance(parsed, (dict, Namespace)):
+        return
+    for name, value in content.items():
+        full = f"{key}.{name}" if key else str(name)
+        if name not in parsed:
+            if value == {}:
+                yield full
+            continue
+        yield from dropped_empty_mappings(value, parsed[name], full)
+
+
 def check_config_sections(content: dict[str, Any], where: str) -> None:
     """Refuse, naming ``where`` (a file, or a checkpoint's recorded config), a section that is not a mapping
     (``model: 5``) and a component list given as one class name (``encoders: IdEmbedding``)."""
@@ -237,9 +256,16 @@ def check_config_sections(content: dict[str, Any], where: str) -> None:
 
 class RecplugArgumentParser(LightningArgumentParser):
     """Reports a bad config as one ``error:`` line naming the key (and the valid choices), or the file and line
-    of a YAML syntax error, then exits 2 (``RECPLUG_DEBUG=1``: raises with the traceback instead)."""
+    of a YAML syntax error, then exits 2 (``RECPLUG_DEBUG=1``: raises with the traceback instead). Options are
+    given in full."""
 
     _reading: str | None = None  # the config file being parsed, for YAML syntax errors
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # no abbreviated options: `--seed_ev 3` would set seed_everything past ablate's and benchmark's checks of
+        # the overrides they pass on, and a plugin's new option can make an abbreviation mean another key
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def parse_path(self, path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         check_config_file(str(path))
@@ -382,12 +408,17 @@ class RecplugCLI(LightningCLI):
         return None
 
     def before_instantiate_classes(self) -> None:
-        """Refuse a monitor (of ``checkpoint`` or of any callback, e.g. ``EarlyStopping``) the evaluator never
-        logs; and resuming (``fit --ckpt_path .../checkpoints/last.ckpt``) keeps checkpointing in that folder, so
-        the restored best-validation tracking stays valid."""
+        """Refuse a config file's unknown key whose value is ``{}`` (:func:`dropped_empty_mappings`) and a monitor
+        (of ``checkpoint`` or of any callback, e.g. ``EarlyStopping``) the evaluator never logs; and resuming
+        (``fit --ckpt_path .../checkpoints/last.ckpt``) keeps checkpointing in that folder, so the restored
+        best-validation tracking stays valid."""
         from recplug.core.eval.metrics import check_metric_args
 
         config = self.config.get(self.subcommand) if self.subcommand else self.config
+        for path in config.get("config") or []:
+            dropped = next(dropped_empty_mappings(read_yaml(str(path), "config file"), config), None) if path else None
+            if dropped is not None:
+                raise ConfigError(f"{path}: unknown key {dropped} (its empty mapping would have been ignored)")
         ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
         logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in metrics for k in ks}
         monitors = {"checkpoint.monitor": config.get("checkpoint.monitor")}

@@ -107,6 +107,7 @@ CASES = {
     "embedding-dim-huge": (["--model.embedding_dim=1000000000000"],
                            "model.embedding_dim must be in [1, 65536], got 1000000000000"),
     "lr-negative": (["--model.lr=-1"], "model.lr must be > 0, got -1.0"),
+    "abbreviated-option": (["--seed_ev=3"], "unrecognized arguments: --seed_ev=3"),  # would pass ablate's checks
     "lr-nan": (["--model.lr=.nan"], "model.lr must be > 0, got nan"),
     "max-epochs-negative": (["--trainer.max_epochs=-5"],
                             "trainer.max_epochs must be a non-negative integer or -1. You passed in -5."),
@@ -252,6 +253,33 @@ def test_a_config_file_that_is_not_text_is_named(tmp_path: Path) -> None:
     assert one_error(*run("fit", "--config", str(config))) == (
         f"error: {config}: byte 0xff at offset 7 is not UTF-8; a config file is YAML text"
     )
+
+
+EMPTY_MAPPINGS = {
+    "top-level": ("bogus: {}\n", "bogus"),
+    "in-a-section": ("trainer:\n  bogus: {}\n", "trainer.bogus"),
+    "in-a-component": ("model:\n  fusion:\n    class_path: ConcatFusion\n    init_args:\n      bogus: {}\n",
+                       "model.fusion.init_args.bogus"),
+    "in-a-list-item": ("model:\n  encoders:\n    - {class_path: UserItemGraph, init_args: {name: behavior, x: {}}}\n",
+                       "model.encoders[0].init_args.x"),
+}
+"""A second config file whose unknown key holds ``{}`` -> the key the error names."""
+
+
+@pytest.mark.parametrize("case", list(EMPTY_MAPPINGS))
+def test_an_unknown_key_holding_an_empty_mapping_is_refused(case: str, tiny: Path, tmp_path: Path) -> None:
+    """jsonargparse drops ``bogus: {}`` without a word where it refuses ``bogus: 1``; recplug refuses both."""
+    text, key = EMPTY_MAPPINGS[case]
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(text)
+    assert one_error(*run(*bundle_args(tiny, tmp_path), "--config", str(extra))) == (
+        f"error: {extra}: unknown key {key} (its empty mapping would have been ignored)")
+
+
+def test_a_known_key_holding_an_empty_mapping_is_taken(tiny: Path, tmp_path: Path) -> None:
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("model:\n  fusion:\n    class_path: SumFusion\n    init_args: {}\n")
+    assert run(*bundle_args(tiny, tmp_path), "--config", str(extra))[0] == 0
 
 
 # ------------------------------------------------------------------------------------------ the error boundary
