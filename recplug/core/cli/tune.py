@@ -866,8 +866,15 @@ def main(argv: list[str]) -> int:
     """``recplug tune ...`` (``argv`` excludes ``tune``). Returns 0, 1 if some trials failed or are missing,
     2 on a config error, 130 if interrupted."""
     settings = parse_settings(argv)
+    created = not settings.study_dir.exists()
     settings.study_dir.mkdir(parents=True, exist_ok=True)
-    study = open_study(settings, worker=0)
+    try:
+        study = open_study(settings, worker=0)
+    except RecplugError:
+        if created:  # a --storage that cannot be opened leaves no empty study folder behind
+            with contextlib.suppress(OSError):
+                settings.study_dir.rmdir()
+        raise
     check_spec(study, settings)
     with _locked(settings.study_dir):
         retried = fail_dead_trials(study)

@@ -284,6 +284,7 @@ def test_a_storage_that_cannot_be_opened_is_one_line(space: Path, run_in: Path, 
     assert main(tune_args(space, study, tiny_folder, 1, *options)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and __import__("re").search(message, err), err
+    assert study.exists() == (storage is None)  # a study folder the command created is not left behind
 
 
 # ---------------------------------------------------------------- a finished study
