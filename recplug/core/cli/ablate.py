@@ -250,10 +250,9 @@ def output_folder(text: str, option: str) -> Path:
     if not text.strip():
         raise ConfigError(f"{option}: an empty path; give a folder")
     path = Path(text)
+    check_can_create(path, option)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{option} {text}: a file, not a folder")
-    if not path.exists():
-        check_can_create(path, option)
     return path
 
 

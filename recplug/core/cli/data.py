@@ -130,8 +130,10 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from recplug.core.data.formats.mmrec import write_mmrec
+    from recplug.core.ops.io import check_can_create
 
     out = Path(args.out)
+    check_can_create(out, "output folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RecplugError(f"{out}: output folder exists and is not empty")
     if args.name is not None and (not args.name or any(c in args.name for c in "/\\\t\n")):

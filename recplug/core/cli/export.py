@@ -113,9 +113,9 @@ def export(args: Any) -> Path:
     from recplug.core.ops.io import atomic_folder, check_can_create
 
     out = Path(args.out)
+    check_can_create(out, "--out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: exists and is not an empty folder; remove it or give another")
-    check_can_create(out, "--out")
     search = index_search(args)
     ckpt = local_checkpoint(args.ckpt_path)
     rec = Recommender.from_checkpoint(ckpt, args.config, args.exclude)

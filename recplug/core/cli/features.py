@@ -44,7 +44,7 @@ from recplug.core.cli.boundary import CommandParser, report_errors
 from recplug.core.data.formats.mmrec import read_id_map
 from recplug.core.data.formats.text import csv_records, first_repeated, field_count_error, read_text
 from recplug.core.errors import ConfigError, DataError, RecplugError
-from recplug.core.ops.io import atomic_write
+from recplug.core.ops.io import atomic_write, check_can_create
 
 TextEncoder = Callable[[list[str]], np.ndarray]
 """Encodes a batch of texts to a ``float [len(texts), d]`` array."""
@@ -331,12 +331,14 @@ class FeatureResult:
 
 
 def _check_out(out: str | Path) -> Path:
-    """``out`` as a path, or :class:`ConfigError` when numpy would not write that exact name."""
+    """``out`` as a path, or :class:`ConfigError` when numpy would not write that exact name or the file cannot be
+    created there (checked before the items are encoded)."""
     out = Path(out)
     if out.suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(
             f"--out {out}: name a .npy (row i = item i) or .npz (keyed by raw id) file; numpy would write {out}.npy"
         )
+    check_can_create(out, "--out")
     return out
 
 

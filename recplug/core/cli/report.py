@@ -298,8 +298,7 @@ def make_report(run_dir: str | Path, out: str | Path | None = None, monitor: str
     test = {m[len("test/") :]: v for m, v in log.final.items() if m.startswith("test/")}
     report = Report(log, monitor, mode, best, val, test)
     folder = Path(out) if out is not None else run
-    if not folder.is_dir():
-        check_can_create(folder, "--out")
+    check_can_create(folder, "--out")
     folder.mkdir(parents=True, exist_ok=True)
     if log.group("train/"):
         report.files.append(plot_losses(log.group("train/"), folder / "losses.png"))

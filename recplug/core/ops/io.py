@@ -64,12 +64,21 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
 
 
 def check_can_create(path: str | Path, option: str) -> None:
-    """Refuse, naming ``option``, a new file or folder ``path`` that cannot be created: its nearest existing
-    ancestor is a file, or no folder can be made there (read-only, ``/proc``). Checked before a command's work,
-    which would otherwise end in the OS error of its first write."""
-    parent = Path(path).absolute().parent
-    while not parent.exists():
-        parent = parent.parent
+    """Refuse, naming ``option``, a file or folder ``path`` that does not exist and cannot be created: a name too
+    long for the file system, a symbolic link on the way that leads nowhere (a loop or a missing target), a
+    nearest existing ancestor that is a file, or one where no folder can be made (read-only, ``/proc``). Checked
+    before a command's work, which would otherwise end in the OS error of its first write."""
+    parent = Path(path).absolute()
+    try:
+        while not parent.exists():
+            if parent.is_symlink():
+                raise ConfigError(f"{option} {path}: cannot be created: {parent} is a symbolic link to "
+                                  f"{os.readlink(parent)}, which leads nowhere (a loop or a missing target)")
+            parent = parent.parent
+    except OSError as exc:  # a name longer than the file system allows
+        raise ConfigError(f"{option} {path}: cannot be created ({exc.strerror or exc})") from None
+    if parent == Path(path).absolute():
+        return  # it exists: the caller decides what an existing file or folder means
     if not parent.is_dir():
         raise ConfigError(f"{option} {path}: cannot be created: {parent} is a file, not a folder")
     try:

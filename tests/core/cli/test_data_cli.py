@@ -89,6 +89,8 @@ def test_convert_names_the_dataset_and_keeps_no_copy_in_the_cache(
         (["frobnicate"], "invalid choice"),
         (["stats", "TMP", "--format", "lightgcn"], "train.txt: train file not found"),
         (["convert", "x.csv", "out", "--feature", "image"], "--feature: expected MODALITY=FILE"),
+        (["convert", "x.csv", "x" * 300], "cannot be created (File name too long)"),
+        (["convert", "x.csv", "loop/sub"], "loop is a symbolic link to loop, which leads nowhere (a loop or a"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(
@@ -96,7 +98,8 @@ def test_errors_are_one_line_and_exit_2(
 ) -> None:
     if argv[0] == "convert":
         (tmp_path / "x.csv").write_text("user,item\n0,0\n")
-        argv = ["convert", str(tmp_path / "x.csv"), str(tmp_path / "out"), *argv[3:]]
+        (tmp_path / "loop").symlink_to("loop")
+        argv = ["convert", str(tmp_path / "x.csv"), str(tmp_path / argv[2]), *argv[3:]]
     argv = [str(tmp_path) if a == "TMP" else a for a in argv]
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""

@@ -177,6 +177,17 @@ def test_out_numpy_would_rename_is_refused_before_anything_is_encoded(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["items.tsv", "tiny"]
 
 
+def test_an_out_that_cannot_be_created_is_refused_before_anything_is_encoded(
+    folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: pytest.fail("encoder loaded"))
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
+    out = tmp_path / ("x" * 300) / "f.npy"
+    code = features.main(["text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
+                          "--dataset", str(folder), "--out", str(out)])
+    assert code == 2 and capsys.readouterr().err == f"error: --out {out}: cannot be created (File name too long)\n"
+
+
 def test_out_is_written_at_exactly_the_reported_path(folder: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: fake_encoder)
     table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])

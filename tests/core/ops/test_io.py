@@ -74,3 +74,12 @@ def test_check_can_create_names_the_option_and_what_is_in_the_way(tmp_path: Path
         check_can_create(tmp_path / "file" / "sub", "--out")
     with pytest.raises(ConfigError, match=r"^--out /proc/recplug-x: cannot be created in /proc \("):
         check_can_create("/proc/recplug-x", "--out")
+    with pytest.raises(ConfigError, match=r"^--out .*/x{300}/y: cannot be created \(File name too long\)$"):
+        check_can_create(tmp_path / ("x" * 300) / "y", "--out")
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    (tmp_path / "dangling").symlink_to("nowhere")
+    for link, target in (("a", "b"), ("dangling", "nowhere")):
+        with pytest.raises(ConfigError, match=rf"^--out .*/{link}/sub: cannot be created: .*/{link} is a symbolic "
+                                              rf"link to {target}, which leads nowhere \(a loop or a missing target\)$"):
+            check_can_create(tmp_path / link / "sub", "--out")
