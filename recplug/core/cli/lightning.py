@@ -20,7 +20,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
 from recplug.core.cli.boundary import debugging, print_error
 from recplug.core.cli.commands import COMMANDS
-from recplug.core.errors import ConfigError, InvalidArgument, RecplugError, check_number, one_line
+from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, RecplugError, check_number, one_line
 from recplug.core.ops.yaml_file import read_yaml, yaml_location
 
 
@@ -362,6 +362,13 @@ class RecplugCLI(LightningCLI):
             problem = (report.getvalue().splitlines() or ["invalid"])[0].removeprefix("error: ")
             raise ConfigError(f"ckpt_path {shown}: its hyper_parameters do not fit this config: {problem}") from None
         sys.stderr.write(report.getvalue())  # warnings, if any
+
+    def _set_seed(self) -> None:
+        """Lightning's seeding, with a seed numpy would refuse named by its key."""
+        seed = self._get(self.config, "seed_everything")
+        if not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"seed_everything must be true, false or in [0, {MAX_SEED}], got {seed}")
+        super()._set_seed()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with checkpoint loading routed through :class:`WeightsOnlyCheckpointIO`."""

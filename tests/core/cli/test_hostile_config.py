@@ -107,6 +107,7 @@ CASES = {
     "embedding-dim-huge": (["--model.embedding_dim=1000000000000"],
                            "model.embedding_dim must be in [1, 65536], got 1000000000000"),
     "lr-negative": (["--model.lr=-1"], "model.lr must be > 0, got -1.0"),
+    "seed-negative": (["--seed_everything=-1"], "seed_everything must be true, false or in [0, 4294967295], got -1"),
     "abbreviated-option": (["--seed_ev=3"], "unrecognized arguments: --seed_ev=3"),  # would pass ablate's checks
     "lr-nan": (["--model.lr=.nan"], "model.lr must be > 0, got nan"),
     "max-epochs-negative": (["--trainer.max_epochs=-5"],
@@ -283,20 +284,24 @@ def test_a_known_key_holding_an_empty_mapping_is_taken(tiny: Path, tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------------------ the error boundary
-def test_a_library_error_is_one_line_naming_where_it_was_raised(tiny: Path, tmp_path: Path) -> None:
-    code, err = run(*bundle_args(tiny, tmp_path), "--seed_everything=-1")
-    assert one_error(code, err) == (
-        "error: -1 is not in bounds, numpy accepts from 0 to 4294967295 (ValueError in lightning_fabric.utilities.seed)"
-    )
-    assert err[-1] == DEBUG_HINT
+def test_a_library_error_is_one_line_naming_where_it_was_raised(capsys) -> None:
+    from lightning_fabric.utilities.seed import seed_everything
+
+    assert report_errors(lambda: seed_everything(-1)) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: -1 is not in bounds, numpy accepts from 0 to 4294967295 (ValueError in lightning_fabric.utilities.seed)",
+        DEBUG_HINT,
+    ]
 
 
 def test_recplug_debug_re_raises_with_the_traceback(tiny: Path, tmp_path: Path, monkeypatch) -> None:
     from jsonargparse import ArgumentError
 
+    from lightning_fabric.utilities.seed import seed_everything
+
     monkeypatch.setenv("RECPLUG_DEBUG", "1")
     with pytest.raises(ValueError, match="is not in bounds"):
-        main(bundle_args(tiny, tmp_path) + ["--seed_everything=-1"])
+        report_errors(lambda: seed_everything(-1))
     with pytest.raises(ConfigError, match=r"model.embedding_dim must be in \[1, 65536\]"):
         main(bundle_args(tiny, tmp_path) + ["--model.embedding_dim=0"])
     with pytest.raises(ArgumentError, match="data.batch_size"):
