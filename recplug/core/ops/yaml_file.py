@@ -45,7 +45,8 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
 
 def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     """The content of the YAML file ``path``; a missing or unreadable file, bytes that are not UTF-8, a syntax
-    error or a repeated key is a :class:`ConfigError` naming the file (and line); ``what`` names the file's role."""
+    error, a repeated key or more than :data:`MAX_VALUES` values (an alias bomb) is a :class:`ConfigError` naming
+    the file (and line); ``what`` names the file's role."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: a folder, not a {what}")
@@ -61,6 +62,28 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
         raise ConfigError(f"{path}: byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8; a {what} "
                           "is YAML text") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        content = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise ConfigError(yaml_location(path, exc) or f"{path}: {one_line(exc)}") from exc
+    if _expanded_size(content, MAX_VALUES) > MAX_VALUES:
+        raise ConfigError(f"{path}: more than {MAX_VALUES:,} values once its aliases (*name) are expanded; a {what} "
+                          "this large is a mistake or an alias bomb")
+    return content
+
+
+MAX_VALUES = 100_000
+"""The most values (mappings, lists and scalars, aliases counted as often as they are used) a YAML file may hold."""
+
+
+def _expanded_size(content: Any, limit: int) -> int:
+    """The number of values in ``content``, counting a shared (aliased) value at each use; stops past ``limit``."""
+    count, stack = 0, [content]
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
