@@ -325,6 +325,10 @@ def preflight(args: list[str], where: str) -> set[str]:
     if cli.trainer.max_epochs == 0:
         raise ConfigError(f"{where}: trainer.max_epochs is 0: a run would train and validate nothing")
     evaluation = cli.model.evaluation
+    try:
+        evaluation.check_cutoffs(cli.model.num_items)  # as at the start of fit, which the preflight does not reach
+    except RecplugError as exc:
+        raise ConfigError(f"{where}: {one_line(exc)}") from None
     return {f"{split}/{metric}@{k}" for split in ("val", "test") for metric in evaluation.metrics
             for k in evaluation.ks}
 

@@ -262,6 +262,9 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
     ("", ["--", "--config", str(ROOT / "configs" / "lightgcn.yaml")], r"--config cannot be passed to the runs"),
     ("", ["--", "--trainer.max_steps", "many"], r"--config with the common overrides and those after `--`: "
                                                 r"trainer.max_steps"),
+    ("", ["--", "--eval.ks=[100000]", "--checkpoint.monitor=val/recall@100000", "--trainer.callbacks=[]"],
+     r"--config with the common overrides and those after `--`: eval.ks must be in \[1, \d+\] \(the number of "
+     r"items\), got 100000"),
     ("", ["--seeds", "-1"], r"argument --seeds: must be in \[0, 4294967295\], got -1"),
     ("", ["--max-epochs", "-2"], r"argument --max-epochs: must be >= 1, got -2"),
     ("", ["--variants", str(ROOT / "configs")], r"argument --variants: .*configs: a folder, not a variants file"),
@@ -270,7 +273,8 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
     ("", ["--out", str(ROOT / "configs" / "mf.yaml")], r"--out .*mf.yaml: a file, not a folder"),
     ("", ["--metrics", "val/recal@20"], r"--metrics \['val/recal@20'\]: no run logs them; choose from \['test/hit@10'"),
 ], ids=["unknown-key", "unknown-plugin", "seed", "data-seed", "root-dir", "logger", "epochs-twice", "seed-override",
-        "epochs-override", "help", "print-config", "config", "override-the-cli-refuses", "negative-seed",
+        "epochs-override", "help", "print-config", "config", "override-the-cli-refuses", "k-beyond-the-catalogue",
+        "negative-seed",
         "negative-epochs", "variants-is-a-folder", "config-is-a-folder", "missing-against", "out-is-a-file",
         "unknown-metric"])
 def test_bad_input_is_refused_before_any_run(mf_ablation, capsys, variants, options, message) -> None:
