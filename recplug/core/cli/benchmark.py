@@ -246,6 +246,14 @@ def _common(entry: Entry, dataset: str, args: Any) -> list[str]:
     return [f"--data.path={dataset}", *entry.overrides, *shortcut]
 
 
+def entry_extra(entry: Entry, extra: list[str]) -> list[str]:
+    """The overrides after ``--`` as ``entry``'s runs take them: a GRMF-X reference's own size is repeated after
+    them when they set ``model.embedding_dim`` (which would otherwise resize every reference to that one value)."""
+    sets_size = any(ablate.reserved_clash(token.split("=", 1)[0][2:], {"model.embedding_dim": ""}) is not None
+                    for token in extra if token.startswith("--"))
+    return [*extra, *entry.overrides] if entry.reference and sets_size else extra
+
+
 def tune_entry(entry: Entry, dataset: str, study: Path, args: Any, extra: list[str]) -> tuple[str, int]:
     """The config the seeds train after ``--trials`` of tuning on validation (``best.yaml``), and the trials."""
     from recplug.core.cli import tune
@@ -254,7 +262,7 @@ def tune_entry(entry: Entry, dataset: str, study: Path, args: Any, extra: list[s
     argv = ["--config", entry.config, "--space", str(space), "--trials", str(args.trials), "--study", str(study)]
     argv += ["--timeout", str(args.tune_timeout)] if args.tune_timeout is not None else []
     argv += ["--no-plot"] if args.no_plot else []
-    argv += ["--", f"--data.path={dataset}", *entry.overrides, *extra]
+    argv += ["--", f"--data.path={dataset}", *entry.overrides, *entry_extra(entry, extra)]
     if args.max_epochs is not None:
         argv.append(f"--trainer.max_epochs={args.max_epochs}")
     print(f"recplug benchmark: tuning {entry.name} on {dataset} ({args.trials} trials, study {study})", flush=True)
@@ -279,7 +287,7 @@ def run_entries(entries: list[Entry], dataset: str, args: Any, extra: list[str],
         elif args.trials and not (args.dry_run or args.report_only):
             config, trials = tune_entry(entry, dataset, out / "tune" / entry.name, args, extra)
         runs = ablate.plan([config], [ablate.Variant(entry.name, {})], args.seeds, out, _common(entry, dataset, args),
-                           extra)
+                           entry_extra(entry, extra))
         rows.append(Row(entry, [], [], trials))
         plans.append(runs)
     ordered = [run for seed_runs in zip(*plans) for run in seed_runs]

@@ -152,6 +152,17 @@ def test_ctrl_c_while_tuning_is_one_line_and_exit_130(tmp_path, capsys, monkeypa
     assert printed.err == ""
 
 
+def test_an_embedding_dim_after_the_dashes_leaves_the_grmfx_references_their_sizes():
+    """``-- --model.embedding_dim 32`` resizes the bundles; each MF-X reference still trains at its own X."""
+    reference = benchmark.Entry("mf-128", "configs/mf.yaml", ("--model.embedding_dim=128",), True, True)
+    bundle = benchmark.Entry("vbpr", "configs/vbpr.yaml")
+    for extra in (["--model.embedding_dim", "32"], ["--model={embedding_dim: 32}"]):
+        assert benchmark.entry_extra(reference, extra) == [*extra, "--model.embedding_dim=128"]
+        assert benchmark.entry_extra(bundle, extra) == extra
+    other = ["--trainer.max_epochs=3"]  # unchanged: runs finished earlier keep their spec
+    assert benchmark.entry_extra(reference, other) == other
+
+
 def _finished_run(tmp_path: Path) -> ablate.Run:
     """A run whose result.json is complete, with its per_user.npz."""
     run = ablate.Run(ablate.Variant("mf", {}), 0, tmp_path / "runs" / "mf" / "seed0", ["fit"], "s" * 64)
