@@ -53,6 +53,10 @@ _LAZY: dict[str, str] = {
     "check_number": "recplug.core.errors",
     "check_layers": "recplug.core.errors",
     "check_probability": "recplug.core.errors",
+    "check_count": "recplug.core.errors",
+    "check_flag": "recplug.core.errors",
+    "check_name": "recplug.core.errors",
+    "check_weights": "recplug.core.errors",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]
@@ -77,8 +81,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from recplug.core.data.resolve import load_dataset
     from recplug.core.eval.evaluator import RankingEvaluation
     from recplug.core.errors import (
-        CardinalityError, ConfigError, DataError, InvalidArgument, PluginError, RecplugError, check_layers,
-        check_number, check_probability,
+        CardinalityError, ConfigError, DataError, InvalidArgument, PluginError, RecplugError, check_count, check_flag,
+        check_layers, check_name, check_number, check_probability, check_weights,
     )
     from recplug.core.model.checkpoint import CheckpointError
     from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent

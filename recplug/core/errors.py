@@ -4,6 +4,7 @@ config key or plugin at fault; the CLI prints it as ``error: <message>`` without
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 
 def one_line(message: object, limit: int | None = None) -> str:
@@ -61,14 +62,14 @@ class InvalidArgument(ConfigError):
 
 def check_number(
     owner: object, argument: str, value: float, low: float | None = None, high: float | None = None,
-    *, low_open: bool = False, high_open: bool = False, bounds: str = "",
+    *, low_open: bool = False, high_open: bool = False, bounds: str = "", integer: bool = False,
 ) -> None:
     """Raise :class:`InvalidArgument` unless ``value`` is a finite number in the interval from ``low`` to ``high``
     (closed unless ``low_open``/``high_open``; ``None``: unbounded; ``bounds`` says where they come from, e.g.
-    ``"the number of items"``). NaN and infinities always fail."""
-    finite = not isinstance(value, bool) and (
-        isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
-    )
+    ``"the number of items"``). NaN and infinities always fail, and so does a bool; with ``integer``, so does
+    any float (``2.5`` or ``2.0``: a count or size handed to torch must be an ``int``)."""
+    whole = isinstance(value, Integral) and not isinstance(value, bool)
+    finite = whole or (not integer and isinstance(value, float) and math.isfinite(value))
     above = low is None or (finite and (value > low if low_open else value >= low))
     below = high is None or (finite and (value < high if high_open else value <= high))
     if finite and above and below:
@@ -81,6 +82,8 @@ def check_number(
         rule = f"{'<' if high_open else '<='} {high}"
     else:
         rule = "a finite number"
+    if integer and not whole:
+        rule = "an integer" if rule == "a finite number" else f"an integer {rule}"
     raise InvalidArgument(owner, argument, value, f"{rule} ({bounds})" if bounds else rule)
 
 
@@ -98,9 +101,41 @@ MAX_LAYERS = 100
 typo like ``num_layers: 1000000`` would exhaust memory or hang instead of failing; published models use <= 10."""
 
 
+MAX_COUNT = 100_000
+"""Most neighbours per item (``k``, ``num_neighbors``) or negatives per positive (``num_negatives``) any component
+accepts: each one is a row of indices and embeddings per item or per triple of a batch, so a typo like
+``num_negatives: 1e8`` would exhaust memory instead of failing. Published models use far fewer (kNN graphs
+10-20 neighbours; UltraGCN at most 1500 negatives), so this is generous."""
+
+
 def check_layers(owner: object, argument: str, value: int) -> None:
-    """A layer or recursion count: in ``[0, MAX_LAYERS]``."""
-    check_number(owner, argument, value, 0, MAX_LAYERS)
+    """A layer or recursion count: an integer in ``[0, MAX_LAYERS]``."""
+    check_number(owner, argument, value, 0, MAX_LAYERS, integer=True)
+
+
+def check_count(owner: object, argument: str, value: int) -> None:
+    """A neighbour or negative count: an integer in ``[1, MAX_COUNT]``."""
+    check_number(owner, argument, value, 1, MAX_COUNT, integer=True)
+
+
+def check_flag(owner: object, argument: str, value: bool) -> None:
+    """A switch: ``True`` or ``False`` (a string like ``"false"`` or a number would be read as one silently)."""
+    if not isinstance(value, bool):
+        raise InvalidArgument(owner, argument, value, "true or false")
+
+
+def check_name(owner: object, argument: str, value: str) -> None:
+    """A name (of a logged term, a view): a non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument(owner, argument, value, "a non-empty string")
+
+
+def check_weights(owner: object, argument: str, value: dict[str, float]) -> None:
+    """A ``{modality: weight}`` mapping with at least one entry, each weight a finite number ``>= 0``."""
+    if not isinstance(value, dict) or not value or not all(isinstance(key, str) and key for key in value):
+        raise InvalidArgument(owner, argument, value, "a {modality: weight} mapping with at least one entry")
+    for modality, weight in value.items():
+        check_number(owner, f"{argument}.{modality}", weight, 0)
 
 
 def check_probability(owner: object, argument: str, value: float) -> None:

@@ -3,11 +3,15 @@ gradient to every parameter, and a restored copy that reproduces the trained mod
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import torch
 
+from recplug.core.cli.main import main
+from recplug.core.errors import MAX_COUNT, MAX_EMBEDDING_DIM, MAX_LAYERS, InvalidArgument
 from recplug.core.model.components import RecComponent
 from recplug.plugins.combine import ConcatCombiner, SumCombiner
 from recplug.plugins.embedding import ContentView, IdEmbedding
@@ -85,3 +89,103 @@ def test_check_component_catches_state_a_resume_would_lose(tiny_data) -> None:
 
     with pytest.raises(AssertionError, match="state lost on resume"):
         check_component(Amnesic(), tiny_data)
+
+
+BAD_ARGUMENTS: dict[str, tuple[Callable[[], RecComponent], str]] = {
+    "modalities-int": (lambda: ConcatFusion(modalities=0), "ConcatFusion: modalities must be a list of modality names, "
+                                                           "got 0"),
+    "trainable-text": (lambda: SumFusion(trainable_features="abc"),
+                       "SumFusion: trainable_features must be true or false, got 'abc'"),
+    "view-name-empty": (lambda: UserItemGraph(name=""), "UserItemGraph: name must be a non-empty string, got ''"),
+    "k-float": (lambda: ItemItemGraph(k=2.5), "ItemItemGraph: k must be an integer in [1, 100000], got 2.5"),
+    "k-huge": (lambda: ItemItemGraph(k=10**12), "ItemItemGraph: k must be in [1, 100000], got 1000000000000"),
+    "layers-float": (lambda: UserItemGraph(num_layers=2.5),
+                     "UserItemGraph: num_layers must be an integer in [0, 100], got 2.5"),
+    "layers-bool": (lambda: UserItemGraph(num_layers=True),
+                    "UserItemGraph: num_layers must be an integer in [0, 100], got True"),
+    "ngcf-layers-float": (lambda: NGCFGraph(num_layers=2.5),
+                          "NGCFGraph: num_layers must be an integer in [0, 100], got 2.5"),
+    "item-layers-float": (lambda: ItemItemGraph(num_layers=1.0),
+                          "ItemItemGraph: num_layers must be an integer in [0, 100], got 1.0"),
+    "rebuild-every-float": (lambda: ItemItemGraph(rebuild_every=1.5),
+                            "ItemItemGraph: rebuild_every must be an integer >= 1, got 1.5"),
+    "recursions-float": (lambda: RCAFusion(num_recursions=2.5),
+                         "RCAFusion: num_recursions must be an integer in [0, 100], got 2.5"),
+    "joint-dim-float": (lambda: RCAFusion(joint_dim=2.5),
+                        "RCAFusion: joint_dim must be an integer in [1, 65536], got 2.5"),
+    "joint-dim-huge": (lambda: RCAFusion(joint_dim=10**13),
+                       "RCAFusion: joint_dim must be in [1, 65536], got 10000000000000"),
+    "heads-float": (lambda: TokenAttentionFusion(num_heads=2.0),
+                    "TokenAttentionFusion: num_heads must be an integer in [1, 65536], got 2.0"),
+    "negatives-float": (lambda: UltraGCNLoss(num_negatives=2.5),
+                        "UltraGCNLoss: num_negatives must be an integer in [1, 100000], got 2.5"),
+    "negatives-huge": (lambda: UltraGCNLoss(num_negatives=10**8),
+                       "UltraGCNLoss: num_negatives must be in [1, 100000], got 100000000"),
+    "neighbors-float": (lambda: UltraGCNLoss(num_neighbors=2.5),
+                        "UltraGCNLoss: num_neighbors must be an integer in [1, 100000], got 2.5"),
+    "neighbors-huge": (lambda: UltraGCNLoss(num_neighbors=10**12),
+                       "UltraGCNLoss: num_neighbors must be in [1, 100000], got 1000000000000"),
+    "sum-weights-number": (lambda: SumFusion(weights=1),
+                           "SumFusion: weights must be a {modality: weight} mapping with at least one entry, got 1"),
+    "sum-weights-nan": (lambda: SumFusion(weights={"image": math.nan}),
+                        "SumFusion: weights.image must be >= 0, got nan"),
+    "item-weights-list": (lambda: ItemItemGraph(weights=[1]), "ItemItemGraph: weights must be a {modality: weight} "
+                                                               "mapping with at least one entry, got [1]"),
+    "item-weights-empty": (lambda: ItemItemGraph(weights={}), "ItemItemGraph: weights must be a {modality: weight} "
+                                                              "mapping with at least one entry, got {}"),
+    "shared-weights-string": (lambda: RCAFusion(shared_weights="abc"),
+                              "RCAFusion: shared_weights must be true or false, got 'abc'"),
+    "profiles-string": (lambda: ItemItemGraph(user_profiles="false"),
+                        "ItemItemGraph: user_profiles must be true or false, got 'false'"),
+    "leave-out-int": (lambda: ItemItemGraph(profile_leave_out=1),
+                      "ItemItemGraph: profile_leave_out must be true or false, got 1"),
+    "infonce-users-none": (lambda: InfoNCELoss(users=None), "InfoNCELoss: users must be true or false, got None"),
+    "infonce-no-term": (lambda: InfoNCELoss(users=False, items=False),
+                        "InfoNCELoss: users must be true when items is false (else the loss has no term), got False"),
+    "infonce-name-none": (lambda: InfoNCELoss(name=None), "InfoNCELoss: name must be a non-empty string, got None"),
+    "l2-name-list": (lambda: L2Regularization(name=[1]), "L2Regularization: name must be a non-empty string, got [1]"),
+    "content-bpr-name-empty": (lambda: ContentBPRLoss(name=""),
+                               "ContentBPRLoss: name must be a non-empty string, got ''"),
+    "ultragcn-name-dict": (lambda: UltraGCNLoss(name={"x": 1}),
+                           "UltraGCNLoss: name must be a non-empty string, got {'x': 1}"),
+}
+"""Constructor calls from Python with a wrong type or a size beyond its cap -> the one-line error naming the
+argument (torch's TypeError, an AttributeError, a term logged as ``None_users`` or an allocation of terabytes
+before)."""
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
+def test_a_bad_constructor_argument_is_one_line_naming_it(case: str) -> None:
+    make, expected = BAD_ARGUMENTS[case]
+    with pytest.raises(InvalidArgument) as info:
+        make()
+    assert str(info.value) == expected
+
+
+def test_the_caps_themselves_are_accepted() -> None:
+    ItemItemGraph(k=MAX_COUNT, num_layers=MAX_LAYERS)
+    RCAFusion(num_recursions=MAX_LAYERS, joint_dim=MAX_EMBEDDING_DIM)
+    UltraGCNLoss(num_negatives=MAX_COUNT, num_neighbors=MAX_COUNT)
+
+
+HUGE_FROM_THE_CLI = {
+    "joint-dim": ("--model.fusion={class_path: RCAFusion, init_args: {joint_dim: 10000000000000}}",
+                  "model.fusion.init_args.joint_dim must be in [1, 65536], got 10000000000000 (RCAFusion)"),
+    "num-negatives": ("--model.aux_losses=[{class_path: UltraGCNLoss, init_args: {num_negatives: 100000000}}]",
+                      "model.aux_losses[0].init_args.num_negatives must be in [1, 100000], got 100000000 "
+                      "(UltraGCNLoss)"),
+}
+
+
+@pytest.mark.parametrize("case", list(HUGE_FROM_THE_CLI))
+def test_a_huge_size_from_the_cli_names_its_key_not_an_allocation(
+    case: str, tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    option, expected = HUGE_FROM_THE_CLI[case]
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "mf.yaml")
+    argv = ["fit", "--config", config, "--data.path", str(tiny_folder), "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}", option]
+    assert main(argv) == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")] == [
+        f"error: {expected}"
+    ]

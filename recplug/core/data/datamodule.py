@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from recplug.core.errors import MAX_SEED, ConfigError, check_number
+from recplug.core.errors import MAX_SEED, check_flag, check_number
 from recplug.core.data.registry import DEFAULT_DATASET
-from recplug.core.data.resolve import load_dataset
+from recplug.core.data.resolve import check_load_arguments, load_dataset
 from recplug.core.data.sampler import BPRTrainSet, DrawnAhead, Positives, Triples, check_positives
 
 
@@ -85,15 +85,13 @@ class RecDataModule(pl.LightningDataModule):
         cold_negatives: bool = True,
     ) -> None:
         super().__init__()
-        if not str(path).strip():
-            raise ConfigError("data.path is empty; give a dataset folder, a raw log, a registered name or 'default'")
+        check_load_arguments("data", path, feature_files, format, valid_ratio, split_seed, cache_dir, cold_items,
+                             cold_seed)
         check_positives(positives, "data.positives")
-        check_number("data", "batch_size", batch_size, 1)
-        check_number("data", "eval_batch_size", eval_batch_size, 1)
-        check_number("data", "valid_ratio", valid_ratio, 0, 1, high_open=True)
-        check_number("data", "cold_items", cold_items, 0, 1, high_open=True)
-        for key, value in (("seed", seed), ("split_seed", split_seed), ("cold_seed", cold_seed)):
-            check_number("data", key, value, 0, MAX_SEED)
+        check_number("data", "batch_size", batch_size, 1, integer=True)
+        check_number("data", "eval_batch_size", eval_batch_size, 1, integer=True)
+        check_number("data", "seed", seed, 0, MAX_SEED, integer=True)
+        check_flag("data", "cold_negatives", cold_negatives)
         self.path, self.feature_files = path, feature_files
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.positives, self.cold_negatives = positives, cold_negatives

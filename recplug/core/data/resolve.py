@@ -22,10 +22,38 @@ from recplug.core.data.formats.lightgcn import LIGHTGCN_FILES, read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 from recplug.core.data.formats.raw import RawOptions, process_raw
 from recplug.core.data.formats.text import QUOTE_LIMIT
-from recplug.core.errors import ConfigError, one_line
+from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, check_number, one_line
 from recplug.core.ops.io import atomic_write
 
 FORMATS = ("auto", "mmrec", "lightgcn", "raw")
+
+DATASET_PATH = "a dataset folder, a raw log, a registered name or 'default'"
+"""What a dataset ``path`` may be, as error messages say it."""
+
+
+def check_load_arguments(
+    owner: str, path: object, feature_files: object, format: object, valid_ratio: float, split_seed: int,
+    cache_dir: object, cold_items: float, cold_seed: int,
+) -> None:
+    """Refuse an argument :func:`load_dataset` cannot use, naming it ``<owner>.<argument>`` (``owner`` is
+    ``"data"`` for :class:`~recplug.core.data.datamodule.RecDataModule`, ``"load_dataset"`` for the function)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidArgument(owner, "path", path, DATASET_PATH)
+    if not str(path).strip():
+        raise ConfigError(f"{owner}.path is empty; give {DATASET_PATH}")
+    if feature_files is not None and not (isinstance(feature_files, dict) and all(
+        isinstance(modality, str) and modality and isinstance(name, (str, os.PathLike)) and str(name).strip()
+        for modality, name in feature_files.items()
+    )):
+        raise InvalidArgument(owner, "feature_files", feature_files, "a {modality: file name} mapping")
+    if format not in FORMATS:
+        raise InvalidArgument(owner, "format", format, f"one of {', '.join(FORMATS)}")
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise InvalidArgument(owner, "cache_dir", cache_dir, "a folder")
+    check_number(owner, "valid_ratio", valid_ratio, 0, 1, high_open=True)
+    check_number(owner, "cold_items", cold_items, 0, 1, high_open=True)
+    for argument, seed in (("split_seed", split_seed), ("cold_seed", cold_seed)):
+        check_number(owner, argument, seed, 0, MAX_SEED, integer=True)
 
 
 def carve_validation(data: InteractionData, ratio: float, seed: int = 0) -> InteractionData:
@@ -141,8 +169,8 @@ def load_dataset(
     With ``valid_ratio > 0`` a validation split is carved from train (:func:`carve_validation`); then, with
     ``cold_items > 0``, that share of the items is held out of training (:func:`hold_out_items`, seed ``cold_seed``).
     """
-    if format not in FORMATS:
-        raise ConfigError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    check_load_arguments("load_dataset", path, feature_files, format, valid_ratio, split_seed, cache_dir, cold_items,
+                         cold_seed)
     if str(path) == registry.DEFAULT_DATASET:
         from recplug.datasets import default_path
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from recplug.core.errors import ConfigError, InvalidArgument, check_number
+from recplug.core.errors import ConfigError, InvalidArgument, check_flag, check_name, check_number
 from recplug.core.data.dataset import InteractionData
 from recplug.core.model.types import BPRBatch, GraphView, ModelOutput, NodePlan, SampledBatch
 from recplug.core.ops.sampling import gather_rows
@@ -99,6 +99,11 @@ class FusionModule(RecComponent):
 
     def __init__(self, trainable_features: bool = False, modalities: list[str] | None = None) -> None:
         super().__init__()
+        check_flag(self, "trainable_features", trainable_features)
+        if modalities is not None and not (
+            isinstance(modalities, (list, tuple)) and all(isinstance(m, str) and m for m in modalities)
+        ):
+            raise InvalidArgument(self, "modalities", modalities, "a list of modality names")
         self.trainable_features = trainable_features
         self.modalities = list(modalities) if modalities is not None else None
         self.feature_dims: dict[str, int] = {}
@@ -184,6 +189,7 @@ class GraphEncoder(RecComponent):
 
     def __init__(self, name: str) -> None:
         super().__init__()
+        check_name(self, "name", name)
         self.view_name = name
 
     @abstractmethod

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from recplug.core.model.components import FusionModule
-from recplug.core.errors import check_layers, check_number, check_probability
+from recplug.core.errors import MAX_EMBEDDING_DIM, check_flag, check_layers, check_number, check_probability
 
 
 class RCALayer(nn.Module):
@@ -76,8 +76,9 @@ class RCAFusion(FusionModule):
         super().__init__(trainable_features, modalities)
         check_layers(self, "num_recursions", num_recursions)
         if joint_dim is not None:
-            check_number(self, "joint_dim", joint_dim, 1)
+            check_number(self, "joint_dim", joint_dim, 1, MAX_EMBEDDING_DIM, integer=True)
         check_probability(self, "dropout", dropout)
+        check_flag(self, "shared_weights", shared_weights)
         self.num_recursions, self.joint_dim = num_recursions, joint_dim
         self.dropout, self.shared_weights = dropout, shared_weights
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from recplug.core.model.components import FusionModule
-from recplug.core.errors import ConfigError, check_number
+from recplug.core.errors import ConfigError, check_weights
 
 
 class SumFusion(FusionModule):
@@ -25,8 +25,8 @@ class SumFusion(FusionModule):
         weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__(trainable_features, modalities)
-        for modality, weight in (weights or {}).items():
-            check_number(self, f"weights.{modality}", weight, 0)
+        if weights is not None:
+            check_weights(self, "weights", weights)
         self.weights = dict(weights) if weights is not None else None
 
     def build(self, feature_dims: dict[str, int], embedding_dim: int) -> None:

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from recplug.core.model.components import FusionModule
-from recplug.core.errors import InvalidArgument, check_number, check_probability
+from recplug.core.errors import MAX_EMBEDDING_DIM, InvalidArgument, check_number, check_probability
 
 
 class TokenAttentionFusion(FusionModule):
@@ -37,7 +37,7 @@ class TokenAttentionFusion(FusionModule):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(trainable_features, modalities)
-        check_number(self, "num_heads", num_heads, 1)
+        check_number(self, "num_heads", num_heads, 1, MAX_EMBEDDING_DIM, integer=True)  # divides the width
         check_probability(self, "dropout", dropout)
         self.num_heads, self.dropout = num_heads, dropout
 

@@ -11,7 +11,9 @@ from torch import Tensor
 
 from recplug.core.model.components import GraphEncoder
 from recplug.core.data.dataset import InteractionData
-from recplug.core.errors import ConfigError, InvalidArgument, check_layers, check_number
+from recplug.core.errors import (
+    ConfigError, InvalidArgument, check_count, check_flag, check_layers, check_number, check_weights,
+)
 from recplug.core.ops.knn import cached_knn_coo, knn_coo, knn_rows_and_values
 from recplug.core.ops.sampling import NeighbourSampler
 from recplug.core.ops.sparse import SparseOperator, check_backend, distinct_pairs, row_normalized
@@ -93,7 +95,7 @@ class ItemItemGraph(GraphEncoder):
         backend: str = "torch",
     ) -> None:
         super().__init__(name)
-        check_number(self, "k", k, 1)
+        check_count(self, "k", k)
         check_layers(self, "num_layers", num_layers)
         chosen = {"source": source, "learned_from": learned_from, "profile_from": profile_from,
                   "profile_norm": profile_norm}
@@ -101,11 +103,11 @@ class ItemItemGraph(GraphEncoder):
             if value not in CHOICES[argument]:
                 raise InvalidArgument(self, argument, value, " or ".join(map(repr, CHOICES[argument])))
         check_number(self, "learned_weight", learned_weight, 0, 1)
-        check_number(self, "rebuild_every", rebuild_every, 1)
-        if weights is not None and not weights:
-            raise InvalidArgument(self, "weights", weights, "a {modality: weight} mapping with at least one entry")
-        for modality, weight in (weights or {}).items():
-            check_number(self, f"weights.{modality}", weight, 0)
+        check_number(self, "rebuild_every", rebuild_every, 1, integer=True)
+        if weights is not None:
+            check_weights(self, "weights", weights)
+        for argument, flag in (("user_profiles", user_profiles), ("profile_leave_out", profile_leave_out)):
+            check_flag(self, argument, flag)
         self.k, self.source, self.num_layers = k, source, num_layers
         self.weights = dict(weights) if weights is not None else None
         self.user_profiles, self.profile_from, self.profile_norm = user_profiles, profile_from, profile_norm

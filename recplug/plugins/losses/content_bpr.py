@@ -6,7 +6,7 @@ from torch import Tensor
 
 from recplug.core.model.components import AuxLoss
 from recplug.core.model.losses import bpr_loss
-from recplug.core.errors import ConfigError
+from recplug.core.errors import ConfigError, check_name
 from recplug.core.model.types import BPRBatch, ModelOutput
 
 
@@ -24,6 +24,7 @@ class ContentBPRLoss(AuxLoss):
 
     def __init__(self, view: str = "behavior", weight: float = 1e-4, name: str = "content_bpr") -> None:
         super().__init__(weight)
+        check_name(self, "name", name)
         self.view, self.name = view, name
 
     def recplug_check(self, views: list[str], has_content: bool) -> None:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recplug.core.model.components import AuxLoss
-from recplug.core.errors import check_number
+from recplug.core.errors import InvalidArgument, check_flag, check_name, check_number
 from recplug.core.model.types import BPRBatch, ModelOutput
 
 
@@ -47,6 +47,11 @@ class InfoNCELoss(AuxLoss):
     ) -> None:
         super().__init__(weight)
         check_number(self, "temperature", temperature, 0, low_open=True)
+        check_flag(self, "users", users)
+        check_flag(self, "items", items)
+        if not (users or items):
+            raise InvalidArgument(self, "users", users, "true when items is false (else the loss has no term)")
+        check_name(self, "name", name)
         self.view_a, self.view_b, self.temperature = view_a, view_b, temperature
         self.users, self.items, self.name = users, items, name
 

@@ -7,7 +7,7 @@ from typing import Literal
 from torch import Tensor
 
 from recplug.core.model.components import AuxLoss
-from recplug.core.errors import ConfigError
+from recplug.core.errors import ConfigError, check_name
 from recplug.core.model.types import BPRBatch, ModelOutput
 
 
@@ -29,6 +29,7 @@ class L2Regularization(AuxLoss):
         super().__init__(weight)
         if embeddings not in ("ego", "final"):
             raise ConfigError(f"L2Regularization: embeddings must be 'ego' or 'final', got {embeddings!r}")
+        check_name(self, "name", name)
         self.embeddings, self.name = embeddings, name
 
     def sampling_refusal(self) -> None:

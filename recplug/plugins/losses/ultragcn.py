@@ -10,7 +10,7 @@ from torch import Tensor
 
 from recplug.core.model.components import AuxLoss
 from recplug.core.data.dataset import InteractionData
-from recplug.core.errors import check_number
+from recplug.core.errors import check_count, check_name, check_number
 from recplug.core.ops.sparse import distinct_pairs
 from recplug.core.model.types import BPRBatch, ModelOutput
 
@@ -106,8 +106,9 @@ class UltraGCNLoss(AuxLoss):
         name: str = "ultragcn",
     ) -> None:
         super().__init__(weight)
-        check_number(self, "num_negatives", num_negatives, 1)
-        check_number(self, "num_neighbors", num_neighbors, 1)
+        check_count(self, "num_negatives", num_negatives)
+        check_count(self, "num_neighbors", num_neighbors)
+        check_name(self, "name", name)
         for argument, value in (("negative_weight", negative_weight), ("w1", w1), ("w2", w2), ("w3", w3),
                                 ("w4", w4), ("item_weight", item_weight), ("norm_weight", norm_weight)):
             check_number(self, argument, value, 0)

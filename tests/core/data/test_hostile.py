@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from recplug.core.data.datamodule import RecDataModule
 from recplug.core.data.dataset import InteractionData
-from recplug.core.errors import DataError
+from recplug.core.errors import ConfigError, DataError
 from recplug.core.data.formats.features import load_features, read_keyed_features
 from recplug.core.data.formats.lightgcn import read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
@@ -336,6 +338,54 @@ def test_bad_keyed_feature_matrices_are_refused(tmp_path, case: str) -> None:
 def test_directory_of_nothing_is_refused(tmp_path) -> None:
     with pytest.raises(DataError, match=str(tmp_path)):
         load_dataset(tmp_path)
+
+
+PATH_RULE = "a dataset folder, a raw log, a registered name or 'default'"
+BAD_LOAD_ARGUMENTS = {
+    "path-none": ({"path": None}, f"path must be {PATH_RULE}, got None"),
+    "path-empty": ({"path": " "}, f"path is empty; give {PATH_RULE}"),
+    "feature-files-string": ({"feature_files": "image_feat.npy"},
+                             "feature_files must be a {modality: file name} mapping, got 'image_feat.npy'"),
+    "feature-files-list": ({"feature_files": ["image_feat.npy"]},
+                           "feature_files must be a {modality: file name} mapping, got ['image_feat.npy']"),
+    "format": ({"format": "csv"}, "format must be one of auto, mmrec, lightgcn, raw, got 'csv'"),
+    "cache-dir-number": ({"cache_dir": 5}, "cache_dir must be a folder, got 5"),
+    "valid-ratio-nan": ({"valid_ratio": math.nan}, "valid_ratio must be in [0, 1), got nan"),
+    "valid-ratio-negative": ({"valid_ratio": -0.1}, "valid_ratio must be in [0, 1), got -0.1"),
+    "valid-ratio-one": ({"valid_ratio": 1.0}, "valid_ratio must be in [0, 1), got 1.0"),
+    "valid-ratio-text": ({"valid_ratio": "0.1"}, "valid_ratio must be in [0, 1), got '0.1'"),
+    "cold-items-nan": ({"cold_items": math.nan}, "cold_items must be in [0, 1), got nan"),
+    "split-seed-float": ({"split_seed": 2.5}, "split_seed must be an integer in [0, 4294967295], got 2.5"),
+    "cold-seed-negative": ({"cold_seed": -1}, "cold_seed must be in [0, 4294967295], got -1"),
+}
+"""``load_dataset``/``RecDataModule`` arguments that were ignored (NaN, negative ratios), or failed deep inside
+pathlib or the feature reader -> the message after ``<owner>.``."""
+
+
+@pytest.mark.parametrize("case", list(BAD_LOAD_ARGUMENTS))
+def test_a_bad_load_argument_is_refused_naming_it(case: str, tiny_folder: Path) -> None:
+    arguments, expected = BAD_LOAD_ARGUMENTS[case]
+    arguments = {"path": tiny_folder, **arguments}
+    for owner, load in (("load_dataset", load_dataset), ("data", RecDataModule)):
+        with pytest.raises(ConfigError) as info:
+            load(**arguments)
+        assert str(info.value) == f"{owner}.{expected}"
+
+
+BAD_DATAMODULE_ARGUMENTS = {
+    "batch-size-float": ({"batch_size": 2.5}, "data.batch_size must be an integer >= 1, got 2.5"),
+    "eval-batch-size-bool": ({"eval_batch_size": True}, "data.eval_batch_size must be an integer >= 1, got True"),
+    "seed-float": ({"seed": 1.0}, "data.seed must be an integer in [0, 4294967295], got 1.0"),
+    "cold-negatives-string": ({"cold_negatives": "no"}, "data.cold_negatives must be true or false, got 'no'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATAMODULE_ARGUMENTS))
+def test_a_bad_datamodule_argument_is_refused_naming_it(case: str, tiny_folder: Path) -> None:
+    arguments, expected = BAD_DATAMODULE_ARGUMENTS[case]
+    with pytest.raises(ConfigError) as info:
+        RecDataModule(path=str(tiny_folder), **arguments)
+    assert str(info.value) == expected
 
 
 # ------------------------------------------------------------------------------------------- caches
