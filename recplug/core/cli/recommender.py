@@ -26,9 +26,12 @@ is no substitute for retraining). The profile items are excluded. ``similar_item
 from __future__ import annotations
 
 import copy
+import io
 import logging
+import sys
 import warnings
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recplug.core.errors import ConfigError, InvalidArgument, check_number
+from recplug.core.errors import ConfigError, InvalidArgument, check_number, one_line
 
 CSR = tuple[Tensor, Tensor]
 LOAD_TRAINER = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu",
@@ -69,17 +72,36 @@ def _quiet_lightning() -> Iterator[None]:
             log.setLevel(level)
 
 
+def _built_cli(args: Any, where: str | None) -> Any:
+    """The CLI built on ``args`` without running it. The parser's ``error:`` line (it exits the process, as on the
+    command line) is raised as :class:`ConfigError` instead, prefixed with ``where`` when given."""
+    from recplug.core.cli.lightning import run_cli
+
+    report = io.StringIO()
+    try:
+        with _quiet_lightning(), warnings.catch_warnings(), redirect_stderr(report):
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+            return run_cli(args, run=False)
+    except SystemExit as exc:
+        problem = next((line for line in report.getvalue().splitlines() if line.startswith("error: ")), None)
+        message = problem.removeprefix("error: ") if problem else f"the config parser exited with status {exc.code}"
+        raise ConfigError(f"{where}: {message}" if where else message) from None
+    finally:  # what else the build wrote (warnings, notes)
+        sys.stderr.writelines(line for line in report.getvalue().splitlines(True) if not line.startswith("error: "))
+
+
 def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[Any, Any, dict[str, Any], dict]:
     """``(RecModule with the checkpoint's weights, its RecDataModule, the resolved config, the checkpoint)``.
 
     The model and data are built from ``config`` (a YAML file, as ``recplug predict --config``) or else from the
-    configuration the checkpoint records; the checkpoint is opened weights-only. A checkpoint of other data than
-    the data built here is refused (its ids would be another dataset's)."""
+    configuration the checkpoint records; the checkpoint is opened weights-only. A checkpoint of other data or
+    other components than those built here is refused (its ids would be another dataset's, or its weights
+    another model's), and a config the parser refuses raises :class:`ConfigError` with its one-line message."""
     from recplug.core.model.checkpoint import CheckpointError, check_state_matches, local_checkpoint, open_checkpoint
 
     path = local_checkpoint(ckpt_path)
     checkpoint = open_checkpoint(path, shown=str(ckpt_path))  # a missing or unsafe file fails before the CLI
-    from recplug.core.cli.lightning import check_config_sections, run_cli
+    from recplug.core.cli.lightning import check_config_sections, check_same_components
 
     record = checkpoint.get("recplug") or {}
     if config is not None:
@@ -91,9 +113,8 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
     else:
         raise CheckpointError(f"{ckpt_path}: the checkpoint records no config (it predates recplug export); "
                               "give the config it was trained with (--config)")
-    with _quiet_lightning(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = run_cli(args, run=False)
+    cli = _built_cli(args, None if config is not None else f"{ckpt_path}: its recorded config")
+    check_same_components(str(ckpt_path), checkpoint, cli.config.as_dict())  # LightGCN weights fit MF's shapes
     model, datamodule = cli.model, cli.datamodule
     data = datamodule.data
     recorded = record.get("data_sha256")
@@ -114,12 +135,36 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
     return model, datamodule, cli.config.as_dict(), checkpoint
 
 
+def _embeddings(argument: str, value: Any) -> Tensor:
+    """``users`` or ``items`` of :class:`Recommender`, a 2-d tensor, as float32 on the CPU."""
+    if not isinstance(value, Tensor) or value.ndim != 2:
+        shown = f"shape {list(value.shape)}" if isinstance(value, Tensor) else one_line(repr(value), 80)
+        raise ConfigError(f"Recommender.{argument} must be a 2-d tensor [num_{argument}, d], got {shown}")
+    return value.detach().float().cpu()
+
+
+def _id_rows(
+    argument: str, ids: Sequence[Any] | None, rows: int, embeddings: str
+) -> tuple[list[Any], dict[str, int]]:
+    """``(ids, {str(id): row})`` of ``rows`` embedding rows (``None``: ``0..rows-1``); one distinct id per row."""
+    listed = list(range(rows)) if ids is None else list(ids)
+    table = {str(raw): row for row, raw in enumerate(listed)}
+    if len(listed) != rows:
+        raise ConfigError(f"Recommender.{argument} must hold one id per row of {embeddings} ({rows}), "
+                          f"got {len(listed)}")
+    if len(table) != rows:
+        twice = next(raw for row, raw in enumerate(listed) if table[str(raw)] != row)
+        raise ConfigError(f"Recommender.{argument} must be distinct (ids are matched as text), got {twice!r} twice")
+    return listed, table
+
+
 class Recommender:
     """Top-K recommendations, similar items and scores from a model's final embeddings, in the dataset's ids.
 
     Build it with :meth:`from_checkpoint`. Ids are the dataset's raw ids when its files kept them (returned as
-    the strings they were read as), else the 0-based indices; either may be given as ``str`` or ``int``.
-    Unknown ids and ``k`` outside ``1..num_items`` raise :class:`~recplug.core.errors.InvalidArgument`.
+    the strings they were read as), else the 0-based indices; either may be given as ``str`` or ``int``, one id
+    alone or a list (or 1-d array or tensor) of them. Unknown ids and ``k`` outside ``1..num_items`` raise
+    :class:`~recplug.core.errors.InvalidArgument`, anything else given as ids :class:`ConfigError`.
 
     Args:
         users: final user embeddings ``[M, d]``.
@@ -141,13 +186,17 @@ class Recommender:
     ) -> None:
         from recplug.core.eval.search import TorchExactSearch
 
-        self.users, self.items = users.detach().float().cpu(), items.detach().float().cpu()
-        self.user_ids = list(user_ids) if user_ids is not None else list(range(self.users.shape[0]))
-        self.item_ids = list(item_ids) if item_ids is not None else list(range(self.items.shape[0]))
+        self.users, self.items = _embeddings("users", users), _embeddings("items", items)
+        if self.items.shape[1] != self.users.shape[1]:
+            raise ConfigError(f"Recommender.items must have the width of users ({self.users.shape[1]}), got "
+                              f"shape {list(self.items.shape)}")
+        self.user_ids, self._user_row = _id_rows("user_ids", user_ids, self.users.shape[0], "users")
+        self.item_ids, self._item_row = _id_rows("item_ids", item_ids, self.items.shape[0], "items")
+        if seen is not None and seen[0].shape != (self.num_users + 1,):
+            raise ConfigError(f"Recommender.seen must be a CSR whose indptr has num_users + 1 "
+                              f"({self.num_users + 1}) entries, got {list(seen[0].shape)}")
         self.seen, self.exclude = seen, tuple(exclude)
         self.config, self.provenance, self.data = dict(config or {}), dict(provenance or {}), data
-        self._user_row = {str(raw): row for row, raw in enumerate(self.user_ids)}
-        self._item_row = {str(raw): row for row, raw in enumerate(self.item_ids)}
         self.search = TorchExactSearch().build(self.items)
 
     @classmethod
@@ -159,11 +208,14 @@ class Recommender:
         Args:
             ckpt_path: the checkpoint.
             config: the YAML config to rebuild the model and data with (default: the one the checkpoint records).
-            exclude: splits whose items ``recommend`` never returns (default: the config's ``topk.exclude``,
-                train and valid unless changed, as ``recplug predict``).
+            exclude: splits whose items ``recommend`` never returns, a list or one split (default: the
+                config's ``topk.exclude``, train and valid unless changed, as ``recplug predict``).
         """
         from recplug.core.data.dataset import SPLITS
 
+        exclude = [exclude] if isinstance(exclude, str) else exclude
+        if exclude is not None and not isinstance(exclude, (list, tuple, set, frozenset)):
+            raise ConfigError(f"exclude must be a split or a list of splits ({', '.join(SPLITS)}), got {exclude!r}")
         unknown = [split for split in exclude or () if split not in SPLITS]
         if unknown:  # before the (slow) load; the config's topk.exclude was checked when it trained
             raise ConfigError(f"exclude: unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
@@ -189,14 +241,20 @@ class Recommender:
         return self.items.shape[0]
 
     @staticmethod
-    def _listed(ids: Any) -> list[Any]:
-        """``ids`` as a list (one id alone is a list of one)."""
+    def _listed(ids: Any, kind: str, owner: str, argument: str) -> list[Any]:
+        """``ids`` as a list: one id alone (``str`` or ``int``) is a list of one, a 1-d array or tensor its
+        values; anything else but a collection of ids (``None``, a float, bytes, a mapping) is refused."""
         if isinstance(ids, (str, int, np.integer)):
             return [ids]
+        if isinstance(ids, (np.ndarray, Tensor)) and ids.ndim == 1:
+            return ids.tolist()
+        if not isinstance(ids, Iterable) or isinstance(ids, (bytes, bytearray, Mapping, np.ndarray, Tensor)):
+            raise ConfigError(f"{owner}.{argument} must be a list of {kind} ids (or one id), got "
+                              f"{one_line(repr(ids), 80)}")
         return list(ids)
 
     def _rows(self, ids: Any, table: dict[str, int], kind: str, owner: str, argument: str) -> Tensor:
-        ids = self._listed(ids)
+        ids = self._listed(ids, kind, owner, argument)
         unknown = [raw for raw in ids if str(raw) not in table]
         if unknown:
             given = unknown[0] if len(unknown) == 1 else unknown[:5]
@@ -240,6 +298,8 @@ class Recommender:
         """The top-``k`` items of each user (one :class:`Ranked` per id, in order), the items of the excluded
         splits left out when ``exclude_seen`` (fewer than ``k`` when the rest of the catalogue is shorter)."""
         self.check_k(k)
+        if not isinstance(exclude_seen, (bool, np.bool_)):
+            raise InvalidArgument("recommend", "exclude_seen", exclude_seen, "True or False")
         rows = self.user_rows(user_ids)
         return self._ranked(self.users, rows, k, self.seen if exclude_seen else None)
 

@@ -78,6 +78,8 @@ def open_checkpoint(path: str | Path, map_location: Any = "cpu", shown: str | No
     shown = shown or str(path)
     if path.is_dir():
         raise CheckpointError(f"{shown}: a folder, not a checkpoint file")
+    if path.exists() and not path.is_file():  # /dev/null, a named pipe (reading one could block)
+        raise CheckpointError(f"{shown}: a device or pipe, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{shown}: no such checkpoint file")
     with open(path, "rb") as handle:

@@ -3,13 +3,19 @@ fold-in and similar items follow their definitions, and bad ids or k raise one r
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 import recplug
-from recplug import InvalidArgument
+from recplug import CheckpointError, ConfigError, InvalidArgument
+from recplug.core.cli.main import main
 from recplug.core.data.resolve import load_dataset
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +80,8 @@ K = "must be in [1, 2500] (the number of items), got"
     (lambda r: r.recommend_profile([]), "recommend_profile.item_ids must be a non-empty list of item ids, got []"),
     (lambda r: r.recommend_profile([2500]), f"recommend_profile.item_ids {ITEMS} 2500"),
     (lambda r: r.score([0], ["x"]), f"score.item_ids {ITEMS} 'x'"),
+    (lambda r: r.recommend([0], exclude_seen="no"), "recommend.exclude_seen must be True or False, got 'no'"),
+    (lambda r: r.recommend([0], exclude_seen=None), "recommend.exclude_seen must be True or False, got None"),
 ])
 def test_unknown_ids_and_bad_k_raise_one_line(rec, call, message) -> None:
     with pytest.raises(InvalidArgument) as info:
@@ -84,3 +92,83 @@ def test_unknown_ids_and_bad_k_raise_one_line(rec, call, message) -> None:
 def test_an_unknown_excluded_split_is_refused(mf_run) -> None:
     with pytest.raises(recplug.ConfigError, match=r"^exclude: unknown split\(s\) \['tests'\]; choose from "):
         recplug.Recommender.from_checkpoint(mf_run.ckpt, exclude=["tests"])
+
+
+NO_LIST = "must be a list of {} ids (or one id), got"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda r: r.recommend(None), f"recommend.user_ids {NO_LIST.format('user')} None"),
+    (lambda r: r.recommend(1.0), f"recommend.user_ids {NO_LIST.format('user')} 1.0"),
+    (lambda r: r.recommend(b"12"), f"recommend.user_ids {NO_LIST.format('user')} b'12'"),
+    (lambda r: r.recommend({"1": 2}), f"recommend.user_ids {NO_LIST.format('user')} {{'1': 2}}"),
+    (lambda r: r.recommend(np.array(1)), f"recommend.user_ids {NO_LIST.format('user')} array(1)"),
+    (lambda r: r.recommend(torch.tensor(1)), f"recommend.user_ids {NO_LIST.format('user')} tensor(1)"),
+    (lambda r: r.recommend_profile(None), f"recommend_profile.item_ids {NO_LIST.format('item')} None"),
+    (lambda r: r.score(None, None), f"score.user_ids {NO_LIST.format('user')} None"),
+])
+def test_what_is_no_id_nor_list_of_ids_is_refused(rec, call, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        call(rec)
+    assert str(info.value) == message
+
+
+def test_ids_may_be_a_1d_array_or_tensor(rec) -> None:
+    assert rec.recommend(np.array([1, 2]), k=3) == rec.recommend(torch.tensor([1, 2]), k=3) == rec.recommend([1, 2], 3)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ((torch.randn(3, 4), torch.randn(5, 6)), "Recommender.items must have the width of users (4), got shape [5, 6]"),
+    ((torch.randn(3), torch.randn(5, 3)), "Recommender.users must be a 2-d tensor [num_users, d], got shape [3]"),
+    ((torch.randn(3, 4), [[0.0] * 4]),
+     "Recommender.items must be a 2-d tensor [num_items, d], got [[0.0, 0.0, 0.0, 0.0]]"),
+    ((torch.randn(3, 4), torch.randn(5, 4), ["a"]),
+     "Recommender.user_ids must hold one id per row of users (3), got 1"),
+    ((torch.randn(3, 4), torch.randn(5, 4), list("abcd")),
+     "Recommender.user_ids must hold one id per row of users (3), got 4"),
+    ((torch.randn(3, 4), torch.randn(2, 4), None, [1, "1"]),
+     "Recommender.item_ids must be distinct (ids are matched as text), got 1 twice"),
+    ((torch.randn(3, 4), torch.randn(2, 4), None, None, (torch.tensor([0, 0]), torch.tensor([], dtype=torch.long))),
+     "Recommender.seen must be a CSR whose indptr has num_users + 1 (4) entries, got [2]"),
+])
+def test_a_recommender_of_mismatched_embeddings_or_ids_is_refused(arguments, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        recplug.Recommender(*arguments)
+    assert str(info.value) == message
+
+
+def test_one_excluded_split_may_be_given_alone(mf_run) -> None:
+    assert recplug.Recommender.from_checkpoint(mf_run.ckpt, exclude="train").exclude == ("train",)
+    with pytest.raises(ConfigError, match=r"^exclude must be a split or a list of splits \(train, valid, test\), "
+                                          r"got 5$"):
+        recplug.Recommender.from_checkpoint(mf_run.ckpt, exclude=5)
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null")
+def test_a_device_is_no_checkpoint_file() -> None:
+    with pytest.raises(CheckpointError, match="^/dev/null: a device or pipe, not a checkpoint file$"):
+        recplug.Recommender.from_checkpoint("/dev/null")
+
+
+@pytest.mark.parametrize("config, message", [
+    ("none.yaml", "Parser key \"config\": File does not exist: '{tmp}/none.yaml'"),
+    (".", "Parser key \"config\": Path is not a file: '{tmp}'"),
+    ("unknown.yaml", "Group 'model' does not accept option 'nosuch'"),
+])
+def test_a_config_the_parser_refuses_raises_its_line_in_python_and_exits_2_on_the_command_line(
+    mf_run, tmp_path, capsys, config, message,
+) -> None:
+    (tmp_path / "unknown.yaml").write_text("model:\n  nosuch: 1\n")
+    path, message = tmp_path / config, message.format(tmp=tmp_path)
+    with pytest.raises(ConfigError) as info:  # not the parser's SystemExit
+        recplug.Recommender.from_checkpoint(mf_run.ckpt, config=path)
+    assert str(info.value) == message and "error:" not in capsys.readouterr().err
+    export = ["export", "--ckpt_path", str(mf_run.ckpt), "--config", str(path), "--out", str(tmp_path / "out")]
+    assert main(export) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_a_config_of_other_components_than_the_checkpoints_is_refused(mf_run) -> None:
+    wrong = r"trained with model\.encoders \['IdEmbedding'\], but the config has \['UserItemGraph'\]; use the config"
+    with pytest.raises(ConfigError, match=rf"^ckpt_path {re.escape(str(mf_run.ckpt))}: {wrong} it was trained with"):
+        recplug.Recommender.from_checkpoint(mf_run.ckpt, config=ROOT / "configs" / "lightgcn.yaml")
