@@ -35,16 +35,17 @@ COMPONENT_KEYS = {
 
 
 def component_choices(base_name: str) -> list[str]:
-    """Short names of every loaded, concrete subclass of a component base class."""
+    """Short names of every loaded, concrete subclass of a component base class (not those of a skipped plugin)."""
     import inspect
 
     from recplug.core.model import components
+    from recplug.core.model.plugins import skipped_modules
 
-    found, stack = set(), [getattr(components, base_name)]
+    found, stack, skipped = set(), [getattr(components, base_name)], skipped_modules()
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())
-        if not inspect.isabstract(cls):
+        if not inspect.isabstract(cls) and cls.__module__ not in skipped:
             found.add(cls.__name__)
     return sorted(found)
 
@@ -103,6 +104,11 @@ def summarize_parser_error(message: str) -> str:
             return f"{key}: {class_path.rsplit('.', 1)[-1]} has no argument {unknown.group(1)!r}"
         key = ".".join([key, *re.findall(PARSER_KEY, message)])
     elif base is not None:
+        ambiguous = re.search(r"Multiple subclasses with name (\w+)\. Give the full class path to avoid ambiguity: "
+                              r"([\w., ]+?)\.?$", message, flags=re.MULTILINE)
+        if ambiguous:
+            name, paths = ambiguous.groups()
+            return f"{key}: {name} is defined by more than one loaded plugin ({paths}); give its full class_path"
         value = re.search(r"Given value: (.+)", message)
         shown = f" {value.group(1).strip()!r}" if value else ""
         return f"{key}: unknown or invalid plugin class{shown}; choose one of: {', '.join(component_choices(base))}"

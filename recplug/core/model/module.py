@@ -11,15 +11,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import pluggy
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_warn
 import torch
 from torch import Tensor, nn
 
 from recplug.core.errors import (
-    MAX_EMBEDDING_DIM, CardinalityError, ConfigError, InvalidArgument, PluginError, check_number,
+    MAX_EMBEDDING_DIM, CardinalityError, ConfigError, InvalidArgument, PluginError, check_number, one_line,
 )
 from recplug.core.model.components import AuxLoss, Combiner, FusionModule, GraphEncoder, RecComponent
+from recplug.core.model.hook_results import (
+    bad_terms, check_combined, check_content, check_views, terms_are_well_formed,
+)
 from recplug.core.model.losses import bpr_loss
 from recplug.core.model.sampled import (
     DrawnBatch, LazyAdam, Sampling, all_reduce_row_sparse, check_sampling, draw_neighbourhoods,
@@ -40,6 +44,32 @@ DEFAULT_ENCODER = "IdEmbedding"
 """``model.encoders`` when none is configured: the plain id embedding (a built-in plugin, found by name)."""
 DEFAULT_COMBINER = "SumCombiner"
 """``model.combiner`` when none is configured (a built-in plugin, found by name)."""
+
+
+COMPONENT_SLOTS = (("model.encoders", GraphEncoder, True), ("model.fusion", FusionModule, False),
+                   ("model.combiner", Combiner, False), ("model.aux_losses", AuxLoss, True))
+"""RecModule's component arguments: config key, base class, and whether it takes a list."""
+
+
+def check_component_types(*values: Any) -> None:
+    """Refuse, naming the key, a component argument (in :data:`COMPONENT_SLOTS` order) that is not an instance of
+    its base class (``fusion="ConcatFusion"`` from Python would be dropped) and one instance given twice."""
+    seen: dict[int, str] = {}
+    for (key, base, many), value in zip(COMPONENT_SLOTS, values):
+        if value is None:
+            continue
+        if many and not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list of {base.__name__} instances, got {type(value).__name__} "
+                              f"{one_line(repr(value), 80)}")
+        for index, component in enumerate(value if many else [value]):
+            where = f"{key}[{index}]" if many else key
+            if not isinstance(component, base):
+                raise ConfigError(f"{where} must be a {base.__name__} instance, got {type(component).__name__} "
+                                  f"{one_line(repr(component), 80)}")
+            if id(component) in seen:
+                raise ConfigError(f"{where} is the same {type(component).__name__} instance as {seen[id(component)]}; "
+                                  "give each its own")
+            seen[id(component)] = where
 
 
 class RecModule(pl.LightningModule):
@@ -86,9 +116,12 @@ class RecModule(pl.LightningModule):
         self.save_hyperparameters(
             ignore=["encoders", "fusion", "combiner", "aux_losses", "optimizer", "evaluation", "sampling"]
         )
+        check_number("model", "num_users", num_users, 1, integer=True)
+        check_number("model", "num_items", num_items, 1, integer=True)
         self.num_users, self.num_items = num_users, num_items
         self.feature_dims = dict(feature_dims or {})
-        check_number("model", "embedding_dim", embedding_dim, 1, MAX_EMBEDDING_DIM)
+        check_number("model", "embedding_dim", embedding_dim, 1, MAX_EMBEDDING_DIM, integer=True)
+        check_component_types(encoders, fusion, combiner, aux_losses)
         check_number("model", "bpr_weight", bpr_weight, 0)
         check_number("model", "lr", lr, 0, low_open=True)
         check_number("model", "weight_decay", weight_decay, 0)
@@ -114,7 +147,10 @@ class RecModule(pl.LightningModule):
         for name, module in active_plugin_modules():
             self.pm.register(module, name=f"plugin:{name}")
         for key, component in self.components().items():
-            self.pm.register(component, name=key)
+            try:
+                self.pm.register(component, name=key)
+            except pluggy.PluginValidationError as exc:  # a plugin class skipped at load, chosen by name anyway
+                raise PluginError(f"{key} ({type(component).__name__}): {one_line(exc)}") from None
         self.pm.check_pending()  # a recplug_* name that is no hook (a typo) would silently never run
         self.check_cardinality()
         self.view_names = self.declared_views()
@@ -175,8 +211,12 @@ class RecModule(pl.LightningModule):
             found = f"{len(providers)}: {', '.join(self._describe(p) for p in providers)}" if providers else "none"
             if len(providers) < rule.low and rule.missing:
                 raise CardinalityError(rule.missing)
+            modules = [p.removeprefix("plugin:") for p in providers if p.startswith("plugin:")]
             if len(providers) < rule.low:
                 fix = f"set {rule.key}"
+            elif modules:  # a module-level hook runs for every model: no config can leave it out
+                fix = (f"plugin {', '.join(modules)} implements it at module level, for every model: uninstall it or "
+                       "load only the others (RECPLUG_LOAD_PLUGINS=name,...)")
             else:
                 fix = f"keep one and set it as {rule.key}" if rule.high == 1 else f"keep {rule.high}, set as {rule.key}"
             noun = "provider" if rule.high == 1 else "providers"
@@ -262,12 +302,14 @@ class RecModule(pl.LightningModule):
         ``targets``: the training step's triples, handed to the encoders (``recplug_encode``), ``None`` outside
         training."""
         content = self.pm.hook.recplug_fuse()  # None when no fusion is configured
+        check_content(content, self.owners("recplug_fuse"), self.num_items)
         ego_users, ego_items = self.user_embedding.weight, self.item_embedding.weight
         output = ModelOutput(ego_users=ego_users, ego_items=ego_items, content=content)
         refined = self.pm.hook.recplug_refine if self.pm.providers("recplug_refine") else None  # called on demand
         views: list[GraphView] = self.pm.hook.recplug_encode(
             ego_users=ego_users, ego_items=ego_items, content=content, refined=refined, targets=targets
         )
+        check_views(views, self.owners("recplug_encode"), self.num_users, self.num_items)
         output.views = {view.name: view for view in views}
         if sorted(output.views) != self.view_names:  # a plugin bug: the names were checked when it was built
             raise PluginError(
@@ -275,8 +317,14 @@ class RecModule(pl.LightningModule):
                 "each recplug_encode must return the view named by its encoder's view_name"
             )
         ordered = [output.views[name] for name in sorted(output.views)]
-        output.users, output.items = self.pm.hook.recplug_combine(views=ordered)
+        output.users, output.items = check_combined(
+            self.pm.hook.recplug_combine(views=ordered), self.owners("recplug_combine"), self.num_users, self.num_items
+        )
         return output
+
+    def owners(self, hook: str) -> list[str]:
+        """The providers of ``hook`` as errors name them: config key and class, or ``plugin:<name>``."""
+        return [self._describe(name) for name in self.pm.providers(hook)]
 
     @torch.no_grad()
     def cached_embeddings(self) -> tuple[Tensor, Tensor]:
@@ -329,7 +377,10 @@ class RecModule(pl.LightningModule):
             terms["bpr"] = self.bpr_weight * bpr_loss(
                 output.users[triples.users], items[triples.pos_items], items[triples.neg_items]
             )
-        for extra in self.pm.hook.recplug_aux_loss(batch=triples, output=output):
+        results = self.pm.hook.recplug_aux_loss(batch=triples, output=output)
+        if not terms_are_well_formed(results, len(self.pm.hook.recplug_aux_loss.get_hookimpls())):
+            raise self._bad_aux_loss(triples, output)
+        for extra in results:
             for name, value in extra.items():
                 if name in terms:
                     raise ConfigError(f"two aux losses return a term named {name!r}; rename one")
@@ -396,6 +447,16 @@ class RecModule(pl.LightningModule):
         owner = self._aux_loss_returning(name, batch, output) or "its aux loss"
         weight = f"{owner}.init_args.weight" if owner.startswith("model.") else f"the weight of {owner}"
         return f"train/{name} is {float(terms[name])}", weight
+
+    def _bad_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> PluginError:
+        """The error naming the aux-loss provider whose result is not a dict of named scalar tensors: each is asked
+        alone, which only a broken plugin pays for."""
+        arguments = {"batch": batch, "output": output}
+        for impl in self.pm.hook.recplug_aux_loss.get_hookimpls():
+            terms = impl.function(**{a: arguments[a] for a in impl.argnames})
+            if not terms_are_well_formed([terms] if terms is not None else [], 1):
+                return bad_terms(self._describe(impl.plugin_name), terms)
+        raise AssertionError("every recplug_aux_loss result is well formed when asked alone")
 
     def _aux_loss_returning(self, term: str, batch: BPRBatch, output: ModelOutput) -> str | None:
         """Name (config key) of the aux-loss provider whose terms include ``term``: each is asked alone, which only

@@ -172,6 +172,11 @@ def _load_one(name: str, import_target: Any, distribution: str, version: str, st
     record = LoadedPlugin(name, "", distribution, version, "active")
     try:
         module = import_target()
+        if not isinstance(module, ModuleType):  # its methods would be registered unbound on every model
+            record.module_name = getattr(module, "__module__", "")
+            named = "the class" if inspect.isclass(module) else f"a {type(module).__name__}"
+            raise PluginError(f"its entry point names {named} {getattr(module, '__name__', module)!r}, not a module; "
+                              "name the module that defines the components (package.module)")
         record.module, record.module_name = module, module.__name__
         record.hooks, record.components = _validate(module)
     except KeyboardInterrupt:
@@ -233,8 +238,32 @@ def load_plugins(strict: bool | None = None, reload: bool = False) -> dict[str, 
                 warnings.warn(message + " (the second one is skipped)", stacklevel=2)
                 continue
             loaded[ep.name] = _load_one(ep.name, ep.load, dist_name, dist_version, strict)
+            _warn_of_taken_names(loaded[ep.name], loaded, strict)
     _LOADED = loaded
     return loaded
+
+
+def _warn_of_taken_names(record: LoadedPlugin, loaded: dict[str, LoadedPlugin], strict: bool) -> None:
+    """Warn (``strict``: raise) when a plugin's component has the class name of another loaded plugin's: configs
+    name components by class name, and that name, in a shipped bundle too, is then ambiguous."""
+    for other in loaded.values():
+        if other is record or other.status != "active" or record.status != "active":
+            continue
+        for taken in sorted(set(record.components) & set(other.components)):
+            message = (
+                f"recplug: plugin {record.name!r} from {record.distribution} {record.version} defines {taken}, as "
+                f"{other.module_name} ({other.distribution} {other.version}) does: a config naming {taken} must now "
+                f"give its full class_path ({record.module_name}.{taken} or {other.module_name}.{taken}); rename "
+                "the plugin's class"
+            )
+            if strict:
+                raise PluginError(message)
+            warnings.warn(message, stacklevel=3)
+
+
+def skipped_modules() -> set[str]:
+    """The modules of plugins that imported but were skipped (their classes are importable, not usable)."""
+    return {p.module_name for p in load_plugins().values() if p.status == "skipped" and p.module_name}
 
 
 def component_class(base: type, name: str, key: str) -> type:

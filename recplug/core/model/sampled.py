@@ -27,6 +27,7 @@ from torch.optim.adam import adam
 
 from recplug.core.errors import ConfigError
 from recplug.core.model.components import FusionModule
+from recplug.core.model.hook_results import check_combined, check_views
 from recplug.core.ops.sampling import RowIndex, check_budget, check_engine, check_fanouts, gather_rows
 from recplug.core.model.types import BPRBatch, GraphView, ModelOutput, NodePlan, SampledBatch
 
@@ -199,8 +200,13 @@ def sampled_forward(module: RecModule, drawn: DrawnBatch) -> tuple[BPRBatch, Mod
     content = tables.content(nodes.items) if tables.content_ids is not None else None
     output = ModelOutput(ego_users=tables.users(nodes.users), ego_items=tables.items(nodes.items), content=content)
     views: list[GraphView] = [encoder.encode_sampled(plan, tables) for encoder, plan in zip(module.encoders, plans)]
+    rows = nodes.users.numel(), nodes.items.numel()
+    check_views(views[::-1], [f"model.encoders[{i}] ({type(e).__name__})" for i, e in enumerate(module.encoders)], *rows)
     output.views = {view.name: view for view in views}
-    output.users, output.items = module.pm.hook.recplug_combine(views=[output.views[n] for n in sorted(output.views)])
+    output.users, output.items = check_combined(
+        module.pm.hook.recplug_combine(views=[output.views[n] for n in sorted(output.views)]),
+        module.owners("recplug_combine"), *rows,
+    )
     local = drawn.local
     return BPRBatch(*(t.to(module.device) for t in (local.users, local.pos_items, local.neg_items))), output
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import sys
 import types
 
 import pytest
+import torch
 from torch import Tensor
 
 from recplug.core.model import plugins
@@ -14,7 +17,10 @@ from recplug.core.model.components import AuxLoss
 from recplug.core.errors import CardinalityError, PluginError
 from recplug.core.model.module import RecModule
 from recplug.core.model.plugins import RecplugPluginManager, load_plugins
+from recplug.core.model.types import BPRBatch, GraphView
 from recplug.plugins.combine import ConcatCombiner, SumCombiner
+from recplug.plugins.embedding import IdEmbedding
+from recplug.plugins.losses.content_bpr import ContentBPRLoss
 from recplug.plugins.fusion.concat import ConcatFusion
 from recplug.plugins.fusion.sum import SumFusion
 
@@ -244,3 +250,200 @@ def test_trained_features_survive_a_checkpoint_load_and_prepare(tiny_data) -> No
     restored.load_state_dict(trained.state_dict())
     restored.prepare(tiny_data)  # what load_from_checkpoint users are told to do
     assert torch.equal(restored.fusion.raw_image, trained.fusion.raw_image)
+
+
+# ---------------------------------------------------------------- plugins that break the rules (a fuzzing round)
+CLASS_ENTRY_POINT = '''
+from recplug.core.model.components import AuxLoss
+
+class ClassLoss(AuxLoss):
+    """An aux loss whose entry point names this class, not its module."""
+    def recplug_aux_loss(self, batch, output):
+        return {}
+'''
+
+CLASHING_PLUGIN = '''
+from recplug.plugins.fusion.concat import ConcatFusion as _Builtin
+
+class ConcatFusion(_Builtin):
+    """A third-party fusion named like a built-in one."""
+'''
+
+MISNAMED_ARGUMENT = '''
+from recplug.core.model.components import AuxLoss
+
+class OutputsLoss(AuxLoss):
+    """Its hook names an argument the spec lacks."""
+    def recplug_aux_loss(self, batch, outputs):
+        return {}
+'''
+
+
+class FakeClassEntryPoint(FakeEntryPoint):
+    def load(self) -> type:
+        module, _, name = self.value.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+def test_an_entry_point_naming_a_class_is_skipped(monkeypatch, tiny_data) -> None:
+    """Registered as a module, its methods ran unbound in every model (a TypeError in every fit, MF's too)."""
+    install_fake_module(monkeypatch, "recplug_classplugin", CLASS_ENTRY_POINT)
+    dists = [FakeDist("recplug-cls", "0.1", [FakeClassEntryPoint("cls", "recplug_classplugin:ClassLoss")])]
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: dists)
+    monkeypatch.delenv("RECPLUG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("RECPLUG_LOAD_PLUGINS", raising=False)
+    try:
+        with pytest.warns(UserWarning, match=r"'cls' from distribution recplug-cls 0.1 failed to load: PluginError: "
+                                             r"its entry point names the class 'ClassLoss', not a module"):
+            assert load_plugins(reload=True)["cls"].status == "skipped"
+        RecModule(tiny_data.num_users, tiny_data.num_items)  # other models are not touched
+    finally:
+        load_plugins(reload=True)
+
+
+def test_a_class_of_a_skipped_plugin_is_no_choice_and_one_line_when_named(monkeypatch, tiny_data) -> None:
+    from recplug.core.cli.lightning import component_choices
+
+    install_fake_module(monkeypatch, "recplug_misnamed", MISNAMED_ARGUMENT)
+    dists = [FakeDist("recplug-misnamed", "0.1", [FakeEntryPoint("misnamed", "recplug_misnamed")])]
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: dists)
+    monkeypatch.delenv("RECPLUG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("RECPLUG_LOAD_PLUGINS", raising=False)
+    try:
+        with pytest.warns(UserWarning, match="'misnamed' .* failed to load"):
+            load_plugins(reload=True)
+        assert "OutputsLoss" not in component_choices("AuxLoss") and "L2Regularization" in component_choices("AuxLoss")
+        loss = sys.modules["recplug_misnamed"].OutputsLoss()
+        with pytest.raises(PluginError, match=r"^model.aux_losses\[0\] \(OutputsLoss\): Plugin 'model.aux_losses\[0\]'"
+                                              r".*outputs"):
+            RecModule(tiny_data.num_users, tiny_data.num_items, aux_losses=[loss])
+    finally:
+        load_plugins(reload=True)
+
+
+def test_a_plugin_class_named_like_a_builtin_is_named_as_ambiguous(monkeypatch, tmp_path) -> None:
+    from recplug.core.cli.main import main
+
+    install_fake_module(monkeypatch, "recplug_clash", CLASHING_PLUGIN)
+    dists = [FakeDist("recplug-clash", "0.2", [FakeEntryPoint("clash", "recplug_clash")])]
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: dists)
+    monkeypatch.delenv("RECPLUG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("RECPLUG_LOAD_PLUGINS", raising=False)
+    try:
+        with pytest.warns(UserWarning, match=r"'clash' from recplug-clash 0.2 defines ConcatFusion, as "
+                                             r"recplug.plugins.fusion.concat \(recplug .*\) does: a config naming "
+                                             r"ConcatFusion must now give its full class_path"):
+            load_plugins(reload=True)
+        monkeypatch.setattr(importlib.metadata, "distributions", ORIGINAL_DISTRIBUTIONS)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), pytest.raises(SystemExit) as exit:
+            main(["fit", "--config", "configs/vbpr.yaml", "--trainer.fast_dev_run=true",
+                  "--trainer.default_root_dir", str(tmp_path)])
+        assert exit.value.code == 2 and err.getvalue().splitlines()[-1] == (
+            "error: model.fusion: ConcatFusion is defined by more than one loaded plugin "
+            "(recplug.plugins.fusion.ConcatFusion, recplug_clash.ConcatFusion); give its full class_path")
+    finally:
+        load_plugins(reload=True)
+
+
+def test_a_module_level_single_provider_hook_names_the_plugin_to_leave_out(monkeypatch, tiny_data) -> None:
+    module = types.ModuleType("recplug_modcombine")
+    exec("def recplug_combine(views):\n    return views[0].users, views[0].items\n", module.__dict__)
+    monkeypatch.setattr("recplug.core.model.module.active_plugin_modules",
+                        lambda: [*plugins.active_plugin_modules(), ("modcombine", module)])
+    with pytest.raises(CardinalityError, match=r"found 2: plugin:modcombine, model.combiner \(SumCombiner\); plugin "
+                                               r"modcombine implements it at module level, for every model: uninstall"):
+        RecModule(tiny_data.num_users, tiny_data.num_items)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"fusion": "ConcatFusion"}, r"model.fusion must be a FusionModule instance, got str 'ConcatFusion'"),
+    ({"encoders": "IdEmbedding"}, r"model.encoders must be a list of GraphEncoder instances, got str 'IdEmbedding'"),
+    ({"aux_losses": [1]}, r"model.aux_losses\[0\] must be a AuxLoss instance, got int 1"),
+    ({"num_users": 0}, r"model.num_users must be >= 1, got 0"),
+    ({"num_items": 2.5}, r"model.num_items must be an integer >= 1, got 2.5"),
+    ({"embedding_dim": 2.0}, r"model.embedding_dim must be an integer in \[1, 65536\], got 2.0"),
+], ids=["fusion-by-name", "encoders-by-name", "aux-loss-not-a-component", "no-users", "items-float", "dim-float"])
+def test_recmodule_refuses_what_is_not_a_component_or_a_count(tiny_data, arguments, message) -> None:
+    """From Python, ``fusion="ConcatFusion"`` was dropped without a word; counts reached torch."""
+    from recplug.core.errors import ConfigError
+
+    given = {"num_users": tiny_data.num_users, "num_items": tiny_data.num_items, "feature_dims": tiny_data.feature_dims}
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        RecModule(**{**given, **arguments})
+
+
+def test_one_component_instance_in_two_slots_is_refused(tiny_data) -> None:
+    from recplug.core.errors import ConfigError
+    from recplug.plugins.losses.l2 import L2Regularization
+
+    loss = L2Regularization()
+    with pytest.raises(ConfigError, match=r"^model.aux_losses\[1\] is the same L2Regularization instance as "
+                                          r"model.aux_losses\[0\]; give each its own$"):
+        RecModule(tiny_data.num_users, tiny_data.num_items, aux_losses=[loss, loss])
+
+
+# ---------------------------------------------------------------- what a plugin's hook returns
+class ReturningLoss(AuxLoss):
+    """An aux loss returning whatever it is given."""
+
+    def __init__(self, result) -> None:
+        super().__init__(1.0)
+        self.result = result
+
+    def recplug_aux_loss(self, batch, output):
+        return self.result
+
+
+class ReturningEncoder(IdEmbedding):
+    """An encoder returning ``change(view)``."""
+
+    def __init__(self, change) -> None:
+        super().__init__()
+        self.change = change
+
+    def recplug_encode(self, ego_users, ego_items):
+        return self.change(GraphView(self.view_name, ego_users, ego_items))
+
+
+class SwappingCombiner(SumCombiner):
+    def recplug_combine(self, views):
+        users, items = super().recplug_combine(views)
+        return items, users
+
+
+class ShortFusion(SumFusion):
+    def recplug_fuse(self):
+        return super().recplug_fuse()[:7]
+
+
+def _step(model: RecModule, data) -> None:
+    """One training forward and its loss terms on the first 8 training pairs."""
+    model.prepare(data)
+    users, items = data.split("train")
+    batch = BPRBatch(users[:8], items[:8], items[8:16])
+    model.loss_terms(batch, model(batch))
+
+
+@pytest.mark.parametrize(("components", "message"), [
+    ({"aux_losses": [ReturningLoss([1])]}, r"model.aux_losses\[0\] \(ReturningLoss\): recplug_aux_loss returned a list; "
+                                           r"expected a dict of names to scalar tensors \(\{\} for no term\)"),
+    ({"aux_losses": [ReturningLoss(None)]}, r"model.aux_losses\[0\] \(ReturningLoss\): recplug_aux_loss returned None"),
+    ({"aux_losses": [ReturningLoss({"t": 0.5})]}, r"returned the term 't': a float; expected a dict of names"),
+    ({"aux_losses": [ReturningLoss({1: torch.tensor(1.0)})]}, r"returned the term 1: a tensor of shape \[\]"),
+    ({"encoders": [ReturningEncoder(lambda view: (view.users, view.items))]},
+     r"model.encoders\[0\] \(ReturningEncoder\): recplug_encode returned a tuple; expected a GraphView"),
+    ({"encoders": [ReturningEncoder(lambda view: GraphView(view.name, view.users[:5], view.items))]},
+     r"model.encoders\[0\] \(ReturningEncoder\): recplug_encode's view 'id' has users a tensor of shape \[5, 64\] and "
+     r"items a tensor of shape \[\d+, 64\]; expected \[\d+, d\] and \[\d+, d\] tensors"),
+    ({"combiner": SwappingCombiner()}, r"model.combiner \(SwappingCombiner\): recplug_combine returned \(a tensor of "
+                                       r"shape \[\d+, 64\], a tensor of shape \[\d+, 64\]\); expected \(users, items\)"),
+    ({"fusion": ShortFusion(), "aux_losses": [ContentBPRLoss(view="id")]},
+     r"model.fusion \(ShortFusion\): recplug_fuse returned a tensor of shape \[7, 64\]; expected a \[\d+, d\] tensor"),
+], ids=["terms-a-list", "terms-none", "term-a-float", "term-not-named", "view-a-tuple", "view-rows", "swapped",
+        "content-rows"])
+def test_a_hook_returning_the_wrong_thing_is_named_with_its_provider(tiny_data, components, message) -> None:
+    """These ended in an IndexError or AttributeError deep in the loss, or (None) were dropped without a word."""
+    model = RecModule(tiny_data.num_users, tiny_data.num_items, tiny_data.feature_dims, **components)
+    with pytest.raises(PluginError, match=message):
+        _step(model, tiny_data)
