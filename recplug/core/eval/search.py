@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recplug.core.errors import MAX_COUNT, check_count, check_number
 from recplug.core.eval.metrics import hit_matrix
 
 Pairs = tuple[Tensor, Tensor]
@@ -110,8 +111,8 @@ class TorchExactSearch(VectorSearch):
     """
 
     def __init__(self, chunk_size: int = 1024, group_size: int = 64) -> None:
-        if chunk_size < 1 or group_size < 1:
-            raise ValueError("chunk_size and group_size must be >= 1")
+        check_number(self, "chunk_size", chunk_size, 1, integer=True)
+        check_number(self, "group_size", group_size, 1, integer=True)
         self.chunk_size, self.group_size = chunk_size, group_size
         self._items_t: Tensor | None = None
         self._buffer: Tensor | None = None
@@ -239,6 +240,8 @@ class FaissIVFSearch(_FaissSearch):
     """
 
     def __init__(self, nlist: int = 1024, nprobe: int = 32) -> None:
+        check_count(self, "nlist", nlist)
+        check_count(self, "nprobe", nprobe)  # faiss fails at the first query on 0, and overflows on a negative
         self.nlist, self.nprobe = nlist, nprobe
 
     def _new_index(self, dim: int, num_items: int) -> object:
@@ -254,12 +257,16 @@ class FaissHNSWSearch(_FaissSearch):
     """Approximate: HNSW graph over the items (inner product), ``efSearch = max(ef_search, k + M)``.
 
     Args:
-        M: graph degree.
+        M: graph degree (at least 2).
         ef_search: candidate list size at query time (raised to the number of results requested).
         ef_construction: candidate list size while building.
     """
 
     def __init__(self, M: int = 32, ef_search: int = 128, ef_construction: int = 200) -> None:
+        # faiss itself crashes the process on a degree below 2 (1: segfault, 0: abort, < 0: exhausts memory)
+        check_number(self, "M", M, 2, MAX_COUNT, integer=True)
+        check_count(self, "ef_search", ef_search)
+        check_count(self, "ef_construction", ef_construction)
         self.M, self.ef_search, self.ef_construction = M, ef_search, ef_construction
 
     def _new_index(self, dim: int, num_items: int) -> object:

@@ -120,6 +120,12 @@ CASES = {
     "k-beyond-the-catalogue": (
         ["--eval.ks=[100000]", "--checkpoint.monitor=val/recall@100000", "--trainer.callbacks=[]"],
         "eval.ks must be in [1, 150] (the number of items), got 100000"),
+    "hnsw-degree-1": (["--eval.search={class_path: FaissHNSWSearch, init_args: {M: 1}}"],  # faiss segfaulted
+                      "eval.search.init_args.M must be in [2, 100000], got 1 (FaissHNSWSearch)"),
+    "ivf-probes-0": (["--eval.search={class_path: FaissIVFSearch, init_args: {nprobe: 0}}"],
+                     "eval.search.init_args.nprobe must be in [1, 100000], got 0 (FaissIVFSearch)"),
+    "exact-chunk-0": (["--eval.search={class_path: TorchExactSearch, init_args: {chunk_size: 0}}"],
+                      "eval.search.init_args.chunk_size must be >= 1, got 0 (TorchExactSearch)"),
     "unknown-metric": (["--eval.metrics=[recall,auc]"],
                        "eval.metrics: unknown metric(s) ['auc']; choose from recall, ndcg, precision, hit, mrr, map"),
     "nested-type": (["--model.encoders=[IdEmbedding, {class_path: UserItemGraph, init_args: {num_layers: x}}]"],
