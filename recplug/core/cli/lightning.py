@@ -126,6 +126,8 @@ def summarize_parser_error(message: str) -> str:
         return f"{key}: expected {wanted}, got {given.strip()!r}"
     if key and nested:
         return f"{key}: {one_line(re.sub(PARSER_KEY, '', message))}"
+    if key and summary == match.group(0) and len(lines) > 1:  # 'Parser key "eval":' with the reason below it
+        return f"{key}: {lines[1].lstrip('- ')}"
     return summary
 
 

@@ -126,6 +126,7 @@ CASES = {
                      "eval.search.init_args.nprobe must be in [1, 100000], got 0 (FaissIVFSearch)"),
     "exact-chunk-0": (["--eval.search={class_path: TorchExactSearch, init_args: {chunk_size: 0}}"],
                       "eval.search.init_args.chunk_size must be >= 1, got 0 (TorchExactSearch)"),
+    "group-config-missing": (["--eval=/no/such/eval.yaml"], "eval: Unable to load config '/no/such/eval.yaml'"),
     "unknown-metric": (["--eval.metrics=[recall,auc]"],
                        "eval.metrics: unknown metric(s) ['auc']; choose from recall, ndcg, precision, hit, mrr, map"),
     "nested-type": (["--model.encoders=[IdEmbedding, {class_path: UserItemGraph, init_args: {num_layers: x}}]"],
