@@ -13,70 +13,110 @@ PATH/SRC is a dataset folder (MMRec or LightGCN), a raw CSV/TSV log, ``default``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recplug.core.cli.boundary import SEED, CommandParser, number_in, report_errors
 from recplug.core.data.dataset import InteractionData
 from recplug.core.errors import ConfigError, RecplugError
 
+if TYPE_CHECKING:
+    from recplug.core.data.formats.raw import RawOptions
+
 
 def _feature_pairs(values: list[str]) -> dict[str, str]:
-    pairs = {}
+    """``{modality: file}`` of the ``--feature MODALITY=FILE`` values; a modality that is not a plain name
+    (:func:`~recplug.core.data.formats.features.check_modality`) or is given twice is refused."""
+    from recplug.core.data.formats.features import check_modality
+
+    pairs: dict[str, str] = {}
     for value in values:
         modality, sep, file = value.partition("=")
         if not sep or not modality or not file:
             raise RecplugError(f"--feature: expected MODALITY=FILE, got {value!r}")
+        check_modality(modality, f"--feature {value}")
+        if modality in pairs:
+            raise ConfigError(f"--feature: modality {modality!r} is given twice ({pairs[modality]} and {file})")
         pairs[modality] = file
     return pairs
+
+
+RAW_ONLY_BY_SPLIT = {"ratios": ("random", "temporal"), "seed": ("random",)}
+"""Raw-log options that only some ``--split`` rules use."""
+
+
+def _raw_options(args: argparse.Namespace) -> RawOptions:
+    """The :class:`RawOptions` of the raw-log options given (``None``: not given, the default holds); an option
+    the chosen ``--split`` does not use is refused."""
+    from recplug.core.data.formats.raw import RawOptions
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RawOptions) if getattr(args, f.name) is not None}
+    split = given.get("split", RawOptions.split)
+    for name, splits in RAW_ONLY_BY_SPLIT.items():
+        if name in given and split not in splits:
+            raise ConfigError(f"--{name}: not used by --split {split} (only by {' and '.join(splits)})")
+    if given.get("sep") == "\\t":
+        given["sep"] = "\t"
+    if "columns" in given:
+        given["columns"] = tuple(given["columns"].split(","))
+    if "ratios" in given:
+        given["ratios"] = tuple(given["ratios"])
+    return RawOptions(**given)
+
+
+def _refuse_raw_options(args: argparse.Namespace) -> None:
+    """Refuse, naming them, raw-log options given for a source that is not a raw log (they would do nothing)."""
+    from recplug.core.data.formats.raw import RawOptions
+
+    names = ["feature", *(f.name for f in dataclasses.fields(RawOptions))]
+    given = [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) is not None]
+    if given:
+        what = "a dataset folder" if Path(args.path).is_dir() else "not read as a raw log"
+        raise ConfigError(f"{', '.join(given)}: raw-log option(s), but {args.path} is {what}; they do not apply")
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     from recplug.core.data.formats.raw import RawOptions
     from recplug.core.data.resolve import FORMATS
 
-    defaults = RawOptions()
+    defaults = RawOptions()  # raw-log options: dests are RawOptions' fields, default None to tell given ones apart
     parser.add_argument("--format", choices=FORMATS, default="auto", help="dataset format (default: detect)")
     parser.add_argument("--valid-ratio", type=number_in(float, 0, 1, high_open=True), default=0.0,
                         help="carve a validation split from train")
     parser.add_argument("--split-seed", type=SEED, default=0, help="seed of --valid-ratio")
     parser.add_argument("--cache-dir", default=None, help="cache (default $RECPLUG_CACHE or ~/.cache/recplug)")
     raw = parser.add_argument_group("raw logs (CSV/TSV)")
-    raw.add_argument("--feature", action="append", default=[], metavar="MODALITY=FILE",
+    raw.add_argument("--feature", action="append", default=None, metavar="MODALITY=FILE",
                      help="item features keyed by raw item id (.npz ids/features, or CSV/TSV rows id,f1,...)")
     raw.add_argument("--sep", default=None,
                      help="field separator, one character or '\\t' for a tab (default: ',' for .csv, tab otherwise)")
     raw.add_argument("--columns", default=None, help="comma-separated column names when the log has no header")
-    raw.add_argument("--user-col", default=defaults.user_col)
-    raw.add_argument("--item-col", default=defaults.item_col)
-    raw.add_argument("--rating-col", default=defaults.rating_col)
-    raw.add_argument("--time-col", default=defaults.time_col)
-    raw.add_argument("--min-rating", type=number_in(float), default=None)
-    raw.add_argument("--k-core", type=number_in(int, 0), default=defaults.k_core)
-    raw.add_argument("--split", choices=("random", "loo", "temporal"), default=defaults.split)
-    raw.add_argument("--ratios", type=number_in(float, 0, 1), nargs=3, default=list(defaults.ratios),
-                     metavar=("TRAIN", "VALID", "TEST"))
-    raw.add_argument("--seed", type=SEED, default=defaults.seed, help="seed of the random split")
-    raw.add_argument("--missing-features", choices=("error", "drop"), default=defaults.missing_features)
+    raw.add_argument("--user-col", help=f"default {defaults.user_col!r}")
+    raw.add_argument("--item-col", help=f"default {defaults.item_col!r}")
+    raw.add_argument("--rating-col", help="default 'rating' when the log has it; a column named must be there")
+    raw.add_argument("--time-col", help="default 'timestamp' when the log has it; a column named must be there")
+    raw.add_argument("--min-rating", type=number_in(float))
+    raw.add_argument("--k-core", type=number_in(int, 0), help=f"default {defaults.k_core} (off)")
+    raw.add_argument("--split", choices=("random", "loo", "temporal"), help=f"default {defaults.split!r}")
+    raw.add_argument("--ratios", type=number_in(float, 0, 1), nargs=3, metavar=("TRAIN", "VALID", "TEST"),
+                     help=f"split shares of random and temporal (default {' '.join(map(str, defaults.ratios))})")
+    raw.add_argument("--seed", type=SEED, help=f"seed of the random split (default {defaults.seed})")
+    raw.add_argument("--missing-features", choices=("error", "drop"), help=f"default {defaults.missing_features!r}")
 
 
 def _load(args: argparse.Namespace, cached: bool = True) -> InteractionData:
     """The dataset ``args.path`` names; a raw log is processed with the raw-log options, through the processed
     cache when ``cached`` (``stats``), directly otherwise (``convert`` writes its own copy)."""
-    from recplug.core.data.formats.raw import RawOptions, process_raw
+    from recplug.core.data.formats.raw import process_raw
     from recplug.core.data.registry import DEFAULT_DATASET
     from recplug.core.data.resolve import carve_validation, load_dataset
 
     source = Path(args.path)
     if source.is_file() and args.format in ("auto", "raw"):
-        options = RawOptions(
-            sep="\t" if args.sep == "\\t" else args.sep,
-            columns=tuple(args.columns.split(",")) if args.columns else None,
-            user_col=args.user_col, item_col=args.item_col, rating_col=args.rating_col, time_col=args.time_col,
-            min_rating=args.min_rating, k_core=args.k_core, split=args.split, ratios=tuple(args.ratios),
-            seed=args.seed, missing_features=args.missing_features,
-        )
-        features = _feature_pairs(args.feature)
+        options = _raw_options(args)
+        features = _feature_pairs(args.feature or [])
         if cached:  # feature paths as given (load_dataset reads relative ones from the log's folder)
             features = {m: str(Path(f).absolute()) for m, f in features.items()}
             return load_dataset(source, features, "raw", args.valid_ratio, args.split_seed, args.cache_dir,
@@ -85,6 +125,8 @@ def _load(args: argparse.Namespace, cached: bool = True) -> InteractionData:
         return carve_validation(data, args.valid_ratio, args.split_seed) if args.valid_ratio > 0 else data
     if args.path == DEFAULT_DATASET and args.format not in ("auto", "mmrec"):
         raise ConfigError(f"--format {args.format}: {DEFAULT_DATASET!r} is the embedded MMRec dataset")
+    if args.format != "raw":  # with --format raw, load_dataset says why this is no log
+        _refuse_raw_options(args)
     return load_dataset(args.path, None, args.format, args.valid_ratio, args.split_seed, args.cache_dir)
 
 
@@ -130,7 +172,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from recplug.core.data.formats.mmrec import write_mmrec
-    from recplug.core.ops.io import check_can_create
+    from recplug.core.ops.io import atomic_folder, check_can_create
 
     out = Path(args.out)
     check_can_create(out, "output folder")
@@ -140,7 +182,8 @@ def _convert(args: argparse.Namespace) -> int:
         raise RecplugError(f"--name: expected a file stem without path separators, got {args.name!r}")
     data = _load(args, cached=False)
     data.name = args.name or data.name
-    write_mmrec(data, out)
+    with atomic_folder(out) as tmp:  # a failed write leaves no half-written folder
+        write_mmrec(data, tmp)
     print(f"wrote {out} (MMRec format: {data.name}.inter, {len(data.features)} feature files)")
     return 0
 

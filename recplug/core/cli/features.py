@@ -153,10 +153,12 @@ def align_texts(
         source: the table's name, for error messages.
 
     Raises :class:`DataError` when a mapped index is outside the dataset, or, without a map, when an id is not
-    an integer (naming the line and suggesting ``--item-map``).
+    written in decimal digits (naming the line and suggesting ``--item-map``) or names the same index as an
+    earlier row (``3`` and ``03``).
     """
     texts: dict[int, str] = {}
     unknown: list[str] = []
+    first_row: dict[int, tuple[int, str]] = {}
     for lineno, raw, text in rows:
         if item_map is not None:
             if raw not in item_map:
@@ -166,12 +168,13 @@ def align_texts(
             if index >= num_items:
                 raise DataError(f"item map sends {raw!r} to index {index}, but the dataset has {num_items} items")
         else:
-            try:
-                index = int(raw)
-            except ValueError:
-                raise DataError(
-                    f"{source}:{lineno}: id {raw!r} is not an item index; pass --item-map to map raw ids"
-                ) from None
+            if not (raw.isascii() and raw.isdigit()):  # int() would also take '+3', '1_0' and non-ASCII digits
+                raise DataError(f"{source}:{lineno}: id {raw!r} is not an item index; pass --item-map to map raw ids")
+            index = int(raw)
+            if index in first_row:
+                line, first = first_row[index]
+                raise DataError(f"{source}:{lineno}: id {raw!r} names item {index}, as {first!r} on line {line} does")
+            first_row[index] = (lineno, raw)
             if not 0 <= index < num_items:
                 unknown.append(raw)
                 continue

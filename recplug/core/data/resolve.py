@@ -17,7 +17,7 @@ from torch import Tensor
 from recplug.core.data import registry
 from recplug.core.data.dataset import SPLITS, DataError, InteractionData
 from recplug.core.data.download import sha256sum
-from recplug.core.data.formats.features import check_keyed_feature_file
+from recplug.core.data.formats.features import check_keyed_feature_file, check_modality
 from recplug.core.data.formats.lightgcn import LIGHTGCN_FILES, read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 from recplug.core.data.formats.raw import RawOptions, process_raw
@@ -46,6 +46,8 @@ def check_load_arguments(
         for modality, name in feature_files.items()
     )):
         raise InvalidArgument(owner, "feature_files", feature_files, "a {modality: file name} mapping")
+    for modality in feature_files or {}:  # a name like ../x would write its matrix outside the dataset's folder
+        check_modality(modality, f"{owner}.feature_files")
     if format not in FORMATS:
         raise InvalidArgument(owner, "format", format, f"one of {', '.join(FORMATS)}")
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):

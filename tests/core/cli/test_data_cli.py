@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from recplug.core.cli.data import main
-from recplug.core.data.formats.mmrec import read_mmrec
+from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 
 GOWALLA = Path(__file__).resolve().parents[4] / "shared" / "data" / "gowalla"
 
@@ -148,17 +149,109 @@ LOG = "user,item,rating,timestamp\n" + "".join(f"u{u},i{i},{1 + (u + i) % 5},{u 
         (["--columns", "user,item,user,x"], "--columns: column 'user' appears twice in the header"),
         (["--feature", "image=TMP/none.csv"], "none.csv: feature file of modality 'image' not found"),
         (["--feature", "image=TMP/matrix.npy"], "matrix.npy: features keyed by raw item id are an .npz"),
+        (["--feature", "image=TMP/text.npz"], "text.npz: not a numpy file: it starts like neither an .npy nor"),
+        (["--feature", "../escaped=TMP/f.npz"], "--feature ../escaped=TMP/f.npz: modality '../escaped' is not a "
+                                                "plain name"),
+        (["--feature", "a/b=TMP/f.npz"], "modality 'a/b' is not a plain name"),
+        (["--feature", ".hidden=TMP/f.npz"], "modality '.hidden' is not a plain name"),
+        (["--feature", "image=TMP/f.npz", "--feature", "image=TMP/f.npz"], "--feature: modality 'image' is given "
+                                                                           "twice"),
+        (["--ratios", "1", "0", "0"], "ratios: the test share is 0, but evaluation needs a test split"),
+        (["--ratios", "0.9", "0.1", "0"], "ratios: the test share is 0, but evaluation needs a test split"),
+        (["--split", "loo", "--ratios", "0.5", "0.25", "0.25"], "--ratios: not used by --split loo"),
+        (["--split", "temporal", "--seed", "3"], "--seed: not used by --split temporal (only by random)"),
+        (["--time-col", "when"], "log.csv:1: no column 'when' (time_col) in the header 'user,item,rating,timestamp'"),
+        (["--rating-col", "stars"], "log.csv:1: no column 'stars' (rating_col) in the header 'user,item,rating,"),
     ],
 )
 def test_bad_raw_log_options_name_the_option(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, options: list[str], fragment: str
 ) -> None:
+    """Every refusal is one line, before anything is written: no output folder, no feature file anywhere."""
     (tmp_path / "log.csv").write_text(LOG)
     np.save(tmp_path / "matrix.npy", np.zeros((6, 2)))
+    np.savez(tmp_path / "f.npz", ids=np.array([f"i{i}" for i in range(6)]), features=np.ones((6, 2)))
+    (tmp_path / "text.npz").write_text("i0,1\n")
     options = [o.replace("TMP", str(tmp_path)) for o in options]
+    fragment = fragment.replace("TMP", str(tmp_path))
     for command in (["stats", str(tmp_path / "log.csv")], ["convert", str(tmp_path / "log.csv"), str(tmp_path / "o")]):
         code, out, err = run(capsys, *command, "--cache-dir", str(tmp_path / "cache"), *options)
         assert code == 2 and out == "" and err.count("\n") == 1 and fragment in err, err
+    assert not (tmp_path / "o").exists() and not list(tmp_path.rglob("*_feat.npy"))
+
+
+@pytest.mark.parametrize("source", ["mmrec", "lightgcn", "default"])
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--k-core", "5", "--split", "loo", "--feature", "img=f.npz", "--sep", ";"], "--feature, --sep, --k-core, "
+                                                                                    "--split: raw-log option(s)"),
+        (["--split", "random"], "--split: raw-log option(s)"),
+        (["--rating-col", "rating", "--missing-features", "error"], "--rating-col, --missing-features: raw-log"),
+    ],
+)
+def test_raw_log_options_are_refused_for_other_sources(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, source: str, options: list[str], named: str
+) -> None:
+    """Raw-log options would do nothing to a dataset folder or a registered name: refused by name, even when
+    they repeat a default."""
+    folder = tmp_path / source
+    folder.mkdir()
+    (folder / "d.inter").write_text("userID\titemID\tx_label\n0\t0\t0\n0\t1\t2\n")
+    (folder / "train.txt").write_text("0 0\n")
+    (folder / "test.txt").write_text("0 1\n")
+    if source == "lightgcn":
+        (folder / "d.inter").unlink()
+    path = "default" if source == "default" else str(folder)
+    for command in (["stats", path], ["convert", path, str(tmp_path / "o")]):
+        code, out, err = run(capsys, *command, *options)
+        assert code == 2 and out == "" and err.count("\n") == 1 and named in err, err
+        assert "they do not apply" in err
+    assert not (tmp_path / "o").exists()
+
+
+TEMPORAL_LOG = "user,item,timestamp\n" + "".join(  # user 5 has only late (valid/test) interactions
+    f"{u},{(u + i) % 12},{u * 10 + i if i < 8 else 2000 + u * 10 + i}\n" for u in range(10) if u != 5 for i in range(10)
+) + "5,0,5000\n5,1,5001\n"
+
+
+@pytest.mark.parametrize(
+    "files, options",
+    [
+        ({"train.txt": "0 0 1\n1\n2 1 2\n", "test.txt": "0 2\n2 0\n"}, []),  # user 1: a line without items
+        ({"train.txt": "0 0 1\n1 2\n2\n", "test.txt": "0 2\n1 0\n"}, []),  # the highest user id has no items
+        ({"d.inter": "userID\titemID\tx_label\n0\t0\t0\n0\t1\t0\n0\t2\t2\n1\t3\t2\n2\t0\t0\n2\t2\t0\n2\t1\t2\n"},
+         []),  # user 1 and item 3 only in a test row MMRec's rule drops
+        ({"log.csv": TEMPORAL_LOG}, ["--split", "temporal"]),  # user 5 only in valid/test: dropped by that rule
+    ],
+    ids=["lightgcn-middle-user-without-items", "lightgcn-last-user-without-items", "mmrec-cold-user",
+         "raw-temporal-cold-user"],
+)
+def test_convert_then_read_gives_the_same_data(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, files: dict[str, str], options: list[str]
+) -> None:
+    """Users and items left without interactions survive conversion (in the id maps), so the folder written is
+    read back with the same counts, splits and notes, by ``read_mmrec`` and by ``data stats``."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name, text in files.items():
+        (source / name).write_text(text)
+    path = source / "log.csv" if "log.csv" in files else source
+    code, stats, err = run(capsys, "stats", str(path), "--cache-dir", str(tmp_path / "cache"), *options)
+    assert code == 0, err
+    code, _, err = run(capsys, "convert", str(path), str(tmp_path / "out"), *options)
+    assert code == 0, err
+    code, again, err = run(capsys, "stats", str(tmp_path / "out"))
+    assert code == 0, err
+    assert "users w/o train     1" in stats
+    drop = ("name", "source")
+    assert [r for r in again.splitlines() if not r.startswith(drop)] == \
+           [r for r in stats.splitlines() if not r.startswith(drop)]
+    written = read_mmrec(tmp_path / "out")
+    rewritten = read_mmrec(write_mmrec(written, tmp_path / "again"))
+    for field in ("num_users", "num_items", "user_ids", "item_ids", "notes"):
+        assert getattr(rewritten, field) == getattr(written, field), field
+    assert all(torch.equal(a, b) for s in written.splits for a, b in zip(written.splits[s], rewritten.splits[s]))
 
 
 def test_a_raw_log_is_read_as_written(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

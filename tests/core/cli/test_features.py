@@ -102,8 +102,13 @@ def test_npz_output_is_keyed_by_raw_id_as_raw_log_features_are(folder: Path, tmp
         (["id\ttitle", "1\ta"], False, "items.tsv:1: header has no column(s) ['item_id']"),
         (["item_id\ttitle", "1\ta\textra"], False, "items.tsv:2: expected 2 '\\t'-separated fields, got 3"),
         (["item_id\ttitle", "999\t"], False, "no item of the dataset has text"),
+        (["item_id\ttitle", "3\ta", "03\tb"], False, "items.tsv:3: id '03' names item 3, as '3' on line 2 does"),
+        (["item_id\ttitle", "+3\ta"], False, "items.tsv:2: id '+3' is not an item index; pass --item-map"),
+        (["item_id\ttitle", "\u0663\ta"], False, "items.tsv:2: id '\u0663' is not an item index; pass --item-map"),
+        (["item_id\ttitle", "1_0\ta"], False, "items.tsv:2: id '1_0' is not an item index; pass --item-map"),
     ],
-    ids=["duplicate-id", "raw-id-without-map", "missing-column", "ragged-line", "nothing-to-encode"],
+    ids=["duplicate-id", "raw-id-without-map", "missing-column", "ragged-line", "nothing-to-encode",
+         "same-index-twice", "signed-index", "non-ascii-digit", "underscored-index"],
 )
 def test_bad_tables_give_one_line_errors(lines, item_map, message, folder: Path, tmp_path: Path, monkeypatch,
                                          capsys) -> None:

@@ -348,6 +348,9 @@ BAD_LOAD_ARGUMENTS = {
                              "feature_files must be a {modality: file name} mapping, got 'image_feat.npy'"),
     "feature-files-list": ({"feature_files": ["image_feat.npy"]},
                            "feature_files must be a {modality: file name} mapping, got ['image_feat.npy']"),
+    "feature-files-escaping": ({"feature_files": {"../esc": "x.npz"}},
+                               "feature_files: modality '../esc' is not a plain name (no '/', '\\', leading '.' or "
+                               "control characters; it names the file <modality>_feat.npy)"),
     "format": ({"format": "csv"}, "format must be one of auto, mmrec, lightgcn, raw, got 'csv'"),
     "cache-dir-number": ({"cache_dir": 5}, "cache_dir must be a folder, got 5"),
     "valid-ratio-nan": ({"valid_ratio": math.nan}, "valid_ratio must be in [0, 1), got nan"),

@@ -12,10 +12,34 @@ import numpy as np
 import torch
 
 from recplug.core.data.dataset import DataError, first_nonfinite_row
-from recplug.core.errors import one_line
-from recplug.core.data.formats.text import QUOTE_LIMIT, csv_records, quoted, read_text
+from recplug.core.errors import ConfigError, one_line
+from recplug.core.data.formats.text import QUOTE_LIMIT, csv_records, plain_float, quoted, read_text
 
 FEATURE_SUFFIX = "_feat.npy"
+_NUMPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")  # an .npy; an .npz (a zip archive, or an empty one)
+
+
+def check_modality(modality: str, option: str) -> None:
+    """Refuse, naming ``option``, a modality name that is not a plain name: it becomes the file name
+    ``<modality>_feat.npy`` in a dataset folder, so it must not be empty, start with ``.``, or hold a path
+    separator or a control character."""
+    if not modality or modality.startswith(".") or any(c in "/\\" or not c.isprintable() for c in modality):
+        raise ConfigError(
+            f"{option}: modality {quoted(modality)} is not a plain name (no '/', '\\', leading '.' or control "
+            "characters; it names the file <modality>_feat.npy)"
+        )
+
+
+def _check_numpy_file(path: Path) -> None:
+    """Refuse a file that starts like neither an ``.npy`` nor an ``.npz`` (numpy would try to unpickle it and
+    suggest ``allow_pickle``, which recplug never sets)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(6)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if head and not head.startswith(_NUMPY_MAGIC):  # an empty file: numpy's own "No data left in file"
+        raise DataError(f"{path}: not a numpy file: it starts like neither an .npy nor an .npz")
 
 
 def real_matrix(path: Path, array: np.ndarray, modality: str, where: Callable[[int], str]) -> np.ndarray:
@@ -51,6 +75,8 @@ def _load_array(path: Path, modality: str) -> np.ndarray:
     """The array of an ``.npy`` file, or of an ``.npz`` archive that holds exactly one (never unpickling)."""
     if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block np.load
         raise DataError(f"{path}: feature file of modality {modality!r} is not a regular file")
+    if path.is_file():
+        _check_numpy_file(path)
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -82,6 +108,9 @@ def folder_features(folder: Path, num_items: int, feature_files: dict[str, str] 
     """``{modality: matrix}`` from ``feature_files`` (default: every ``<modality>_feat.npy`` in the folder)."""
     if feature_files is None:
         feature_files = {p.name[: -len(FEATURE_SUFFIX)]: p.name for p in sorted(folder.glob("*" + FEATURE_SUFFIX))}
+    else:
+        for modality in feature_files:
+            check_modality(modality, "feature_files")
     return {m: load_features(folder / f, num_items, m) for m, f in feature_files.items()}
 
 
@@ -96,6 +125,16 @@ def check_keyed_feature_file(path: Path, modality: str) -> None:
         )
 
 
+def _python_floats(fields: list[str]) -> bool:
+    """Whether ``float()`` reads every field (more leniently than :func:`plain_float`: ``1_0`` too)."""
+    try:
+        for field in fields:
+            float(field)
+    except ValueError:
+        return False
+    return True
+
+
 def read_keyed_features(path: str | Path, modality: str) -> tuple[list[str], np.ndarray]:
     """Item features keyed by raw item id: ``.npz`` with arrays ``ids`` and ``features``, or a CSV/TSV text file
     whose rows are ``raw_id, f1, ..., fd`` (a header row is allowed). Duplicate ids, ragged rows and the matrices
@@ -103,6 +142,7 @@ def read_keyed_features(path: str | Path, modality: str) -> tuple[list[str], np.
     path = Path(path)
     check_keyed_feature_file(path, modality)
     if path.suffix == ".npz":
+        _check_numpy_file(path)
         try:
             archive = np.load(path, allow_pickle=False)
             if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -129,12 +169,12 @@ def read_keyed_features(path: str | Path, modality: str) -> tuple[list[str], np.
         if not any(f.strip() for f in fields):
             continue
         fields[0] = fields[0].strip()
-        try:
-            row = [float(x) for x in fields[1:]]
-        except ValueError:
-            if lineno == 1:
-                continue  # header
-            raise DataError(f"{path}:{lineno}: feature values must be numbers") from None
+        row = [plain_float(x) for x in fields[1:]]
+        if None in row:
+            if lineno == 1 and not _python_floats(fields[1:]):
+                continue  # header: column names, not numbers even to float()
+            bad = fields[1 + row.index(None)]
+            raise DataError(f"{path}:{lineno}: feature values must be numbers, got {quoted(bad)}")
         if not row:
             raise DataError(f"{path}:{lineno}: no feature values after the id {quoted(fields[0])} (separator {sep!r})")
         if values and len(row) != len(values[0]):

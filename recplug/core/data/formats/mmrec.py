@@ -12,7 +12,7 @@ import numpy as np
 from recplug.core.data.dataset import SPLITS, DataError, InteractionData
 from recplug.core.errors import ConfigError
 from recplug.core.data.formats.assemble import assemble, contiguous_count
-from recplug.core.data.formats.features import FEATURE_SUFFIX, folder_features
+from recplug.core.data.formats.features import FEATURE_SUFFIX, check_modality, folder_features
 from recplug.core.data.formats.text import (
     NEWLINE, first_repeated, parse_ints, quoted, read_bytes, read_lines, separated_table, token,
 )
@@ -45,15 +45,15 @@ def mmrec_cold_start(
     return keep, notes
 
 
-def read_id_map(path: str | Path, what: str = "id map", count: int | None = None) -> list[tuple[int, str, int]]:
+def read_id_map(path: str | Path, what: str = "id map", indexed: bool = False) -> list[tuple[int, str, int]]:
     """The rows ``(line number, raw id, index)`` of a ``raw_id<TAB>index`` file (``user_map.tsv``, ``item_map.tsv``,
     or a map a user gives ``recplug features --item-map``), in file order.
 
     The one set of rules: line ends as every text reader's (:func:`read_lines`); blank lines skipped; a first line
     whose index is not an integer is a header; fields are stripped. Raises :class:`DataError` naming the file and
     line on a line without exactly two fields, an empty raw id, an index that is not a non-negative integer, or a
-    raw id or index listed twice; ``what`` names the file in the other messages (not found, empty). With ``count``
-    (the maps recplug writes beside a dataset), the rows must be the indices ``0 .. count-1`` in order.
+    raw id or index listed twice; ``what`` names the file in the other messages (not found, empty). With ``indexed``
+    (the maps recplug writes beside a dataset), the rows must be the indices ``0, 1, ...`` in order.
     """
     path = Path(path)
     if not path.is_file():
@@ -75,7 +75,7 @@ def read_id_map(path: str | Path, what: str = "id map", count: int | None = None
         index = int(value)
         if index < 0:
             raise DataError(f"{path}:{lineno}: negative index {index}")
-        if count is not None and index != len(rows):
+        if indexed and index != len(rows):
             raise DataError(f"{path}:{lineno}: expected 'raw_id<TAB>{len(rows)}', got {quoted(line)}")
         if not raw:
             raise DataError(f"{path}:{lineno}: empty raw id")
@@ -87,26 +87,36 @@ def read_id_map(path: str | Path, what: str = "id map", count: int | None = None
         rows.append((lineno, raw, index))
     if not rows:
         raise DataError(f"{path}: {what} is empty")
-    if count is not None and len(rows) != count:
-        raise DataError(f"{path}: expected {count} rows 'raw_id<TAB>id', got {len(rows)}")
     return rows
 
 
-def _read_side_files(
-    folder: Path, num_users: int, num_items: int
-) -> tuple[list[str] | None, list[str] | None, list[str]]:
+def _read_side_files(folder: Path) -> tuple[list[str] | None, list[str] | None, list[str]]:
     """Raw-id maps (row ``i``: ``<raw id of i><TAB>i``) and processing notes that recplug writes beside a processed
     MMRec folder, when present."""
     maps: dict[str, list[str] | None] = {}
-    for kind, count in (("user", num_users), ("item", num_items)):
-        path = folder / MAP_FILES[kind]
-        if not path.exists():
-            maps[kind] = None
-            continue
-        maps[kind] = [raw for _, raw, _ in read_id_map(path, f"{kind} map", count)]
+    for kind, file_name in MAP_FILES.items():
+        path = folder / file_name
+        maps[kind] = [raw for _, raw, _ in read_id_map(path, f"{kind} map", indexed=True)] if path.exists() else None
     notes_path = folder / NOTES_FILE
     notes = read_lines(notes_path) if notes_path.exists() else []
     return maps["user"], maps["item"], notes
+
+
+def _id_count(
+    ids: np.ndarray, lines: np.ndarray, field: str, inter: Path, kind: str, raw_ids: list[str] | None
+) -> int:
+    """Number of ``kind`` (user or item) ids: the rows of the id map beside the folder, which also lists ids left
+    without interactions (every id of ``inter`` must be one of them); without a map, the contiguous ids of
+    ``inter``."""
+    if raw_ids is None:
+        return contiguous_count(ids, field, str(inter))
+    k = int(np.argmax(ids))
+    if ids[k] >= len(raw_ids):
+        raise DataError(
+            f"{inter}:{int(lines[k])}: {field} {int(ids[k])} is not in {MAP_FILES[kind]}, which maps ids 0 to "
+            f"{len(raw_ids) - 1}"
+        )
+    return len(raw_ids)
 
 
 def _find_inter(folder: Path, inter_file: str | None) -> Path:
@@ -141,9 +151,11 @@ def read_mmrec(
             ``inter_splitting_label``); other columns (rating, timestamp) are ignored, as MMRec does.
         sep: field separator (MMRec's ``field_separator``).
 
-    Ids must be 0-based and contiguous. Valid/test interactions of users absent from train are dropped, as
-    MMRec does (``filter_out_cod_start_users: True``); the count is reported in ``notes``. Blank lines are
-    skipped (as pandas does); any other malformed line is an error naming the file and line.
+    Ids must be 0-based and contiguous, unless an id map recplug wrote (``user_map.tsv``, ``item_map.tsv``) lists
+    them: then every id it lists counts, with or without interactions. Valid/test interactions of users absent
+    from train are dropped, as MMRec does (``filter_out_cod_start_users: True``); the count is reported in
+    ``notes``. Blank lines are skipped (as pandas does); any other malformed line is an error naming the file and
+    line.
     """
     folder = Path(folder)
     if folder.is_file():
@@ -172,11 +184,11 @@ def read_mmrec(
     if labels.max() > 2:
         k = int(np.argmax(labels > 2))
         raise DataError(f"{inter}:{int(line[k, 0])}: {label_field} must be 0, 1 or 2, got {labels[k]}")
-    num_users = contiguous_count(users, user_field, str(inter))
-    num_items = contiguous_count(items, item_field, str(inter))
+    user_ids, item_ids, side_notes = _read_side_files(folder)
+    num_users = _id_count(users, line[:, 0], user_field, inter, "user", user_ids)
+    num_items = _id_count(items, line[:, 0], item_field, inter, "item", item_ids)
     keep, notes = mmrec_cold_start(users, labels, num_users)
     features = folder_features(folder, num_items, feature_files)
-    user_ids, item_ids, side_notes = _read_side_files(folder, num_users, num_items)
     return assemble(
         inter.stem, users[keep], items[keep], labels[keep], num_users, num_items, features, side_notes + notes,
         str(folder), user_ids, item_ids,
@@ -187,18 +199,26 @@ def write_mmrec(data: InteractionData, folder: str | Path) -> Path:
     """Write ``data`` as an MMRec folder (``<name>.inter`` plus ``<modality>_feat.npy``); returns the folder.
 
     Raw-id maps (``user_map.tsv``, ``item_map.tsv``) and ``notes.txt`` are written beside it when ``data``
-    has them, and read back by :func:`read_mmrec`.
+    has them, and read back by :func:`read_mmrec`. A user or item without any interaction has no line in the
+    ``.inter``; so that it is read back, a map is then written even without raw ids (each id mapped to itself).
     """
+    for modality in data.features:
+        check_modality(modality, "features")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["\t".join(MMREC_COLUMNS)]
+    present: dict[str, list[np.ndarray]] = {"user": [], "item": []}
     for label, split in enumerate(SPLITS):
         users, items = data.split(split)
+        present["user"].append(users.numpy())
+        present["item"].append(items.numpy())
         lines.extend(f"{u}\t{i}\t1\t0\t{label}" for u, i in zip(users.tolist(), items.tolist()))
     (folder / f"{data.name}.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for modality, feats in data.features.items():
         np.save(folder / f"{modality}{FEATURE_SUFFIX}", feats.numpy())
-    for kind, raw in (("user", data.user_ids), ("item", data.item_ids)):
+    for kind, raw, count in (("user", data.user_ids, data.num_users), ("item", data.item_ids, data.num_items)):
+        if raw is None and np.unique(np.concatenate(present[kind])).size < count:
+            raw = [str(i) for i in range(count)]
         if raw is not None:
             rows = [f"raw_id\t{kind}_id", *(f"{r}\t{i}" for i, r in enumerate(raw))]
             (folder / MAP_FILES[kind]).write_text("\n".join(rows) + "\n", encoding="utf-8")

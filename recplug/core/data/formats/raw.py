@@ -14,9 +14,11 @@ import torch
 from recplug.core.data.dataset import DataError, InteractionData
 from recplug.core.errors import MAX_SEED, ConfigError
 from recplug.core.data.formats.assemble import assemble
-from recplug.core.data.formats.features import read_keyed_features
+from recplug.core.data.formats.features import check_modality, read_keyed_features
 from recplug.core.data.formats.mmrec import mmrec_cold_start
-from recplug.core.data.formats.text import csv_records, first_repeated, field_count_error, quoted, read_text
+from recplug.core.data.formats.text import (
+    csv_records, first_repeated, field_count_error, plain_float, quoted, read_text,
+)
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,13 @@ class RawOptions:
         sep: field separator; default ``","`` for ``.csv`` files, tab otherwise.
         columns: names of the log's columns when it has no header row (default: the first row is a header).
         user_col, item_col: columns holding raw user and item ids.
-        rating_col, time_col: optional columns, used when the log has them.
+        rating_col, time_col: optional columns; by default ``rating`` and ``timestamp``, used when the log has
+            them; a column named here must be in the log.
         min_rating: keep only interactions rated at least this (needs ``rating_col``).
         k_core: repeatedly drop users and items with fewer interactions than this (0 = no filtering).
         split: ``"random"`` (per user, MMRec's 8:1:1 with its small-user rule), ``"loo"`` (leave-one-out:
             each user's last interaction is test, the one before valid) or ``"temporal"`` (global time cut).
-        ratios: train/valid/test shares for ``random`` and ``temporal``.
+        ratios: train/valid/test shares for ``random`` and ``temporal`` (train and test shares above 0).
         seed: seed of the random split.
         missing_features: ``"error"`` (an item without a row in a feature file is an error) or ``"drop"``
             (drop that item's interactions before k-core filtering, reported in notes).
@@ -42,8 +45,8 @@ class RawOptions:
     columns: tuple[str, ...] | None = None
     user_col: str = "user"
     item_col: str = "item"
-    rating_col: str = "rating"
-    time_col: str = "timestamp"
+    rating_col: str | None = None
+    time_col: str | None = None
     min_rating: float | None = None
     k_core: int = 0
     split: str = "random"
@@ -66,10 +69,16 @@ class RawOptions:
         shares = len(self.ratios) == 3 and all(math.isfinite(r) and r >= 0 for r in self.ratios)
         if not shares or abs(sum(self.ratios) - 1.0) > 1e-6 or self.ratios[0] == 0:
             raise ConfigError(f"ratios: expected non-negative train/valid/test shares summing to 1, got {self.ratios}")
+        if self.ratios[2] == 0:
+            raise ConfigError(f"ratios: the test share is 0, but evaluation needs a test split, got {self.ratios}")
         if self.missing_features not in ("error", "drop"):
             raise ConfigError(f"missing_features: expected 'error' or 'drop', got {self.missing_features!r}")
         if self.k_core < 0:
             raise ConfigError(f"k_core: must be >= 0, got {self.k_core}")
+
+    def optional_columns(self) -> tuple[str, str]:
+        """The rating and time column names: as given, else ``rating`` and ``timestamp``."""
+        return self.rating_col or "rating", self.time_col or "timestamp"
 
     def key(self) -> str:
         """A stable JSON rendering, part of the processed-cache key."""
@@ -85,10 +94,9 @@ class _RawLog:
 
 
 def _float_field(path: Path, lineno: int, field: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{path}:{lineno}: field {field!r} must be a number, got {quoted(text)}") from None
+    value = plain_float(text)
+    if value is None:
+        raise DataError(f"{path}:{lineno}: field {field!r} must be a number, got {quoted(text)}")
     if not np.isfinite(value):
         raise DataError(f"{path}:{lineno}: field {field!r} is {quoted(text)}, expected a finite number")
     return value
@@ -107,14 +115,17 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
     repeated = first_repeated(header)
     if repeated is not None:
         raise DataError(f"{where} column {repeated!r} appears twice in the header {shown}")
-    for role, col in (("user_col", options.user_col), ("item_col", options.item_col)):
-        if col not in header:
+    named = (("user_col", options.user_col), ("item_col", options.item_col), ("rating_col", options.rating_col),
+             ("time_col", options.time_col))
+    for role, col in named:
+        if col is not None and col not in header:
             raise DataError(f"{where} no column {col!r} ({role}) in the header {shown}")
-    if options.min_rating is not None and options.rating_col not in header:
-        raise DataError(f"{where} min_rating needs column {options.rating_col!r}, not in the header {shown}")
+    rating_col, time_col = options.optional_columns()
+    if options.min_rating is not None and rating_col not in header:
+        raise DataError(f"{where} min_rating needs column {rating_col!r}, not in the header {shown}")
     cu, ci = header.index(options.user_col), header.index(options.item_col)
-    cr = header.index(options.rating_col) if options.rating_col in header else None
-    ct = header.index(options.time_col) if options.time_col in header else None
+    cr = header.index(rating_col) if rating_col in header else None
+    ct = header.index(time_col) if time_col in header else None
     users, items, ratings, times = [], [], [], []
     for lineno, last, row in records:
         if not row:
@@ -127,9 +138,9 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
         users.append(row[cu].strip())
         items.append(row[ci].strip())
         if cr is not None:
-            ratings.append(_float_field(path, lineno, options.rating_col, row[cr]))
+            ratings.append(_float_field(path, lineno, rating_col, row[cr]))
         if ct is not None:
-            times.append(_float_field(path, lineno, options.time_col, row[ct]))
+            times.append(_float_field(path, lineno, time_col, row[ct]))
     if not users:
         raise DataError(f"{path}: no interactions")
     return _RawLog(
@@ -217,6 +228,8 @@ def process_raw(
     """
     log = Path(log)
     options.check()
+    for modality in features or {}:
+        check_modality(modality, "feature_files")
     raw = _read_log(log, options)
     notes: list[str] = []
     keep = np.ones(raw.users.size, dtype=bool)
@@ -272,7 +285,8 @@ def process_raw(
             raise DataError(f"{log}: field {field!r} has an id with a tab or newline: {quoted(odd[0])}")
     times = raw.times[keep] if raw.times is not None else None
     if options.split == "temporal" and times is None:
-        raise DataError(f"{log}:1: split 'temporal' needs a time column, but {options.time_col!r} is not in the log")
+        time_col = options.optional_columns()[1]
+        raise DataError(f"{log}:1: split 'temporal' needs a time column, but {time_col!r} is not in the log")
     user_ids, users = np.unique(users_raw, return_inverse=True)
     item_ids, items = np.unique(items_raw, return_inverse=True)
     user_order, item_order = _natural_order(user_ids), _natural_order(item_ids)

@@ -22,11 +22,21 @@ _POW10 = 10 ** np.arange(19, dtype=np.int64)
 _MAX_DIGITS = 18  # keeps every id exactly representable in int64
 QUOTE_LIMIT = 80
 """Most characters of a file's content (or of a library's message) that an error message repeats."""
+_PLAIN_NUMBER = re.compile(
+    r"\s*[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|inf|infinity|nan)\s*", re.IGNORECASE
+)
 
 
 def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
     """``repr`` of ``text`` for an error message: at most ``limit`` characters, saying how long it was."""
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def plain_float(text: str) -> float | None:
+    """``text`` as a float when it is written as a plain decimal number (ASCII digits, optional sign, point and
+    exponent, surrounding whitespace; ``inf``/``nan`` too, for the caller to refuse by name), else ``None``.
+    ``float()`` alone would also read ``1_0`` as 10 and non-ASCII digits such as ``\u0663`` as 3."""
+    return float(text) if _PLAIN_NUMBER.fullmatch(text) else None
 
 
 def _file_bytes(path: Path) -> bytes:
