@@ -371,6 +371,26 @@ class RecplugCLI(LightningCLI):
             raise ConfigError(f"ckpt_path {shown}: its hyper_parameters do not fit this config: {problem}") from None
         sys.stderr.write(report.getvalue())  # warnings, if any
 
+    def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
+        """LightningCLI's optimiser and scheduler sections; a ``lr_scheduler`` without an ``optimizer`` section
+        schedules the model's own optimiser (Adam, or LazyAdam when sampled; Lightning ignored it without a word)."""
+        super()._add_configure_optimizers_method_to_model(subcommand)
+        config = self.config_init.get(subcommand) if subcommand else self.config_init
+        scheduler = config.get("lr_scheduler") if config is not None else None
+        if not scheduler or config.get("optimizer"):
+            return
+        from types import MethodType
+
+        from pytorch_lightning.cli import instantiate_class
+
+        own = self.model.configure_optimizers
+
+        def configure(model: Any) -> Any:
+            optimizer = own()
+            return LightningCLI.configure_optimizers(model, optimizer, instantiate_class(optimizer, scheduler))
+
+        self.model.configure_optimizers = MethodType(configure, self.model)
+
     def _set_seed(self) -> None:
         """Lightning's seeding, with a seed numpy would refuse named by its key."""
         seed = self._get(self.config, "seed_everything")

@@ -517,3 +517,14 @@ def test_an_error_line_is_capped(capsys) -> None:
 
     assert print_error("x" * (10 * ERROR_LIMIT)) == 2
     assert len(capsys.readouterr().err) < ERROR_LIMIT + 20
+
+
+def test_a_scheduler_without_an_optimizer_section_schedules_the_models_own(tiny: Path, tmp_path: Path) -> None:
+    """Lightning ignored ``--lr_scheduler`` without ``--optimizer``; sampled mode's docs say to drop the latter."""
+    code, err = run(*bundle_args(tiny, tmp_path), "--trainer.max_epochs=3", "--trainer.callbacks+=LearningRateMonitor",
+                    "--trainer.callbacks.logging_interval=epoch", "--lr_scheduler=torch.optim.lr_scheduler.StepLR",
+                    "--lr_scheduler.step_size=1", "--lr_scheduler.gamma=0.1", "--model.lr=0.01")
+    assert code == 0, err[-5:]
+    with open(next((tmp_path / "logs").rglob("metrics.csv"))) as handle:
+        rates = [float(row["lr-Adam"]) for row in csv.DictReader(handle) if row.get("lr-Adam")]
+    assert rates == pytest.approx([0.01, 0.001, 0.0001])
