@@ -232,13 +232,13 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
     args, out = mf_ablation
     assert main([*args[:-2], "--trainer.limit_train_batches=2", *args[-2:]]) == 0
     capsys.readouterr()
-    # a cut-off beyond the tiny data's items: the CLI builds it, the run fails once it sees the data
-    write(Path(args[4]), "variants:\n  base: {}\n  d16: {model.embedding_dim: 8}\n  bad: {eval.ks: [20, 100000]}\n")
+    # a learning rate the preflight takes (> 0) and training overflows with: the run fails once it trains
+    write(Path(args[4]), "variants:\n  base: {}\n  d16: {model.embedding_dim: 8}\n  bad: {model.lr: 1.0e+30}\n")
     assert main([*args[:-2], "--trainer.limit_train_batches=2", *args[-2:]]) == 1
     printed = capsys.readouterr()
     assert printed.out.count("finished earlier, skipped") == 2  # base; d16 changed, so it is rerun
-    assert "[5/6] variant=bad seed=0 ... failed: InvalidArgument: eval.ks must be in [1, " in printed.out
-    assert "failed: variant=bad seed=1: InvalidArgument: eval.ks" in printed.err
+    assert "[5/6] variant=bad seed=0 ... failed: ConfigError: the model's scores are not finite" in printed.out
+    assert "failed: variant=bad seed=1: ConfigError: the model's scores are not finite" in printed.err
     assert "| bad | 0 | – | – | – |" in (out / "results.md").read_text()
 
 
