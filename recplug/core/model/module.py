@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pluggy
 import pytorch_lightning as pl
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_warn
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,7 @@ from recplug.core.model.hook_results import (
 from recplug.core.model.losses import bpr_loss
 from recplug.core.model.sampled import (
     DrawnBatch, LazyAdam, Sampling, all_reduce_row_sparse, check_sampling, draw_neighbourhoods,
-    exclude_row_sparse_from_ddp, sampled_forward,
+    exclude_row_sparse_from_ddp, leaves_ddp_nothing, sampled_forward,
 )
 from recplug.core.data.dataset import InteractionData
 from recplug.core.data.registry import cache_root
@@ -161,6 +162,7 @@ class RecModule(pl.LightningModule):
                 num_users=num_users, num_items=num_items, feature_dims=self.feature_dims, embedding_dim=embedding_dim
             )
         self._embedding_cache: tuple[Tensor, Tensor] | None = None
+        self.ddp_anchor: nn.Parameter | None = None  # sampled DDP of ID tables only (setup)
         self._cold_scored: bool | None = None  # scores_cold_items of the data's cold items, decided by prepare
         # sampled mode's scratch global -> local row maps, one per table, reused step after step (not state)
         self.sampled_row_indexes: dict[str, RowIndex] = {} if self.sampling is None else {
@@ -292,6 +294,9 @@ class RecModule(pl.LightningModule):
             )
         if self.sampling is not None:  # before the strategy wraps the module in DDP
             exclude_row_sparse_from_ddp(self)
+            if self.ddp_anchor is None and isinstance(self.trainer.strategy, DDPStrategy) and leaves_ddp_nothing(self):
+                # DDP refuses a module it would reduce nothing of: a zero it reduces (never trained, never saved)
+                self.ddp_anchor = nn.Parameter(torch.zeros((), device=self.device))
         ahead = self.sampling is not None and self.sampling.draws_ahead(self.trainer.strategy.root_device)
         datamodule.draw = self.draw_batch if ahead else None
 
@@ -361,6 +366,8 @@ class RecModule(pl.LightningModule):
             output = self(triples)
         terms = self.loss_terms(triples, output)
         loss = self.total_loss(terms)
+        if self.ddp_anchor is not None:  # a gradient for DDP to reduce (zero)
+            loss = loss + 0.0 * self.ddp_anchor
         if not bool(torch.isfinite(loss)):  # one host sync per step; stops the run before NaN reaches the weights
             raise self._diverged(batch_idx, *self._non_finite_term(terms, triples, output))
         batch_size = len(triples)
@@ -477,7 +484,7 @@ class RecModule(pl.LightningModule):
         )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = [p for p in self.parameters() if p.requires_grad and p is not self.ddp_anchor]
         if self.optimizer_factory is not None:
             return self.optimizer_factory(params)
         optimizer = LazyAdam if self.sampling is not None else torch.optim.Adam  # sampled: row-sparse gradients
@@ -489,6 +496,7 @@ class RecModule(pl.LightningModule):
         from recplug import __version__
 
         checkpoint["recplug"] = {"recplug": __version__, **self.run_provenance}
+        checkpoint["state_dict"].pop("ddp_anchor", None)  # DDP's, not the model's: loads in one process too
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse weights of another dataset or bundle in one line, and warn when the checkpoint records other
@@ -496,6 +504,8 @@ class RecModule(pl.LightningModule):
         from recplug.core.model.checkpoint import CheckpointError, check_state_matches
 
         source = str(self.trainer.ckpt_path) if self._trainer is not None else "checkpoint"
+        if self.ddp_anchor is not None:  # resumed under DDP: the anchor is not saved
+            checkpoint["state_dict"].setdefault("ddp_anchor", torch.zeros_like(self.ddp_anchor))
         check_state_matches(source, checkpoint, self.state_dict())
         recorded = (checkpoint.get("recplug") or {}).get("data_sha256")
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

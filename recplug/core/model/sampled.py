@@ -231,6 +231,13 @@ def exclude_row_sparse_from_ddp(module: nn.Module) -> None:
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, list(row_sparse_parameters(module)))
 
 
+def leaves_ddp_nothing(module: nn.Module) -> bool:
+    """Are all of ``module``'s trainable parameters row-sparse (MF, LightGCN)? DDP then refuses to wrap it, as it
+    would reduce nothing (``RecModule`` adds a zero anchor parameter)."""
+    sparse = {id(p) for p in row_sparse_parameters(module).values()}
+    return not any(p.requires_grad and id(p) not in sparse for p in module.parameters())
+
+
 def all_reduce_row_sparse(module: nn.Module) -> None:
     """Average the row-sparse gradients over the DDP processes (a sparse all-reduce: gloo supports it, NCCL does
     not), as DDP averages the dense ones; a process whose step read no row of a table sends an empty gradient."""
