@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.metadata
 import io
 import sys
@@ -324,7 +325,9 @@ def test_a_class_of_a_skipped_plugin_is_no_choice_and_one_line_when_named(monkey
 def test_a_plugin_class_named_like_a_builtin_is_named_as_ambiguous(monkeypatch, tmp_path) -> None:
     from recplug.core.cli.main import main
 
-    install_fake_module(monkeypatch, "recplug_clash", CLASHING_PLUGIN)
+    clash = types.ModuleType("recplug_clash")
+    exec(compile(CLASHING_PLUGIN, "recplug_clash", "exec"), clash.__dict__)
+    sys.modules["recplug_clash"] = clash
     dists = [FakeDist("recplug-clash", "0.2", [FakeEntryPoint("clash", "recplug_clash")])]
     monkeypatch.setattr(importlib.metadata, "distributions", lambda: dists)
     monkeypatch.delenv("RECPLUG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
@@ -342,8 +345,12 @@ def test_a_plugin_class_named_like_a_builtin_is_named_as_ambiguous(monkeypatch, 
         assert exit.value.code == 2 and err.getvalue().splitlines()[-1] == (
             "error: model.fusion: ConcatFusion is defined by more than one loaded plugin "
             "(recplug.plugins.fusion.ConcatFusion, recplug_clash.ConcatFusion); give its full class_path")
-    finally:
+    finally:  # the class must be gone, not only unimported: jsonargparse finds classes by __subclasses__()
+        monkeypatch.setattr(importlib.metadata, "distributions", ORIGINAL_DISTRIBUTIONS)
+        del sys.modules["recplug_clash"], clash
         load_plugins(reload=True)
+        gc.collect()
+        assert "recplug_clash" not in {cls.__module__ for cls in ConcatFusion.__subclasses__()}
 
 
 def test_a_module_level_single_provider_hook_names_the_plugin_to_leave_out(monkeypatch, tiny_data) -> None:
