@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -38,6 +39,10 @@ def as_url(location: str) -> str:
     return Path(location).expanduser().resolve().as_uri()
 
 
+MIN_RATE = 1024
+"""Bytes per second below which a download counts as stalled, measured over windows of ``timeout`` seconds."""
+
+
 def download(
     url: str,
     dest: str | Path,
@@ -48,7 +53,8 @@ def download(
 ) -> Path:
     """Fetch ``url`` (``http(s)://`` or ``file://``) into ``dest`` atomically and return ``dest``.
 
-    Raises :class:`DataError` naming the file when the transfer fails, ends before ``Content-Length`` (or the
+    Raises :class:`DataError` naming the file when the transfer fails, sends nothing for ``timeout`` seconds or
+    less than :data:`MIN_RATE` bytes per second over ``timeout`` seconds (a stalled server), ends before ``Content-Length`` (or the
     registered ``size``) bytes, i.e. a truncated download, sends more than ``size`` bytes (stopped as soon as it
     does), or its sha256 differs from ``sha256``; ``dest`` is then left untouched.
     """
@@ -66,16 +72,26 @@ def download(
             expected = int(length) if length is not None else None
             total = expected if expected is not None else size
             bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False)
+            window_start, window_bytes = time.monotonic(), 0
             with bar:
                 while True:
                     try:
-                        block = response.read(CHUNK)
+                        block = response.read1(CHUNK)  # what has arrived: a trickle cannot hold one read forever
+                    except TimeoutError:
+                        raise DataError(f"{dest.name}: download from {url} timed out after {received} bytes (no data "
+                                        f"for {timeout:g} s)") from None
                     except (http.client.IncompleteRead, OSError):
                         raise DataError(
                             f"{dest.name}: truncated download from {url}: connection lost after {received} bytes"
                         ) from None
                     if not block:
                         break
+                    window_bytes += len(block)
+                    if time.monotonic() - window_start >= timeout:  # curl's --speed-limit / --speed-time
+                        if window_bytes < MIN_RATE * timeout:
+                            raise DataError(f"{dest.name}: download from {url} stalled: {window_bytes} bytes in "
+                                            f"{timeout:g} s, under {MIN_RATE} bytes/s (after {received} bytes)")
+                        window_start, window_bytes = time.monotonic(), 0
                     if size is not None and received + len(block) > size:  # not this file: stop writing it
                         raise DataError(
                             f"{dest.name}: download from {url} sends more than the registered {size} bytes"

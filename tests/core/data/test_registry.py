@@ -4,10 +4,12 @@ registered sums and statistics of Gowalla, TikTok and Amazon Office (served from
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shlex
 import threading
+import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -36,6 +38,21 @@ class Handler(SimpleHTTPRequestHandler):
     """Serves the test's folder; ``/truncated/<file>`` announces more bytes than it sends, then hangs up."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path.startswith(("/trickle/", "/stall/")):  # a byte every 0.1 s; or half the body, then silence
+            body = (Path(self.directory) / self.path.split("/", 2)[2]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the client gives up first
+                if self.path.startswith("/stall/"):
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    time.sleep(3)
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            return
         if self.path.startswith("/truncated/"):
             body = (Path(self.directory) / self.path.removeprefix("/truncated/")).read_bytes()
             self.send_response(200)
@@ -110,6 +127,20 @@ def test_truncated_download_is_an_error_and_leaves_nothing(server: tuple[str, Pa
     with pytest.raises(DataError, match=r"^train\.txt: truncated download") as info:
         download(f"{url}/truncated/toy/train.txt", dest, sha(TRAIN), progress=False)
     assert "\n" not in str(info.value)
+    assert not dest.exists() and leftovers(dest.parent) == []
+
+
+@pytest.mark.parametrize(("route", "message"), [
+    ("trickle", r"^train\.txt: download from .* stalled: \d+ bytes in 1 s, under 1024 bytes/s \(after \d+ bytes\)$"),
+    ("stall", r"^train\.txt: download from .* timed out after 9 bytes \(no data for 1 s\)$"),
+])
+def test_a_server_that_trickles_or_stalls_is_given_up_on(server: tuple[str, Path], tmp_path: Path, route: str,
+                                                         message: str) -> None:
+    """A byte every 0.1 s kept one 1 MiB read waiting forever: each byte reset the socket's timeout."""
+    url, _ = server
+    dest = tmp_path / "dl" / "train.txt"
+    with pytest.raises(DataError, match=message):
+        download(f"{url}/{route}/toy/train.txt", dest, sha(TRAIN), progress=False, timeout=1)
     assert not dest.exists() and leftovers(dest.parent) == []
 
 
