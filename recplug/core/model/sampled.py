@@ -18,6 +18,7 @@ model refuses ``model.sampling`` when it is built.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -97,6 +98,10 @@ def check_sampling(module: RecModule, sampling: Sampling | None) -> Sampling | N
                 f"model.sampling.fanouts has {len(sampling.fanouts)} entries but model.encoders[{i}] "
                 f"({type(encoder).__name__}) samples {hops} hops: give at least {hops}"
             )
+    deepest = max(encoder.sampled_hops for encoder in module.encoders)
+    if len(sampling.fanouts) > deepest:
+        warnings.warn(f"model.sampling.fanouts has {len(sampling.fanouts)} entries but the deepest encoder samples "
+                      f"{deepest} hop(s): the entries after the first {deepest} are not used", stacklevel=2)
     return sampling
 
 

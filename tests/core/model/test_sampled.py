@@ -305,3 +305,11 @@ def test_lazy_adam_matches_sparse_adam_as_the_rows_per_step_grow_and_shrink():
         sparse_adam.step()
     for mine, theirs in zip(ours, reference):
         torch.testing.assert_close(mine.detach(), theirs.detach())
+
+
+def test_fanouts_beyond_the_deepest_encoder_are_warned_of(tiny_data) -> None:
+    """The extra entries were dropped without a word ("uses the first L")."""
+    with pytest.warns(UserWarning, match=r"model.sampling.fanouts has 3 entries but the deepest encoder samples 2 "
+                                         r"hop\(s\): the entries after the first 2 are not used"):
+        RecModule(tiny_data.num_users, tiny_data.num_items, sampling=Sampling([5, 5, 5]),
+                  encoders=[UserItemGraph(num_layers=2)])
