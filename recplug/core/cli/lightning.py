@@ -211,6 +211,23 @@ def note_checkpoint_settings(shown: str, checkpoint: dict[str, Any], config: dic
         if key in model and key not in LINKED_MODEL_KEYS and model[key] != value:
             print(f"note: model.{key} is {value!r} from ckpt_path {shown} (the config's {model[key]!r} is not "
                   "used)", file=sys.stderr)
+    note_component_settings(shown, checkpoint, config)
+
+
+def note_component_settings(shown: str, checkpoint: dict[str, Any], config: dict[str, Any]) -> None:
+    """Say on stderr which components' settings differ from those the checkpoint trained with (its recorded
+    config): the weights are used with this config's values (a LightGCN trained with 4 layers propagated over 3),
+    which may be meant, so it is a note, not an error."""
+    recorded = (checkpoint.get("recplug") or {}).get("config")
+    if not isinstance(recorded, dict):
+        return
+    trained = {key: entry for key, entry in _class_entries(recorded.get("model"), "model")}
+    for key, entry in _class_entries(config.get("model"), "model"):
+        before = (trained.get(key) or {}).get("init_args") or {}
+        for name, value in (entry.get("init_args") or {}).items():
+            if name in before and before[name] != value:
+                print(f"note: {key}.init_args.{name} is {value!r} here; ckpt_path {shown} trained with "
+                      f"{before[name]!r}", file=sys.stderr)
 
 
 CONFIG_SECTIONS = ("model", "data", "trainer", "checkpoint", "eval", "topk")

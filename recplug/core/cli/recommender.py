@@ -101,7 +101,7 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
 
     path = local_checkpoint(ckpt_path)
     checkpoint = open_checkpoint(path, shown=str(ckpt_path))  # a missing or unsafe file fails before the CLI
-    from recplug.core.cli.lightning import check_config_sections, check_same_components
+    from recplug.core.cli.lightning import check_config_sections, check_same_components, note_component_settings
 
     record = checkpoint.get("recplug") or {}
     if config is not None:
@@ -114,7 +114,9 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
         raise CheckpointError(f"{ckpt_path}: the checkpoint records no config (it predates recplug export); "
                               "give the config it was trained with (--config)")
     cli = _built_cli(args, None if config is not None else f"{ckpt_path}: its recorded config")
-    check_same_components(str(ckpt_path), checkpoint, cli.config.as_dict())  # LightGCN weights fit MF's shapes
+    settings = cli.config.as_dict()
+    check_same_components(str(ckpt_path), checkpoint, settings)  # LightGCN weights fit MF's shapes
+    note_component_settings(str(ckpt_path), checkpoint, settings)
     model, datamodule = cli.model, cli.datamodule
     data = datamodule.data
     recorded = record.get("data_sha256")
@@ -132,7 +134,7 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
                                   "use a checkpoint from before it did")
     model.load_state_dict(checkpoint["state_dict"])
     model.eval()
-    return model, datamodule, cli.config.as_dict(), checkpoint
+    return model, datamodule, settings, checkpoint
 
 
 def _embeddings(argument: str, value: Any) -> Tensor:

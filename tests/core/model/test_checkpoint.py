@@ -246,6 +246,10 @@ def test_a_checkpoint_of_other_components_is_refused_and_its_settings_are_noted(
     assert "trained with model.encoders ['IdEmbedding'], but the config has ['UserItemGraph']" in last_error(capsys)
     assert recplug("validate", tmp_path, "--ckpt_path", str(trained), "--model.embedding_dim", "32") == 0
     assert "note: model.embedding_dim is 64 from ckpt_path" in capsys.readouterr().err
+    # a component setting other than the trained one is used with the trained weights: said, not refused
+    assert recplug("validate", tmp_path, "--ckpt_path", str(trained),
+                   "--model.encoders=[{class_path: IdEmbedding, init_args: {name: ids}}]") == 0
+    assert "note: model.encoders[0].init_args.name is 'ids' here; ckpt_path" in capsys.readouterr().err
     assert recplug("validate", tmp_path, "--ckpt_path", "last") == 2
     assert "ckpt_path last: no last checkpoint in checkpoint.dirpath" in last_error(capsys)
     assert recplug("validate", tmp_path, "--ckpt_path", "best") == 2
