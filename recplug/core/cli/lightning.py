@@ -494,6 +494,10 @@ class RecplugCLI(LightningCLI):
                     f"{key} is {monitor!r}, which the evaluator never logs "
                     f"(eval.ks={config['eval.ks']}, eval.metrics={config['eval.metrics']}); change one of them"
                 )
+        if self.subcommand == "predict" and config.get("topk.output_path"):  # before the model ranks every user
+            from recplug.core.ops.io import check_can_create
+
+            check_can_create(config["topk.output_path"], "topk.output_path")
         ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None
         if ckpt_path and not config.get("checkpoint.dirpath") and Path(ckpt_path).parent.name == "checkpoints":
             config["checkpoint.dirpath"] = str(Path(ckpt_path).parent)
