@@ -147,6 +147,7 @@ LOG = "user,item,rating,timestamp\n" + "".join(f"u{u},i{i},{1 + (u + i) % 5},{u 
         (["--k-core", "-2"], "argument --k-core: must be >= 0, got -2"),
         (["--user-col", "item"], "user_col and item_col both name column 'item'"),
         (["--columns", "user,item,user,x"], "--columns: column 'user' appears twice in the header"),
+        (["--columns", "user,item,rating,timestamp"], "log.csv:1: this row is a header (it repeats --columns)"),
         (["--feature", "image=TMP/none.csv"], "none.csv: feature file of modality 'image' not found"),
         (["--feature", "image=TMP/matrix.npy"], "matrix.npy: features keyed by raw item id are an .npz"),
         (["--feature", "image=TMP/text.npz"], "text.npz: not a numpy file: it starts like neither an .npy nor"),

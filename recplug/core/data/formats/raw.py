@@ -3,6 +3,7 @@ item id: filtered, remapped and split into a dataset (:func:`process_raw`)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -111,6 +112,12 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
     records = csv_records(path, text, sep)
     header = list(options.columns) if options.columns else next(records)[2]
     where = "--columns:" if options.columns else f"{path}:1:"
+    if options.columns:  # a header row read as data would become an interaction (user 'user', item 'item')
+        first = next(records, None)
+        if first is not None and [field.strip().lower() for field in first[2]] == [c.lower() for c in header]:
+            raise DataError(f"{path}:{first[0]}: this row is a header (it repeats --columns); --columns is for a "
+                            "log without one: drop it")
+        records = itertools.chain([first] if first is not None else [], records)
     shown = quoted(sep.join(header))
     repeated = first_repeated(header)
     if repeated is not None:
