@@ -43,7 +43,7 @@ import numpy as np
 from recplug.core.cli.boundary import CommandParser, report_errors
 from recplug.core.data.formats.mmrec import read_id_map
 from recplug.core.data.formats.text import csv_records, first_repeated, field_count_error, read_text
-from recplug.core.errors import ConfigError, DataError, RecplugError
+from recplug.core.errors import ConfigError, DataError, RecplugError, one_line
 from recplug.core.ops.io import atomic_write, check_can_create
 
 TextEncoder = Callable[[list[str]], np.ndarray]
@@ -294,7 +294,10 @@ def load_text_encoder(model: str | None = None, device: str | None = None) -> Te
     elif not Path(model).is_dir():
         raise ConfigError(f"--model: {model} is not a local sentence-transformers folder")
     check_device(device)
-    encoder = SentenceTransformer(model, device=device)
+    try:
+        encoder = SentenceTransformer(model, device=device)
+    except (OSError, ValueError) as exc:  # a folder that holds no model (transformers' two-line message)
+        raise ConfigError(f"--model {model}: not a sentence-transformers model folder ({one_line(exc, 200)})") from None
 
     def encode(texts: list[str]) -> np.ndarray:
         return encoder.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)

@@ -252,6 +252,13 @@ def test_missing_extra_names_the_install_command(monkeypatch) -> None:
         features.load_text_encoder()
 
 
+def test_a_model_folder_holding_no_model_is_one_line_naming_it(tmp_path: Path) -> None:
+    pytest.importorskip("sentence_transformers", reason="needs the text extra: pip install 'recplug[text]'")
+    (tmp_path / "readme.txt").write_text("not a model\n")
+    with pytest.raises(ConfigError, match=rf"^--model {tmp_path}: not a sentence-transformers model folder \("):
+        features.load_text_encoder(str(tmp_path), "cpu")
+
+
 @pytest.mark.slow
 def test_real_encoder_offline_features_train_with_crane(tmp_path: Path, monkeypatch) -> None:
     """all-MiniLM-L6-v2 from the `text` extra, hub disabled and an empty HF cache: the features it writes load
