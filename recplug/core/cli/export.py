@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from recplug.core.cli.boundary import CommandParser
-from recplug.core.errors import ConfigError, check_number
+from recplug.core.cli.boundary import CommandParser, number_in
+from recplug.core.errors import ConfigError
 
 INDEXES = ("flat", "ivf", "hnsw")
 FORMAT_VERSION = 1
@@ -47,28 +47,35 @@ def build_parser() -> CommandParser:
     parser.add_argument("--exclude", nargs="*", default=None,
                         help="splits never recommended, written to seen.npz (default: the config's topk.exclude)")
     parser.add_argument("--index", choices=INDEXES, default="flat", help="faiss index of the items (default flat)")
-    parser.add_argument("--nlist", type=int, default=1024, help="ivf: k-means cells (capped at the item count)")
-    parser.add_argument("--nprobe", type=int, default=32, help="ivf: cells visited per query")
-    parser.add_argument("--hnsw_m", type=int, default=32, help="hnsw: graph degree M")
-    parser.add_argument("--ef_search", type=int, default=128, help="hnsw: efSearch")
-    parser.add_argument("--ef_construction", type=int, default=200, help="hnsw: efConstruction")
+    # the index's own options: default None, so one given for another index is refused instead of ignored
+    parser.add_argument("--nlist", type=number_in(int, 1), help="ivf: k-means cells (default 1024, capped at the "
+                                                                  "item count)")
+    parser.add_argument("--nprobe", type=number_in(int, 1), help="ivf: cells visited per query (default 32)")
+    parser.add_argument("--hnsw_m", type=number_in(int, 2), help="hnsw: graph degree M (default 32)")
+    parser.add_argument("--ef_search", type=number_in(int, 1), help="hnsw: efSearch (default 128)")
+    parser.add_argument("--ef_construction", type=number_in(int, 1), help="hnsw: efConstruction (default 200)")
     return parser
 
 
+INDEX_OPTIONS = {"flat": {}, "ivf": {"nlist": "nlist", "nprobe": "nprobe"},
+                 "hnsw": {"hnsw_m": "M", "ef_search": "ef_search", "ef_construction": "ef_construction"}}
+"""Each ``--index``'s options and the argument of its search class they set."""
+
+
 def index_search(args: Any) -> Any:
-    """The evaluation's own faiss search for ``--index`` (its arguments checked before the checkpoint loads)."""
+    """The evaluation's own faiss search for ``--index`` (its arguments checked before the checkpoint loads); an
+    option of another index is refused."""
     from recplug.core.eval.search import FaissFlatSearch, FaissHNSWSearch, FaissIVFSearch
 
-    if args.index == "ivf":
-        check_number("export", "nlist", args.nlist, 1)
-        check_number("export", "nprobe", args.nprobe, 1)
-        return FaissIVFSearch(args.nlist, args.nprobe)
-    if args.index == "hnsw":
-        check_number("export", "hnsw_m", args.hnsw_m, 2)
-        check_number("export", "ef_search", args.ef_search, 1)
-        check_number("export", "ef_construction", args.ef_construction, 1)
-        return FaissHNSWSearch(args.hnsw_m, args.ef_search, args.ef_construction)
-    return FaissFlatSearch()
+    foreign = [f"--{option}" for index, options in INDEX_OPTIONS.items() if index != args.index for option in options
+               if getattr(args, option) is not None]
+    if foreign:
+        raise ConfigError(f"{', '.join(foreign)}: not an option of --index {args.index}; drop it or choose the index "
+                          "it belongs to")
+    given = {argument: getattr(args, option) for option, argument in INDEX_OPTIONS[args.index].items()
+             if getattr(args, option) is not None}
+    search = {"flat": FaissFlatSearch, "ivf": FaissIVFSearch, "hnsw": FaissHNSWSearch}[args.index]
+    return search(**given)
 
 
 def item_index(search: Any, items: np.ndarray) -> tuple[object, dict[str, Any]]:
