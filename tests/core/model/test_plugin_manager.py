@@ -280,6 +280,13 @@ class OutputsLoss(AuxLoss):
 '''
 
 
+def installed(monkeypatch, *dists: FakeDist) -> None:
+    """Make ``dists`` the only installed distributions, plugin autoload on and no allow-list."""
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: list(dists))
+    for name in ("RECPLUG_DISABLE_PLUGIN_AUTOLOAD", "RECPLUG_LOAD_PLUGINS"):
+        monkeypatch.delenv(name, raising=False)
+
+
 class FakeClassEntryPoint(FakeEntryPoint):
     def load(self) -> type:
         module, _, name = self.value.partition(":")
@@ -289,10 +296,7 @@ class FakeClassEntryPoint(FakeEntryPoint):
 def test_an_entry_point_naming_a_class_is_skipped(monkeypatch, tiny_data) -> None:
     """Registered as a module, its methods ran unbound in every model (a TypeError in every fit, MF's too)."""
     install_fake_module(monkeypatch, "recplug_classplugin", CLASS_ENTRY_POINT)
-    dists = [FakeDist("recplug-cls", "0.1", [FakeClassEntryPoint("cls", "recplug_classplugin:ClassLoss")])]
-    monkeypatch.setattr(importlib.metadata, "distributions", lambda: dists)
-    monkeypatch.delenv("RECPLUG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("RECPLUG_LOAD_PLUGINS", raising=False)
+    installed(monkeypatch, FakeDist("recplug-cls", "0.1", [FakeClassEntryPoint("cls", "recplug_classplugin:ClassLoss")]))
     try:
         with pytest.warns(UserWarning, match=r"'cls' from distribution recplug-cls 0.1 failed to load: PluginError: "
                                              r"its entry point names the class 'ClassLoss', not a module"):
@@ -306,10 +310,7 @@ def test_a_class_of_a_skipped_plugin_is_no_choice_and_one_line_when_named(monkey
     from recplug.core.cli.lightning import component_choices
 
     install_fake_module(monkeypatch, "recplug_misnamed", MISNAMED_ARGUMENT)
-    dists = [FakeDist("recplug-misnamed", "0.1", [FakeEntryPoint("misnamed", "recplug_misnamed")])]
-    monkeypatch.setattr(importlib.metadata, "distributions", lambda: dists)
-    monkeypatch.delenv("RECPLUG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("RECPLUG_LOAD_PLUGINS", raising=False)
+    installed(monkeypatch, FakeDist("recplug-misnamed", "0.1", [FakeEntryPoint("misnamed", "recplug_misnamed")]))
     try:
         with pytest.warns(UserWarning, match="'misnamed' .* failed to load"):
             load_plugins(reload=True)
@@ -328,10 +329,7 @@ def test_a_plugin_class_named_like_a_builtin_is_named_as_ambiguous(monkeypatch, 
     clash = types.ModuleType("recplug_clash")
     exec(compile(CLASHING_PLUGIN, "recplug_clash", "exec"), clash.__dict__)
     sys.modules["recplug_clash"] = clash
-    dists = [FakeDist("recplug-clash", "0.2", [FakeEntryPoint("clash", "recplug_clash")])]
-    monkeypatch.setattr(importlib.metadata, "distributions", lambda: dists)
-    monkeypatch.delenv("RECPLUG_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("RECPLUG_LOAD_PLUGINS", raising=False)
+    installed(monkeypatch, FakeDist("recplug-clash", "0.2", [FakeEntryPoint("clash", "recplug_clash")]))
     try:
         with pytest.warns(UserWarning, match=r"'clash' from recplug-clash 0.2 defines ConcatFusion, as "
                                              r"recplug.plugins.fusion.concat \(recplug .*\) does: a config naming "
