@@ -145,6 +145,7 @@ class RecModule(pl.LightningModule):
         self.reset_parameters()
 
         self.pm = RecplugPluginManager()
+        self._hook_owners: dict[str, list[str]] = {}  # owners()
         for name, module in active_plugin_modules():
             self.pm.register(module, name=f"plugin:{name}")
         for key, component in self.components().items():
@@ -328,8 +329,11 @@ class RecModule(pl.LightningModule):
         return output
 
     def owners(self, hook: str) -> list[str]:
-        """The providers of ``hook`` as errors name them: config key and class, or ``plugin:<name>``."""
-        return [self._describe(name) for name in self.pm.providers(hook)]
+        """The providers of ``hook`` as errors name them: config key and class, or ``plugin:<name>`` (found once:
+        the plugins are registered when the model is built)."""
+        if hook not in self._hook_owners:
+            self._hook_owners[hook] = [self._describe(name) for name in self.pm.providers(hook)]
+        return self._hook_owners[hook]
 
     @torch.no_grad()
     def cached_embeddings(self) -> tuple[Tensor, Tensor]:
