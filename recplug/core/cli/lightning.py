@@ -411,7 +411,7 @@ class RecplugCLI(LightningCLI):
     def _set_seed(self) -> None:
         """Lightning's seeding, with a seed numpy would refuse named by its key."""
         seed = self._get(self.config, "seed_everything")
-        if not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
+        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
             raise ConfigError(f"seed_everything must be true, false or in [0, {MAX_SEED}], got {seed}")
         super()._set_seed()
 
