@@ -21,7 +21,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from recplug.core.cli.boundary import debugging, print_error
 from recplug.core.cli.commands import COMMANDS
 from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, RecplugError, check_number, one_line
-from recplug.core.ops.yaml_file import read_yaml, yaml_location
+from recplug.core.ops.yaml_file import guard_jsonargparse_yaml, read_yaml, yaml_location
 
 
 LINKED_MODEL_KEYS = ("num_users", "num_items", "feature_dims")
@@ -127,7 +127,8 @@ def summarize_parser_error(message: str) -> str:
     if key and nested:
         return f"{key}: {one_line(re.sub(PARSER_KEY, '', message))}"
     if key and summary == match.group(0) and len(lines) > 1:  # 'Parser key "eval":' with the reason below it
-        return f"{key}: {lines[1].lstrip('- ')}"
+        why = [line.lstrip("- ") for line in lines[2:] if not re.match(r"-? ?Parser key", line)]
+        return f"{key}: {lines[1].lstrip('- ')}" + (f" ({why[0]})" if why else "")
     return summary
 
 
@@ -247,7 +248,7 @@ def check_config_file(path: str) -> None:
 
 
 def dropped_empty_mappings(content: Any, parsed: Any, key: str = "") -> Iterator[str]:
-    """Keys of ``content`` (a config file's YAML) whose value is an empty mapping and that the parsed config
+    """Keys of ``content`` (a config file's YAML) whose value holds only empty mappings and that the parsed config
     lacks. jsonargparse flattens a mapping into its keys, so ``bogus: {}`` adds none and is dropped without an
     error at any depth (``trainer.bogus``, a component's ``init_args.bogus``), where ``bogus: 1`` is refused.
     A list is compared item by item where the parsed one has the same length."""
@@ -259,10 +260,15 @@ def dropped_empty_mappings(content: Any, parsed: Any, key: str = "") -> Iterator
     for name, value in content.items():
         full = f"{key}.{name}" if key else str(name)
         if name not in parsed:
-            if value == {}:
+            if _holds_nothing(value):
                 yield full
             continue
         yield from dropped_empty_mappings(value, parsed[name], full)
+
+
+def _holds_nothing(value: Any) -> bool:
+    """Is ``value`` a mapping with no value but empty mappings (``{}``, ``{a: {}}``), which jsonargparse drops?"""
+    return isinstance(value, dict) and all(_holds_nothing(item) for item in value.values())
 
 
 def check_config_sections(content: dict[str, Any], where: str) -> None:
@@ -470,7 +476,8 @@ class RecplugCLI(LightningCLI):
         for path in config.get("config") or []:
             dropped = next(dropped_empty_mappings(read_yaml(str(path), "config file"), config), None) if path else None
             if dropped is not None:
-                raise ConfigError(f"{path}: unknown key {dropped} (its empty mapping would have been ignored)")
+                raise ConfigError(f"{path}: unknown key {dropped} (holding only empty mappings, it would have been "
+                                  "ignored)")
         ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
         logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in metrics for k in ks}
         monitors = {"checkpoint.monitor": config.get("checkpoint.monitor")}
@@ -536,6 +543,7 @@ def run_cli(args: list[str] | None, **kwargs: Any) -> RecplugCLI:
     from recplug.core.model.plugins import load_plugins
 
     load_plugins()
+    guard_jsonargparse_yaml()
     # deterministic kernels, but no NaN-fill of every torch.empty (a debugging aid for ops that read memory they
     # never wrote; it cost 9% of a sampled step at bench/scale.py's l size, docs/scaling.md)
     torch.utils.deterministic.fill_uninitialized_memory = False

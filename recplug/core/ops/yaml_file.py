@@ -75,6 +75,27 @@ MAX_VALUES = 100_000
 """The most values (mappings, lists and scalars, aliases counted as often as they are used) a YAML file may hold."""
 
 
+class AliasBombError(yaml.YAMLError):
+    """YAML whose aliases expand to more than :data:`MAX_VALUES` values (a YAML error, as jsonargparse reports)."""
+
+
+def guard_jsonargparse_yaml() -> None:
+    """Make jsonargparse's YAML loader, which reads what :func:`read_yaml` does not (a file given to one group,
+    ``--model m.yaml``; a value on the command line, ``--model.encoders '[...]'``), refuse an alias bomb too: it
+    expanded one to 9 GB of memory before."""
+    from jsonargparse import set_loader
+    from jsonargparse._loaders_dumpers import yaml_load  # jsonargparse's own loader, wrapped
+
+    def checked(stream: str) -> Any:
+        value = yaml_load(stream)
+        if _expanded_size(value, MAX_VALUES) > MAX_VALUES:
+            raise AliasBombError(f"more than {MAX_VALUES:,} values once its aliases (*name) are expanded; a value this "
+                                 "large is a mistake or an alias bomb")
+        return value
+
+    set_loader("yaml", checked, exceptions=(yaml.YAMLError,))
+
+
 def _expanded_size(content: Any, limit: int) -> int:
     """The number of values in ``content``, counting a shared (aliased) value at each use; stops past ``limit``."""
     count, stack = 0, [content]

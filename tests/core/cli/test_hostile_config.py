@@ -262,6 +262,26 @@ def test_a_broken_config_file_is_named_with_its_line(case: str, tmp_path: Path) 
     assert one_error(*run("fit", "--config", str(config))) == f"error: {config}{expected}"
 
 
+BOMB = "".join(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+               for previous, name in zip("abcdefgh", "bcdefghi"))
+"""Eight levels of nine aliases over ``a`` (9^9 values once expanded), for ``a: &a [x, ...]`` to start."""
+
+
+@pytest.mark.parametrize("where", ["group-file", "command-line"])
+def test_an_alias_bomb_given_to_one_group_or_on_the_command_line_is_refused(where: str, tiny: Path,
+                                                                          tmp_path: Path) -> None:
+    """jsonargparse reads these itself (not through read_yaml): a group file's bomb grew to 9 GB of memory."""
+    if where == "group-file":
+        bomb = tmp_path / "model.yaml"
+        bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + BOMB)
+        extra, expected = ["--model", str(bomb)], f"error: model: Unable to load config '{bomb}' (more than 100,000"
+    else:
+        levels = ["&a [x, x, x, x, x, x, x, x, x]"] + [f"&{name} [{', '.join([f'*{previous}'] * 9)}]"
+                                                      for previous, name in zip("abcdef", "bcdefg")]
+        extra, expected = [f"--model.encoders=[{', '.join(levels)}]"], "error: model.encoders"
+    assert one_error(*run(*bundle_args(tiny, tmp_path), *extra)).startswith(expected)
+
+
 def test_a_config_file_that_is_not_text_is_named(tmp_path: Path) -> None:
     config = tmp_path / "binary.yaml"
     config.write_bytes(b"model:\x00\xff")
@@ -275,6 +295,10 @@ EMPTY_MAPPINGS = {
     "in-a-section": ("trainer:\n  bogus: {}\n", "trainer.bogus"),
     "in-a-component": ("model:\n  fusion:\n    class_path: ConcatFusion\n    init_args:\n      bogus: {}\n",
                        "model.fusion.init_args.bogus"),
+    "nested-empty": ("model:\n  bogus: {a: {b: {}}}\n", "model.bogus"),
+    "in-a-callback": ("trainer:\n  callbacks:\n    - class_path: pytorch_lightning.callbacks.EarlyStopping\n"
+                      "      init_args: {monitor: val/recall@20, mode: max, bogus: {y: {}}}\n",
+                      "trainer.callbacks[0].init_args.bogus"),
     "in-a-list-item": ("model:\n  encoders:\n    - {class_path: UserItemGraph, init_args: {name: behavior, x: {}}}\n",
                        "model.encoders[0].init_args.x"),
 }
@@ -288,7 +312,7 @@ def test_an_unknown_key_holding_an_empty_mapping_is_refused(case: str, tiny: Pat
     extra = tmp_path / "extra.yaml"
     extra.write_text(text)
     assert one_error(*run(*bundle_args(tiny, tmp_path), "--config", str(extra))) == (
-        f"error: {extra}: unknown key {key} (its empty mapping would have been ignored)")
+        f"error: {extra}: unknown key {key} (holding only empty mappings, it would have been ignored)")
 
 
 def test_a_known_key_holding_an_empty_mapping_is_taken(tiny: Path, tmp_path: Path) -> None:
