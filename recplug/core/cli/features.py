@@ -500,6 +500,11 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"text": _text_command, "ca
 
 def run(argv: list[str]) -> int:
     """``recplug features KIND ...`` (``argv`` excludes ``features``), raising :class:`RecplugError` on bad input."""
+    if argv[:1] in (["-h"], ["--help"]):
+        examples = __doc__.split("\n\n")[1]
+        print(f"usage: recplug features {{{','.join(SUBCOMMANDS)}}} ...\n\n{examples}\n\n"
+              "recplug features KIND --help: every option of one kind; docs/features.md: the alignment rules")
+        return 0
     if not argv or argv[0] not in SUBCOMMANDS:
         given = f" {argv[0]!r}" if argv else ""
         raise ConfigError(f"recplug features: unknown kind{given}; choose one of: {', '.join(SUBCOMMANDS)}")

@@ -323,3 +323,11 @@ def test_a_device_this_machine_lacks_is_named() -> None:
         features.check_device("bogus")
     with pytest.raises(ConfigError, match=r"^--device cuda:99: this machine has \d+ CUDA device"):
         features.check_device("cuda:99")
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_without_a_kind_prints_the_usage_and_exits_0(flag: str, capsys) -> None:
+    """It was an error: 'unknown kind --help' (every other sub-command's --help exits 0)."""
+    assert features.run([flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: recplug features {text,categories} ...") and "recplug features text --items" in out
