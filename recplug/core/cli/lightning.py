@@ -21,6 +21,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from recplug.core.cli.boundary import debugging, print_error
 from recplug.core.cli.commands import COMMANDS
 from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, RecplugError, check_number, one_line
+from recplug.core.ops.io import check_can_create
 from recplug.core.ops.yaml_file import guard_jsonargparse_yaml, read_yaml, yaml_location
 
 
@@ -285,6 +286,20 @@ def check_config_sections(content: dict[str, Any], where: str) -> None:
                               f"got the string {value!r}")
 
 
+def output_folders(config: Any, subcommand: str | None) -> Iterator[tuple[str, str]]:
+    """``(config key, path)`` of what a run writes: the trainer's root, each logger's ``save_dir``, the checkpoint
+    folder, and ``predict``'s top-K file."""
+    loggers = config.get("trainer.logger")
+    for index, logger in enumerate(loggers if isinstance(loggers, list) else [loggers]):
+        save_dir = logger.get("init_args", {}).get("save_dir") if hasattr(logger, "get") else None
+        if save_dir:
+            yield f"trainer.logger{f'[{index}]' if isinstance(loggers, list) else ''}.init_args.save_dir", str(save_dir)
+    for key in ("trainer.default_root_dir", "checkpoint.dirpath") + (("topk.output_path",) if subcommand == "predict"
+                                                                     else ()):
+        if config.get(key):
+            yield key, str(config[key])
+
+
 class RecplugArgumentParser(LightningArgumentParser):
     """Reports a bad config as one ``error:`` line naming the key (and the valid choices), or the file and line
     of a YAML syntax error, then exits 2 (``RECPLUG_DEBUG=1``: raises with the traceback instead). Options are
@@ -501,10 +516,8 @@ class RecplugCLI(LightningCLI):
                     f"{key} is {monitor!r}, which the evaluator never logs "
                     f"(eval.ks={config['eval.ks']}, eval.metrics={config['eval.metrics']}); change one of them"
                 )
-        if self.subcommand == "predict" and config.get("topk.output_path"):  # before the model ranks every user
-            from recplug.core.ops.io import check_can_create
-
-            check_can_create(config["topk.output_path"], "topk.output_path")
+        for key, path in output_folders(config, self.subcommand):  # before any work, not at the first write
+            check_can_create(path, key)
         ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None
         if ckpt_path and not config.get("checkpoint.dirpath") and Path(ckpt_path).parent.name == "checkpoints":
             config["checkpoint.dirpath"] = str(Path(ckpt_path).parent)

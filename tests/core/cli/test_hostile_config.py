@@ -188,6 +188,16 @@ def test_predict_into_a_folder_is_refused(tiny: Path, tmp_path: Path) -> None:
                    f"{tmp_path / 'predictions.tsv'}"
 
 
+@pytest.mark.parametrize("key", ["trainer.default_root_dir", "trainer.logger.init_args.save_dir",
+                                 "checkpoint.dirpath"])
+def test_a_run_folder_behind_a_symlink_loop_is_one_line_naming_its_key(key: str, tiny: Path, tmp_path: Path) -> None:
+    """It ended in an OS error with the debug hint at the first write, naming no option."""
+    (tmp_path / "loop").symlink_to("loop")
+    line = one_error(*run(*bundle_args(tiny, tmp_path), f"--{key}={tmp_path / 'loop' / 'run'}"))
+    assert line.startswith(f"error: {key} {tmp_path / 'loop' / 'run'}: cannot be created: {tmp_path / 'loop'} is a "
+                           "symbolic link to loop, which leads nowhere")
+
+
 def test_a_huge_learning_rate_stops_training_naming_the_step_term_and_knobs(tiny: Path, tmp_path: Path) -> None:
     code, err = run(*bundle_args(tiny, tmp_path), "--model.lr=1e30", "--trainer.limit_train_batches=3",
                     "--model.aux_losses=[]")
