@@ -6,6 +6,7 @@ forward = fuse modalities (``recplug_fuse``) -> encode views (``recplug_encode``
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -430,6 +431,18 @@ class RecModule(pl.LightningModule):
     def on_after_backward(self) -> None:
         if self.sampling is not None:
             all_reduce_row_sparse(self)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Stop on a learning rate a scheduler made negative or non-finite (StepLR with ``gamma: -5`` trained with
+        -0.05 without a word; 0, as a cosine schedule ends, is allowed)."""
+        for optimizer in self.trainer.optimizers if self._trainer is not None else []:
+            for group in optimizer.param_groups:
+                lr = group.get("lr")
+                if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr >= 0):
+                    raise ConfigError(
+                        f"the learning rate is {lr:g} at epoch {self.current_epoch}, batch {batch_idx}; it must be a "
+                        "finite number >= 0: check the lr_scheduler section (e.g. its gamma)"
+                    )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Stop on weights the optimiser step made non-finite (the loss of this step was still finite).

@@ -565,3 +565,12 @@ def test_a_scheduler_without_an_optimizer_section_schedules_the_models_own(tiny:
     with open(next((tmp_path / "logs").rglob("metrics.csv"))) as handle:
         rates = [float(row["lr-Adam"]) for row in csv.DictReader(handle) if row.get("lr-Adam")]
     assert rates == pytest.approx([0.01, 0.001, 0.0001])
+
+
+def test_a_scheduler_that_makes_the_learning_rate_negative_stops_the_run(tiny: Path, tmp_path: Path) -> None:
+    """StepLR with gamma -5 trained at lr -0.05, then 0.25, and exited 0."""
+    line = one_error(*run(*bundle_args(tiny, tmp_path), "--trainer.max_epochs=3", "--model.lr=0.01",
+                          "--lr_scheduler=torch.optim.lr_scheduler.StepLR", "--lr_scheduler.step_size=1",
+                          "--lr_scheduler.gamma=-5"))
+    assert line == ("error: the learning rate is -0.05 at epoch 1, batch 0; it must be a finite number >= 0: check the "
+                    "lr_scheduler section (e.g. its gamma)")
