@@ -1,24 +1,26 @@
 """The one error boundary, :func:`report_errors` (applied by :mod:`recplug.core.cli.main` around every command):
 recplug's own errors, and the errors libraries raise on bad settings or resources (YAML, Lightning's
-misconfigurations, torch/numpy ``ValueError`` and ``RuntimeError``, files), end in one ``error:`` line and exit
-status 2; ``RECPLUG_DEBUG=1`` re-raises them with the traceback. Other exceptions (``TypeError``, ``KeyError``, ...)
-are bugs and keep their traceback.
+misconfigurations, torch/numpy ``ValueError`` and ``RuntimeError``, files, and an ``ArithmeticError`` such as a
+division by zero raised inside a library), end in one ``error:`` line and exit status 2; ``RECPLUG_DEBUG=1``
+re-raises them with the traceback. Other exceptions (``TypeError``, ``KeyError``, an ``ArithmeticError`` in recplug's
+own code, ...) are bugs and keep their traceback.
 
 recplug's own sub-commands parse their arguments with :class:`CommandParser`, whose usage errors are
-:class:`ConfigError`; the Lightning parser (:mod:`recplug.core.cli.lightning`), which exits inside jsonargparse, prints
-through the same :func:`print_error`.
+:class:`ConfigError` and which takes no abbreviated option names; the Lightning parser
+(:mod:`recplug.core.cli.lightning`), which exits inside jsonargparse, prints through the same :func:`print_error`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, RecplugError, check_number, one_line
+from recplug.core.ops.environment import env_flag
 
-DEBUG_HINT = "(set RECPLUG_DEBUG=1 for the traceback)"
+DEBUG_ENV = "RECPLUG_DEBUG"
+DEBUG_HINT = f"(set {DEBUG_ENV}=1 for the traceback)"
 ERROR_LIMIT = 2000
 """Most characters of an error line: a message that quotes a value (a YAML alias bomb expands to gigabytes) is cut."""
 BUG_TYPES: tuple[type[BaseException], ...] = (NotImplementedError, RecursionError)
@@ -33,7 +35,13 @@ LIBRARY_ERROR_TYPES: tuple[tuple[str, str], ...] = (
 class CommandParser(argparse.ArgumentParser):
     """The argument parser of recplug's own sub-commands: a usage error raises :class:`ConfigError`
     (``<prog>: <message>``), printed as one ``error:`` line with exit status 2 instead of argparse's usage block.
-    Sub-parsers made with ``add_subparsers(parser_class=CommandParser)`` do the same."""
+    An abbreviated option (``--ou`` for ``--out``) is unrecognized, as in ``recplug fit``: a prefix could silently
+    mean another option once one is added. Sub-parsers made with ``add_subparsers(parser_class=CommandParser)`` do
+    the same."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{self.prog}: {message}")
@@ -73,8 +81,13 @@ SEED = number_in(int, 0, MAX_SEED)
 
 
 def debugging() -> bool:
-    """``RECPLUG_DEBUG`` is set (and not ``0``): errors are re-raised with their traceback."""
-    return os.environ.get("RECPLUG_DEBUG", "") not in ("", "0")
+    """``RECPLUG_DEBUG`` is on (``1``, ``true``, ...; see :func:`env_flag`): errors are re-raised with their
+    traceback. A value that is not a flag counts as off here, so the error being reported keeps its one line;
+    :func:`report_errors` refuses such a value before the command runs."""
+    try:
+        return env_flag(DEBUG_ENV)
+    except ConfigError:
+        return False
 
 
 def print_error(message: object, hint: bool = False) -> int:
@@ -90,19 +103,23 @@ def library_error(exc: BaseException) -> str | None:
         getattr(sys.modules[module], name) for module, name in LIBRARY_ERROR_TYPES if module in sys.modules
     )
     settings = (ValueError, RuntimeError, OSError, MemoryError, OverflowError)
-    if isinstance(exc, BUG_TYPES) or not isinstance(exc, settings + library):
-        return None
     frame = exc.__traceback__
     while frame is not None and frame.tb_next is not None:
         frame = frame.tb_next
     origin = frame.tb_frame.f_globals.get("__name__", "?") if frame is not None else "?"
+    # a division by zero in torch's scheduler comes from a setting (step_size 0); in recplug's own code it is a bug
+    arithmetic = isinstance(exc, ArithmeticError) and origin.partition(".")[0] not in ("recplug", "?")
+    if isinstance(exc, BUG_TYPES) or not (isinstance(exc, settings + library) or arithmetic):
+        return None
     return f"{one_line(exc) or type(exc).__name__} ({type(exc).__name__} in {origin})"
 
 
 def report_errors(command: Callable[[], int]) -> int:
     """Run ``command``; a :class:`RecplugError` or a library's error on bad settings becomes one ``error:`` line
-    and exit status 2 (with ``RECPLUG_DEBUG=1``, it is re-raised with its traceback)."""
+    and exit status 2 (with ``RECPLUG_DEBUG=1``, it is re-raised with its traceback). A ``RECPLUG_DEBUG`` that is
+    not a flag is refused in one line before the command runs."""
     try:
+        env_flag(DEBUG_ENV)  # raises on a value that is no flag, which debugging() would read as off
         return command()
     except RecplugError as exc:
         if debugging():

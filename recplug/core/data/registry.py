@@ -37,8 +37,8 @@ from recplug.core.data.dataset import DataError, InteractionData
 from recplug.core.data.download import as_url, download, sha256sum
 from recplug.core.data.formats.lightgcn import read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec
-from recplug.core.errors import RecplugError
-from recplug.core.ops.io import atomic_folder
+from recplug.core.errors import ConfigError, RecplugError
+from recplug.core.ops.io import atomic_folder, check_can_create
 
 MIRROR_ENV = "RECPLUG_DATA_MIRROR"
 CACHE_ENV = "RECPLUG_CACHE"
@@ -49,11 +49,35 @@ PREPARE_COMMANDS = ("data", "features")
 """The recplug commands a dataset's preparation may run."""
 
 
+CACHE_DIR_OPTION = "data.cache_dir (--cache-dir)"
+
+
 def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else ``$RECPLUG_CACHE``, else ``~/.cache/recplug``."""
+    """``cache_dir``, else ``$RECPLUG_CACHE``, else ``~/.cache/recplug``: a folder, or a path where one can be
+    created; otherwise a :class:`ConfigError` naming where it came from (a file in the way, a symbolic link that
+    leads nowhere, a read-only place)."""
     if cache_dir is not None:
-        return Path(cache_dir)
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "recplug")
+        root, option = Path(cache_dir), CACHE_DIR_OPTION
+    elif os.environ.get(CACHE_ENV):
+        root, option = Path(os.environ[CACHE_ENV]), CACHE_ENV
+    else:
+        root, option = Path.home() / ".cache" / "recplug", f"the default cache (set {CACHE_ENV} for another)"
+    check_can_create(root, option)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{option} {root}: a file, not a folder")
+    return root
+
+
+def mirror_url(mirror: str, option: str) -> str:
+    """The URL of ``mirror`` (``option`` names where it came from): a URL as it is, or a local folder, which must
+    exist (a missing one, a file, or a symbolic link that leads nowhere is a :class:`ConfigError`)."""
+    if "://" not in mirror:
+        folder = Path(mirror).expanduser()
+        if not folder.is_dir():
+            what = ("a symbolic link that leads nowhere (a loop or a missing target)" if folder.is_symlink()
+                    and not folder.exists() else "a file, not a folder" if folder.exists() else "no such folder")
+            raise ConfigError(f"{option} {mirror}: {what}")
+    return as_url(mirror).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -201,6 +225,7 @@ def fetch(name: str, cache_dir: str | Path | None = None, mirror: str | None = N
     if blocked is not None:
         raise DataError(f"{blocked}: a file where the dataset cache needs a folder; move it, or give another cache "
                         f"(--cache-dir or ${CACHE_ENV})")
+    option = "--mirror" if mirror is not None else MIRROR_ENV
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     for remote in spec.files:
         dest = folder / remote.name
@@ -209,7 +234,7 @@ def fetch(name: str, cache_dir: str | Path | None = None, mirror: str | None = N
         if dest.is_file() and sha256sum(dest) == remote.sha256:
             continue
         if mirror:
-            url = f"{as_url(mirror).rstrip('/')}/{spec.name}/{remote.name}"
+            url = f"{mirror_url(mirror, option)}/{spec.name}/{remote.name}"
         elif remote.url is None:
             raise DataError(
                 f"{spec.name}: {remote.name} is served by no public URL; set {MIRROR_ENV} to a folder or URL holding "

@@ -38,6 +38,7 @@ from recplug.core.model.plugins import (
     RecplugPluginManager, active_plugin_modules, component_class, plugin_provenance,
 )
 from recplug.core.model.types import BPRBatch, GraphView, ModelOutput
+from recplug.core.ops.environment import env_flag
 from recplug.core.ops.sampling import RowIndex
 from recplug.hookspecs import cardinalities
 
@@ -533,7 +534,7 @@ class RecModule(pl.LightningModule):
                 f"{source}: trained on other data ({checkpoint['recplug'].get('data')!r}, sha256 "
                 f"{recorded[:12]}) than this run's ({data.name!r}, sha256 {current[:12]})"
             )
-            if os.environ.get("RECPLUG_STRICT_CHECKPOINTS") == "1":
+            if env_flag("RECPLUG_STRICT_CHECKPOINTS"):
                 raise CheckpointError(message + "; refused under RECPLUG_STRICT_CHECKPOINTS=1")
             rank_zero_warn(message + "; set RECPLUG_STRICT_CHECKPOINTS=1 to refuse such checkpoints")
 

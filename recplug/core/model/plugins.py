@@ -10,8 +10,9 @@ Two kinds of plugin, loaded through one path:
   registered on the model's own :class:`RecplugPluginManager` under their config key.
 
 Environment: ``RECPLUG_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points; ``RECPLUG_LOAD_PLUGINS=a,b`` loads only
-the named entry points; ``RECPLUG_STRICT_PLUGINS=1`` turns a broken plugin into an error;
-``RECPLUG_TRACE_PLUGINS=1`` prints every hook call.
+the named entry points (a name no installed entry point has is warned about); ``RECPLUG_STRICT_PLUGINS=1`` turns a
+broken plugin, or such a name, into an error; ``RECPLUG_TRACE_PLUGINS=1`` prints every hook call. The on/off ones
+take ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off`` (:func:`~recplug.core.ops.environment.env_flag`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import Any, Iterable
 import pluggy
 
 from recplug import hookspecs
-from recplug.core.errors import PluginError, one_line
+from recplug.core.errors import ConfigError, PluginError, one_line
+from recplug.core.ops.environment import env_flag
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "recplug.plugins.combine",
@@ -50,6 +52,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 )
 ENTRY_POINT_GROUP = "recplug"
 HOOK_PREFIX = "recplug_"
+AUTOLOAD_OFF_ENV = "RECPLUG_DISABLE_PLUGIN_AUTOLOAD"
+ALLOW_ENV = "RECPLUG_LOAD_PLUGINS"
+STRICT_ENV = "RECPLUG_STRICT_PLUGINS"
+TRACE_ENV = "RECPLUG_TRACE_PLUGINS"
 
 
 class RecplugPluginManager(pluggy.PluginManager):
@@ -62,7 +68,7 @@ class RecplugPluginManager(pluggy.PluginManager):
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT)
         self.add_hookspecs(hookspecs.RecplugSpecs)
-        if os.environ.get("RECPLUG_TRACE_PLUGINS"):
+        if env_flag(TRACE_ENV):
             self.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
             self.enable_tracing()
 
@@ -188,7 +194,7 @@ def _load_one(name: str, import_target: Any, distribution: str, version: str, st
         message = f"recplug: plugin {name!r} from distribution {distribution} {version} failed to load: {record.error}"
         if strict:
             raise PluginError(message) from exc
-        warnings.warn(message + " (skipped; set RECPLUG_STRICT_PLUGINS=1 to make this an error)", stacklevel=2)
+        warnings.warn(message + f" (skipped; set {STRICT_ENV}=1 to make this an error)", stacklevel=2)
     return record
 
 
@@ -204,13 +210,14 @@ def load_plugins(strict: bool | None = None, reload: bool = False) -> dict[str, 
 
     A plugin that fails to import, or whose hook implementations do not match the specs, is reported with its
     distribution and skipped (or raises :class:`PluginError` when ``strict``). A second plugin with a name
-    already taken is rejected the same way.
+    already taken is rejected the same way, and so is a name in ``RECPLUG_LOAD_PLUGINS`` that no installed entry
+    point has (:class:`ConfigError` when ``strict``). ``strict=None``: ``RECPLUG_STRICT_PLUGINS``.
     """
     global _LOADED
     if _LOADED is not None and not reload:
         return _LOADED
     if strict is None:
-        strict = bool(os.environ.get("RECPLUG_STRICT_PLUGINS"))
+        strict = env_flag(STRICT_ENV)
     from recplug import __version__
 
     loaded: dict[str, LoadedPlugin] = {}
@@ -219,10 +226,16 @@ def load_plugins(strict: bool | None = None, reload: bool = False) -> dict[str, 
         loaded[module_name] = _load_one(
             module_name, lambda m=module_name: importlib.import_module(m), "recplug", __version__, strict=True
         )
-    if not os.environ.get("RECPLUG_DISABLE_PLUGIN_AUTOLOAD"):
-        allow = os.environ.get("RECPLUG_LOAD_PLUGINS")
+    allow = os.environ.get(ALLOW_ENV)
+    if env_flag(AUTOLOAD_OFF_ENV):
+        if allow is not None:
+            warnings.warn(f"recplug: {ALLOW_ENV}={allow!r} is ignored: {AUTOLOAD_OFF_ENV} turns every entry-point "
+                          "plugin off", stacklevel=2)
+    else:
         allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
+        installed: list[str] = []
         for ep, dist in _entry_points():
+            installed.append(ep.name)
             dist_name, dist_version = dist.metadata["Name"], dist.version
             if allowed is not None and ep.name not in allowed:
                 loaded.setdefault(ep.name, LoadedPlugin(ep.name, ep.value, dist_name, dist_version, "disabled"))
@@ -239,8 +252,28 @@ def load_plugins(strict: bool | None = None, reload: bool = False) -> dict[str, 
                 continue
             loaded[ep.name] = _load_one(ep.name, ep.load, dist_name, dist_version, strict)
             _warn_of_taken_names(loaded[ep.name], loaded, strict)
+        if allowed is not None:
+            _check_allow_list(allowed, installed, strict)
     _LOADED = loaded
     return loaded
+
+
+def _check_allow_list(allowed: set[str], installed: list[str], strict: bool) -> None:
+    """Warn (``strict``: raise) when ``RECPLUG_LOAD_PLUGINS`` names no plugin, or a name no installed entry point
+    has (a typo would otherwise silently turn every entry-point plugin off)."""
+    unknown = sorted(allowed - set(installed))
+    if allowed and not unknown:
+        return
+    available = f"installed: {', '.join(sorted(set(installed)))}" if installed else "none is installed"
+    if unknown:
+        message = f"{ALLOW_ENV} names {', '.join(map(repr, unknown))}, which no installed entry-point plugin has"
+    else:
+        message = (f"{ALLOW_ENV} is empty, so no entry-point plugin is loaded; unset it to load them all, or set "
+                   f"{AUTOLOAD_OFF_ENV}=1 to load none")
+    message = f"{message} ({available})"
+    if strict:
+        raise ConfigError(message)
+    warnings.warn(f"recplug: {message}", stacklevel=3)
 
 
 def _warn_of_taken_names(record: LoadedPlugin, loaded: dict[str, LoadedPlugin], strict: bool) -> None:

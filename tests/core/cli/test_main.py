@@ -90,6 +90,55 @@ def test_every_sub_command_reports_a_usage_error_in_one_line(command: str, capsy
     assert len(err) == 1 and err[0].startswith(f"error: recplug {command}: "), err
 
 
+MF = str(ROOT / "configs" / "mf.yaml")
+
+
+@pytest.mark.parametrize(
+    ("argv", "abbreviated"),
+    [
+        (["export", "--ckpt_path", "x.ckpt", "--out", "e1", "--ind", "flat"], "--ind flat"),
+        (["serve", "--ckpt_path", "x.ckpt", "--por", "80"], "--por 80"),
+        (["report", "RUN", "--ou", "r1"], "--ou r1"),
+        (["tune", "--config", MF, "--space", MF, "--trials", "1", "--tim", "5"], "--tim 5"),
+        (["ablate", "--config", MF, "--variants", MF, "--dry"], "--dry"),
+        (["benchmark", "--configs", MF, "--dry"], "--dry"),
+        (["data", "stats", "default", "--for", "raw"], "--for raw"),
+        (["features", "text", "--items", "x.tsv", "--id-column", "id", "--text-columns", "t", "--dataset", "d",
+          "--ou", "o.npy"], "--ou o.npy"),
+        (["plugins", "--js"], "--js"),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else None,
+)
+def test_sub_commands_refuse_abbreviated_options(argv: list[str], abbreviated: str, capsys) -> None:
+    """As ``recplug fit`` does: a prefix would silently mean another option once one with that prefix is added."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"unrecognized arguments: {abbreviated}" in err, err
+
+
+def test_an_arithmetic_error_is_one_line_when_a_library_raises_it(capsys) -> None:
+    """``StepLR(step_size=0)`` divides by zero inside torch: a setting, so one line; the same error raised in
+    recplug's own code is a bug and keeps its traceback."""
+    import torch
+
+    from recplug.core.cli.boundary import DEBUG_HINT, report_errors
+
+    def step_with_step_size_0() -> int:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=0)
+        optimizer.step()
+        scheduler.step()
+        return 0
+
+    assert report_errors(step_with_step_size_0) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: integer modulo by zero (ZeroDivisionError in torch.optim.lr_scheduler)", DEBUG_HINT]
+    own: dict[str, object] = {"__name__": "recplug.core.model.example"}
+    exec("def average(total, count):\n    return total / count\n", own)
+    with pytest.raises(ZeroDivisionError):
+        report_errors(lambda: own["average"](1, 0))
+
+
 def test_bad_data_path_gives_one_line_error(capsys, tmp_path) -> None:
     code = fit("mf.yaml", tmp_path, "--data.path", str(tmp_path / "missing"), "--trainer.fast_dev_run=true")
     assert code == 2

@@ -25,6 +25,7 @@ from recplug.core.data.download import download
 from recplug.core.data.formats.raw import RawOptions
 from recplug.core.data.registry import DatasetSpec, RemoteFile
 from recplug.core.data.resolve import load_dataset
+from recplug.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = ROOT.parent / "shared" / "data"
@@ -170,6 +171,47 @@ def test_a_cache_with_something_in_the_way_is_named(toy: DatasetSpec, tmp_path: 
     (tmp_path / "c2" / "datasets" / "toy" / "train.txt").mkdir(parents=True)
     with pytest.raises(DataError, match=r"toy/train\.txt: a folder where the cache keeps toy's file train\.txt"):
         registry.fetch("toy", tmp_path / "c2", progress=False)
+
+
+def test_a_cache_root_that_cannot_be_a_folder_is_refused_naming_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RECPLUG_CACHE`` (or ``data.cache_dir``/``--cache-dir``) at a file, a looping or dangling link, or a place
+    where no folder can be made: one line naming it, before any OS error of a first write."""
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    cases = {
+        "file": "a file, not a folder",
+        "file/sub": "is a file, not a folder",
+        "loop_a": "which leads nowhere",
+        "dangling": "which leads nowhere",
+        "x" * 300: "cannot be created",
+    }
+    for name, message in cases.items():
+        monkeypatch.setenv(registry.CACHE_ENV, str(tmp_path / name))
+        with pytest.raises(ConfigError, match=f"^RECPLUG_CACHE {re.escape(str(tmp_path / name))}: .*{message}"):
+            registry.fetch("gowalla", progress=False)
+        with pytest.raises(ConfigError, match=r"^data\.cache_dir \(--cache-dir\) .*" + message):
+            registry.cache_root(tmp_path / name)
+    monkeypatch.setenv(registry.CACHE_ENV, str(tmp_path / "new" / "cache"))
+    assert registry.cache_root() == tmp_path / "new" / "cache" and not (tmp_path / "new").exists()
+
+
+def test_a_local_mirror_that_is_no_folder_is_refused_naming_it(
+    toy: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    (tmp_path / "file").write_text("x")
+    for name, message in {"loop_a": "a symbolic link that leads nowhere", "file": "a file, not a folder",
+                          "missing": "no such folder"}.items():
+        monkeypatch.setenv(registry.MIRROR_ENV, str(tmp_path / name))
+        with pytest.raises(ConfigError, match=f"^RECPLUG_DATA_MIRROR {re.escape(str(tmp_path / name))}: {message}"):
+            registry.fetch("toy", tmp_path / "cache", progress=False)
+        with pytest.raises(ConfigError, match=f"^--mirror .*: {message}"):
+            registry.fetch("toy", tmp_path / "cache", mirror=str(tmp_path / name), progress=False)
 
 
 def test_missing_file_is_an_error(server: tuple[str, Path], tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_a_checkpoint_of_other_data_of_the_same_shape_warns_or_is_refused_under_
     (other / "default.inter").write_text("\n".join([lines[0]] + [f"{head}\t{swap[label]}" for head, label in rows]))
     with pytest.warns(UserWarning, match="trained on other data"):
         assert recplug("test", tmp_path, "--ckpt_path", str(trained), "--data.path", str(other)) == 0
-    monkeypatch.setenv("RECPLUG_STRICT_CHECKPOINTS", "1")
+    monkeypatch.setenv("RECPLUG_STRICT_CHECKPOINTS", "true")  # any on-word, as every on/off variable (only 1 was)
     assert recplug("test", tmp_path, "--ckpt_path", str(trained), "--data.path", str(other)) == 2
     assert "RECPLUG_STRICT_CHECKPOINTS=1" in last_error(capsys)
     assert recplug("test", tmp_path, "--ckpt_path", str(trained)) == 0  # its own data passes the strict check
