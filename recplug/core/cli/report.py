@@ -17,13 +17,13 @@ The best epoch maximises (``--mode max``) the monitored metric: by default the `
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recplug.core.cli.boundary import CommandParser, report_errors
+from recplug.core.data.formats.text import csv_records, field_count_error, read_text
 from recplug.core.errors import ConfigError, DataError
 from recplug.core.ops.io import check_can_create
 from recplug.core.ops.yaml_file import read_yaml
@@ -99,19 +99,25 @@ def find_run(path: str | Path) -> Path:
 
 
 def read_csv_log(path: Path) -> RunLog:
-    """Read a Lightning ``CSVLogger`` ``metrics.csv`` (sparse rows: ``epoch``, ``step``, one column per metric)."""
+    """Read a Lightning ``CSVLogger`` ``metrics.csv`` (sparse rows: ``epoch``, ``step``, one column per metric).
+    A row with more or fewer fields than the header (a run cut short while writing), a non-numeric value or a file
+    that is not UTF-8 text is a :class:`DataError` naming ``file:line``."""
     log = RunLog(path)
-    with open(path, encoding="utf-8-sig", newline="") as handle:  # a BOM would hide the first column's name
-        reader = csv.DictReader(handle)
-        for row in reader:
-            line = reader.line_num
-            try:
-                epoch = int(float(row["epoch"])) if row.get("epoch") else None
-                for name, value in row.items():
-                    if name not in ("epoch", "step") and value not in ("", None):
-                        log.add(name, epoch, float(value))
-            except (TypeError, ValueError):
-                raise DataError(f"{path}:{line}: non-numeric value in {row}") from None
+    records = csv_records(path, read_text(path), ",")
+    header = next((fields for _, _, fields in records), [])
+    for start, end, fields in records:
+        if not fields:  # a blank line
+            continue
+        if len(fields) != len(header):
+            raise field_count_error(path, start, end, len(header), len(fields), ",")
+        row = dict(zip(header, fields))
+        try:
+            epoch = int(float(row["epoch"])) if row.get("epoch") else None
+            for name, value in row.items():
+                if name not in ("epoch", "step") and value:
+                    log.add(name, epoch, float(value))
+        except ValueError:
+            raise DataError(f"{path}:{start}: non-numeric value in {row}") from None
     if not log.final:
         raise DataError(f"{path}: no metrics logged")
     return log

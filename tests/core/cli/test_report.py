@@ -129,3 +129,17 @@ def test_a_metrics_csv_with_a_byte_order_mark_reads_the_same(run: Path, tmp_path
     folder = find_run(run / "mf")
     (tmp_path / "metrics.csv").write_bytes(b"\xef\xbb\xbf" + (folder / "metrics.csv").read_bytes())
     assert read_run_log(tmp_path).series == read_run_log(folder).series
+
+
+def test_a_row_cut_short_and_a_binary_metrics_csv_are_named(run: Path, tmp_path: Path, capsys) -> None:
+    """A run killed while writing leaves a last row with fewer fields than the header: its missing metrics must not
+    read as absent (or 0.0000); a file that is not text is named, not a bare UnicodeDecodeError."""
+    lines = (find_run(run / "mf") / "metrics.csv").read_text().splitlines()
+    fields = lines[0].count(",") + 1
+    (tmp_path / "metrics.csv").write_text("\n".join([*lines[:-1], lines[-1].rsplit(",", 3)[0]]) + "\n")
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'metrics.csv'}:{len(lines)}: expected {fields} ','-separated fields, got {fields - 3}\n")
+    (tmp_path / "metrics.csv").write_bytes(b"epoch,step\n\xff\xfe\n")
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'metrics.csv'}:2: byte 0xff is not UTF-8; save the file as UTF-8\n"
