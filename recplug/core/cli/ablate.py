@@ -720,7 +720,9 @@ def build_parser() -> CommandParser:
     parser.add_argument("--metrics", nargs="+", default=["test/recall@20", "test/ndcg@20"],
                         help="metrics in the table and the chart (default: test/recall@20 test/ndcg@20)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
-    parser.add_argument("--dry-run", action="store_true", help="print each run's `recplug fit` command; run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check as a real run does (one run of each row still to run is built, without "
+                        "training), then print each run's `recplug fit` command; run nothing")
     parser.add_argument("--report-only", action="store_true",
                         help="write the tables from the runs finished so far (others left out); train nothing")
     return parser
@@ -767,10 +769,6 @@ def main(argv: list[str]) -> int:
                               f"{args.metrics[0]}")
         shortcut = {"trainer.max_epochs": args.max_epochs} if args.max_epochs is not None else {}
         runs += plan([args.against], [reference], seeds, out, override_args(shortcut), extra)
-    if args.dry_run:
-        for run in runs:
-            print(" ".join(["recplug", *run.args]))
-        return 0
     stored = [finished(r) for r in runs]
     logged = {m for done in stored if done is not None for m in _run_values(done)} - {"epoch"}
     if not args.report_only:  # one run of each row still to run is built first: a refused config stops it all
@@ -784,6 +782,10 @@ def main(argv: list[str]) -> int:
             print("recplug ablate: interrupted before any run. Run the same command again to start.")
             return 130
     check_metrics(args.metrics, logged)
+    if args.dry_run:  # after the checks of a real run, so what it prints would run
+        for run in runs:
+            print(" ".join(["recplug", *run.args]))
+        return 0
     todo = stored.count(None)
     rows = len(variants) + (reference is not None)
     print(f"recplug ablate: {rows} rows x {len(seeds)} seeds = {len(runs)} runs, "

@@ -307,6 +307,10 @@ def test_dry_run_prints_reproducible_commands(mf_ablation, capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and all(line.startswith("recplug fit --config ") for line in lines)
     assert "--model.embedding_dim=16" in lines[2] and "--seed_everything=1" in lines[3] and not out.exists()
+    split = args.index("--")  # an override the runs would refuse is refused before anything is printed
+    assert main([*args[:split], "--dry-run", *args[split:], "--trainer.max_ep", "1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "unrecognized arguments: --trainer.max_ep" in captured.err, captured.err
 
 
 def test_only_runs_the_named_variants_and_refuses_unknown_names(mf_ablation, capsys) -> None:
