@@ -728,9 +728,15 @@ def build_parser() -> CommandParser:
     return parser
 
 
+LOGGER_OFF = {"trainer.fast_dev_run": "turns the logger off, while each run's result is read from its metrics.csv "
+                                     "(use --max-epochs 1 and trainer.limit_train_batches instead)"}
+"""Keys no run of ablate, benchmark or tune may set, with why (each run failed on its missing metrics.csv)."""
+
+
 def reserved_keys(command: str, max_epochs: int | None) -> dict[str, str]:
     """The keys ``recplug <command>`` sets in every run (``{key: who sets it}``), which nothing else may set."""
     reserved = {key: f"recplug {command} sets for each run (its outputs go to the run's folder)" for key in OUTPUT_KEYS}
+    reserved |= LOGGER_OFF
     reserved |= dict.fromkeys(("seed_everything", "data.seed"), f"recplug {command} sets from --seeds")
     if max_epochs is not None:
         reserved["trainer.max_epochs"] = "--max-epochs sets"

@@ -257,6 +257,8 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
                                         r"ablate sets from --seeds"),
     ("", ["--", "--trainer.max_epochs", "3"], r"the fit override --trainer.max_epochs sets trainer.max_epochs, "
                                               r"which --max-epochs sets"),
+    ("", ["--", "--trainer.fast_dev_run=true"], r"the fit override --trainer.fast_dev_run sets trainer.fast_dev_run, "
+                                               r"which turns the logger off"),  # each run failed on its metrics.csv
     ("", ["--", "--help"], r"--help cannot be passed to the runs \(after `--`\)"),
     ("", ["--", "--print_config"], r"--print_config cannot be passed to the runs"),
     ("", ["--", "--config", str(ROOT / "configs" / "lightgcn.yaml")], r"--config cannot be passed to the runs"),
@@ -273,7 +275,7 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
     ("", ["--out", str(ROOT / "configs" / "mf.yaml")], r"--out .*mf.yaml: a file, not a folder"),
     ("", ["--metrics", "val/recal@20"], r"--metrics \['val/recal@20'\]: no run logs them; choose from \['test/hit@10'"),
 ], ids=["unknown-key", "unknown-plugin", "seed", "data-seed", "root-dir", "logger", "epochs-twice", "seed-override",
-        "epochs-override", "help", "print-config", "config", "override-the-cli-refuses", "k-beyond-the-catalogue",
+        "epochs-override", "fast-dev-run", "help", "print-config", "config", "override-the-cli-refuses", "k-beyond-the-catalogue",
         "negative-seed",
         "negative-epochs", "variants-is-a-folder", "config-is-a-folder", "missing-against", "out-is-a-file",
         "unknown-metric"])
