@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from recplug.core.cli.boundary import CommandParser, number_in
-from recplug.core.errors import ConfigError
+from recplug.core.errors import MAX_COUNT, ConfigError
 
 INDEXES = ("flat", "ivf", "hnsw")
 FORMAT_VERSION = 1
@@ -48,12 +48,12 @@ def build_parser() -> CommandParser:
                         help="splits never recommended, written to seen.npz (default: the config's topk.exclude)")
     parser.add_argument("--index", choices=INDEXES, default="flat", help="faiss index of the items (default flat)")
     # the index's own options: default None, so one given for another index is refused instead of ignored
-    parser.add_argument("--nlist", type=number_in(int, 1), help="ivf: k-means cells (default 1024, capped at the "
-                                                                  "item count)")
-    parser.add_argument("--nprobe", type=number_in(int, 1), help="ivf: cells visited per query (default 32)")
-    parser.add_argument("--hnsw_m", type=number_in(int, 2), help="hnsw: graph degree M (default 32)")
-    parser.add_argument("--ef_search", type=number_in(int, 1), help="hnsw: efSearch (default 128)")
-    parser.add_argument("--ef_construction", type=number_in(int, 1), help="hnsw: efConstruction (default 200)")
+    count = number_in(int, 1, MAX_COUNT)
+    parser.add_argument("--nlist", type=count, help="ivf: k-means cells (default 1024, capped at the item count)")
+    parser.add_argument("--nprobe", type=count, help="ivf: cells visited per query (default 32)")
+    parser.add_argument("--hnsw_m", type=number_in(int, 2, MAX_COUNT), help="hnsw: graph degree M (default 32)")
+    parser.add_argument("--ef_search", type=count, help="hnsw: efSearch (default 128)")
+    parser.add_argument("--ef_construction", type=count, help="hnsw: efConstruction (default 200)")
     return parser
 
 

@@ -115,8 +115,8 @@ def test_a_checkpoint_without_a_recorded_config_needs_one_and_hnsw_keeps_its_set
 
 @pytest.mark.parametrize("extra, expected", [
     (["--index", "annoy"], "error: recplug export: argument --index: invalid choice: 'annoy'"),
-    (["--index", "ivf", "--nlist", "0"], "error: recplug export: argument --nlist: must be >= 1, got 0"),
-    (["--index", "hnsw", "--hnsw_m", "1"], "error: recplug export: argument --hnsw_m: must be >= 2, got 1"),
+    (["--index", "ivf", "--nlist", "0"], "error: recplug export: argument --nlist: must be in [1, 100000], got 0"),
+    (["--index", "hnsw", "--hnsw_m", "1"], "error: recplug export: argument --hnsw_m: must be in [2, 100000], got 1"),
     (["--nlist", "8", "--hnsw_m", "8"], "error: --nlist, --hnsw_m: not an option of --index flat"),  # were ignored
     (["--exclude", "tests"], "error: exclude: unknown split(s) ['tests']; choose from train, valid, test"),
 ])
