@@ -35,11 +35,12 @@ def check_content(content: Any, owners: Sequence[str], num_items: int) -> None:
 
 
 def check_views(views: Any, owners: Sequence[str], user_rows: int, item_rows: int) -> None:
-    """``recplug_encode``'s results: one :class:`GraphView` per provider, with a row per user and per item."""
+    """``recplug_encode``'s results: one :class:`GraphView` per provider (``owners``, in the order of ``views``),
+    with a row per user and per item."""
     if len(views) != len(owners):
         raise PluginError(f"recplug_encode returned {len(views)} views for {len(owners)} providers "
                           f"({', '.join(owners)}): one returned None; each must return its GraphView")
-    for owner, view in zip(reversed(owners), views):
+    for owner, view in zip(owners, views):
         if not isinstance(view, GraphView):
             raise PluginError(f"{owner}: recplug_encode returned {_shown(view)}; expected a GraphView(name, users, "
                               "items)")

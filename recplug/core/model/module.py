@@ -317,7 +317,7 @@ class RecModule(pl.LightningModule):
         views: list[GraphView] = self.pm.hook.recplug_encode(
             ego_users=ego_users, ego_items=ego_items, content=content, refined=refined, targets=targets
         )
-        check_views(views, self.owners("recplug_encode"), self.num_users, self.num_items)
+        check_views(views, self.owners("recplug_encode")[::-1], self.num_users, self.num_items)  # pluggy: LIFO
         output.views = {view.name: view for view in views}
         if sorted(output.views) != self.view_names:  # a plugin bug: the names were checked when it was built
             raise PluginError(

@@ -206,7 +206,7 @@ def sampled_forward(module: RecModule, drawn: DrawnBatch) -> tuple[BPRBatch, Mod
     output = ModelOutput(ego_users=tables.users(nodes.users), ego_items=tables.items(nodes.items), content=content)
     views: list[GraphView] = [encoder.encode_sampled(plan, tables) for encoder, plan in zip(module.encoders, plans)]
     rows = nodes.users.numel(), nodes.items.numel()
-    check_views(views[::-1], [f"model.encoders[{i}] ({type(e).__name__})" for i, e in enumerate(module.encoders)], *rows)
+    check_views(views, [f"model.encoders[{i}] ({type(e).__name__})" for i, e in enumerate(module.encoders)], *rows)
     output.views = {view.name: view for view in views}
     output.users, output.items = check_combined(
         module.pm.hook.recplug_combine(views=[output.views[n] for n in sorted(output.views)]),

@@ -441,11 +441,14 @@ def _step(model: RecModule, data) -> None:
     ({"encoders": [ReturningEncoder(lambda view: GraphView(view.name, view.users[:5], view.items))]},
      r"model.encoders\[0\] \(ReturningEncoder\): recplug_encode's view 'id' has users a tensor of shape \[5, 64\] and "
      r"items a tensor of shape \[\d+, 64\]; expected \[\d+, d\] and \[\d+, d\] tensors"),
+    ({"encoders": [IdEmbedding(name="plain"), ReturningEncoder(lambda view: (view.users, view.items))]},
+     r"model.encoders\[1\] \(ReturningEncoder\): recplug_encode returned a tuple"),  # the second one is named
     ({"combiner": SwappingCombiner()}, r"model.combiner \(SwappingCombiner\): recplug_combine returned \(a tensor of "
                                        r"shape \[\d+, 64\], a tensor of shape \[\d+, 64\]\); expected \(users, items\)"),
     ({"fusion": ShortFusion(), "aux_losses": [ContentBPRLoss(view="id")]},
      r"model.fusion \(ShortFusion\): recplug_fuse returned a tensor of shape \[7, 64\]; expected a \[\d+, d\] tensor"),
-], ids=["terms-a-list", "terms-none", "term-a-float", "term-not-named", "view-a-tuple", "view-rows", "swapped",
+], ids=["terms-a-list", "terms-none", "term-a-float", "term-not-named", "view-a-tuple", "view-rows", "second-view",
+        "swapped",
         "content-rows"])
 def test_a_hook_returning_the_wrong_thing_is_named_with_its_provider(tiny_data, components, message) -> None:
     """These ended in an IndexError or AttributeError deep in the loss, or (None) were dropped without a word."""
