@@ -448,8 +448,7 @@ def _step(model: RecModule, data) -> None:
     ({"fusion": ShortFusion(), "aux_losses": [ContentBPRLoss(view="id")]},
      r"model.fusion \(ShortFusion\): recplug_fuse returned a tensor of shape \[7, 64\]; expected a \[\d+, d\] tensor"),
 ], ids=["terms-a-list", "terms-none", "term-a-float", "term-not-named", "view-a-tuple", "view-rows", "second-view",
-        "swapped",
-        "content-rows"])
+        "swapped", "content-rows"])
 def test_a_hook_returning_the_wrong_thing_is_named_with_its_provider(tiny_data, components, message) -> None:
     """These ended in an IndexError or AttributeError deep in the loss, or (None) were dropped without a word."""
     model = RecModule(tiny_data.num_users, tiny_data.num_items, tiny_data.feature_dims, **components)
