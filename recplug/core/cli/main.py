@@ -16,6 +16,9 @@ from typing import Any
 
 from recplug.core.cli.boundary import report_errors
 from recplug.core.cli.commands import COMMANDS
+from recplug.core.errors import ConfigError
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def run_cli(args: list[str] | None, **kwargs: Any) -> Any:
@@ -32,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         if args and args[0] in COMMANDS:  # imported only now: each command's own imports stay out of --help
             return importlib.import_module(COMMANDS[args[0]].module).main(args[1:])
+        if args and not args[0].startswith("-") and args[0] not in LIGHTNING_COMMANDS:  # jsonargparse names 4
+            raise ConfigError(f"unknown command {args[0]!r}; choose one of {', '.join([*LIGHTNING_COMMANDS, *COMMANDS])}")
         run_cli(argv)  # None: LightningCLI reads sys.argv itself
         return 0
 

@@ -90,6 +90,13 @@ def test_every_sub_command_reports_a_usage_error_in_one_line(command: str, capsy
     assert len(err) == 1 and err[0].startswith(f"error: recplug {command}: "), err
 
 
+def test_an_unknown_command_lists_every_command(capsys) -> None:
+    assert main(["fitt", "--config", "x.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: unknown command 'fitt'; choose one of fit, validate, test, predict, plugins, data, features, "
+                   "report, ablate, export, serve, tune, benchmark\n")
+
+
 MF = str(ROOT / "configs" / "mf.yaml")
 
 
