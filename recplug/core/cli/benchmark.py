@@ -42,7 +42,8 @@ from recplug.core.data.formats.text import first_repeated
 from recplug.core.errors import ConfigError
 
 REFERENCE = "mf"  # the name of the GRMF-X reference rows: mf-<X>
-SPACES = "configs/search"  # the default --spaces
+SPACES = "search"  # the default --spaces: this folder beside the first --configs file
+MF = "mf.yaml"  # the default --mf: this file beside the first --configs file
 
 
 @dataclass(frozen=True)
@@ -214,12 +215,14 @@ def build_parser() -> CommandParser:
     parser.add_argument("--out", default="runs/benchmark", help="output folder (default: runs/benchmark)")
     parser.add_argument("--trials", type=number_in(int, 0), default=0, help="tuning trials per bundle and dataset "
                         "(default 0: take each config as given)")
-    parser.add_argument("--spaces", help=f"folder of <bundle>.yaml search spaces (default: {SPACES}; with --trials)")
+    parser.add_argument("--spaces", help=f"folder of <bundle>.yaml search spaces (default: {SPACES}/ beside the first "
+                        "--configs file, configs/search for configs/X.yaml; with --trials)")
     parser.add_argument("--tune-timeout", type=ablate.seconds,
                         help="seconds per tuning study (recplug tune --timeout; with --trials)")
     parser.add_argument("--proposed", help="the model tested against all others (default: the first config)")
-    parser.add_argument("--mf", default="configs/mf.yaml", type=ablate.existing_file("config file"),
-                        help="the MF-BPR config of the GRMF-X reference rows")
+    parser.add_argument("--mf", type=ablate.existing_file("config file"),
+                        help=f"the MF-BPR config of the GRMF-X reference rows (default: the --configs file named "
+                        f"{MF}, else {MF} beside the first --configs file: configs/mf.yaml for configs/X.yaml)")
     parser.add_argument("--metrics", nargs="+", default=["test/recall@20", "test/ndcg@20"],
                         help="leaderboard metrics; the first is tested (default: test/recall@20 test/ndcg@20)")
     parser.add_argument("--max-epochs", type=ablate.EPOCHS,
@@ -330,7 +333,7 @@ def check_plan(args: Any, extra: list[str], entries: list[Entry]) -> None:
         given = next((option for option, value in tuning.items() if value is not None), None)
         if given:
             raise ConfigError(f"{given} applies to tuning only; add --trials N")
-    args.spaces = args.spaces if args.spaces is not None else SPACES
+    args.spaces = args.spaces if args.spaces is not None else str(Path(args.configs[0]).parent / SPACES)
     _once(args.datasets, "--datasets")
     for entry in entries:
         if re.fullmatch(rf"{REFERENCE}-\d+", entry.name):
@@ -378,6 +381,11 @@ def main(argv: list[str]) -> int:
     args, extra = build_parser().parse_with_passthrough(argv)
     ablate.output_folder(args.out, "--out")
     _once(args.configs, "--configs")
+    if args.mf is None:
+        args.mf = next((c for c in args.configs if Path(c).name == MF), str(Path(args.configs[0]).parent / MF))
+        if not Path(args.mf).is_file():
+            raise ConfigError(f"--mf: {args.mf} (the default, beside the first --configs file) is not a file; give "
+                              "the MF-BPR config of the GRMF-X reference rows")
     mf_config = Path(args.mf).resolve()
     entries = [Entry(Path(c).stem, c, mf=Path(c).resolve() == mf_config) for c in args.configs]
     names = [e.name for e in entries]

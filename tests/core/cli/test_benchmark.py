@@ -73,7 +73,7 @@ def test_leaderboard_columns_by_hand(tmp_path):
 
 
 def test_bad_arguments_are_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the default --mf is configs/mf.yaml
+    monkeypatch.chdir(ROOT)
     assert main(["benchmark", "--configs", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: no such config file" in capsys.readouterr().err
     assert main(["benchmark", "--configs", "configs/mf.yaml", "--proposed", "crane"]) == 2
@@ -221,3 +221,24 @@ def test_benchmark_runs_resumes_and_trains_the_grmfx_reference(tmp_path, capsys,
     assert "1 of 3 runs not finished, left out" in capsys.readouterr().out
     assert not (board / "runs" / "lightgcn").exists()
     assert {r["model"] for r in csv.DictReader(open(board / "leaderboard.csv"))} == {"small", "mf", "mf-32"}
+
+
+def test_default_mf_and_spaces_sit_beside_the_first_config(tmp_path, capsys, monkeypatch):
+    """From any folder, `--configs /x/configs/lightgcn.yaml` takes /x/configs/mf.yaml and /x/configs/search; a
+    config folder without them is one line naming the option."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "b"
+    assert main(["benchmark", "--configs", str(ROOT / "configs/lightgcn.yaml"), "--seeds", "0", "--out", str(out),
+                 "--trials", "1", "--dry-run"]) == 0
+    assert "recplug benchmark: default: 1 models x 1 seeds" in capsys.readouterr().out
+    lone = tmp_path / "lightgcn.yaml"
+    lone.write_text((ROOT / "configs/lightgcn.yaml").read_text())
+    assert main(["benchmark", "--configs", str(lone), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --mf: {tmp_path / 'mf.yaml'} (the default, beside the first --configs file) is not a file; give "
+        "the MF-BPR config of the GRMF-X reference rows\n")
+    (tmp_path / "mf.yaml").write_text((ROOT / "configs/mf.yaml").read_text())
+    assert main(["benchmark", "--configs", str(lone), "--out", str(out), "--trials", "1"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --spaces {tmp_path / 'search'}: --trials needs a search space per bundle: "
+        f"{tmp_path / 'search/lightgcn.yaml'} does not exist\n")
