@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+import yaml
 from jsonargparse import ArgumentError, Namespace
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -267,6 +268,31 @@ def dropped_empty_mappings(content: Any, parsed: Any, key: str = "") -> Iterator
         yield from dropped_empty_mappings(value, parsed[name], full)
 
 
+def given_containers(argv: list[str], config: Namespace) -> Iterator[tuple[str, str, Any]]:
+    """``(option, value, content)`` of each command-line option (``--model '{...}'``, ``--model m.yaml``,
+    ``--model.encoders '[...]'``) whose value is a mapping or list, or a file holding one, for a key whose parsed
+    value is a section or list: what :func:`dropped_empty_mappings` checks as it checks ``--config`` files."""
+    for index, token in enumerate(argv):
+        if not token.startswith("--") or token.startswith("--config"):
+            continue
+        option, equals, value = token.partition("=")
+        if not equals:
+            if index + 1 >= len(argv) or argv[index + 1].startswith("--"):
+                continue
+            value = argv[index + 1]
+        if not isinstance(config.get(option[2:]), (Namespace, dict, list)):
+            continue
+        if Path(value).is_file():
+            content = read_yaml(value, f"file given to {option}")
+        else:
+            try:
+                content = yaml.safe_load(value)
+            except yaml.YAMLError:  # jsonargparse took it as text
+                continue
+        if isinstance(content, (dict, list)):
+            yield option, value, content
+
+
 def _holds_nothing(value: Any) -> bool:
     """Is ``value`` a mapping with no value but empty mappings (``{}``, ``{a: {}}``), which jsonargparse drops?"""
     return isinstance(value, dict) and all(_holds_nothing(item) for item in value.values())
@@ -360,6 +386,12 @@ class RecplugCLI(LightningCLI):
                 "checkpoint.filename": "best-{epoch}",
             }
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, keeping the command line for :meth:`before_instantiate_classes`' check of its values."""
+        self.given_args = [str(arg) for arg in (sys.argv[1:] if args is None else args)] if (
+            args is None or isinstance(args, list)) else []
+        super().parse_arguments(parser, args)
 
     def _parse_ckpt_path(self) -> None:
         """Open ``ckpt_path`` through recplug's checkpoint opener before Lightning's own pre-check (which reads
@@ -493,6 +525,11 @@ class RecplugCLI(LightningCLI):
             if dropped is not None:
                 raise ConfigError(f"{path}: unknown key {dropped} (holding only empty mappings, it would have been "
                                   "ignored)")
+        for option, value, content in given_containers(self.given_args, config):
+            dropped = next(dropped_empty_mappings(content, config.get(option[2:]), option[2:]), None)
+            if dropped is not None:
+                raise ConfigError(f"{option} {value}: unknown key {dropped} (holding only empty mappings, it would "
+                                  "have been ignored)")
         ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
         logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in metrics for k in ks}
         monitors = {"checkpoint.monitor": config.get("checkpoint.monitor")}

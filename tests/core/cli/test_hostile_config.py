@@ -325,6 +325,32 @@ def test_an_unknown_key_holding_an_empty_mapping_is_refused(case: str, tiny: Pat
         f"error: {extra}: unknown key {key} (holding only empty mappings, it would have been ignored)")
 
 
+GIVEN_EMPTY_MAPPINGS = {
+    "section-value": (["--trainer", "{bogus: {}}"], "--trainer {bogus: {}}", "trainer.bogus"),
+    "section-value-with-equals": (["--model={lr: 0.01, bogus: {a: {}}}"], "--model {lr: 0.01, bogus: {a: {}}}",
+                                  "model.bogus"),
+    "list-value": (["--model.encoders", "[{class_path: IdEmbedding, init_args: {x: {}}}]"],
+                   "--model.encoders [{class_path: IdEmbedding, init_args: {x: {}}}]", "model.encoders[0].init_args.x"),
+}
+"""Command-line options whose value holds an unknown key with ``{}`` -> (the option and value named, the key)."""
+
+
+@pytest.mark.parametrize("case", list(GIVEN_EMPTY_MAPPINGS))
+def test_an_unknown_empty_mapping_given_on_the_command_line_is_refused(case: str, tiny: Path, tmp_path: Path) -> None:
+    options, named, key = GIVEN_EMPTY_MAPPINGS[case]
+    assert one_error(*run(*bundle_args(tiny, tmp_path), *options)) == (
+        f"error: {named}: unknown key {key} (holding only empty mappings, it would have been ignored)")
+
+
+def test_an_unknown_empty_mapping_in_a_file_given_to_a_group_is_refused(tiny: Path, tmp_path: Path) -> None:
+    group = tmp_path / "model.yaml"
+    group.write_text("lr: 0.01\nbogus: {}\n")
+    assert one_error(*run(*bundle_args(tiny, tmp_path), "--model", str(group))) == (
+        f"error: --model {group}: unknown key model.bogus (holding only empty mappings, it would have been ignored)")
+    group.write_text("lr: 0.01\n")
+    assert run(*bundle_args(tiny, tmp_path), "--model", str(group))[0] == 0
+
+
 def test_a_known_key_holding_an_empty_mapping_is_taken(tiny: Path, tmp_path: Path) -> None:
     extra = tmp_path / "extra.yaml"
     extra.write_text("model:\n  fusion:\n    class_path: SumFusion\n    init_args: {}\n")
