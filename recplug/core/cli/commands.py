@@ -19,10 +19,10 @@ COMMANDS: dict[str, Command] = {
     "plugins": Command(
         "recplug.core.cli.plugins", "list loaded plugins: name, distribution, version, hooks, components"
     ),
-    "data": Command("recplug.core.cli.data", "dataset tools: `recplug data stats PATH`"),
+    "data": Command("recplug.core.cli.data", "dataset tools: `recplug data stats|convert|download|list ...`"),
     "features": Command(
         "recplug.core.cli.features",
-        "encode item content into <modality>_feat.npy: `recplug features text --items T ...`",
+        "encode item text or categories into <modality>_feat.npy: `recplug features text|categories --items T ...`",
     ),
     "report": Command(
         "recplug.core.cli.report", "training curves and metrics table of a run: `recplug report RUN_DIR [--out DIR]`"

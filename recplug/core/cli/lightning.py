@@ -3,6 +3,7 @@ best-checkpoint testing and one-line config errors. Imported only for those sub-
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -14,7 +15,7 @@ from typing import Any, Iterator
 
 import torch
 import yaml
-from jsonargparse import ArgumentError, Namespace
+from jsonargparse import ArgumentError, DefaultHelpFormatter, Namespace
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -326,6 +327,10 @@ def output_folders(config: Any, subcommand: str | None) -> Iterator[tuple[str, s
             yield key, str(config[key])
 
 
+class CommandListFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's lines (the list of recplug's own commands) kept as written."""
+
+
 class RecplugArgumentParser(LightningArgumentParser):
     """Reports a bad config as one ``error:`` line naming the key (and the valid choices), or the file and line
     of a YAML syntax error, then exits 2 (``RECPLUG_DEBUG=1``: raises with the traceback instead). Options are
@@ -613,8 +618,10 @@ def run_cli(args: list[str] | None, **kwargs: Any) -> RecplugCLI:
             "deterministic": "warn",
         },
         parser_kwargs={
-            "description": "recplug: plugin-based recommendation. Also: "
-            + "; ".join(f"recplug {name}: {command.summary}" for name, command in COMMANDS.items())
+            "description": "recplug: plugin-based recommendation.\n\nfit, validate, test and predict train and "
+            "evaluate (`recplug fit --help`). recplug's own commands (each with --help):\n"
+            + "\n".join(f"  {name:<10} {command.summary}" for name, command in COMMANDS.items()),
+            "formatter_class": CommandListFormatter,
         },
         args=args,
         **kwargs,

@@ -97,6 +97,17 @@ def test_an_unknown_command_lists_every_command(capsys) -> None:
                    "report, ablate, export, serve, tune, benchmark\n")
 
 
+def test_help_lists_each_of_recplugs_own_commands_on_its_line(capsys) -> None:
+    from recplug.core.cli.commands import COMMANDS
+
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name, command in COMMANDS.items():
+        assert f"  {name:<10} {command.summary}" in lines
+
+
 MF = str(ROOT / "configs" / "mf.yaml")
 
 
