@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.metadata
+import os
 import pickle
 import shutil
 import sys
@@ -189,6 +190,33 @@ class WeightsOnlyCheckpointIO(TorchCheckpointIO):
     ) -> dict[str, Any]:
         refuse_unsafe_loading(weights_only)
         return open_checkpoint(local_checkpoint(path), map_location=map_location)
+
+
+CHECKPOINT_PATH_KEYS = ("dirpath", "best_model_path", "kth_best_model_path", "last_model_path")
+"""The paths a ``ModelCheckpoint`` callback's saved state holds (besides its ``best_k_models`` keys)."""
+
+
+def absolute_checkpoint_paths(checkpoint: dict[str, Any]) -> None:
+    """Make the relative paths in ``checkpoint``'s ``ModelCheckpoint`` states absolute, from the current folder.
+
+    A run logging under a relative folder (the bundles' ``save_dir: runs``) saves its checkpoint folder as given,
+    ``runs/mf/version_0/checkpoints``, but a resumed run's ``ModelCheckpoint`` holds the absolute form. Lightning
+    compares the two as strings, so it dropped the best score on resume (a worse epoch could then become the
+    "best" one tested) and wrote ``last-v1.ckpt`` beside a stale ``last.ckpt``."""
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if not (isinstance(key, str) and key.startswith("ModelCheckpoint") and isinstance(state, dict)):
+            continue
+        for name in CHECKPOINT_PATH_KEYS:
+            if _relative_local_path(state.get(name)):
+                state[name] = os.path.realpath(state[name])
+        models = state.get("best_k_models")
+        if isinstance(models, dict):
+            state["best_k_models"] = {os.path.realpath(p) if _relative_local_path(p) else p: score
+                                      for p, score in models.items()}
+
+
+def _relative_local_path(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and "://" not in value and not os.path.isabs(value)
 
 
 def check_state_matches(path: str, checkpoint: dict[str, Any], expected: dict[str, torch.Tensor]) -> None:

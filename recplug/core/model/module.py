@@ -518,8 +518,11 @@ class RecModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse weights of another dataset or bundle in one line, and warn when the checkpoint records other
-        data than this run's (``RECPLUG_STRICT_CHECKPOINTS=1`` refuses it)."""
-        from recplug.core.model.checkpoint import CheckpointError, check_state_matches
+        data than this run's (``RECPLUG_STRICT_CHECKPOINTS=1`` refuses it). Relative checkpoint folders become
+        absolute before the callbacks load (:func:`~recplug.core.model.checkpoint.absolute_checkpoint_paths`)."""
+        from recplug.core.model.checkpoint import CheckpointError, absolute_checkpoint_paths, check_state_matches
+
+        absolute_checkpoint_paths(checkpoint)
 
         source = str(self.trainer.ckpt_path) if self._trainer is not None else "checkpoint"
         if self.ddp_anchor is not None:  # resumed under DDP: the anchor is not saved

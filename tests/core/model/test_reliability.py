@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,46 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path) -> None:
                    check=True, env=env, capture_output=True)
     resumed = metric_values(logged(interrupted, version=1), "test/")
     assert resumed and resumed == metric_values(logged(tmp_path / "full"), "test/")
+
+
+def test_resuming_a_run_logged_under_a_relative_folder_keeps_its_checkpoints(tmp_path, monkeypatch) -> None:
+    """The bundles log under the relative `runs/`; resuming from `runs/.../last.ckpt` must restore the best score
+    and update `last.ckpt` (Lightning compared the saved relative folder with the resumed absolute one, dropped
+    the best score and wrote last-v1.ckpt)."""
+    from recplug.core.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(ROOT / "configs" / "mf.yaml"), "--trainer.limit_train_batches=2",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    folder = Path("runs/mf/version_0/checkpoints")
+    assert main([*args, "--trainer.max_epochs=1"]) == 0
+    saved = torch.load(folder / "last.ckpt", weights_only=True)["callbacks"]
+    score = next(state["best_model_score"] for key, state in saved.items() if key.startswith("ModelCheckpoint"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # "The dirpath has changed ..."
+        warnings.filterwarnings("ignore", message="(?!The dirpath)")
+        assert main([*args, "--trainer.max_epochs=2", "--ckpt_path", str(folder / "last.ckpt")]) == 0
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("last")) == ["last.ckpt"]
+    resumed = torch.load(folder / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1
+    state = next(state for key, state in resumed["callbacks"].items() if key.startswith("ModelCheckpoint"))
+    assert state["best_model_score"] >= score  # the first run's best was kept as the bar to beat
+
+
+def test_absolute_checkpoint_paths_resolves_relative_paths_only(tmp_path, monkeypatch) -> None:
+    from recplug.core.model.checkpoint import absolute_checkpoint_paths
+
+    monkeypatch.chdir(tmp_path)
+    here = os.path.realpath(tmp_path)
+    checkpoint = {"callbacks": {
+        "ModelCheckpoint{'monitor': 'val/recall@20'}": {
+            "dirpath": "runs/c", "best_model_path": "runs/c/best.ckpt", "kth_best_model_path": "",
+            "last_model_path": "/abs/last.ckpt", "best_k_models": {"runs/c/best.ckpt": 0.5}},
+        "EarlyStopping{'monitor': 'val/recall@20'}": {"dirpath": "runs/c"},
+    }}
+    absolute_checkpoint_paths(checkpoint)
+    state = checkpoint["callbacks"]["ModelCheckpoint{'monitor': 'val/recall@20'}"]
+    assert state == {"dirpath": f"{here}/runs/c", "best_model_path": f"{here}/runs/c/best.ckpt",
+                     "kth_best_model_path": "", "last_model_path": "/abs/last.ckpt",
+                     "best_k_models": {f"{here}/runs/c/best.ckpt": 0.5}}
+    assert checkpoint["callbacks"]["EarlyStopping{'monitor': 'val/recall@20'}"] == {"dirpath": "runs/c"}
