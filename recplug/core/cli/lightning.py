@@ -4,11 +4,14 @@ best-checkpoint testing and one-line config errors. Imported only for those sub-
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import io
 import json
 import re
+import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -585,10 +588,43 @@ class RecplugCLI(LightningCLI):
 # Lightning advice that does not apply: batches are slices of in-memory tensors (no worker processes needed),
 # and the BPR iterable's __len__ is exact per process (it shards itself).
 HARMLESS_WARNINGS = (
+    r".*args parameter is intended to run from within Python.*",  # main() passes the command line, rewritten
     r".*does not have many workers.*",
     r".*`IterableDataset` has `__len__` defined.*",
     r".*smaller than the logging interval.*",
 )
+
+
+EVALUATING_COMMANDS = ("validate", "test", "predict")
+
+
+def with_recorded_config(args: list[str]) -> list[str]:
+    """``args`` of ``recplug validate|test|predict --ckpt_path X`` without a ``--config``, given the config recorded
+    in X as the first ``--config`` (as ``recplug export``, ``serve`` and ``Recommender`` rebuild a model; a note
+    says so on stderr; a URL is downloaded for this, then again where the parser opens it). Any other ``args`` as
+    they are; a checkpoint that records no config too (the parser then names what differs)."""
+    if not args or args[0] not in EVALUATING_COMMANDS:
+        return args
+    if any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in args):
+        return args
+    location = next((args[i + 1] if arg == "--ckpt_path" and i + 1 < len(args) else arg.partition("=")[2]
+                     for i, arg in enumerate(args) if arg == "--ckpt_path" or arg.startswith("--ckpt_path=")), None)
+    from recplug.core.cli.recommender import RUN_ONLY_KEYS
+    from recplug.core.model.checkpoint import TRAINER_KEYWORDS, local_checkpoint, open_checkpoint
+
+    if not location or not location.strip() or location in TRAINER_KEYWORDS:
+        return args
+
+    recorded = (open_checkpoint(local_checkpoint(location), shown=location).get("recplug") or {}).get("config")
+    if not isinstance(recorded, dict):
+        return args
+    check_config_sections(recorded, f"{location}: its recorded config")
+    folder = Path(tempfile.mkdtemp(prefix="recplug-config-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    config = folder / f"{Path(location.split('?')[0]).name}.config.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in recorded.items() if k not in RUN_ONLY_KEYS}, sort_keys=False))
+    print(f"note: no --config: recplug {args[0]} uses the config recorded in {location}", file=sys.stderr)
+    return [args[0], "--config", str(config), *args[1:]]
 
 
 def run_cli(args: list[str] | None, **kwargs: Any) -> RecplugCLI:

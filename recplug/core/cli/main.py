@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             return importlib.import_module(COMMANDS[args[0]].module).main(args[1:])
         if args and not args[0].startswith("-") and args[0] not in LIGHTNING_COMMANDS:  # jsonargparse names 4
             raise ConfigError(f"unknown command {args[0]!r}; choose one of {', '.join([*LIGHTNING_COMMANDS, *COMMANDS])}")
-        run_cli(argv)  # None: LightningCLI reads sys.argv itself
+        from recplug.core.cli.lightning import with_recorded_config
+
+        given = with_recorded_config(args)
+        run_cli(argv if given == args else given)  # None: LightningCLI reads sys.argv itself
         return 0
 
     return report_errors(command)

@@ -191,6 +191,23 @@ def test_predict_writes_top_k_for_every_user_without_seen_items(tmp_path) -> Non
         assert len(items) == 5 and not set(items) & set(seen[indptr[user]:indptr[user + 1]].tolist())
 
 
+def test_predict_and_test_without_a_config_use_the_one_the_checkpoint_records(tmp_path, capsys) -> None:
+    assert fit("lightgcn.yaml", tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+               "--trainer.logger=false") == 0
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    out = tmp_path / "top.tsv"
+    capsys.readouterr()
+    assert main(["predict", f"--ckpt_path={ckpt}", "--topk.output_path", str(out), "--topk.k", "3",
+                 "--trainer.logger=false", *QUIET]) == 0
+    assert f"note: no --config: recplug predict uses the config recorded in {ckpt}" in capsys.readouterr().err
+    assert len(open(out).readline().split("\t")) == 3
+    assert main(["test", "--ckpt_path", str(ckpt), "--trainer.logger=false", *QUIET]) == 0
+    assert "note: model." not in capsys.readouterr().err  # no setting differs from the checkpoint's
+    assert main(["test", "--ckpt_path", str(ckpt), "--config", str(ROOT / "configs" / "mf.yaml"),
+                 "--trainer.logger=false", *QUIET]) == 2  # a --config given is the one used
+    assert "trained with model.encoders ['UserItemGraph']" in capsys.readouterr().err
+
+
 def test_checkpoints_carry_provenance(tmp_path) -> None:
     import torch
 
