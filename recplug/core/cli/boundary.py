@@ -13,6 +13,7 @@ recplug's own sub-commands parse their arguments with :class:`CommandParser`, wh
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -114,13 +115,33 @@ def library_error(exc: BaseException) -> str | None:
     return f"{one_line(exc) or type(exc).__name__} ({type(exc).__name__} in {origin})"
 
 
+PIPE_CLOSED = 141
+"""The exit status when the output's reader has gone (``recplug ... | head``): a shell's 128 + SIGPIPE."""
+
+
+def _pipe_closed() -> int:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush writes nowhere
+    return PIPE_CLOSED
+
+
 def report_errors(command: Callable[[], int]) -> int:
     """Run ``command``; a :class:`RecplugError` or a library's error on bad settings becomes one ``error:`` line
     and exit status 2 (with ``RECPLUG_DEBUG=1``, it is re-raised with its traceback). A ``RECPLUG_DEBUG`` that is
-    not a flag is refused in one line before the command runs."""
+    not a flag is refused in one line before the command runs. Output into a closed pipe ends the command
+    quietly (status :data:`PIPE_CLOSED`)."""
     try:
         env_flag(DEBUG_ENV)  # raises on a value that is no flag, which debugging() would read as off
-        return command()
+        status = command()
+        sys.stdout.flush()  # a closed pipe fails here, not at the interpreter's exit
+        return status
+    except SystemExit:  # argparse's --help (or a usage error): its output may meet a closed pipe too
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _pipe_closed()
+        raise
+    except BrokenPipeError:  # `recplug ... | head`: the reader has what it wanted
+        return _pipe_closed()
     except RecplugError as exc:
         if debugging():
             raise

@@ -108,6 +108,19 @@ def test_help_lists_each_of_recplugs_own_commands_on_its_line(capsys) -> None:
         assert f"  {name:<10} {command.summary}" in lines
 
 
+@pytest.mark.parametrize("argv", [["plugins", "--all"], ["data", "stats", "default"]], ids=["plugins", "data-stats"])
+def test_output_into_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
+    """`recplug data stats X | head -1`: no error line once the reader has gone, and a shell's 128 + SIGPIPE."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "recplug.core.cli.main", *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # before the command writes: it imports for a second first
+    err = process.stderr.read().decode()
+    assert process.wait() == 141 and err == ""
+
+
 MF = str(ROOT / "configs" / "mf.yaml")
 
 
