@@ -286,7 +286,11 @@ def given_containers(argv: list[str], config: Namespace) -> Iterator[tuple[str, 
             value = argv[index + 1]
         if not isinstance(config.get(option[2:]), (Namespace, dict, list)):
             continue
-        if Path(value).is_file():
+        try:
+            is_file = Path(value).is_file()
+        except OSError:  # a value too long to be a path: a YAML value
+            is_file = False
+        if is_file:
             content = read_yaml(value, f"file given to {option}")
         else:
             try:

@@ -331,6 +331,8 @@ GIVEN_EMPTY_MAPPINGS = {
                                   "model.bogus"),
     "list-value": (["--model.encoders", "[{class_path: IdEmbedding, init_args: {x: {}}}]"],
                    "--model.encoders [{class_path: IdEmbedding, init_args: {x: {}}}]", "model.encoders[0].init_args.x"),
+    "value-longer-than-a-path": (["--model", "{bogus: {}," + " " * 300 + "lr: 0.01}"],
+                                 "--model {bogus: {}," + " " * 300 + "lr: 0.01}", "model.bogus"),
 }
 """Command-line options whose value holds an unknown key with ``{}`` -> (the option and value named, the key)."""
 
