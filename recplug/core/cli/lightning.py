@@ -545,6 +545,9 @@ class RecplugCLI(LightningCLI):
         ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
         logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in metrics for k in ks}
         monitors = {"checkpoint.monitor": config.get("checkpoint.monitor")}
+        if self.subcommand == "fit" and monitors["checkpoint.monitor"] and config.get("checkpoint.save_top_k") == 0:
+            raise ConfigError("checkpoint.save_top_k is 0: no best-validation checkpoint would be kept, so the test "
+                              "after fit would read the last epoch's weights; keep it >= 1 (or -1 for all)")
         every = config.get("trainer.check_val_every_n_epoch")
         if every is not None:  # Lightning divides by it mid-training
             check_number("trainer", "check_val_every_n_epoch", every, 1)

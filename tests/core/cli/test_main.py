@@ -234,6 +234,14 @@ def test_checkpoints_carry_provenance(tmp_path) -> None:
     assert len(record["config_sha256"]) == 64 and "recplug 0.1.0" in record["plugins"]
 
 
+def test_keeping_no_best_checkpoint_is_refused(capsys, tmp_path) -> None:
+    """save_top_k 0 would make the post-fit test read the last epoch, not the best-validation one."""
+    assert fit("mf.yaml", tmp_path, "--checkpoint.save_top_k=0", "--trainer.fast_dev_run=true") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: checkpoint.save_top_k is 0: no best-validation checkpoint would be kept, so the test after fit would "
+        "read the last epoch's weights; keep it >= 1 (or -1 for all)")
+
+
 def test_a_monitor_the_evaluator_never_logs_is_refused(capsys, tmp_path) -> None:
     code = fit("mf.yaml", tmp_path, "--eval.ks=[10]", "--trainer.fast_dev_run=true")
     assert code == 2
