@@ -274,6 +274,10 @@ NOT_PASSED_ON = {
                 "as this command's own option",
 }
 """Options of ``recplug fit`` that cannot follow ``--``, and why."""
+OPTION_KEYS = {option[2:]: f"is recplug fit's {option} option, not a setting ({why})"
+               for option, why in NOT_PASSED_ON.items()}
+"""The same options as keys of a variant, ``common`` or a search space (``config: x.yaml``), which reach each run
+as those options."""
 
 
 def reserved_clash(key: str, reserved: dict[str, str]) -> str | None:
@@ -736,7 +740,7 @@ LOGGER_OFF = {"trainer.fast_dev_run": "turns the logger off, while each run's re
 def reserved_keys(command: str, max_epochs: int | None) -> dict[str, str]:
     """The keys ``recplug <command>`` sets in every run (``{key: who sets it}``), which nothing else may set."""
     reserved = {key: f"recplug {command} sets for each run (its outputs go to the run's folder)" for key in OUTPUT_KEYS}
-    reserved |= LOGGER_OFF
+    reserved |= LOGGER_OFF | OPTION_KEYS
     reserved |= dict.fromkeys(("seed_everything", "data.seed"), f"recplug {command} sets from --seeds")
     if max_epochs is not None:
         reserved["trainer.max_epochs"] = "--max-epochs sets"

@@ -50,8 +50,8 @@ import yaml
 from pytorch_lightning.callbacks import Callback
 
 from recplug.core.cli.ablate import (
-    LOGGER_OFF, OUTPUT_KEYS, captured, check_key, check_passthrough, check_reserved, existing_file, last_error_line,
-    output_args, output_folder, override_args, preflight, seconds, select_validation_epoch,
+    LOGGER_OFF, OPTION_KEYS, OUTPUT_KEYS, captured, check_key, check_passthrough, check_reserved, existing_file,
+    last_error_line, output_args, output_folder, override_args, preflight, seconds, select_validation_epoch,
 )
 from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.errors import ConfigError, RecplugError, one_line
@@ -73,7 +73,7 @@ TRIAL_OVERRIDES = {"checkpoint.save_top_k": 0, "checkpoint.save_last": False}
 """What every trial sets besides its outputs (:func:`recplug.core.cli.ablate.output_overrides`): no checkpoints."""
 TRIAL_KEYS = {**dict.fromkeys(OUTPUT_KEYS, "recplug tune sets for each trial (its outputs go to the trial's folder)"),
               **dict.fromkeys(TRIAL_OVERRIDES, "recplug tune sets for each trial (trials save no checkpoint)"),
-              **LOGGER_OFF}
+              **LOGGER_OFF, **OPTION_KEYS}
 """The keys a trial's own arguments set, which neither the space nor the overrides after ``--`` may set."""
 NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 HOST = socket.gethostname()

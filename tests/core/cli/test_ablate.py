@@ -253,6 +253,8 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
                                                     r"each run"),
     ("  bad: {trainer.logger.init_args.save_dir: x}\n", [], r"variant 'bad' sets trainer.logger, which recplug"),
     ("  bad: {trainer.max_epochs: 3}\n", [], r"variant 'bad' sets trainer.max_epochs, which --max-epochs sets"),
+    ("  bad: {model.embedding_dim: 8, config: x.yaml}\n", [], r"variant 'bad' sets config, which is recplug fit's "
+                                                              r"--config option, not a setting"),
     ("", ["--", "--seed_everything=3"], r"the fit override --seed_everything sets seed_everything, which recplug "
                                         r"ablate sets from --seeds"),
     ("", ["--", "--trainer.max_epochs", "3"], r"the fit override --trainer.max_epochs sets trainer.max_epochs, "
@@ -274,10 +276,9 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
     ("", ["--against", "nope.yaml"], r"argument --against: nope.yaml: no such config file"),
     ("", ["--out", str(ROOT / "configs" / "mf.yaml")], r"--out .*mf.yaml: a file, not a folder"),
     ("", ["--metrics", "val/recal@20"], r"--metrics \['val/recal@20'\]: no run logs them; choose from \['test/hit@10'"),
-], ids=["unknown-key", "unknown-plugin", "seed", "data-seed", "root-dir", "logger", "epochs-twice", "seed-override",
-        "epochs-override", "fast-dev-run", "help", "print-config", "config", "override-the-cli-refuses", "k-beyond-the-catalogue",
-        "negative-seed",
-        "negative-epochs", "variants-is-a-folder", "config-is-a-folder", "missing-against", "out-is-a-file",
+], ids=["unknown-key", "unknown-plugin", "seed", "data-seed", "root-dir", "logger", "epochs-twice",
+        "config-in-a-variant", "seed-override", "epochs-override", "fast-dev-run", "help", "print-config", "config",
+        "override-the-cli-refuses", "k-beyond-the-catalogue", "negative-seed", "negative-epochs", "variants-is-a-folder", "config-is-a-folder", "missing-against", "out-is-a-file",
         "unknown-metric"])
 def test_bad_input_is_refused_before_any_run(mf_ablation, capsys, variants, options, message) -> None:
     args, out = mf_ablation
