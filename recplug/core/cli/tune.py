@@ -66,6 +66,8 @@ SPACE_KEYS = ("config", "metric", "direction", "params")
 KINDS = ("float", "int", "choices")
 DIRECTIONS = ("maximize", "minimize")
 SAMPLERS = ("auto", "tpe", "grid", "random")
+MAX_GRID = 100_000
+"""The most points a grid may have: each is listed and shuffled (a 9M-point grid took 2.2 GB for one trial)."""
 TRIALS_DIR = "trials"
 LOCK_FILE = "tune.lock"
 SPEC_ATTR = "recplug_spec"
@@ -127,6 +129,11 @@ class SearchSpace:
     @property
     def finite(self) -> bool:
         return all(p.kind == "choices" for p in self.params)
+
+    @property
+    def grid_size(self) -> int:
+        """The number of combinations of the choices (a finite space only)."""
+        return math.prod(len(p.choices) for p in self.params)
 
     def grid(self, seed: int) -> list[dict[str, Any]]:
         """Every combination of the choices (a finite space only), in an order shuffled by ``seed``."""
@@ -823,8 +830,8 @@ def build_parser() -> CommandParser:
     parser.add_argument("--storage", help="Optuna RDB URL shared by several machines (default: sqlite <study>/study.db)")
     parser.add_argument("--workers", type=number_in(int, 1), default=1,
                         help="worker processes, one thread each (default 1)")
-    parser.add_argument("--sampler", default="auto", help="auto (grid for a space of choices only, else tpe), tpe, "
-                        "grid or random")
+    parser.add_argument("--sampler", default="auto", help=f"auto (grid for a space of choices only with at most "
+                        f"{MAX_GRID:,} points, else tpe), tpe, grid or random")
     parser.add_argument("--seed", type=SEED, default=0, help="sampler seed (default 0)")
     parser.add_argument("--pruner", default="median", choices=("median", "none"), help="median (default) or none")
     parser.add_argument("--prune-warmup", type=number_in(int, 0), default=10,
@@ -845,12 +852,16 @@ def parse_settings(argv: list[str]) -> Settings:
         except ImportError:
             raise ConfigError("the plots need matplotlib: pip install 'recplug[report]' (or pass --no-plot)") from None
     space = load_space(args.space, args.config)
-    sampler = ("grid" if space.finite else "tpe") if args.sampler == "auto" else args.sampler
+    enumerable = space.finite and space.grid_size <= MAX_GRID
+    sampler = ("grid" if enumerable else "tpe") if args.sampler == "auto" else args.sampler
     trials = args.trials
     if sampler == "grid":
         ranges = [p.key for p in space.params if p.kind != "choices"]
         if ranges:
             raise ConfigError(f"--sampler grid needs choices only; {args.space}: params.{ranges[0]} is a range")
+        if not enumerable:
+            raise ConfigError(f"--sampler grid: {args.space} has {space.grid_size:,} points (the product of its "
+                              f"choices), more than {MAX_GRID:,}; use --sampler tpe or random")
         trials = min(trials, len(space.grid(args.seed)))
     for param in space.params:
         check_reserved([param.cli_key], TRIAL_KEYS, f"{args.space}: params.{param.key}")

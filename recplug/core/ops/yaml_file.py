@@ -66,7 +66,7 @@ def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
     except yaml.YAMLError as exc:
         raise ConfigError(yaml_location(path, exc) or f"{path}: {one_line(exc)}") from exc
     if _expanded_size(content, MAX_VALUES) > MAX_VALUES:
-        raise ConfigError(f"{path}: more than {MAX_VALUES:,} values once its aliases (*name) are expanded; a {what} "
+        raise ConfigError(f"{path}: more than {MAX_VALUES:,} values (an alias, *name, counted at each use); a {what} "
                           "this large is a mistake or an alias bomb")
     return content
 
@@ -89,7 +89,7 @@ def guard_jsonargparse_yaml() -> None:
     def checked(stream: str) -> Any:
         value = yaml_load(stream)
         if _expanded_size(value, MAX_VALUES) > MAX_VALUES:
-            raise AliasBombError(f"more than {MAX_VALUES:,} values once its aliases (*name) are expanded; a value this "
+            raise AliasBombError(f"more than {MAX_VALUES:,} values (an alias, *name, counted at each use); a value this "
                                  "large is a mistake or an alias bomb")
         return value
 

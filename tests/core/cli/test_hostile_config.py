@@ -255,7 +255,7 @@ YAML_ERRORS = {
                   ", line 3, column 1: key 'model' appears twice in one mapping"),
     "alias-bomb": ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n" for previous, name in zip("abcdefgh", "bcdefghi")),
-                   ": more than 100,000 values once its aliases (*name) are expanded; a config file this large is a "
+                   ": more than 100,000 values (an alias, *name, counted at each use); a config file this large is a "
                    "mistake or an alias bomb"),  # 9^9 values: jsonargparse took minutes to expand them
     "components-as-a-string": ("model:\n  encoders: IdEmbedding\n",
                                ": model.encoders must be a list of components (- class_path: IdEmbedding), got the "

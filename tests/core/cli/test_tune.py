@@ -514,3 +514,19 @@ def test_test_metrics_never_influence_a_choice(space: Path, run_in: Path, tiny_f
     assert studies[0] == studies[1]
     assert len({str(p) for p, _, _ in studies[0]}) == 3
 
+
+
+def test_a_grid_too_large_to_enumerate_is_sampled_or_refused(tmp_path: Path, tiny_folder: Path, capsys) -> None:
+    """A 125,000-point grid (three lists of 50 choices): auto takes TPE; --sampler grid is one line, not an OOM."""
+    from recplug.core.cli import tune
+
+    choices = ", ".join(f"{1e-4 * (i + 1):.6f}" for i in range(50))
+    space = write(tmp_path / "big.yaml", f"config: {MF}\nparams:\n  model.lr: {{choices: [{choices}]}}\n"
+                  f"  model.aux_losses[0].init_args.weight: {{choices: [{choices}]}}\n"
+                  f"  model.embedding_dim: {{choices: [{', '.join(str(8 + i) for i in range(50))}]}}\n")
+    assert tune.parse_settings(tune_args(space, tmp_path / "study", tiny_folder, 1)[1:]).sampler == "tpe"
+    small = write(tmp_path / "small.yaml", SPACE.replace("{float: [1.0e-3, 1.0e-1], log: true}", "{choices: [0.1]}"))
+    assert tune.parse_settings(tune_args(small, tmp_path / "study", tiny_folder, 1)[1:]).sampler == "grid"
+    assert main(tune_args(space, tmp_path / "study2", tiny_folder, 1, "--sampler", "grid")) == 2
+    assert capsys.readouterr().err == (f"error: --sampler grid: {space} has 125,000 points (the product of its "
+                                       "choices), more than 100,000; use --sampler tpe or random\n")
