@@ -25,6 +25,7 @@ provenance) and ``results.png`` (bars with std error bars; needs matplotlib, ``p
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import csv
 import gc
@@ -109,6 +110,10 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
     return dict(overrides)
 
 
+MAX_VARIANTS = 1_000
+"""The most variants a variants file may hold (a grid counts its combinations)."""
+
+
 def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str, Any]]:
     """Read a variants file; return ``(variants, grid axes, common overrides)``.
 
@@ -131,6 +136,11 @@ def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str,
     for axis, levels in axes:
         if not levels:
             raise ConfigError(f"{path}: grid.{axis} has no levels")
+    count = len(variants) + (math.prod(len(levels) for _, levels in axes) if axes else 0)
+    if count > MAX_VARIANTS:
+        shape = f" (grid {' x '.join(str(len(levels)) for _, levels in axes)})" if axes else ""
+        raise ConfigError(f"{path}: {count:,} variants{shape}, more than {MAX_VARIANTS:,}: each trains once per seed; "
+                          "search a space this large with `recplug tune`")
     combinations = itertools.product(*[[(axis, level) for level in levels] for axis, levels in axes]) if axes else []
     for combination in combinations:
         merged: dict[str, Any] = {}
@@ -144,7 +154,7 @@ def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str,
     if not variants:
         raise ConfigError(f"{path}: no variants; give `variants: {{name: {{key: value}}}}` or a `grid`")
     names = [v.name for v in variants]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, times in collections.Counter(names).items() if times > 1)
     if duplicates:
         raise ConfigError(f"{path}: duplicate variant name(s) {duplicates}")
     for name in names:

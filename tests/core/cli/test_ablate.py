@@ -40,6 +40,20 @@ grid:
     assert variants[3].levels == {"fusion": "none", "dim": "d16"}
 
 
+def test_a_variants_file_of_more_than_a_thousand_variants_is_refused(tmp_path: Path) -> None:
+    """Counted before the grid is expanded: 10^8 combinations are refused at once (they took minutes, then OOM)."""
+    levels = "".join(f"    l{i}: {{}}\n" for i in range(10))
+    grid = write(tmp_path / "g.yaml", "grid:\n" + "".join(f"  ax{a}:\n{levels}" for a in range(8)))
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{grid}: 100,000,000 variants (grid 10 x 10 x 10 x 10 x 10 x 10 x 10 x 10), more than 1,000: each trains "
+            "once per seed; search a space this large with `recplug tune`")):
+        load_variants(grid)
+    listed = write(tmp_path / "v.yaml", "variants:\n" + "".join(f"  v{i}: {{}}\n" for i in range(1001)))
+    with pytest.raises(ConfigError, match="1,001 variants, more than 1,000"):
+        load_variants(listed)
+    assert len(load_variants(write(listed, "variants:\n" + "".join(f"  v{i}: {{}}\n" for i in range(1000))))[0]) == 1000
+
+
 def test_the_crane_ablation_file_has_eight_variants() -> None:
     variants, axes, _ = load_variants(ROOT / "configs" / "ablations" / "crane.yaml")
     assert axes == ["fusion", "infonce"] and len(variants) == 8
