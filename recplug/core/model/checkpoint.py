@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from recplug.core.errors import ConfigError, RecplugError
+from recplug.core.errors import ConfigError, RecplugError, one_line
 
 # Lightning's own ckpt_path keywords ("the best/last checkpoint of this trainer"): resolved by the Trainer
 TRAINER_KEYWORDS = ("best", "last", "hpc", "registry")
@@ -130,26 +130,56 @@ def _trusted_module(module: str) -> bool:
     return module.split(".")[0] in {ep.module.split(".")[0] for ep in importlib.metadata.entry_points(group="recplug")}
 
 
-def _named_code(value: Any, key: str) -> Iterator[tuple[str, str]]:
+MAX_RECORD_DEPTH = 100
+"""Deepest nesting of a checkpoint's records: recplug's configs nest about ten levels."""
+MAX_RECORD_CONTAINERS = 100_000
+"""Most mappings and lists a checkpoint's records reach, each counted wherever it is reached: a pickle may share
+one list many times over (60 lists, each holding the next twice, reach 2**60), which would never be walked."""
+
+
+def _named_code(shown: str, records: dict[str, Any]) -> list[tuple[str, str]]:
     """``(key, dotted name)`` of every ``class_path`` (and Lightning's ``_class_path`` / ``_instantiator``) in a
-    checkpoint's records: the names the CLI or Lightning would import."""
-    if isinstance(value, dict):
-        for name, item in value.items():
-            if name in ("class_path", "_class_path", "_instantiator") and isinstance(item, str):
-                yield f"{key}.{name}" if key else name, item
-            else:
-                yield from _named_code(item, f"{key}.{name}" if key else str(name))
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            yield from _named_code(item, f"{key}[{i}]")
+    checkpoint's records: the names the CLI or Lightning would import. Records that contain themselves, nest
+    deeper than :data:`MAX_RECORD_DEPTH` or reach more than :data:`MAX_RECORD_CONTAINERS` mappings and lists are
+    malformed (:class:`CheckpointError`): walking them, as the config parser does, would never end."""
+    named: list[tuple[str, str]] = []
+    reached = 0
+
+    def walk(value: Any, key: str, above: tuple[int, ...]) -> None:
+        nonlocal reached
+        if not isinstance(value, (dict, list, tuple)):
+            return
+        if id(value) in above:
+            raise CheckpointError(f"{shown}: malformed checkpoint: {one_line(key, 80)} contains itself")
+        if len(above) == MAX_RECORD_DEPTH:
+            raise CheckpointError(f"{shown}: malformed checkpoint: {one_line(key, 80)} nests deeper than "
+                                  f"{MAX_RECORD_DEPTH} levels")
+        reached += 1
+        if reached > MAX_RECORD_CONTAINERS:
+            raise CheckpointError(f"{shown}: malformed checkpoint: its records reach more than "
+                                  f"{MAX_RECORD_CONTAINERS} mappings and lists")
+        inside = (*above, id(value))
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if name in ("class_path", "_class_path", "_instantiator") and isinstance(item, str):
+                    named.append((f"{key}.{name}" if key else name, item))
+                else:
+                    walk(item, f"{key}.{name}" if key else str(name), inside)
+        else:
+            for i, item in enumerate(value):
+                walk(item, f"{key}[{i}]", inside)
+
+    walk(records, "", ())
+    return named
 
 
 def check_records(shown: str, checkpoint: dict[str, Any]) -> None:
     """Refuse a checkpoint whose ``hyper_parameters`` or ``recplug`` record is not a mapping, whose
-    ``optimizer_states`` are not optimiser state dicts (resuming read them with a traceback), or whose records
-    name a class (or Lightning instantiator) in a module that is not recplug's, not already imported and not an
-    installed recplug plugin's: the CLI would import it to rebuild the model, and importing a module runs its code
-    before any type check (docs/security.md)."""
+    ``optimizer_states`` are not optimiser state dicts (resuming read them with a traceback), whose recorded
+    ``data_sha256`` is no string, whose records contain themselves or nest without end (:func:`_named_code`), or
+    whose records name a class (or Lightning instantiator) in a module that is not recplug's, not already imported
+    and not an installed recplug plugin's: the CLI would import it to rebuild the model, and importing a module runs
+    its code before any type check (docs/security.md)."""
     for entry in ("hyper_parameters", "recplug"):
         if entry in checkpoint and not isinstance(checkpoint[entry], dict):
             raise CheckpointError(
@@ -164,7 +194,10 @@ def check_records(shown: str, checkpoint: dict[str, Any]) -> None:
     record = checkpoint.get("recplug") or {}
     if "config" in record and not isinstance(record["config"], dict):
         raise CheckpointError(f"{shown}: malformed checkpoint: its recorded config is not a mapping")
-    for key, name in _named_code({"hyper_parameters": checkpoint.get("hyper_parameters"), "recplug": record}, ""):
+    if record.get("data_sha256") is not None and not isinstance(record["data_sha256"], str):
+        raise CheckpointError(f"{shown}: malformed checkpoint: its recorded data_sha256 is not a string "
+                              f"({one_line(repr(record['data_sha256']), 80)})")
+    for key, name in _named_code(shown, {"hyper_parameters": checkpoint.get("hyper_parameters"), "recplug": record}):
         module = name.rpartition(".")[0]
         if key.endswith("_instantiator"):
             if name not in LIGHTNING_INSTANTIATORS:

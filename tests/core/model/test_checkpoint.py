@@ -231,6 +231,51 @@ def test_malformed_records_are_one_line(entry, value, tmp_path, trained, capsys)
     assert "malformed checkpoint" in last_error(capsys)
 
 
+def _self_list() -> list:
+    cycle: list = []
+    cycle.append(cycle)
+    return cycle
+
+
+def _shared_lists(levels: int) -> list:
+    nested: list = []
+    for _ in range(levels):
+        nested = [nested, nested]  # one list, reached twice: 2**levels lists when walked
+    return nested
+
+
+def _deep_list(levels: int) -> list:
+    nested: list = []
+    for _ in range(levels):
+        nested = [nested]
+    return nested
+
+
+@pytest.mark.parametrize("where, value, message", [
+    ("data_sha256", 5, "its recorded data_sha256 is not a string (5)"),
+    ("model", "itself", "recplug.config.model.x contains itself"),
+    ("model", _self_list(), "recplug.config.model.x[0] contains itself"),
+    ("model", _shared_lists(60), "its records reach more than 100000 mappings and lists"),
+    ("hyper_parameters", _deep_list(200), "nests deeper than 100 levels"),
+])
+def test_malformed_record_contents_are_one_line(where, value, message, tmp_path, trained, capsys) -> None:
+    checkpoint = torch.load(trained, weights_only=True)
+    if where == "data_sha256":
+        checkpoint["recplug"]["data_sha256"] = value
+    else:
+        record = checkpoint[where] if where == "hyper_parameters" else checkpoint["recplug"]["config"][where]
+        record["x"] = record if value == "itself" else value
+    path = tmp_path / "malformed.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match="malformed checkpoint: "):
+        open_checkpoint(path)
+    assert main(["export", "--ckpt_path", str(path), "--out", str(tmp_path / "out")]) == 2
+    error = last_error(capsys)
+    assert error.startswith(f"error: {path}: malformed checkpoint: ") and error.endswith(message)
+    assert recplug("validate", tmp_path, "--ckpt_path", str(path)) == 2
+    assert message in last_error(capsys)
+
+
 def test_a_folder_or_foreign_bytes_are_named_for_what_they_are(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="a folder, not a checkpoint file"):
         open_checkpoint(tmp_path)
