@@ -10,8 +10,9 @@ such as ``runs/crane``: its latest ``version_N`` is used) and writes:
   epoch marked and the test values drawn at it;
 * ``metrics.md``: the best validation epoch, the validation metrics at it and the test metrics, to 4 decimals.
 
-The best epoch maximises (``--mode max``) the monitored metric: by default the ``checkpoint.monitor`` and
-``checkpoint.mode`` of the run's ``config.yaml``, else ``val/recall@20``. Test metrics are the last ones logged;
+The best epoch maximises (``--mode max``) the monitored validation metric: by default the ``checkpoint.monitor``
+and ``checkpoint.mode`` of the run's ``config.yaml``, else ``val/recall@20`` (a monitor that is no ``val/`` metric is
+refused: the epoch is chosen on validation only). Test metrics are the last ones logged;
 ``recplug fit`` logs them by testing the best-validation checkpoint, so they belong to that epoch.
 """
 
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from recplug.core.cli.boundary import CommandParser, report_errors
-from recplug.core.data.formats.text import csv_records, field_count_error, read_text
+from recplug.core.data.formats.text import (
+    csv_records, field_count_error, first_repeated, plain_float, quoted, read_text,
+)
 from recplug.core.errors import ConfigError, DataError
 from recplug.core.ops.io import check_can_create
 from recplug.core.ops.yaml_file import read_yaml
@@ -32,6 +35,8 @@ DEFAULT_MONITOR = "val/recall@20"
 METRIC_ORDER = ("recall", "ndcg", "precision", "map", "mrr", "hit")
 """Table and panel order of the usual ranking metrics (others follow alphabetically)."""
 DECIMALS = 4
+FLOAT32_MAX = 3.4028234663852886e38
+"""Largest logged value: Lightning logs float32 tensors."""
 
 
 @dataclass
@@ -100,27 +105,62 @@ def find_run(path: str | Path) -> Path:
 
 def read_csv_log(path: Path) -> RunLog:
     """Read a Lightning ``CSVLogger`` ``metrics.csv`` (sparse rows: ``epoch``, ``step``, one column per metric).
-    A row with more or fewer fields than the header (a run cut short while writing), a non-numeric value or a file
-    that is not UTF-8 text is a :class:`DataError` naming ``file:line``."""
+    A header that could be misread (:func:`check_csv_header`), a row with more or fewer fields than the header (a
+    run cut short while writing), an epoch that is no whole number, a value that is no plain number or lies beyond
+    float32 (what Lightning logs) or a file that is not UTF-8 text is a :class:`DataError` naming ``file:line``."""
     log = RunLog(path)
     records = csv_records(path, read_text(path), ",")
-    header = next((fields for _, _, fields in records), [])
+    line, _, header = next(records, (1, 1, []))
+    check_csv_header(path, line, header)
     for start, end, fields in records:
         if not fields:  # a blank line
             continue
         if len(fields) != len(header):
             raise field_count_error(path, start, end, len(header), len(fields), ",")
         row = dict(zip(header, fields))
-        try:
-            epoch = int(float(row["epoch"])) if row.get("epoch") else None
-            for name, value in row.items():
-                if name not in ("epoch", "step") and value:
-                    log.add(name, epoch, float(value))
-        except ValueError:
-            raise DataError(f"{path}:{start}: non-numeric value in {row}") from None
+        epoch = csv_epoch(path, start, row["epoch"]) if row.get("epoch") else None
+        for column, (name, text) in enumerate(zip(header, fields), 1):
+            if name not in ("epoch", "step") and text:
+                log.add(name, epoch, csv_value(path, start, column, name, text))
     if not log.final:
         raise DataError(f"{path}: no metrics logged")
     return log
+
+
+def check_csv_header(path: Path, line: int, header: list[str]) -> None:
+    """Refuse a ``metrics.csv`` header whose values would be dropped or read as another metric's: a column with no
+    name, one with spaces around its name (``CSVLogger`` writes none; `` val/recall@20`` would not be found), and
+    two columns of one metric (a repeated name, or ``m`` beside ``m_epoch``: the last one would win)."""
+    for column, name in enumerate(header, 1):
+        if not name.strip():
+            raise DataError(f"{path}:{line}: column {column} has no name")
+        if name != name.strip():
+            raise DataError(f"{path}:{line}: column {column} {name!r} has spaces around its name")
+    repeated = first_repeated([name.removesuffix("_epoch") for name in header])
+    if repeated is not None:
+        columns = [f"{c} ({n!r})" for c, n in enumerate(header, 1) if n.removesuffix("_epoch") == repeated]
+        raise DataError(f"{path}:{line}: columns {' and '.join(columns[:2])} both hold {repeated!r}")
+
+
+def csv_epoch(path: Path, line: int, text: str) -> int:
+    """The ``epoch`` field of ``metrics.csv`` line ``line``: a whole number ``>= 0`` (``0.7`` is refused, not
+    read as epoch 0)."""
+    value = plain_float(text)
+    if value is None or not math.isfinite(value) or value < 0 or value != int(value):
+        raise DataError(f"{path}:{line}: epoch must be a whole number >= 0, got {quoted(text)}")
+    return int(value)
+
+
+def csv_value(path: Path, line: int, column: int, name: str, text: str) -> float:
+    """A logged value of ``metrics.csv``: a plain number within float32's range, or ``inf``/``nan`` as
+    ``CSVLogger`` writes them (``1e309`` would read as infinity, ``1e308`` breaks the plot's axis)."""
+    value = plain_float(text)
+    where = f"{path}:{line}: column {column} ({name})"
+    if value is None:
+        raise DataError(f"{where}: expected a number, got {quoted(text)}")
+    if abs(value) > FLOAT32_MAX and text.strip().lstrip("+-").lower() not in ("inf", "infinity"):
+        raise DataError(f"{where}: {text.strip()} is beyond float32's range (what Lightning logs)")
+    return value
 
 
 def read_tensorboard_log(folder: Path) -> RunLog:
@@ -168,6 +208,9 @@ def configured_monitor(run: Path) -> tuple[str, str]:
             mode = str(checkpoint.get("mode") or "max")
             if mode not in ("max", "min"):
                 raise ConfigError(f"{config}: checkpoint.mode must be max or min, got {mode!r}")
+            if not str(checkpoint["monitor"]).startswith("val/"):
+                raise ConfigError(f"{config}: checkpoint.monitor is {checkpoint['monitor']!r}: the best epoch is "
+                                  "chosen on a validation metric (val/...)")
             return str(checkpoint["monitor"]), mode
     return DEFAULT_MONITOR, "max"
 
@@ -176,7 +219,7 @@ def metric_key(name: str) -> tuple[int, str, int]:
     """Sort key: usual metrics first (recall, ndcg, ...), then by name, then by cutoff."""
     base, _, cutoff = name.partition("@")
     rank = METRIC_ORDER.index(base) if base in METRIC_ORDER else len(METRIC_ORDER)
-    return rank, base, int(cutoff) if cutoff.isdigit() else -1
+    return rank, base, int(cutoff) if cutoff.isascii() and cutoff.isdigit() else -1  # not @², which int() refuses
 
 
 def best_epoch(log: RunLog, monitor: str, mode: str) -> int | None:
@@ -290,6 +333,8 @@ def make_report(run_dir: str | Path, out: str | Path | None = None, monitor: str
         import matplotlib  # noqa: F401
     except ImportError:
         raise ConfigError("recplug report needs matplotlib: pip install 'recplug[report]'") from None
+    if monitor is not None and not monitor.startswith("val/"):
+        raise ConfigError(f"--monitor {monitor}: the best epoch is chosen on a validation metric (val/...)")
     run = find_run(run_dir)
     log = read_run_log(run)
     default_monitor, default_mode = configured_monitor(run)
@@ -321,7 +366,7 @@ def main(argv: list[str]) -> int:
     parser = CommandParser(prog="recplug report", description="Training curves and metrics table of a run.")
     parser.add_argument("run_dir", help="run folder (runs/NAME/version_N) or logger folder (runs/NAME)")
     parser.add_argument("--out", help="output folder (default: the run folder)")
-    parser.add_argument("--monitor", help="metric choosing the best epoch (default: the run's checkpoint.monitor)")
+    parser.add_argument("--monitor", help="val/ metric choosing the best epoch (default: the run's checkpoint.monitor)")
     parser.add_argument("--mode", choices=("max", "min"), help="whether --monitor is maximised (default: max)")
 
     def command() -> int:

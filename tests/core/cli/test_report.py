@@ -143,3 +143,50 @@ def test_a_row_cut_short_and_a_binary_metrics_csv_are_named(run: Path, tmp_path:
     (tmp_path / "metrics.csv").write_bytes(b"epoch,step\n\xff\xfe\n")
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'metrics.csv'}:2: byte 0xff is not UTF-8; save the file as UTF-8\n"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("epoch,step,val/recall@20,val/recall@20\n0,0,0.1,0.9\n",  # the last one read as the only one
+     ":1: columns 3 ('val/recall@20') and 4 ('val/recall@20') both hold 'val/recall@20'"),
+    ("epoch,step,val/recall@20,val/recall@20_epoch\n0,0,0.1,0.9\n",
+     ":1: columns 3 ('val/recall@20') and 4 ('val/recall@20_epoch') both hold 'val/recall@20'"),
+    ("epoch, step, val/recall@20\n0, 0, 0.1\n", ":1: column 2 ' step' has spaces around its name"),  # not logged
+    ("epoch,step,\n0,0,0.1\n", ":1: column 3 has no name"),  # its value dropped
+    ("epoch,step,val/recall@20\n0,0,0.1\n0.7,1,0.2\n", ":3: epoch must be a whole number >= 0, got '0.7'"),  # 0
+    ("epoch,step,val/recall@20\ninf,0,0.1\n", ":2: epoch must be a whole number >= 0, got 'inf'"),  # OverflowError
+    ("epoch,step,val/recall@20\n-1,0,0.1\n", ":2: epoch must be a whole number >= 0, got '-1'"),
+    ("epoch,step,val/recall@20\n0,0,1e309\n",  # read as infinity
+     ":2: column 3 (val/recall@20): 1e309 is beyond float32's range (what Lightning logs)"),
+    ("epoch,step,train/loss\n0,0,1e308\n",  # matplotlib's ticker: arange: cannot compute length
+     ":2: column 3 (train/loss): 1e308 is beyond float32's range (what Lightning logs)"),
+    ("epoch,step,val/recall@20\n0,0,\u0663\n", ":2: column 3 (val/recall@20): expected a number, got '\u0663'"),
+])
+def test_a_metrics_csv_that_would_be_misread_is_named(text: str, message: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / "metrics.csv").write_text(text, encoding="utf-8")
+    assert main(["report", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'metrics.csv'}{message}\n"
+
+
+def test_logged_infinities_a_whole_float_epoch_and_an_odd_cutoff_are_read(tmp_path: Path) -> None:
+    """What CSVLogger writes for a diverged value (``inf``, ``nan``) is kept; a cutoff that is no ASCII number
+    sorts after the others instead of failing ``int()``."""
+    (tmp_path / "metrics.csv").write_text(
+        "epoch,step,train/loss,val/recall@\u00b2,val/recall@20\n0,0,inf,0.1,0.2\n1.0,1,nan,0.3,-inf\n",
+        encoding="utf-8")
+    report = make_report(tmp_path)
+    assert report.log.series["train/loss"][0] == float("inf")
+    assert report.log.series["val/recall@20"][1] == -float("inf")
+    assert report.best_epoch == 0 and report.val == {"recall@\u00b2": 0.1, "recall@20": 0.2}
+
+
+def test_a_monitor_that_is_no_validation_metric_is_refused(tmp_path: Path, capsys) -> None:
+    """The best epoch is chosen on validation: a test (or training) monitor would pick it on the test metrics."""
+    (tmp_path / "metrics.csv").write_text("epoch,step,val/recall@20,test/recall@20\n0,0,0.1,\n1,0,0.2,\n1,1,,0.3\n")
+    (tmp_path / "config.yaml").write_text("checkpoint: {monitor: test/recall@20}\n")
+    assert main(["report", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'config.yaml'}: checkpoint.monitor is 'test/recall@20': "
+                                       "the best epoch is chosen on a validation metric (val/...)\n")
+    (tmp_path / "config.yaml").unlink()
+    assert main(["report", str(tmp_path), "--monitor", "train/loss"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --monitor train/loss: the best epoch is chosen on a validation metric (val/...)\n")
