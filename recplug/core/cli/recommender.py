@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
@@ -43,6 +44,7 @@ from torch import Tensor
 from recplug.core.errors import ConfigError, InvalidArgument, check_number, one_line
 
 CSR = tuple[Tensor, Tensor]
+INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 LOAD_TRAINER = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu",
                 "devices": 1}
 """The Trainer a rebuild instantiates (the CLI parser always builds one; nothing runs on it)."""
@@ -99,6 +101,9 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
     another model's), and a config the parser refuses raises :class:`ConfigError` with its one-line message."""
     from recplug.core.model.checkpoint import CheckpointError, check_state_matches, local_checkpoint, open_checkpoint
 
+    _check_path("ckpt_path", ckpt_path, "a checkpoint's path or URL")
+    if config is not None:
+        _check_path("config", config, "a YAML config's path", ", or leave it out for the one the checkpoint records")
     path = local_checkpoint(ckpt_path)
     checkpoint = open_checkpoint(path, shown=str(ckpt_path))  # a missing or unsafe file fails before the CLI
     from recplug.core.cli.lightning import check_config_sections, check_same_components, note_component_settings
@@ -137,6 +142,81 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
     return model, datamodule, settings, checkpoint
 
 
+def _check_path(argument: str, value: Any, what: str, otherwise: str = "") -> None:
+    """Refuse a ``ckpt_path`` or ``config`` that is no path, or is empty (``""`` would name the current folder,
+    or reach the parser as an empty ``--config``); ``otherwise`` ends the advice for an empty one."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{argument} must be {what}, got {one_line(repr(value), 80)}")
+    if not str(value).strip():
+        raise ConfigError(f"{argument} is empty; give {what}{otherwise}")
+
+
+def _splits(argument: str, exclude: Any) -> tuple[str, ...]:
+    """``exclude``, one split or a list of them, as a tuple of split names (``"train"`` is one split)."""
+    from recplug.core.data.dataset import SPLITS
+
+    listed = [exclude] if isinstance(exclude, str) else exclude
+    if not isinstance(listed, (list, tuple, set, frozenset)):
+        raise ConfigError(f"{argument} must be a split or a list of splits ({', '.join(SPLITS)}), got "
+                          f"{one_line(repr(exclude), 80)}")
+    unknown = [split for split in listed if split not in SPLITS]
+    if unknown:
+        raise ConfigError(f"{argument}: unknown split(s) {one_line(repr(unknown), 80)}; choose from "
+                          f"{', '.join(SPLITS)}")
+    return tuple(listed)
+
+
+class _ShownId:
+    """An id as an error message quotes it (its ``repr``), a long one cut: an HTTP request may hold megabytes."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        from recplug.core.data.formats.text import QUOTE_LIMIT, quoted
+
+        return quoted(self.raw) if isinstance(self.raw, str) else one_line(repr(self.raw), QUOTE_LIMIT)
+
+
+def _record(argument: str, value: Any) -> dict[str, Any]:
+    """``config`` or ``provenance`` of :class:`Recommender`: a mapping, or ``None`` for none."""
+    if value is not None and not isinstance(value, Mapping):
+        raise ConfigError(f"Recommender.{argument} must be a mapping (or None), got {one_line(repr(value), 80)}")
+    return dict(value or {})
+
+
+def _seen(value: Any, num_users: int, num_items: int) -> CSR | None:
+    """``seen`` of :class:`Recommender` as long CPU tensors, checked to be a CSR of ``num_users`` rows whose
+    items are in ``[0, num_items)``; ``None`` for none."""
+    if value is None:
+        return None
+    parts = [_integers(part) for part in value] if isinstance(value, (tuple, list)) and len(value) == 2 else None
+    if parts is None or parts[0] is None or parts[1] is None:
+        raise ConfigError("Recommender.seen must be a CSR (indptr [num_users + 1], item indices): two 1-d integer "
+                          f"tensors, got {one_line(repr(value), 80)}")
+    indptr, items = parts
+    if indptr.shape != (num_users + 1,):
+        raise ConfigError(f"Recommender.seen must be a CSR whose indptr has num_users + 1 ({num_users + 1}) "
+                          f"entries, got {list(indptr.shape)}")
+    if indptr[0] != 0 or indptr[-1] != items.numel() or bool((indptr[1:] < indptr[:-1]).any()):
+        raise ConfigError(f"Recommender.seen must be a CSR whose indptr starts at 0, never decreases and ends at the "
+                          f"number of item indices ({items.numel()}), got {one_line(repr(indptr.tolist()), 80)}")
+    outside = items[(items < 0) | (items >= num_items)]
+    if outside.numel():
+        raise ConfigError(f"Recommender.seen must hold item indices in [0, {num_items}) (the number of items), "
+                          f"got {outside[0].item()}")
+    return indptr, items
+
+
+def _integers(part: Any) -> Tensor | None:
+    """``part`` as a long CPU tensor when it is a 1-d tensor or array of integers (any dtype when empty)."""
+    if isinstance(part, np.ndarray) and (part.dtype.kind in "iu" or part.size == 0):
+        part = torch.from_numpy(part.astype(np.int64))
+    if not isinstance(part, Tensor) or part.ndim != 1 or (part.numel() and part.dtype not in INTEGER_DTYPES):
+        return None
+    return part.long().cpu()
+
+
 def _embeddings(argument: str, value: Any) -> Tensor:
     """``users`` or ``items`` of :class:`Recommender`, a 2-d tensor, as float32 on the CPU."""
     if not isinstance(value, Tensor) or value.ndim != 2:
@@ -148,15 +228,25 @@ def _embeddings(argument: str, value: Any) -> Tensor:
 def _id_rows(
     argument: str, ids: Sequence[Any] | None, rows: int, embeddings: str
 ) -> tuple[list[Any], dict[str, int]]:
-    """``(ids, {str(id): row})`` of ``rows`` embedding rows (``None``: ``0..rows-1``); one distinct id per row."""
-    listed = list(range(rows)) if ids is None else list(ids)
+    """``(ids, {str(id): row})`` of ``rows`` embedding rows (``None``: ``0..rows-1``); one distinct id per row,
+    given as a list (or 1-d array or tensor), never one string (its characters would become the ids)."""
+    if ids is None:
+        listed: list[Any] = list(range(rows))
+    elif isinstance(ids, (np.ndarray, Tensor)) and ids.ndim == 1:
+        listed = ids.tolist()
+    elif isinstance(ids, (str, bytes, bytearray, Mapping, np.ndarray, Tensor)) or not isinstance(ids, Iterable):
+        raise ConfigError(f"Recommender.{argument} must be a list of ids, one per row of {embeddings}, got "
+                          f"{one_line(repr(ids), 80)}")
+    else:
+        listed = list(ids)
     table = {str(raw): row for row, raw in enumerate(listed)}
     if len(listed) != rows:
         raise ConfigError(f"Recommender.{argument} must hold one id per row of {embeddings} ({rows}), "
                           f"got {len(listed)}")
     if len(table) != rows:
         twice = next(raw for row, raw in enumerate(listed) if table[str(raw)] != row)
-        raise ConfigError(f"Recommender.{argument} must be distinct (ids are matched as text), got {twice!r} twice")
+        raise ConfigError(f"Recommender.{argument} must be distinct (ids are matched as text), got "
+                          f"{_ShownId(twice)!r} twice")
     return listed, table
 
 
@@ -174,7 +264,7 @@ class Recommender:
         user_ids: the id of each user row (``None``: ``0..M-1``).
         item_ids: the id of each item row (``None``: ``0..N-1``).
         seen: CSR ``(indptr [M+1], items)`` of each user's items that are never recommended (or ``None``).
-        exclude: the splits ``seen`` holds (for records).
+        exclude: the splits ``seen`` holds (for records), a list or one split.
         config: the configuration the model was built from (the ``fit`` config the checkpoint records, whose
             :func:`~recplug.core.model.provenance.hashed_config` hash is the record's, or ``config``).
         provenance: the checkpoint's provenance record (:mod:`recplug.core.model.provenance`).
@@ -189,16 +279,17 @@ class Recommender:
         from recplug.core.eval.search import TorchExactSearch
 
         self.users, self.items = _embeddings("users", users), _embeddings("items", items)
+        if not self.num_items:
+            raise ConfigError(f"Recommender.items must hold at least one item, got shape {list(self.items.shape)}")
         if self.items.shape[1] != self.users.shape[1]:
             raise ConfigError(f"Recommender.items must have the width of users ({self.users.shape[1]}), got "
                               f"shape {list(self.items.shape)}")
         self.user_ids, self._user_row = _id_rows("user_ids", user_ids, self.users.shape[0], "users")
         self.item_ids, self._item_row = _id_rows("item_ids", item_ids, self.items.shape[0], "items")
-        if seen is not None and seen[0].shape != (self.num_users + 1,):
-            raise ConfigError(f"Recommender.seen must be a CSR whose indptr has num_users + 1 "
-                              f"({self.num_users + 1}) entries, got {list(seen[0].shape)}")
-        self.seen, self.exclude = seen, tuple(exclude)
-        self.config, self.provenance, self.data = dict(config or {}), dict(provenance or {}), data
+        self.seen = _seen(seen, self.num_users, self.num_items)
+        self.exclude = _splits("Recommender.exclude", exclude)
+        self.config, self.provenance = _record("config", config), _record("provenance", provenance)
+        self.data = data
         self.search = TorchExactSearch().build(self.items)
 
     @classmethod
@@ -213,14 +304,8 @@ class Recommender:
             exclude: splits whose items ``recommend`` never returns, a list or one split (default: the
                 config's ``topk.exclude``, train and valid unless changed, as ``recplug predict``).
         """
-        from recplug.core.data.dataset import SPLITS
-
-        exclude = [exclude] if isinstance(exclude, str) else exclude
-        if exclude is not None and not isinstance(exclude, (list, tuple, set, frozenset)):
-            raise ConfigError(f"exclude must be a split or a list of splits ({', '.join(SPLITS)}), got {exclude!r}")
-        unknown = [split for split in exclude or () if split not in SPLITS]
-        if unknown:  # before the (slow) load; the config's topk.exclude was checked when it trained
-            raise ConfigError(f"exclude: unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
+        if exclude is not None:  # before the (slow) load; the config's topk.exclude was checked when it trained
+            exclude = _splits("exclude", exclude)
         model, datamodule, resolved, checkpoint = load_run(ckpt_path, config)
         data = datamodule.data
         if exclude is None:
@@ -259,7 +344,7 @@ class Recommender:
         ids = self._listed(ids, kind, owner, argument)
         unknown = [raw for raw in ids if str(raw) not in table]
         if unknown:
-            given = unknown[0] if len(unknown) == 1 else unknown[:5]
+            given = _ShownId(unknown[0]) if len(unknown) == 1 else [_ShownId(raw) for raw in unknown[:5]]
             raise InvalidArgument(owner, argument, given, f"{kind} ids of the dataset ({len(table)} {kind}s)")
         return torch.tensor([table[str(raw)] for raw in ids], dtype=torch.long)
 

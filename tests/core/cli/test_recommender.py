@@ -130,10 +130,71 @@ def test_ids_may_be_a_1d_array_or_tensor(rec) -> None:
      "Recommender.item_ids must be distinct (ids are matched as text), got 1 twice"),
     ((torch.randn(3, 4), torch.randn(2, 4), None, None, (torch.tensor([0, 0]), torch.tensor([], dtype=torch.long))),
      "Recommender.seen must be a CSR whose indptr has num_users + 1 (4) entries, got [2]"),
+    ((torch.randn(3, 4), torch.empty(0, 4)), "Recommender.items must hold at least one item, got shape [0, 4]"),
+    ((torch.randn(3, 4), torch.randn(5, 4), "abc"), "Recommender.user_ids must be a list of ids, one per row of "
+                                                    "users, got 'abc'"),
+    ((torch.randn(3, 4), torch.randn(5, 4), 5), "Recommender.user_ids must be a list of ids, one per row of users, "
+                                                "got 5"),
 ])
 def test_a_recommender_of_mismatched_embeddings_or_ids_is_refused(arguments, message) -> None:
     with pytest.raises(ConfigError) as info:
         recplug.Recommender(*arguments)
+    assert str(info.value) == message
+
+
+CSR_OF = "Recommender.seen must be a CSR whose indptr starts at 0, never decreases and ends at the number of item"
+
+
+@pytest.mark.parametrize("keywords, message", [
+    ({"seen": (torch.tensor([0, 1, 2, 3]), torch.tensor([99]))}, f"{CSR_OF} indices (1), got [0, 1, 2, 3]"),
+    ({"seen": (torch.tensor([0, 2, 1, 1]), torch.tensor([0, 1]))}, f"{CSR_OF} indices (2), got [0, 2, 1, 1]"),
+    ({"seen": (torch.tensor([1, 1, 1, 1]), torch.tensor([0]))}, f"{CSR_OF} indices (1), got [1, 1, 1, 1]"),
+    ({"seen": (torch.tensor([0, 1, 1, 1]), torch.tensor([-1]))},
+     "Recommender.seen must hold item indices in [0, 5) (the number of items), got -1"),
+    ({"seen": (torch.tensor([0, 1, 1, 1]), torch.tensor([5]))},
+     "Recommender.seen must hold item indices in [0, 5) (the number of items), got 5"),
+    ({"seen": 5}, "Recommender.seen must be a CSR (indptr [num_users + 1], item indices): two 1-d integer tensors, "
+                  "got 5"),
+    ({"seen": (torch.tensor([0, 0, 0, 1]), torch.tensor([1.0]))}, "Recommender.seen must be a CSR (indptr "
+     "[num_users + 1], item indices): two 1-d integer tensors, got (tensor([0, 0, 0, 1]), tensor([1.]))"),
+    ({"config": [1, 2]}, "Recommender.config must be a mapping (or None), got [1, 2]"),
+    ({"provenance": "x"}, "Recommender.provenance must be a mapping (or None), got 'x'"),
+    ({"exclude": 5}, "Recommender.exclude must be a split or a list of splits (train, valid, test), got 5"),
+    ({"exclude": ["tain"]}, "Recommender.exclude: unknown split(s) ['tain']; choose from train, valid, test"),
+])
+def test_a_recommender_of_a_bad_seen_config_or_exclude_is_refused(keywords, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        recplug.Recommender(torch.randn(3, 4), torch.randn(5, 4), **keywords)
+    assert str(info.value) == message
+
+
+def test_seen_may_be_integer_arrays_ids_arrays_and_exclude_one_split() -> None:
+    rec = recplug.Recommender(torch.randn(3, 4), torch.randn(5, 4), torch.tensor([5, 6, 7]),
+                              np.array([10, 11, 12, 13, 14]), (np.array([0, 0, 0, 0]), np.array([])), exclude="train")
+    assert rec.user_ids == [5, 6, 7] and rec.exclude == ("train",)
+    assert len(rec.recommend([6], k=5)[0].items) == 5 and rec.recommend_profile([12], k=4).items[0] in (10, 11, 13, 14)
+    seen = recplug.Recommender(torch.randn(3, 4), torch.randn(5, 4),
+                               seen=(np.array([0, 1, 1, 2], dtype=np.int32), np.array([4, 0])))
+    assert 4 not in seen.recommend([0], k=5)[0].items and 0 not in seen.recommend([2], k=5)[0].items
+
+
+def test_a_long_unknown_id_is_quoted_cut() -> None:
+    rec = recplug.Recommender(torch.randn(3, 4), torch.randn(5, 4))
+    with pytest.raises(InvalidArgument) as info:
+        rec.recommend(["a" * 10**6, "b"], k=2)
+    assert str(info.value) == (f"recommend.user_ids must be user ids of the dataset (3 users), got "
+                               f"[{'a' * 80!r}... (1000000 characters), 'b']")
+
+
+@pytest.mark.parametrize("keywords, message", [
+    ({"ckpt_path": ""}, "ckpt_path is empty; give a checkpoint's path or URL"),
+    ({"ckpt_path": None}, "ckpt_path must be a checkpoint's path or URL, got None"),
+    ({"config": ""}, "config is empty; give a YAML config's path, or leave it out for the one the checkpoint records"),
+    ({"config": 5}, "config must be a YAML config's path, got 5"),
+])
+def test_an_empty_or_no_path_is_refused_by_name(mf_run, keywords, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        recplug.Recommender.from_checkpoint(**{"ckpt_path": mf_run.ckpt, **keywords})
     assert str(info.value) == message
 
 
