@@ -5,8 +5,10 @@ names only installed entry points, or says which it does not."""
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import types
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +16,9 @@ from recplug.core.cli.boundary import debugging, report_errors
 from recplug.core.errors import ConfigError
 from recplug.core.model import plugins
 from recplug.core.model.plugins import RecplugPluginManager, load_plugins
-from recplug.core.ops.environment import env_flag
+from recplug.core.ops.environment import FLAGS, env_flag
 
-FLAGS = ("RECPLUG_DEBUG", "RECPLUG_DISABLE_PLUGIN_AUTOLOAD", "RECPLUG_STRICT_PLUGINS", "RECPLUG_TRACE_PLUGINS")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", "On", " 1 "])
@@ -39,6 +41,30 @@ def test_a_value_that_is_no_flag_is_refused_naming_the_variable(name: str, monke
     monkeypatch.setenv(name, "maybe")
     with pytest.raises(ConfigError, match=f"^{name} must be 1 or 0 \\(true/false, yes/no, on/off\\), got 'maybe'$"):
         env_flag(name)
+
+
+def test_every_variable_read_by_env_flag_is_a_known_flag() -> None:
+    """:func:`check_flags` refuses the :data:`FLAGS` up front: a variable read by ``env_flag`` but missing there
+    would be refused only where it is read (``RECPLUG_STRICT_CHECKPOINTS``: only when a checkpoint's data differs)."""
+    read = set()
+    for source in (ROOT / "recplug").rglob("*.py"):
+        if source.name == "environment.py":  # env_flag's own module
+            continue
+        text = source.read_text()
+        constants = dict(re.findall(r'^(\w+) = "(RECPLUG_\w+)"$', text, flags=re.M))
+        for argument in re.findall(r"\benv_flag\(([^)]*)\)", text):
+            read.add(constants.get(argument, argument.strip('"')))
+    assert read and read <= set(FLAGS), read - set(FLAGS)
+
+
+@pytest.mark.parametrize("name", FLAGS)
+def test_a_bad_flag_is_refused_before_the_command(name: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Even one the command would read only on a rare path (``RECPLUG_STRICT_CHECKPOINTS`` when a checkpoint's data
+    differs: ``=bogus`` used to pass silently)."""
+    monkeypatch.setenv(name, "bogus")
+    ran = []
+    assert report_errors(lambda: ran.append(1) or 0) == 2 and not ran
+    assert capsys.readouterr().err == f"error: {name} must be 1 or 0 (true/false, yes/no, on/off), got 'bogus'\n"
 
 
 # ---------------------------------------------------------------------------- RECPLUG_DEBUG in the boundary
@@ -160,3 +186,10 @@ def test_a_bad_plugin_flag_is_one_line_from_the_cli(installed, monkeypatch: pyte
     assert main(["plugins"]) == 2
     assert capsys.readouterr().err == (
         "error: RECPLUG_STRICT_PLUGINS must be 1 or 0 (true/false, yes/no, on/off), got 'maybe'\n")
+
+
+def test_a_bad_trace_flag_is_its_own_error_not_a_built_in_plugins(installed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each plugin's scratch manager reads ``RECPLUG_TRACE_PLUGINS``: ``=2`` failed the first built-in plugin."""
+    monkeypatch.setenv("RECPLUG_TRACE_PLUGINS", "2")
+    with pytest.raises(ConfigError, match=r"^RECPLUG_TRACE_PLUGINS must be 1 or 0 .*got '2'$"):
+        load_plugins(reload=True)

@@ -18,7 +18,7 @@ import sys
 from typing import Any, Callable, NoReturn
 
 from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, RecplugError, check_number, one_line
-from recplug.core.ops.environment import env_flag
+from recplug.core.ops.environment import check_flags, env_flag
 
 DEBUG_ENV = "RECPLUG_DEBUG"
 DEBUG_HINT = f"(set {DEBUG_ENV}=1 for the traceback)"
@@ -130,7 +130,7 @@ def report_errors(command: Callable[[], int]) -> int:
     not a flag is refused in one line before the command runs. Output into a closed pipe ends the command
     quietly (status :data:`PIPE_CLOSED`)."""
     try:
-        env_flag(DEBUG_ENV)  # raises on a value that is no flag, which debugging() would read as off
+        check_flags()  # raises on a value that is no flag (RECPLUG_DEBUG's debugging() would read as off)
         status = command()
         sys.stdout.flush()  # a closed pipe fails here, not at the interpreter's exit
         return status

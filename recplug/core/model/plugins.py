@@ -218,6 +218,7 @@ def load_plugins(strict: bool | None = None, reload: bool = False) -> dict[str, 
         return _LOADED
     if strict is None:
         strict = env_flag(STRICT_ENV)
+    env_flag(TRACE_ENV)  # read by each plugin's scratch manager: a bad value must not fail the first plugin
     from recplug import __version__
 
     loaded: dict[str, LoadedPlugin] = {}

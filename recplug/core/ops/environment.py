@@ -1,5 +1,6 @@
-"""recplug's on/off environment variables (``RECPLUG_DEBUG``, ``RECPLUG_STRICT_PLUGINS``, ...), all read by
-:func:`env_flag`, so ``0`` or ``false`` means off in every one of them and a value that is neither is an error."""
+"""recplug's on/off environment variables (:data:`FLAGS`), all read by :func:`env_flag`, so ``0`` or ``false``
+means off in every one of them and a value that is neither is an error, raised before any command runs
+(:func:`check_flags`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ from recplug.core.errors import ConfigError
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("", "0", "false", "no", "off")
+FLAGS = (
+    "RECPLUG_DEBUG",
+    "RECPLUG_DISABLE_PLUGIN_AUTOLOAD",
+    "RECPLUG_STRICT_CHECKPOINTS",
+    "RECPLUG_STRICT_PLUGINS",
+    "RECPLUG_TRACE_PLUGINS",
+)
+"""Every on/off variable recplug reads."""
 
 
 def env_flag(name: str) -> bool:
@@ -21,3 +30,11 @@ def env_flag(name: str) -> bool:
     if word in FALSE_WORDS:
         return False
     raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {value!r}")
+
+
+def check_flags() -> None:
+    """Refuse a value that is no flag in any of :data:`FLAGS` (:func:`env_flag`'s error), in their order: some are
+    read only on a rare path (``RECPLUG_STRICT_CHECKPOINTS`` when a checkpoint's data differs), where a typo would
+    otherwise go unnoticed until then, or be blamed on what was being done (a plugin being loaded)."""
+    for name in FLAGS:
+        env_flag(name)
