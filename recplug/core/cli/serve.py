@@ -8,13 +8,15 @@
 * ``{"user": "u12", "k": 20}``: a known user's top-``k`` (``"exclude_seen": false`` keeps the items of the
   excluded splits, train and valid by default, as ``recplug predict``);
 * ``{"items": ["i3", "i9"], "k": 20}``: a new user given the items of their profile, folded in as the mean of
-  the profile items' final embeddings (:mod:`recplug.core.cli.recommender`), profile items left out.
+  the profile items' final embeddings (:mod:`recplug.core.cli.recommender`), profile items left out (a new user
+  has no seen items: ``exclude_seen`` is refused).
 
 The answer is ``{"items": [...], "scores": [...]}``, best first, in the dataset's ids: the lists
 ``Recommender.recommend`` / ``recommend_profile`` return. ``k`` defaults to 20 (at most the catalogue). A
-body that is not such a JSON object (invalid JSON, unknown fields, wrong types) is a 422 (FastAPI's validation,
-``detail`` listing the fields); both or neither of ``user``/``items``, a ``k`` outside ``1..num_items`` or an
-empty profile is a 400, an unknown user or item id a 404, each with ``{"detail": "<one line>"}``.
+body that is not such a JSON object (invalid JSON, unknown fields, wrong types, ``exclude_seen`` with ``items``)
+is a 422 (FastAPI's validation, ``detail`` listing the fields); both or neither of ``user``/``items``, a ``k``
+outside ``1..num_items`` or an empty profile is a 400, an unknown user or item id a 404, each with
+``{"detail": "<one line>"}``.
 ``GET /health`` answers ``ok`` once the workers are ready.
 
 The checkpoint is loaded once, in this process (a bad checkpoint or config ends in one ``error:`` line before
@@ -40,14 +42,18 @@ from fastapi import HTTPException, Request  # noqa: E402 - LitServe's web framew
 from fastapi.encoders import jsonable_encoder  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr  # noqa: E402
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationInfo  # noqa: E402
+from pydantic import field_validator  # noqa: E402
 
 DEFAULT_K = 20
+LITSERVE_HOSTS = ("0.0.0.0", "127.0.0.1", "::")
+"""The interfaces ``LitServer.run`` binds (it refuses any other host, ``localhost`` included)."""
 
 
 class TopKRequest(BaseModel):
     """The body of ``POST /predict``: a known ``user`` or a new user's ``items``, and ``k``. FastAPI refuses a
-    body that is not such a JSON object (invalid JSON, unknown fields, wrong types) with a 422."""
+    body that is not such a JSON object (invalid JSON, unknown fields, wrong types, ``exclude_seen`` in a new
+    user's request) with a 422."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -55,6 +61,15 @@ class TopKRequest(BaseModel):
     items: list[StrictStr | StrictInt] | None = None
     k: StrictInt | None = None
     exclude_seen: StrictBool = True
+
+    @field_validator("exclude_seen")
+    @classmethod
+    def _of_a_known_user(cls, value: bool, info: ValidationInfo) -> bool:
+        """Refuse ``exclude_seen`` given with a profile: a new user has no seen items (it would be ignored)."""
+        if info.data.get("user") is None and info.data.get("items") is not None:
+            raise ValueError("'exclude_seen' belongs to a known user's request ('user'); a new user's profile "
+                             "('items') has no seen items, and its own items are always left out")
+        return value
 
 
 class RecommenderAPI(ls.LitAPI):
@@ -171,7 +186,8 @@ def build_parser() -> CommandParser:
     parser.add_argument("--config", help="config to rebuild the model with (default: the one the checkpoint records)")
     parser.add_argument("--exclude", nargs="*", default=None,
                         help="splits never recommended to known users (default: the config's topk.exclude)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on: 127.0.0.1 (default), 0.0.0.0 or :: (those LitServe binds)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--workers", type=int, default=1, help="LitServe inference workers (default 1)")
     return parser
@@ -214,7 +230,11 @@ async def refuse_malformed_body(request: Request, exc: RequestValidationError) -
 def main(argv: list[str]) -> int:
     from recplug.core.cli.recommender import Recommender
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.host not in LITSERVE_HOSTS:  # LitServe would refuse it after the model is loaded, naming no option
+        parser.error(f"--host {args.host}: LitServe binds only {', '.join(LITSERVE_HOSTS[:-1])} or "
+                     f"{LITSERVE_HOSTS[-1]}")
     check_number("serve", "port", args.port, 1, 65535)
     cores = os.cpu_count() or 1
     check_number("serve", "workers", args.workers, 1, 4 * cores, bounds=f"4 per core of this machine's {cores}")

@@ -76,6 +76,8 @@ def test_a_new_user_is_ranked_from_their_profile(server, rec) -> None:
     ({"user": 0, "k": 2501}, 400, "request.k must be in [1, 2500] (the number of items), got 2501"),
     ({"user": 0, "items": [1]}, 400, "give exactly one of 'user' (a known user id) or 'items' (a new user's profile)"),
     ({}, 400, "give exactly one of 'user' (a known user id) or 'items' (a new user's profile)"),
+    ({"user": "a" * 10**6}, 404, "request.user_ids must be user ids of the dataset (4000 users), got "
+                                 f"{'a' * 80!r}... (1000000 characters)"),
 ])
 def test_bad_requests_get_a_4xx_with_a_message(server, body, status, detail) -> None:
     assert post(server, body) == (status, {"detail": detail})
@@ -83,6 +85,8 @@ def test_bad_requests_get_a_4xx_with_a_message(server, body, status, detail) -> 
 
 @pytest.mark.parametrize("body, field", [
     ({"user": 0, "k": 2.5}, "k"), ({"user": True}, "user"), ({"user": 0, "top": 3}, "top"), ([1], None),
+    ({"items": [1], "k": 2, "exclude_seen": False}, "exclude_seen"),  # a new user has no seen items
+    ({"items": [1], "exclude_seen": True}, "exclude_seen"),
 ])
 def test_malformed_bodies_get_fastapis_422(server, body, field) -> None:
     status, answer = post(server, body)
@@ -109,6 +113,10 @@ def test_a_bad_checkpoint_or_port_ends_in_one_line_before_serving(tmp_path, caps
     assert capsys.readouterr().err.strip() == "error: recplug serve: the following arguments are required: --ckpt_path"
     assert main(["serve", "--ckpt_path", "x.ckpt", "--workers", "1000000"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: serve.workers must be in [1, ")
+    for host in ("localhost", "::1"):  # refused before the checkpoint is opened, not by LitServe after loading
+        assert main(["serve", "--ckpt_path", "x.ckpt", "--host", host]) == 2
+        assert capsys.readouterr().err.strip() == (f"error: recplug serve: --host {host}: LitServe binds only "
+                                                   "0.0.0.0, 127.0.0.1 or ::")
 
 
 def test_a_port_in_use_is_one_line_before_the_server_starts(mf_run, capsys) -> None:
