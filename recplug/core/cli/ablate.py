@@ -320,10 +320,11 @@ def check_passthrough(extra: list[str], runs: str, reserved: dict[str, str]) -> 
             check_reserved([name[2:]], reserved, f"the fit override {name}")
 
 
-def preflight(args: list[str], where: str) -> set[str]:
+def preflight(args: list[str], where: str, tested: bool = True) -> set[str]:
     """Build the CLI on a run's ``recplug fit`` arguments without training (parsed, checked and instantiated, which
     loads the dataset), so a config every seed would refuse stops the command before any run, in one line starting
-    with ``where``. Returns the metrics such a run logs (``val/recall@20``, ``test/recall@20``, ...)."""
+    with ``where``; ``tested``: the run also tests its best-validation checkpoint (not a tuning trial). Returns the
+    metrics such a run logs (``val/recall@20``, ``test/recall@20``, ...)."""
     from recplug.core.cli.main import run_cli
 
     with tempfile.TemporaryDirectory() as folder:
@@ -338,6 +339,12 @@ def preflight(args: list[str], where: str) -> set[str]:
             raise ConfigError(f"{where}: {one_line(exc)}") from None
     if cli.trainer.max_epochs == 0:
         raise ConfigError(f"{where}: trainer.max_epochs is 0: a run would train and validate nothing")
+    if tested and cli.trainer.limit_test_batches == 0:
+        raise ConfigError(f"{where}: trainer.limit_test_batches is 0: a run would report no test metrics")
+    checkpoint = cli.trainer.checkpoint_callback
+    if tested and checkpoint is not None and checkpoint.monitor and checkpoint.save_top_k == 0:
+        raise ConfigError(f"{where}: checkpoint.save_top_k is 0: no best-validation checkpoint would be kept, so "
+                          "each run would test its last epoch")
     evaluation = cli.model.evaluation
     try:
         evaluation.check_cutoffs(cli.model.num_items)  # as at the start of fit, which the preflight does not reach

@@ -363,7 +363,7 @@ def check_plan(args: Any, extra: list[str], entries: list[Entry]) -> None:
             if not _space(args, stem).is_file():
                 raise ConfigError(f"--spaces {args.spaces}: --trials needs a search space per bundle: "
                                   f"{_space(args, stem)} does not exist")
-    if args.dry_run or args.report_only:
+    if args.report_only:
         return
     logged: set[str] = set()
     mf = Entry(Path(args.mf).stem, args.mf)

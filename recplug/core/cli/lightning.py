@@ -545,6 +545,7 @@ class RecplugCLI(LightningCLI):
         ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
         logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in metrics for k in ks}
         monitors = {"checkpoint.monitor": config.get("checkpoint.monitor")}
+        training = self.subcommand in ("fit", None)  # None: built to be fit by ablate, tune or benchmark
         if self.subcommand == "fit" and monitors["checkpoint.monitor"] and config.get("checkpoint.save_top_k") == 0:
             raise ConfigError("checkpoint.save_top_k is 0: no best-validation checkpoint would be kept, so the test "
                               "after fit would read the last epoch's weights; keep it >= 1 (or -1 for all)")
@@ -562,12 +563,19 @@ class RecplugCLI(LightningCLI):
                 check_number(key, "patience", init_args.get("patience"), 0)
             if init_args.get("mode") is not None and init_args.get("mode") not in ("min", "max"):
                 raise ConfigError(f"{key}.mode must be 'min' or 'max', got {init_args.get('mode')!r}")
+        no_validation = config.get("trainer.limit_val_batches") == 0
         for key, monitor in monitors.items():
             if monitor and monitor.split("/")[0] in ("val", "test") and monitor not in logged:
                 raise ConfigError(
                     f"{key} is {monitor!r}, which the evaluator never logs "
                     f"(eval.ks={config['eval.ks']}, eval.metrics={config['eval.metrics']}); change one of them"
                 )
+            if training and monitor and monitor.startswith("test/"):
+                raise ConfigError(f"{key} is {monitor!r}: training never evaluates the test split, and choosing an "
+                                  "epoch on it would select on test; monitor a val/ metric")
+            if training and monitor and monitor.startswith("val/") and no_validation:
+                raise ConfigError(f"trainer.limit_val_batches is 0: no validation would run, so {key} {monitor!r} "
+                                  "is never logged")
         for key, path in output_folders(config, self.subcommand):  # before any work, not at the first write
             check_can_create(path, key)
         ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None

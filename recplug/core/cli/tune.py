@@ -515,13 +515,14 @@ def check_trials(space: SearchSpace, extra: tuple[str, ...]) -> None:
     config or a range bound every such trial would refuse stops here in one line naming the file at fault."""
     with tempfile.TemporaryDirectory() as folder:
         logged = preflight(trial_args(space, None, extra, Path(folder)),
-                           f"{space.config}{' with the overrides after `--`' if extra else ''}")
+                           f"{space.config}{' with the overrides after `--`' if extra else ''}", tested=False)
         if space.metric is not None and space.metric not in logged:
             raise ConfigError(f"{space.source}: metric {space.metric} is not logged; the trials log "
                               f"{sorted(m for m in logged if m.startswith('val/'))}")
         for end, ends in ((0, "low ends (first choices)"), (-1, "high ends (last choices)")):
             values = {p.key: p.choices[end] if p.kind == "choices" else (p.low, p.high)[end] for p in space.params}
-            preflight(trial_args(space, values, extra, Path(folder)), f"{space.source}: params at their {ends}")
+            preflight(trial_args(space, values, extra, Path(folder)), f"{space.source}: params at their {ends}",
+                      tested=False)
 
 
 def _named(space: SearchSpace, values: dict[str, Any], message: str) -> str:

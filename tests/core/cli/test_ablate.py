@@ -283,6 +283,13 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
     ("", ["--", "--eval.ks=[100000]", "--checkpoint.monitor=val/recall@100000", "--trainer.callbacks=[]"],
      r"--config with the common overrides and those after `--`: eval.ks must be in \[1, \d+\] \(the number of "
      r"items\), got 100000"),
+    ("", ["--", "--trainer.limit_val_batches=0"], r"trainer.limit_val_batches is 0: no validation would run, so "
+                                                  r"checkpoint.monitor 'val/recall@20' is never logged"),
+    ("", ["--", "--trainer.limit_test_batches=0"], r"trainer.limit_test_batches is 0: a run would report no test"),
+    ("", ["--", "--checkpoint.monitor=test/recall@20"], r"checkpoint.monitor is 'test/recall@20': training never "
+                                                        r"evaluates the test split"),
+    ("", ["--", "--checkpoint.save_top_k=0"], r"checkpoint.save_top_k is 0: no best-validation checkpoint would be "
+                                              r"kept, so each run would test its last epoch"),
     ("", ["--seeds", "-1"], r"argument --seeds: must be in \[0, 4294967295\], got -1"),
     ("", ["--max-epochs", "-2"], r"argument --max-epochs: must be >= 1, got -2"),
     ("", ["--variants", str(ROOT / "configs")], r"argument --variants: .*configs: a folder, not a variants file"),
@@ -292,7 +299,8 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
     ("", ["--metrics", "val/recal@20"], r"--metrics \['val/recal@20'\]: no run logs them; choose from \['test/hit@10'"),
 ], ids=["unknown-key", "unknown-plugin", "seed", "data-seed", "root-dir", "logger", "epochs-twice",
         "config-in-a-variant", "seed-override", "epochs-override", "fast-dev-run", "help", "print-config", "config",
-        "override-the-cli-refuses", "k-beyond-the-catalogue", "negative-seed", "negative-epochs", "variants-is-a-folder", "config-is-a-folder", "missing-against", "out-is-a-file",
+        "override-the-cli-refuses", "k-beyond-the-catalogue", "no-validation", "no-test", "test-monitor",
+        "no-best-checkpoint", "negative-seed", "negative-epochs", "variants-is-a-folder", "config-is-a-folder", "missing-against", "out-is-a-file",
         "unknown-metric"])
 def test_bad_input_is_refused_before_any_run(mf_ablation, capsys, variants, options, message) -> None:
     args, out = mf_ablation

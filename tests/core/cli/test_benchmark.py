@@ -122,6 +122,20 @@ def test_bad_input_is_refused_before_any_run(tmp_path, capsys, monkeypatch, opti
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    (["--datasets", "nosuchdata"], r"configs/mf.yaml on --datasets nosuchdata: nosuchdata: no such dataset"),
+    (["--metrics", "test/nosuch"], r"--metrics \['test/nosuch'\]: no run logs them"),
+    (["--", "--trainer.max_epochs=0"], r"trainer.max_epochs is 0"),
+], ids=["unknown-dataset", "unknown-metric", "zero-epochs"])
+def test_a_dry_run_checks_what_the_runs_would_refuse(tmp_path, capsys, monkeypatch, options, message):
+    monkeypatch.chdir(ROOT)
+    split = options.index("--") if "--" in options else len(options)
+    argv = ["benchmark", "--configs", "configs/mf.yaml", "--seeds", "0", "--out", str(tmp_path / "b"), "--dry-run",
+            *options[:split], "--", "--trainer.limit_train_batches=1", *options[split + 1:]]
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
 def test_a_config_named_like_a_grmfx_reference_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     clash = tmp_path / "mf-32.yaml"

@@ -242,6 +242,18 @@ def test_keeping_no_best_checkpoint_is_refused(capsys, tmp_path) -> None:
         "read the last epoch's weights; keep it >= 1 (or -1 for all)")
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    (["--checkpoint.monitor=test/recall@20"], "checkpoint.monitor is 'test/recall@20': training never evaluates the "
+                                              "test split, and choosing an epoch on it would select on test; monitor a "
+                                              "val/ metric"),
+    (["--trainer.limit_val_batches=0"], "trainer.limit_val_batches is 0: no validation would run, so "
+                                        "checkpoint.monitor 'val/recall@20' is never logged"),
+], ids=["test-monitor", "no-validation"])
+def test_fit_refuses_to_choose_an_epoch_it_cannot_validate(capsys, tmp_path, options, message) -> None:
+    assert fit("mf.yaml", tmp_path, *options, "--trainer.fast_dev_run=true") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
+
+
 def test_a_monitor_the_evaluator_never_logs_is_refused(capsys, tmp_path) -> None:
     code = fit("mf.yaml", tmp_path, "--eval.ks=[10]", "--trainer.fast_dev_run=true")
     assert code == 2
