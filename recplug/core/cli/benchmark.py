@@ -228,8 +228,8 @@ def build_parser() -> CommandParser:
     parser.add_argument("--max-epochs", type=ablate.EPOCHS,
                         help="shortcut for --trainer.max_epochs in every run and trial")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG charts")
-    parser.add_argument("--dry-run", action="store_true", help="check as a real run does (one run of each row is built, without "
-                        "training), print the plan's commands and stop")
+    parser.add_argument("--dry-run", action="store_true", help="check as a real run does (one run of each row is "
+                        "built, without training), print the plan's commands and stop")
     parser.add_argument("--report-only", action="store_true",
                         help="write the leaderboards from the runs finished so far; train and tune nothing")
     return parser
