@@ -37,6 +37,7 @@ from recplug.core.data.dataset import DataError, InteractionData
 from recplug.core.data.download import as_url, download, sha256sum
 from recplug.core.data.formats.lightgcn import read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec
+from recplug.core.data.formats.text import quoted
 from recplug.core.errors import ConfigError, RecplugError
 from recplug.core.ops.io import atomic_folder, check_can_create
 
@@ -53,18 +54,25 @@ CACHE_DIR_OPTION = "data.cache_dir (--cache-dir)"
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir``, else ``$RECPLUG_CACHE``, else ``~/.cache/recplug``: a folder, or a path where one can be
-    created; otherwise a :class:`ConfigError` naming where it came from (a file in the way, a symbolic link that
-    leads nowhere, a read-only place)."""
+    """``cache_dir``, else ``$RECPLUG_CACHE``, else ``~/.cache/recplug`` (``~`` expanded, as in
+    ``RECPLUG_DATA_MIRROR``): a folder whose ``datasets``/``processed`` folders exist or can be made, or a path
+    where one can be created; otherwise a :class:`ConfigError` naming where it came from (a blank value, a file in
+    the way, a symbolic link that leads nowhere, a read-only place such as ``/proc/self``)."""
     if cache_dir is not None:
-        root, option = Path(cache_dir), CACHE_DIR_OPTION
+        given, option = cache_dir, CACHE_DIR_OPTION
     elif os.environ.get(CACHE_ENV):
-        root, option = Path(os.environ[CACHE_ENV]), CACHE_ENV
+        given, option = os.environ[CACHE_ENV], CACHE_ENV
     else:
-        root, option = Path.home() / ".cache" / "recplug", f"the default cache (set {CACHE_ENV} for another)"
+        given, option = Path.home() / ".cache" / "recplug", f"the default cache (set {CACHE_ENV} for another)"
+    if not str(given).strip():  # Path(" ") would be a folder named " " in the working directory
+        raise ConfigError(f"{option} {given!r}: a blank path; give a folder, or none for the default")
+    root = Path(given).expanduser()
     check_can_create(root, option)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{option} {root}: a file, not a folder")
+    if root.is_dir():
+        for sub in ("datasets", "processed"):
+            check_can_create(root / sub, f"{option} {root}: its folder")
     return root
 
 
@@ -73,7 +81,11 @@ def mirror_url(mirror: str, option: str) -> str:
     exist (a missing one, a file, or a symbolic link that leads nowhere is a :class:`ConfigError`)."""
     if "://" not in mirror:
         folder = Path(mirror).expanduser()
-        if not folder.is_dir():
+        try:
+            is_dir = folder.is_dir()
+        except OSError as exc:  # a name too long for the file system
+            raise ConfigError(f"{option} {quoted(mirror)}: {exc.strerror or exc}") from None
+        if not is_dir:
             what = ("a symbolic link that leads nowhere (a loop or a missing target)" if folder.is_symlink()
                     and not folder.exists() else "a file, not a folder" if folder.exists() else "no such folder")
             raise ConfigError(f"{option} {mirror}: {what}")

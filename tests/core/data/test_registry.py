@@ -199,6 +199,30 @@ def test_a_cache_root_that_cannot_be_a_folder_is_refused_naming_its_source(
     assert registry.cache_root() == tmp_path / "new" / "cache" and not (tmp_path / "new").exists()
 
 
+def test_a_cache_root_is_expanded_refused_when_blank_and_named_when_nothing_can_be_written_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RECPLUG_CACHE='~/c'`` made a folder named ``~`` in the working directory, ``' '`` one named ``' '``; an
+    existing folder where nothing can be made (``/proc/self``) ended in a FileNotFoundError naming no variable."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(registry.CACHE_ENV, "~/c")
+    assert registry.cache_root() == tmp_path / "home" / "c"
+    assert registry.cache_root("~/d") == tmp_path / "home" / "d"
+    for blank in (" ", "\t"):
+        monkeypatch.setenv(registry.CACHE_ENV, blank)
+        with pytest.raises(ConfigError, match=f"^RECPLUG_CACHE {re.escape(repr(blank))}: a blank path; give a folder"):
+            registry.cache_root()
+        with pytest.raises(ConfigError, match=r"^data\.cache_dir \(--cache-dir\) .*: a blank path"):
+            registry.cache_root(blank)
+    assert list(tmp_path.iterdir()) == []  # no folder named ~ or ' ' (nor the home's: nothing was written)
+    if Path("/proc/self").is_dir():
+        monkeypatch.setenv(registry.CACHE_ENV, "/proc/self")
+        with pytest.raises(ConfigError, match=r"^RECPLUG_CACHE /proc/self: its folder /proc/self/datasets: cannot be "
+                                              r"created in /proc/self \("):
+            registry.fetch("gowalla", progress=False)
+
+
 def test_a_local_mirror_that_is_no_folder_is_refused_naming_it(
     toy: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -212,6 +236,9 @@ def test_a_local_mirror_that_is_no_folder_is_refused_naming_it(
             registry.fetch("toy", tmp_path / "cache", progress=False)
         with pytest.raises(ConfigError, match=f"^--mirror .*: {message}"):
             registry.fetch("toy", tmp_path / "cache", mirror=str(tmp_path / name), progress=False)
+    monkeypatch.setenv(registry.MIRROR_ENV, "x" * 5000)  # [Errno 36] File name too long, naming no variable
+    with pytest.raises(ConfigError, match=r"^RECPLUG_DATA_MIRROR 'x+'\.\.\. \(5000 characters\): File name too long$"):
+        registry.fetch("toy", tmp_path / "cache", progress=False)
 
 
 def test_missing_file_is_an_error(server: tuple[str, Path], tmp_path: Path) -> None:
