@@ -10,6 +10,7 @@ The module logs ``val/recall@20`` ... and ``test/recall@20`` ... for ``ModelChec
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -365,6 +366,7 @@ class TopKWriter(BasePredictionWriter):
         self.output_path, self.k, self.exclude = Path(output_path), k, list(exclude)
         self.search = search if search is not None else TorchExactSearch()
         self._file: IO[str] | None = None
+        self._path = self.output_path  # the file written: under DDP, the rank's
         self._state: dict[str, Any] = {}
 
     @staticmethod
@@ -389,9 +391,13 @@ class TopKWriter(BasePredictionWriter):
         path = self.output_path
         if trainer.world_size > 1:
             path = path.with_name(f"{path.name}.rank{trainer.global_rank}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "w", encoding="utf-8")
-        self._file.write("user\titems\tscores\n")
+        self._path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "w", encoding="utf-8")
+            self._file.write("user\titems\tscores\n")
+        except OSError as exc:
+            raise self._unwritable(exc) from None
 
     def write_on_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any, batch_indices: Sequence[int] | None,
@@ -408,9 +414,26 @@ class TopKWriter(BasePredictionWriter):
             names = ",".join(str(item_ids[i] if item_ids else i) for i, _ in kept)
             values = ",".join(f"{s:.6g}" for _, s in kept)
             lines.append(f"{user_ids[user] if user_ids else user}\t{names}\t{values}\n")
-        handle.write("".join(lines))
+        try:
+            handle.write("".join(lines))
+        except OSError as exc:
+            raise self._unwritable(exc) from None
 
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._state = {}
         if self._file is not None:
-            self._file.close()
-        self._file, self._state = None, {}
+            try:
+                self._file.close()
+            except OSError as exc:
+                raise self._unwritable(exc) from None
+            self._file = None
+
+    def _unwritable(self, exc: OSError) -> ConfigError:
+        """The one-line error for an OS error writing the output (``/dev/full``: no space left on device), naming
+        the option and file; the file is closed, so its unwritten lines are not flushed (and reported) again at
+        exit."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):  # closes even when the last flush fails
+                self._file.close()
+            self._file = None
+        return ConfigError(f"topk.output_path {self._path}: cannot be written ({exc.strerror or exc})")

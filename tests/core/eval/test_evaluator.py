@@ -4,6 +4,7 @@ checkpoint, DDP shards count every user once, predict writes top-k, and GRMF-X r
 
 from __future__ import annotations
 
+import gc
 import math
 from pathlib import Path
 
@@ -142,6 +143,24 @@ def test_predict_writes_every_users_top_k_without_seen_items(dm: RecDataModule, 
         assert not seen[int(user), ranked_items].any()
         assert ranked_items == expected.indices[int(user)].tolist()
         np.testing.assert_allclose([float(v) for v in values.split(",")], expected.values[int(user)], rtol=1e-5)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_output_that_cannot_be_written_is_named_by_its_option(dm: RecDataModule, tmp_path: Path, capfd) -> None:
+    """``/dev/full`` was a bare ``[Errno 28] No space left on device``; the failure comes from a batch's write or, for
+    a short output still buffered, from the closing flush, which must not be retried (and reported) at exit."""
+    module = RecModule(num_users=dm.num_users, num_items=dm.num_items)
+    message = r"^topk\.output_path /dev/full: cannot be written \(No space left on device\)$"
+    with pytest.raises(ConfigError, match=message):
+        trainer(tmp_path, TopKWriter(output_path="/dev/full", k=10)).predict(module, datamodule=dm,
+                                                                            return_predictions=False)
+    writer = TopKWriter(output_path="/dev/full")
+    writer._path, writer._file = Path("/dev/full"), open("/dev/full", "w", encoding="utf-8")
+    writer._file.write("user\titems\tscores\n")  # buffered: fails when closed
+    with pytest.raises(ConfigError, match=message):
+        writer.on_predict_epoch_end(trainer(tmp_path), module)
+    gc.collect()
+    assert "Exception ignored" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])
