@@ -47,6 +47,19 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{self.prog}: {message}")
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        """argparse's, refusing an option that takes values given twice: the last would win without a word."""
+        given = list(sys.argv[1:] if args is None else args)
+        for action in self._actions:
+            if type(action) is not argparse._StoreAction:  # append, flags and sub-commands may repeat
+                continue
+            times = sum(token == option or token.startswith(option + "=")
+                        for token in given for option in action.option_strings)
+            if times > 1:
+                self.error(f"argument {'/'.join(action.option_strings)}: given {times} times (the last would win "
+                           "silently); give it once")
+        return super().parse_known_args(args, namespace)
+
     def parse_with_passthrough(self, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         """The arguments before the first ``--``, parsed, and those after it as they are (``recplug ablate`` and
         ``recplug tune`` pass them on to every ``recplug fit`` run)."""

@@ -256,6 +256,17 @@ def test_changed_variant_is_rerun_and_a_failing_one_does_not_stop_the_others(mf_
     assert "| bad | 0 | – | – | – |" in (out / "results.md").read_text()
 
 
+def without_options(args: list[str], options: set[str]) -> list[str]:
+    """``args`` without ``options`` and their values (a test's bad value replaces the fixture's good one)."""
+    kept, dropping = [], False
+    for token in args:
+        if token.startswith("--"):
+            dropping = token in options
+        if not dropping:
+            kept.append(token)
+    return kept
+
+
 @pytest.mark.parametrize(("variants", "options", "message"), [
     ("  bad: {model.nonexistent_key: 3}\n", [], r"variants.yaml: variant 'bad': unrecognized arguments: "
                                                 r"--model.nonexistent_key=3"),
@@ -306,7 +317,8 @@ def test_bad_input_is_refused_before_any_run(mf_ablation, capsys, variants, opti
     args, out = mf_ablation
     write(Path(args[4]), "variants:\n  base: {}\n" + variants)
     split, cut = args.index("--"), options.index("--") if "--" in options else len(options)
-    assert main([*args[:split], *options[:cut], *args[split:], *options[cut + 1:]]) == 2
+    ours = without_options(args[:split], {o for o in options[:cut] if o.startswith("--") and o != "--config"})
+    assert main([*ours, *options[:cut], *args[split:], *options[cut + 1:]]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(message, err), err
     assert not out.exists()  # refused before any run
@@ -384,13 +396,14 @@ def test_against_trains_the_reference_on_the_same_seeds_and_tests_every_variant_
     assert rows["lightgcn"]["wilcoxon_p_holm"] == ""  # the reference itself is not tested
 
     # --report-only with one more seed: nothing trains, the unfinished seed is left out of the same table
-    assert main([*args[:split], "--seeds", "0", "1", "2", "--against", against, "--report-only", "--no-plot",
-                 *args[split:], "--trainer.limit_train_batches=2"]) == 0
+    assert main([*without_options(args[:split], {"--seeds"}), "--seeds", "0", "1", "2", "--against", against,
+                 "--report-only", "--no-plot", *args[split:], "--trainer.limit_train_batches=2"]) == 0
     assert "6 finished earlier, 3 left out" in capsys.readouterr().out
     assert not (out / "runs" / "base" / "seed2").exists()
     assert (out / "results.md").read_text().split("\n\n")[0] == table.split("\n\n")[0]
     clash = write(out.parent / "clash.yaml", "variants:\n  lightgcn: {}\n")
-    assert main([*args[:split], "--variants", str(clash), "--against", against, "--dry-run", *args[split:]]) == 2
+    assert main([*without_options(args[:split], {"--variants"}), "--variants", str(clash), "--against", against,
+                 "--dry-run", *args[split:]]) == 2
     assert "its row 'lightgcn' and the variant 'lightgcn' of" in capsys.readouterr().err
     assert main([*args[:split], "--against", against, "--metrics", "val/recall@20", *args[split:]]) == 2
     assert "--against compares test users, so the first --metrics must be a test metric" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from recplug.core.cli.main import main
 from recplug.core.cli.paired import PER_USER_FILE, per_user
 from recplug.core.errors import DataError
 from recplug.core.eval.significance import holm, paired_test
+from test_ablate import without_options  # this folder is on sys.path (pytest's default import mode)
 
 pytest.importorskip("scipy")
 pytest.importorskip("statsmodels")
@@ -114,8 +115,9 @@ def test_bad_arguments_are_one_line(tmp_path, capsys, monkeypatch):
 def test_bad_input_is_refused_before_any_run(tmp_path, capsys, monkeypatch, options, message):
     monkeypatch.chdir(ROOT)
     split = options.index("--") if "--" in options else len(options)
-    argv = ["benchmark", "--configs", "configs/mf.yaml", "--seeds", "0", "--out", str(tmp_path / "b"),
-            "--max-epochs", "1", *options[:split], "--", "--trainer.limit_train_batches=1", *options[split + 1:]]
+    ours = without_options(["benchmark", "--configs", "configs/mf.yaml", "--seeds", "0", "--out", str(tmp_path / "b"),
+                            "--max-epochs", "1"], set(options[:split]))
+    argv = [*ours, *options[:split], "--", "--trainer.limit_train_batches=1", *options[split + 1:]]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(message, err), err

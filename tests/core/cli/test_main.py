@@ -121,6 +121,18 @@ def test_output_into_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
     assert process.wait() == 141 and err == ""
 
 
+@pytest.mark.parametrize(("argv", "option"), [
+    (["export", "--ckpt_path", "x.ckpt", "--config", "a.yaml", "--config", "b.yaml", "--out", "e"], "--config"),
+    (["benchmark", "--configs", "a.yaml", "--seeds", "0", "--seeds=1"], "--seeds"),
+    (["data", "stats", "default", "--cold-items", "0.1", "--cold-items", "0.2"], "--cold-items"),
+], ids=lambda value: value[0] if isinstance(value, list) else None)
+def test_sub_commands_refuse_an_option_given_twice(argv: list[str], option: str, capsys) -> None:
+    """argparse keeps the last value without a word; `recplug fit` stacks repeated --config files instead."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"argument {option}: given 2 times (the last would win silently)" in err, err
+
+
 MF = str(ROOT / "configs" / "mf.yaml")
 
 

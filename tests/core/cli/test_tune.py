@@ -21,6 +21,7 @@ from recplug.core.cli.ablate import select_validation_epoch
 from recplug.core.cli.main import main
 from recplug.core.errors import ConfigError
 from recplug.core.cli.tune import load_space
+from test_ablate import without_options  # this folder is on sys.path (pytest's default import mode)
 
 optuna = pytest.importorskip("optuna")
 
@@ -174,8 +175,8 @@ def test_every_shipped_space_builds_through_the_real_cli(space_file: Path, tmp_p
 
 # ---------------------------------------------------------------- bad command lines: one line, exit 2
 def before_dashes(*options: str):
-    """Options given last before ``--`` (the last of an option given twice wins)."""
-    return lambda a: a[:a.index("--")] + list(options) + a[a.index("--"):]
+    """Options given last before ``--``, replacing the same options given earlier."""
+    return lambda a: without_options(a[:a.index("--")], set(options)) + list(options) + a[a.index("--"):]
 
 
 def the_space(a: list[str]) -> str:
