@@ -114,7 +114,8 @@ def export(args: Any) -> Path:
     import faiss
     import yaml
 
-    from recplug.core.cli.recommender import RUN_ONLY_KEYS, Recommender
+    from recplug.core.cli.lightning import RUN_ONLY_KEYS
+    from recplug.core.cli.recommender import Recommender
     from recplug.core.model.checkpoint import local_checkpoint
     from recplug.core.model.provenance import hashed_config, provenance
     from recplug.core.ops.io import atomic_folder, check_can_create

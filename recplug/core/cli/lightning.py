@@ -611,6 +611,8 @@ HARMLESS_WARNINGS = (
 
 
 EVALUATING_COMMANDS = ("validate", "test", "predict")
+RUN_ONLY_KEYS = ("config", "ckpt_path", "weights_only")
+"""Keys of a recorded ``fit`` config that belong to the sub-command, not to the model, data or trainer."""
 
 
 def with_recorded_config(args: list[str]) -> list[str]:
@@ -624,7 +626,6 @@ def with_recorded_config(args: list[str]) -> list[str]:
         return args
     location = next((args[i + 1] if arg == "--ckpt_path" and i + 1 < len(args) else arg.partition("=")[2]
                      for i, arg in enumerate(args) if arg == "--ckpt_path" or arg.startswith("--ckpt_path=")), None)
-    from recplug.core.cli.recommender import RUN_ONLY_KEYS
     from recplug.core.model.checkpoint import TRAINER_KEYWORDS, local_checkpoint, open_checkpoint
 
     if not location or not location.strip() or location in TRAINER_KEYWORDS:

@@ -48,8 +48,6 @@ INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64
 LOAD_TRAINER = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu",
                 "devices": 1}
 """The Trainer a rebuild instantiates (the CLI parser always builds one; nothing runs on it)."""
-RUN_ONLY_KEYS = ("config", "ckpt_path", "weights_only")
-"""Keys of a recorded ``fit`` config that belong to the sub-command, not to the model, data or trainer."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,9 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
         _check_path("config", config, "a YAML config's path", ", or leave it out for the one the checkpoint records")
     path = local_checkpoint(ckpt_path)
     checkpoint = open_checkpoint(path, shown=str(ckpt_path))  # a missing or unsafe file fails before the CLI
-    from recplug.core.cli.lightning import check_config_sections, check_same_components, note_component_settings
+    from recplug.core.cli.lightning import (
+        RUN_ONLY_KEYS, check_config_sections, check_same_components, note_component_settings,
+    )
 
     record = checkpoint.get("recplug") or {}
     if config is not None:
