@@ -630,7 +630,6 @@ def with_recorded_config(args: list[str]) -> list[str]:
 
     if not location or not location.strip() or location in TRAINER_KEYWORDS:
         return args
-
     recorded = (open_checkpoint(local_checkpoint(location), shown=location).get("recplug") or {}).get("config")
     if not isinstance(recorded, dict):
         return args

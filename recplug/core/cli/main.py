@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         if args and args[0] in COMMANDS:  # imported only now: each command's own imports stay out of --help
             return importlib.import_module(COMMANDS[args[0]].module).main(args[1:])
         if args and not args[0].startswith("-") and args[0] not in LIGHTNING_COMMANDS:  # jsonargparse names 4
-            raise ConfigError(f"unknown command {args[0]!r}; choose one of {', '.join([*LIGHTNING_COMMANDS, *COMMANDS])}")
+            choices = ", ".join([*LIGHTNING_COMMANDS, *COMMANDS])
+            raise ConfigError(f"unknown command {args[0]!r}; choose one of {choices}")
         from recplug.core.cli.lightning import with_recorded_config
 
         given = with_recorded_config(args)

@@ -89,8 +89,8 @@ def guard_jsonargparse_yaml() -> None:
     def checked(stream: str) -> Any:
         value = yaml_load(stream)
         if _expanded_size(value, MAX_VALUES) > MAX_VALUES:
-            raise AliasBombError(f"more than {MAX_VALUES:,} values (an alias, *name, counted at each use); a value this "
-                                 "large is a mistake or an alias bomb")
+            raise AliasBombError(f"more than {MAX_VALUES:,} values (an alias, *name, counted at each use); a value "
+                                 "this large is a mistake or an alias bomb")
         return value
 
     set_loader("yaml", checked, exceptions=(yaml.YAMLError,))
