@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from recplug.core.errors import ConfigError
+from recplug.core.errors import ConfigError, one_line
 
 
 def _temporary_name(path: Path) -> Path:
@@ -67,22 +67,29 @@ def check_can_create(path: str | Path, option: str) -> None:
     """Refuse, naming ``option``, a file or folder ``path`` that does not exist and cannot be created: a name too
     long for the file system, a symbolic link on the way that leads nowhere (a loop or a missing target), a
     nearest existing ancestor that is a file, or one where no folder can be made (read-only, ``/proc``). Checked
-    before a command's work, which would otherwise end in the OS error of its first write."""
+    before a command's work, which would otherwise end in the OS error of its first write. Long paths are cut in
+    the message, so its reason stays within an error line."""
     parent = Path(path).absolute()
+    named = f"{option} {one_line(path, PATH_LIMIT)}"
     try:
         while not parent.exists():
             if parent.is_symlink():
-                raise ConfigError(f"{option} {path}: cannot be created: {parent} is a symbolic link to "
-                                  f"{os.readlink(parent)}, which leads nowhere (a loop or a missing target)")
+                raise ConfigError(f"{named}: cannot be created: {one_line(parent, PATH_LIMIT)} is a symbolic link "
+                                  f"to {os.readlink(parent)}, which leads nowhere (a loop or a missing target)")
             parent = parent.parent
     except OSError as exc:  # a name longer than the file system allows
-        raise ConfigError(f"{option} {path}: cannot be created ({exc.strerror or exc})") from None
+        raise ConfigError(f"{named}: cannot be created ({exc.strerror or exc})") from None
     if parent == Path(path).absolute():
         return  # it exists: the caller decides what an existing file or folder means
     if not parent.is_dir():
-        raise ConfigError(f"{option} {path}: cannot be created: {parent} is a file, not a folder")
+        raise ConfigError(f"{named}: cannot be created: {one_line(parent, PATH_LIMIT)} is a file, not a folder")
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".recplug-probe-", dir=parent))
     except OSError as exc:
-        raise ConfigError(f"{option} {path}: cannot be created in {parent} ({exc.strerror or exc})") from None
+        raise ConfigError(f"{named}: cannot be created in {one_line(parent, PATH_LIMIT)} ({exc.strerror or exc})"
+                          ) from None
+
+
+PATH_LIMIT = 500
+"""The most characters of a path :func:`check_can_create` quotes (the file system's own limit is 4,096)."""
 
