@@ -272,19 +272,25 @@ def dropped_empty_mappings(content: Any, parsed: Any, key: str = "") -> Iterator
         yield from dropped_empty_mappings(value, parsed[name], full)
 
 
+def option_values(argv: list[str]) -> Iterator[tuple[str, str]]:
+    """``(option, value)`` of each ``--option value`` or ``--option=value`` of a command line (an option followed
+    by another option has no value)."""
+    for index, token in enumerate(argv):
+        if not token.startswith("--"):
+            continue
+        option, equals, value = token.partition("=")
+        if equals:
+            yield option, value
+        elif index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+            yield option, argv[index + 1]
+
+
 def given_containers(argv: list[str], config: Namespace) -> Iterator[tuple[str, str, Any]]:
     """``(option, value, content)`` of each command-line option (``--model '{...}'``, ``--model m.yaml``,
     ``--model.encoders '[...]'``) whose value is a mapping or list, or a file holding one, for a key whose parsed
     value is a section or list: what :func:`dropped_empty_mappings` checks as it checks ``--config`` files."""
-    for index, token in enumerate(argv):
-        if not token.startswith("--") or token.startswith("--config"):
-            continue
-        option, equals, value = token.partition("=")
-        if not equals:
-            if index + 1 >= len(argv) or argv[index + 1].startswith("--"):
-                continue
-            value = argv[index + 1]
-        if not isinstance(config.get(option[2:]), (Namespace, dict, list)):
+    for option, value in option_values(argv):
+        if option == "--config" or not isinstance(config.get(option[2:]), (Namespace, dict, list)):
             continue
         try:
             is_file = Path(value).is_file()
@@ -624,8 +630,7 @@ def with_recorded_config(args: list[str]) -> list[str]:
         return args
     if any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in args):
         return args
-    location = next((args[i + 1] if arg == "--ckpt_path" and i + 1 < len(args) else arg.partition("=")[2]
-                     for i, arg in enumerate(args) if arg == "--ckpt_path" or arg.startswith("--ckpt_path=")), None)
+    location = next((value for option, value in option_values(args) if option == "--ckpt_path"), None)
     from recplug.core.model.checkpoint import TRAINER_KEYWORDS, local_checkpoint, open_checkpoint
 
     if not location or not location.strip() or location in TRAINER_KEYWORDS:
