@@ -22,11 +22,12 @@ import importlib
 import importlib.metadata
 import inspect
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any, Iterator
 
 import pluggy
 
@@ -198,8 +199,16 @@ def _load_one(name: str, import_target: Any, distribution: str, version: str, st
     return record
 
 
-def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
+def _entry_points() -> Iterator[tuple[importlib.metadata.EntryPoint, importlib.metadata.Distribution]]:
+    """The ``recplug`` entry points with their distributions. A distribution found twice on ``sys.path`` (an
+    editable install run from its source folder) counts once, the first found, as ``importlib.metadata.entry_points``
+    counts it: its entry points are not a second plugin of the same name."""
+    seen: set[str] = set()
     for dist in importlib.metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()  # PEP 503's normalised name
+        if name in seen:
+            continue
+        seen.add(name)
         for ep in dist.entry_points:
             if ep.group == ENTRY_POINT_GROUP:
                 yield ep, dist

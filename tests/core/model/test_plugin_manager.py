@@ -8,6 +8,7 @@ import importlib.metadata
 import io
 import sys
 import types
+import warnings
 
 import pytest
 import torch
@@ -113,6 +114,19 @@ def test_duplicate_plugin_names_are_rejected(fake_dists, monkeypatch) -> None:
     with pytest.warns(UserWarning, match="'good' from recplug-other 2.0 conflicts with recplug-good 1.2.0"):
         loaded = load_plugins(reload=True)
     assert loaded["good"].distribution == "recplug-good"
+
+
+def test_a_distribution_found_twice_on_the_path_is_one_plugin(fake_dists, monkeypatch) -> None:
+    """An editable install run from its source folder is found twice (its ``*.egg-info`` on the current folder):
+    the same entry point is not a name conflict, not even under RECPLUG_STRICT_PLUGINS."""
+    good = fake_dists[0]
+    twice = fake_dists + [FakeDist("Recplug_Good", good.version, good.entry_points)]
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: twice)
+    monkeypatch.setenv("RECPLUG_LOAD_PLUGINS", "good")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_plugins(strict=True, reload=True)
+    assert (loaded["good"].status, loaded["good"].distribution) == ("active", "recplug-good")
 
 
 def test_allow_list_and_autoload_switches(fake_dists, monkeypatch) -> None:
