@@ -130,10 +130,10 @@ class RecDataModule(pl.LightningDataModule):
         return EvalTask(split, users, truth, self.data.user_csr(seen_splits), cold)
 
     def _rank(self) -> tuple[int, int]:
-        trainer = self._trainer if hasattr(self, "_trainer") else None
-        if trainer is None:
+        """``(rank, world_size)`` of this process: its share of each training epoch (:class:`BPRTrainSet`)."""
+        if self.trainer is None:
             return 0, 1
-        return trainer.global_rank, trainer.world_size
+        return self.trainer.global_rank, self.trainer.world_size
 
     def _user_loader(self, users: Tensor) -> DataLoader:
         # Lightning shards this loader across processes (DistributedSampler) under DDP.

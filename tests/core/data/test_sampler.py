@@ -107,6 +107,25 @@ def test_ddp_shards_are_disjoint_cover_and_take_equal_steps(num_pairs: int, worl
         assert sum(len(s) for s in served) == num_pairs, "shards overlap"
 
 
+def test_the_datamodule_gives_each_ddp_process_its_own_shard() -> None:
+    """The loader reads the process's rank from the trainer (a lookup of a missing attribute made every process
+    train the whole epoch)."""
+    from types import SimpleNamespace
+
+    from recplug.core.data.datamodule import RecDataModule
+
+    module = RecDataModule("default", batch_size=256)
+    module.setup("fit")
+    whole = len(module.train_dataloader())
+    shards = []
+    for rank in range(2):
+        module.trainer = SimpleNamespace(global_rank=rank, world_size=2, current_epoch=0)  # type: ignore[assignment]
+        loader = module.train_dataloader()
+        assert len(loader) == -(-whole // 2)
+        shards.append(pair_set(*epoch_of(loader.dataset)[:2]))
+    assert not shards[0] & shards[1] and len(shards[0]) + len(shards[1]) == module.data.split("train")[0].numel()
+
+
 def test_a_user_who_has_every_item_is_an_error() -> None:
     with pytest.raises(DataError, match="user 1 has interacted with every item"):
         NegativeSampler(torch.tensor([0, 1, 1, 1]), torch.tensor([0, 0, 1, 2]), 3)

@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
+
+from recplug.core.data.datamodule import RecDataModule
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
@@ -37,6 +41,11 @@ def test_two_process_ddp_trains_and_evaluates_like_one_process(tmp_path, config,
     recplug("fit", *common, "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_epochs=2",
             logger, cwd=tmp_path.joinpath("train").mkdir() or tmp_path / "train")
     ckpt = next((tmp_path / "train").rglob("last.ckpt"))
+    module = RecDataModule("default", batch_size=yaml.safe_load((ROOT / "configs" / f"{config}.yaml").read_text())
+                           ["data"]["batch_size"])
+    module.setup("fit")
+    shard = -(-module.data.split("train")[0].numel() // 2)
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 2 * -(-shard // module.batch_size)
     # the same weights evaluated by 1 and by 2 processes
     for name, devices in (("one", "1"), ("two", "2")):
         folder = tmp_path / name
