@@ -28,6 +28,7 @@ from recplug.core.data.dataset import SPLITS
 from recplug.core.errors import ConfigError, check_number
 from recplug.core.eval.metrics import METRICS, FastMetrics, check_metric_args, hit_matrix, per_user_metrics
 from recplug.core.eval.search import Pairs, TorchExactSearch, VectorSearch, csr_pairs
+from recplug.core.ops.io import atomic_write
 
 CSR = tuple[Tensor, Tensor]
 
@@ -366,6 +367,7 @@ class TopKWriter(BasePredictionWriter):
         self.output_path, self.k, self.exclude = Path(output_path), k, list(exclude)
         self.search = search if search is not None else TorchExactSearch()
         self._file: IO[str] | None = None
+        self._output = contextlib.ExitStack()  # closing it completes the file
         self._path = self.output_path  # the file written: under DDP, the rank's
         self._state: dict[str, Any] = {}
 
@@ -391,10 +393,12 @@ class TopKWriter(BasePredictionWriter):
         path = self.output_path
         if trainer.world_size > 1:
             path = path.with_name(f"{path.name}.rank{trainer.global_rank}")
-        self._path = path
+        self._path, self._output = path, contextlib.ExitStack()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "w", encoding="utf-8")
+            if path.exists() and not path.is_file():  # a device or pipe (/dev/stdout): written as a stream
+                self._file = self._output.enter_context(open(path, "w", encoding="utf-8"))
+            else:  # whole or not at all: a predict that fails midway leaves no partial file
+                self._file = self._output.enter_context(atomic_write(path, encoding="utf-8"))
             self._file.write("user\titems\tscores\n")
         except OSError as exc:
             raise self._unwritable(exc) from None
@@ -422,18 +426,26 @@ class TopKWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._state = {}
         if self._file is not None:
+            self._file = None
             try:
-                self._file.close()
+                self._output.close()  # the file renamed onto output_path
             except OSError as exc:
                 raise self._unwritable(exc) from None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._discard(exception)
+
+    def _discard(self, exception: BaseException) -> None:
+        """Close the output unfinished: its temporary file is removed, and a stream's unwritten lines are not
+        flushed (and reported) again at exit."""
+        self._state = {}
+        if self._file is not None:
             self._file = None
+            with contextlib.suppress(OSError):  # the last flush of a full device fails again
+                self._output.__exit__(type(exception), exception, exception.__traceback__)
 
     def _unwritable(self, exc: OSError) -> ConfigError:
         """The one-line error for an OS error writing the output (``/dev/full``: no space left on device), naming
-        the option and file; the file is closed, so its unwritten lines are not flushed (and reported) again at
-        exit."""
-        if self._file is not None:
-            with contextlib.suppress(OSError):  # closes even when the last flush fails
-                self._file.close()
-            self._file = None
+        the option and file; the output is discarded."""
+        self._discard(exc)
         return ConfigError(f"topk.output_path {self._path}: cannot be written ({exc.strerror or exc})")

@@ -155,12 +155,27 @@ def test_an_output_that_cannot_be_written_is_named_by_its_option(dm: RecDataModu
         trainer(tmp_path, TopKWriter(output_path="/dev/full", k=10)).predict(module, datamodule=dm,
                                                                             return_predictions=False)
     writer = TopKWriter(output_path="/dev/full")
-    writer._path, writer._file = Path("/dev/full"), open("/dev/full", "w", encoding="utf-8")
+    writer._path, writer._file = Path("/dev/full"), writer._output.enter_context(open("/dev/full", "w", encoding="utf-8"))
     writer._file.write("user\titems\tscores\n")  # buffered: fails when closed
     with pytest.raises(ConfigError, match=message):
         writer.on_predict_epoch_end(trainer(tmp_path), module)
     gc.collect()
     assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_a_predict_that_fails_midway_leaves_the_earlier_output_whole(dm: RecDataModule, tmp_path: Path) -> None:
+    """The top-k file is written whole or not at all: a failure after some batches (here the non-finite scores of
+    an untrained, broken model, on the second batch) keeps the earlier file and leaves no temporary one."""
+    module = RecModule(num_users=dm.num_users, num_items=dm.num_items)
+    out = tmp_path / "top.tsv"
+    trainer(tmp_path, TopKWriter(output_path=str(out), k=10)).predict(module, datamodule=dm, return_predictions=False)
+    before = out.read_bytes()
+    with torch.no_grad():
+        module.user_embedding.weight[dm.eval_batch_size:] = float("nan")
+    with pytest.raises(ConfigError, match="finite"):
+        trainer(tmp_path, TopKWriter(output_path=str(out), k=10)).predict(module, datamodule=dm,
+                                                                         return_predictions=False)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["top.tsv"]
 
 
 @pytest.mark.parametrize("world", [2, 3, 4])
