@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recplug import AuxLoss, BPRBatch, ConfigError, ModelOutput
+from recplug import AuxLoss, BPRBatch, ModelOutput, check_number
 
 
 def alignment(x: Tensor, y: Tensor) -> Tensor:
@@ -26,7 +26,10 @@ def alignment(x: Tensor, y: Tensor) -> Tensor:
 
 
 def uniformity(x: Tensor, t: float = 2.0) -> Tensor:
-    """``log mean_{k<l} exp(-t ‖x̃_k - x̃_l‖²)`` over row pairs (in ``[-4t, 0]``; lower = more uniform)."""
+    """``log mean_{k<l} exp(-t ‖x̃_k - x̃_l‖²)`` over row pairs (in ``[-4t, 0]``; lower = more uniform); 0 for
+    fewer than two rows, which have no pair (an epoch's last batch may hold one pair)."""
+    if x.shape[0] < 2:
+        return x.new_zeros(())
     return torch.pdist(F.normalize(x, dim=-1), p=2).pow(2).mul(-t).exp().mean().log()
 
 
@@ -45,8 +48,7 @@ class AlignUniformLoss(AuxLoss):
 
     def __init__(self, weight: float = 0.1, gamma: float = 1.0, view: str | None = None, name: str = "au") -> None:
         super().__init__(weight)
-        if gamma < 0:
-            raise ConfigError(f"AlignUniformLoss: gamma must be >= 0, got {gamma}")
+        check_number(self, "gamma", gamma, 0)
         self.gamma, self.view, self.name = gamma, view, name
 
     def recplug_check(self, views: list[str]) -> None:

@@ -36,6 +36,13 @@ def test_extremes() -> None:
     assert alignment(x, 2 * x).item() == pytest.approx(0.0, abs=1e-6)  # same directions: perfectly aligned
     assert alignment(x, -x).item() == pytest.approx(4.0)
     assert uniformity(x.new_ones(5, 3)).item() == pytest.approx(0.0, abs=1e-6)  # all in one point: not uniform
+    assert uniformity(x[:1]).item() == 0.0  # one row has no pair (was NaN, then "training diverged")
+
+
+@pytest.mark.parametrize("gamma", [-1.0, float("nan"), float("inf")])
+def test_a_bad_gamma_names_its_argument(gamma: float) -> None:
+    with pytest.raises(ConfigError, match=r"^AlignUniformLoss: gamma must be >= 0, got "):
+        AlignUniformLoss(gamma=gamma)
 
 
 def test_weights_names_and_duplicate_rows() -> None:

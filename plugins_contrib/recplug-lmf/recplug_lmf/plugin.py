@@ -19,7 +19,7 @@ import functools
 import torch
 from torch import Tensor, nn
 
-from recplug import FusionModule, InvalidArgument, check_number, check_probability
+from recplug import FusionModule, check_count, check_probability
 
 
 class LMFFusion(FusionModule):
@@ -44,9 +44,7 @@ class LMFFusion(FusionModule):
         dropout: float = 0.0,
     ) -> None:
         super().__init__(trainable_features, modalities)
-        if not isinstance(rank, int):
-            raise InvalidArgument(self, "rank", rank, "an integer >= 1")
-        check_number(self, "rank", rank, 1)
+        check_count(self, "rank", rank)
         check_probability(self, "dropout", dropout)
         self.rank = rank
         self.dropout = nn.Dropout(dropout)

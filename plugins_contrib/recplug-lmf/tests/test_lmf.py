@@ -104,8 +104,9 @@ def test_dropout_reset_parameters_errors_and_repr() -> None:
     assert fusion.extra_repr() == "rank=2, trainable_features=False, modalities=None, dropout=0.5"
     assert repr(LMFFusion(modalities=["m1", "m0"])).startswith(
         "LMFFusion(\n  rank=4, trainable_features=False, modalities=['m1', 'm0'], dropout=0.0\n")
-    for kwargs, message in [({"rank": 0}, "rank must be >= 1, got 0"),
-                            ({"rank": 2.5}, "rank must be an integer >= 1, got 2.5"),
+    for kwargs, message in [({"rank": 0}, r"rank must be in \[1, 100000\], got 0"),
+                            ({"rank": 2.5}, r"rank must be an integer in \[1, 100000\], got 2.5"),
+                            ({"rank": 10**9}, r"rank must be in \[1, 100000\], got 1000000000"),
                             ({"dropout": 1.0}, r"dropout must be in \[0, 1\)")]:
         with pytest.raises(ConfigError, match=message):
             LMFFusion(**kwargs)
