@@ -99,6 +99,7 @@ def cached_knn_coo(
     """
     if cache_dir is None:
         return knn_coo(features, k, weights, chunk_bytes)
+    weights = dict(sorted(weights.items()))  # the order the cache key has, whatever order a config lists them in
     path = Path(cache_dir) / "knn" / f"{knn_cache_key(features, k, weights)}.pt"
     if path.exists():
         first = features[next(iter(weights))]

@@ -441,6 +441,22 @@ def test_a_corrupted_knn_cache_is_reported_rebuilt_and_rewritten(tiny_data, tmp_
     assert all(torch.equal(a, b) for a, b in zip(again, expected))
 
 
+def test_one_knn_cache_file_serves_the_modalities_in_any_order(tiny_data, tmp_path) -> None:
+    """Two configs listing the same modality weights in other orders share the cache file; the second read it
+    as corrupted and rebuilt it (every run, when runs alternated)."""
+    from recplug.core.ops.knn import cached_knn_coo
+
+    def summed(coo: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        rows, cols, values = coo
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), values).coalesce().to_dense()
+
+    first = cached_knn_coo(tiny_data.features, 3, {"image": 0.7, "text": 0.3}, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = cached_knn_coo(tiny_data.features, 3, {"text": 0.3, "image": 0.7}, tmp_path)
+    assert torch.equal(summed(first), summed(second)) and len(list((tmp_path / "knn").iterdir())) == 1
+
+
 def test_a_damaged_processed_dataset_state_is_a_data_error() -> None:
     for state in ({}, "not a dict", {"name": "x"}, [1, 2]):
         with pytest.raises(DataError, match="not a processed dataset"):
