@@ -279,8 +279,8 @@ def _run_command(spec: DatasetSpec, argv: list[str], progress: bool) -> None:
     try:
         with contextlib.redirect_stdout(sys.stderr):
             run(argv[1:])
-    except RecplugError as exc:
-        raise type(exc)(f"{spec.name}: preparation `recplug {' '.join(argv[:2])}` failed: {exc}") from None
+    except RecplugError as exc:  # one type: re-raising type(exc) fails for an error built from several arguments
+        raise DataError(f"{spec.name}: preparation `recplug {' '.join(argv[:2])}` failed: {exc}") from None
 
 
 def dataset_folder(

@@ -177,7 +177,7 @@ def load_dataset(
         from recplug.datasets import default_path
 
         data = read_mmrec(default_path(), feature_files)
-    elif Path(path).exists() or format != "auto":
+    elif Path(path).exists() or (format != "auto" and str(path) not in registry.REGISTRY):
         kind = detect_format(path) if format == "auto" else format
         if kind == "mmrec":
             data = read_mmrec(path, feature_files)
@@ -187,7 +187,10 @@ def load_dataset(
             features = {m: Path(path).parent / f for m, f in (feature_files or {}).items()}
             data = _processed_raw(Path(path), features, raw_options or RawOptions(), cache_dir)
     elif str(path) in registry.REGISTRY or not any(sep in str(path) for sep in ("/", os.sep)):
-        data = _registered(registry.get_spec(str(path)), cache_dir, mirror, progress, feature_files)
+        spec = registry.get_spec(str(path))
+        if format not in ("auto", spec.format):
+            raise DataError(f"{path}: a registered dataset in {spec.format} format, not {format}; leave format auto")
+        data = _registered(spec, cache_dir, mirror, progress, feature_files)
     else:
         raise DataError(f"{path}: no such dataset folder")
     if valid_ratio > 0:

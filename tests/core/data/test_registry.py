@@ -259,6 +259,15 @@ def test_load_checks_statistics_and_caches_the_processed_dataset(
     assert again.content_hash() == data.content_hash()
 
 
+def test_a_registered_name_with_a_format_is_the_registered_dataset(toy: DatasetSpec, tmp_path: Path) -> None:
+    """``format`` sent a registered name to a folder reader ("toy: dataset folder not found"); the registered
+    format is loaded, and another is refused."""
+    data = load_dataset("toy", format="lightgcn", cache_dir=tmp_path / "cache", progress=False)
+    assert data.name == "toy"
+    with pytest.raises(DataError, match=r"^toy: a registered dataset in lightgcn format, not mmrec; leave format auto$"):
+        load_dataset("toy", format="mmrec", cache_dir=tmp_path / "cache", progress=False)
+
+
 @pytest.mark.parametrize("damage", [b"", b"\x80\x02garbage", b"PK\x03\x04truncated"])
 def test_a_corrupted_processed_cache_is_reported_and_rebuilt(damage: bytes, toy: DatasetSpec, tmp_path: Path) -> None:
     data = load_dataset("toy", cache_dir=tmp_path / "cache", progress=False)
@@ -417,6 +426,22 @@ def test_a_failing_preparation_is_one_line_and_leaves_no_folder(
     assert re.fullmatch(r"shop: preparation `recplug data convert` failed: .*log\.tsv:1: no column 'user' .*",
                         str(info.value))
     assert not [p for p in (tmp_path / "cache" / "processed").iterdir() if p.is_dir()]
+
+
+def test_a_preparation_failing_on_an_argument_is_one_data_error(
+    prepared: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error built from several arguments (:class:`InvalidArgument`) could not be re-raised as its own type:
+    a TypeError, a traceback."""
+    from recplug.core.cli import data as data_command
+    from recplug.core.errors import InvalidArgument
+
+    def refuse(argv: list[str]) -> None:
+        raise InvalidArgument("data convert", "k_core", -1, ">= 0")
+
+    monkeypatch.setattr(data_command, "run", refuse)
+    with pytest.raises(DataError, match=r"^shop: preparation `recplug data convert` failed: data convert.k_core must be >= 0, got -1$"):
+        load_dataset("shop", cache_dir=tmp_path / "cache", progress=False)
 
 
 def test_registered_feature_files_choose_the_modalities(prepared: DatasetSpec, tmp_path: Path) -> None:
