@@ -119,34 +119,38 @@ def check_component(
     assert text.startswith(type(component).__name__ + "("), f"repr should name the class: {text}"
 
     cache = Path(tempfile.mkdtemp(prefix="recplug-check-"))  # kNN graphs the components build
-    model = _wired(component, data, embedding_dim, slots)
-    model.prepare(data, cache)
-    model.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer to log to
-    model.eval()
-    with torch.no_grad():
-        output = model()
-    assert output.users.shape[0] == data.num_users and output.items.shape[0] == data.num_items
-    assert output.users.shape[1] == output.items.shape[1], "users and items must have the same width"
-    assert output.users.isfinite().all() and output.items.isfinite().all(), "non-finite final embeddings"
+    try:
+        model = _wired(component, data, embedding_dim, slots)
+        model.prepare(data, cache)
+        model.log = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no Trainer to log to
+        model.eval()
+        with torch.no_grad():
+            output = model()
+        assert output.users.shape[0] == data.num_users and output.items.shape[0] == data.num_items
+        assert output.users.shape[1] == output.items.shape[1], "users and items must have the same width"
+        assert output.users.isfinite().all() and output.items.isfinite().all(), "non-finite final embeddings"
 
-    model.train()
-    generator = torch.Generator().manual_seed(0)
-    loss = model.training_step(_training_batch(data, batch_size, generator), 0)
-    assert loss.dim() == 0 and loss.isfinite(), f"training loss is {loss}"
-    loss.backward()
-    silent = [name for name, p in component.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
-    assert not silent, f"no gradient reaches {type(component).__name__} parameters {silent}"
-    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()  # weights now differ from init
+        model.train()
+        generator = torch.Generator().manual_seed(0)
+        loss = model.training_step(_training_batch(data, batch_size, generator), 0)
+        assert loss.dim() == 0 and loss.isfinite(), f"training loss is {loss}"
+        loss.backward()
+        silent = [name for name, p in component.named_parameters()
+                  if p.requires_grad and (p.grad is None or not p.grad.any())]
+        assert not silent, f"no gradient reaches {type(component).__name__} parameters {silent}"
+        # the weights now differ from their initial values
+        torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
 
-    model.eval()
-    trained = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    restored = _wired(pristine, data, embedding_dim, pristine_slots)
-    restored.load_state_dict(trained)
-    restored.prepare(data, cache)
-    restored.eval()
-    with torch.no_grad():
-        expected, again = model(), restored()
-    torch.testing.assert_close(again.users, expected.users, msg="restored model differs: state lost on resume")
-    torch.testing.assert_close(again.items, expected.items, msg="restored model differs: state lost on resume")
-    shutil.rmtree(cache, ignore_errors=True)
+        model.eval()
+        trained = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        restored = _wired(pristine, data, embedding_dim, pristine_slots)
+        restored.load_state_dict(trained)
+        restored.prepare(data, cache)
+        restored.eval()
+        with torch.no_grad():
+            expected, again = model(), restored()
+        torch.testing.assert_close(again.users, expected.users, msg="restored model differs: state lost on resume")
+        torch.testing.assert_close(again.items, expected.items, msg="restored model differs: state lost on resume")
+    finally:  # also when a check fails
+        shutil.rmtree(cache, ignore_errors=True)
     return model

@@ -23,10 +23,10 @@ The checkpoint is loaded once, in this process (a bad checkpoint or config ends 
 the server starts), and its embeddings are handed to the LitServe workers.
 """
 
-import os
 import math
+import os
 import signal
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Iterator
@@ -145,39 +145,38 @@ def serving(ckpt_path: str | Path, *extra: str, port: int | None = None, startup
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-    output = open(log, "w+") if log is not None else subprocess.DEVNULL
     command = [sys.executable, "-m", "recplug.core.cli.main", "serve", "--ckpt_path", str(ckpt_path),
                "--port", str(port), "--host", "127.0.0.1", *extra]
-    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    with ExitStack() as closing:  # the log is closed whatever happens, a failed start included
+        output = closing.enter_context(open(log, "w+")) if log is not None else subprocess.DEVNULL
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
 
-    def tail() -> str:
-        return Path(log).read_text()[-2000:] if log is not None else "(no log)"
+        def tail() -> str:
+            return Path(log).read_text()[-2000:] if log is not None else "(no log)"
 
-    try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"recplug serve exited with status {process.returncode}: {tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"recplug serve not ready after {startup_s:.0f}s: {tail()}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.5)
-        yield base
-    finally:
-        end_group(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            end_group(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
-        if log is not None:
-            output.close()  # type: ignore[union-attr]
+            deadline = time.monotonic() + startup_s
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"recplug serve exited with status {process.returncode}: {tail()}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"recplug serve not ready after {startup_s:.0f}s: {tail()}")
+                try:
+                    with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                        if response.read() == b"ok":
+                            break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                time.sleep(0.5)
+            yield base
+        finally:
+            end_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                end_group(process.pid, signal.SIGKILL)
+                process.wait(timeout=20)
 
 
 def build_parser() -> CommandParser:

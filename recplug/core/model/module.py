@@ -466,12 +466,12 @@ class RecModule(pl.LightningModule):
         """``(what is not finite, the weight that scales it)`` for the first non-finite loss term."""
         name = next((n for n, value in terms.items() if not bool(torch.isfinite(value))), None)
         if name is None:
-            return f"train/loss is {float(self.total_loss(terms))} (its finite terms overflow)", ""
+            return f"train/loss is {float(self.total_loss(terms).detach())} (its finite terms overflow)", ""
         if name == "bpr":
-            return f"train/bpr is {float(terms[name])}", "model.bpr_weight"
+            return f"train/bpr is {float(terms[name].detach())}", "model.bpr_weight"
         owner = self._aux_loss_returning(name, batch, output) or "its aux loss"
         weight = f"{owner}.init_args.weight" if owner.startswith("model.") else f"the weight of {owner}"
-        return f"train/{name} is {float(terms[name])}", weight
+        return f"train/{name} is {float(terms[name].detach())}", weight
 
     def _bad_aux_loss(self, batch: BPRBatch, output: ModelOutput) -> PluginError:
         """The error naming the aux-loss provider whose result is not a dict of named scalar tensors: each is asked
