@@ -25,7 +25,6 @@ To reproduce ``recplug predict``'s top-``k`` of user ``u``: search ``items.faiss
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -94,14 +93,6 @@ def item_index(search: Any, items: np.ndarray) -> tuple[object, dict[str, Any]]:
     return index, settings
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_ids(path: Path, ids: list[Any]) -> None:
     text = "".join(f"{raw}\n" for raw in ids)
     if any("\n" in str(raw) or "\r" in str(raw) for raw in ids):  # readers tokenise lines: never happens
@@ -116,6 +107,7 @@ def export(args: Any) -> Path:
 
     from recplug.core.cli.lightning import RUN_ONLY_KEYS
     from recplug.core.cli.recommender import Recommender
+    from recplug.core.data.download import sha256sum
     from recplug.core.model.checkpoint import local_checkpoint
     from recplug.core.model.provenance import hashed_config, provenance
     from recplug.core.ops.io import atomic_folder, check_can_create
@@ -131,7 +123,7 @@ def export(args: Any) -> Path:
     index, settings = item_index(search, items)
     seen_indptr, seen_items = rec.seen if rec.seen is not None else (np.zeros(rec.num_users + 1, np.int64), [])
     exported = provenance(hashed_config(rec.config), rec.data, rec.provenance.get("seed", 0))
-    exported.update(ckpt_path=str(args.ckpt_path), ckpt_sha256=sha256_of(ckpt))
+    exported.update(ckpt_path=str(args.ckpt_path), ckpt_sha256=sha256sum(ckpt))
     manifest = {
         "format": FORMAT_VERSION, "num_users": rec.num_users, "num_items": rec.num_items, "dim": users.shape[1],
         "score": "inner product of users.npy and items.npy rows", "raw_ids": rec.data.user_ids is not None and rec.data.item_ids is not None,

@@ -365,14 +365,11 @@ class Recommender:
     # ------------------------------------------------------------------ rankings
     def _ranked(self, queries: Tensor, rows: Tensor, k: int, seen: CSR | None) -> list[Ranked]:
         """Top-``k`` of ``queries[rows]`` with the items of their ``seen`` rows left out, as TopKWriter ranks."""
-        from recplug.core.eval.evaluator import search_users
+        from recplug.core.eval.evaluator import ranked_lists, search_users
 
         scores, items = search_users(queries, rows, self.search, k, seen)
-        ranked = []
-        for row, row_scores in zip(items.tolist(), scores.tolist()):
-            kept = [(i, s) for i, s in zip(row, row_scores) if i >= 0]
-            ranked.append(Ranked([self.item_ids[i] for i, _ in kept], [s for _, s in kept]))
-        return ranked
+        return [Ranked([self.item_ids[i] for i in ranked], ranked_scores)
+                for ranked, ranked_scores in ranked_lists(scores, items)]
 
     @staticmethod
     def _rows_csr(rows: Sequence[Tensor]) -> CSR:

@@ -48,6 +48,17 @@ def search_users(
     return scores, items
 
 
+def ranked_lists(scores: Tensor, items: Tensor) -> list[tuple[list[int], list[float]]]:
+    """Each row of :func:`search_users`' ``(scores, items)`` as ``(item indices, scores)``, best first, its empty
+    positions (``-1``: fewer than ``k`` items left to rank) dropped; what ``recplug predict`` writes and
+    :meth:`Recommender.recommend` returns."""
+    ranked = []
+    for row, row_scores in zip(items.tolist(), scores.tolist()):
+        kept = [(item, score) for item, score in zip(row, row_scores) if item >= 0]
+        ranked.append(([item for item, _ in kept], [score for _, score in kept]))
+    return ranked
+
+
 def rank_users(
     user_emb: Tensor,
     users: Tensor,
@@ -413,10 +424,9 @@ class TopKWriter(BasePredictionWriter):
         scores, items = search_users(state["users"], users, self.search, self.k, state["seen"])
         user_ids, item_ids = state["user_ids"], state["item_ids"]
         lines = []
-        for user, row, row_scores in zip(users.tolist(), items.cpu().tolist(), scores.cpu().tolist()):
-            kept = [(i, s) for i, s in zip(row, row_scores) if i >= 0]
-            names = ",".join(str(item_ids[i] if item_ids else i) for i, _ in kept)
-            values = ",".join(f"{s:.6g}" for _, s in kept)
+        for user, (ranked, ranked_scores) in zip(users.tolist(), ranked_lists(scores.cpu(), items.cpu())):
+            names = ",".join(str(item_ids[i] if item_ids else i) for i in ranked)
+            values = ",".join(f"{score:.6g}" for score in ranked_scores)
             lines.append(f"{user_ids[user] if user_ids else user}\t{names}\t{values}\n")
         try:
             handle.write("".join(lines))

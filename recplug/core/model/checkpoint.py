@@ -24,7 +24,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO

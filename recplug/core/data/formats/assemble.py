@@ -14,8 +14,7 @@ def contiguous_count(ids: np.ndarray, field: str, where: str) -> int:
     if count > ids.size:
         # more ids than rows, so one is missing: find it by sorting, never with an array as long as the max id
         unique = np.unique(ids)
-        missing = np.flatnonzero(unique != np.arange(unique.size))
-        gap: int | None = int(missing[0]) if missing.size else unique.size
+        gap: int | None = int(np.flatnonzero(unique != np.arange(unique.size))[0])  # some id below max is absent
     else:
         absent = np.flatnonzero(np.bincount(ids, minlength=count) == 0)
         gap = int(absent[0]) if absent.size else None
