@@ -158,12 +158,12 @@ def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str,
     if duplicates:
         raise ConfigError(f"{path}: duplicate variant name(s) {duplicates}")
     for name in names:
-        if _slug(name) in ("", ".", ".."):
+        if folder_name(name) in ("", ".", ".."):
             raise ConfigError(f"{path}: variant name {name!r} cannot name its runs' folder; use letters or digits")
     shared = folder_clash(names)
     if shared:
         raise ConfigError(f"{path}: variants {shared[0]!r} and {shared[1]!r} would share the runs folder "
-                          f"{_slug(shared[0])!r}; rename one")
+                          f"{folder_name(shared[0])!r}; rename one")
     return variants, [axis for axis, _ in axes], _overrides(spec.get("common"), f"{path}: common")
 
 
@@ -179,7 +179,8 @@ class Run:
     spec_sha256: str
 
 
-def _slug(name: str) -> str:
+def folder_name(name: str) -> str:
+    """``name`` as a folder name: every run of characters other than letters, digits and ``._=,+-`` becomes ``_``."""
     return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", name)
 
 
@@ -187,9 +188,9 @@ def folder_clash(names: Iterable[str]) -> tuple[str, str] | None:
     """Two of ``names`` whose runs would share a folder (the same name, or ``a/b`` and ``a_b``), or ``None``."""
     seen: dict[str, str] = {}
     for name in names:
-        if _slug(name) in seen:
-            return seen[_slug(name)], name
-        seen[_slug(name)] = name
+        if folder_name(name) in seen:
+            return seen[folder_name(name)], name
+        seen[folder_name(name)] = name
     return None
 
 
@@ -209,7 +210,7 @@ def plan(
     runs = []
     for variant in variants:
         for seed in seeds:
-            directory = out / "runs" / _slug(variant.name) / f"seed{seed}"
+            directory = out / "runs" / folder_name(variant.name) / f"seed{seed}"
             args = [
                 "fit", *itertools.chain.from_iterable(("--config", c) for c in configs),
                 *common, *variant.args(), *extra, f"--seed_everything={seed}", f"--data.seed={seed}",
@@ -574,12 +575,20 @@ class Summary:
     values: dict[str, list[float]]
 
     def mean(self, metric: str) -> float:
-        return statistics.fmean(self.values[metric]) if self.values.get(metric) else math.nan
+        return seed_mean(self.values.get(metric, []))
 
     def std(self, metric: str) -> float:
-        """Sample standard deviation (n - 1); ``nan`` with one seed."""
-        values = self.values.get(metric, [])
-        return statistics.stdev(values) if len(values) > 1 else math.nan
+        return seed_std(self.values.get(metric, []))
+
+
+def seed_mean(values: list[float]) -> float:
+    """The mean over seeds; ``nan`` with none."""
+    return statistics.fmean(values) if values else math.nan
+
+
+def seed_std(values: list[float]) -> float:
+    """Sample standard deviation (n - 1) over seeds; ``nan`` with fewer than two."""
+    return statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def summarize(variants: list[Variant], results: list[dict[str, Any]], metrics: list[str]) -> list[Summary]:
@@ -790,7 +799,7 @@ def main(argv: list[str]) -> int:
         shared = folder_clash([*(v.name for v in variants), reference.name])
         if shared:
             raise ConfigError(f"--against {args.against}: its row {reference.name!r} and the variant {shared[0]!r} "
-                              f"of {args.variants} would share the runs folder {_slug(reference.name)!r}; rename one")
+                              f"of {args.variants} would share the runs folder {folder_name(reference.name)!r}; rename one")
         if not args.metrics[0].startswith("test/"):
             raise ConfigError(f"--against compares test users, so the first --metrics must be a test metric, not "
                               f"{args.metrics[0]}")

@@ -73,12 +73,10 @@ class Row:
         return [r["test"][metric] for r in self.results if metric in r["test"]]
 
     def mean(self, metric: str) -> float:
-        values = self.values(metric)
-        return statistics.fmean(values) if values else math.nan
+        return ablate.seed_mean(self.values(metric))
 
     def std(self, metric: str) -> float:
-        values = self.values(metric)
-        return statistics.stdev(values) if len(values) > 1 else math.nan
+        return ablate.seed_std(self.values(metric))
 
     def runs(self) -> list[tuple[dict[str, Any], Path]]:
         return list(zip(self.results, self.directories))
@@ -235,8 +233,9 @@ def build_parser() -> CommandParser:
     return parser
 
 
-def _slug(text: str) -> str:
-    return ablate._slug(Path(text).name if Path(text).is_dir() else text)
+def _dataset_folder(text: str) -> str:
+    """The results folder name of a dataset: a folder's own name, or the registered name."""
+    return ablate.folder_name(Path(text).name if Path(text).is_dir() else text)
 
 
 def _space(args: Any, stem: str) -> Path:
@@ -348,10 +347,10 @@ def check_plan(args: Any, extra: list[str], entries: list[Entry]) -> None:
         raise ConfigError("--datasets: an empty name; give a registered dataset or a folder")
     folders: dict[str, str] = {}
     for dataset in args.datasets:  # each given once (above)
-        other = folders.setdefault(_slug(dataset), dataset)
+        other = folders.setdefault(_dataset_folder(dataset), dataset)
         if other != dataset:
             raise ConfigError(f"--datasets: {other} and {dataset} would share the leaderboard folder "
-                              f"{Path(args.out) / _slug(dataset)}")
+                              f"{Path(args.out) / _dataset_folder(dataset)}")
     not_test = [m for m in args.metrics if not m.startswith("test/")]
     if not_test:
         raise ConfigError(f"--metrics {not_test}: the leaderboard ranks test metrics (test/...); validation only "
@@ -371,7 +370,7 @@ def check_plan(args: Any, extra: list[str], entries: list[Entry]) -> None:
     for dataset in args.datasets:
         for entry in [*entries, *([] if any(e.mf for e in entries) else [mf])]:
             run = ablate.plan([entry.config], [ablate.Variant(entry.name, {})], args.seeds[:1],
-                              Path(args.out) / _slug(dataset), _common(entry, dataset, args), extra)[0]
+                              Path(args.out) / _dataset_folder(dataset), _common(entry, dataset, args), extra)[0]
             logged |= ablate.preflight(run.args, f"{entry.config} on --datasets {dataset}")
     ablate.check_metrics(args.metrics, {m for m in logged if m.startswith("test/")})
 
@@ -408,7 +407,7 @@ def run_plan(args: Any, extra: list[str], entries: list[Entry], proposed: str) -
     """Every dataset's runs and leaderboard; returns 0, or 1 if a run failed."""
     status = 0
     for dataset in args.datasets:
-        out = Path(args.out) / _slug(dataset)
+        out = Path(args.out) / _dataset_folder(dataset)
         print(f"recplug benchmark: {dataset}: {len(entries)} models x {len(args.seeds)} seeds; runs in "
               f"{out / 'runs'}", flush=True)
         rows, failed = run_entries(entries, dataset, args, extra, out)

@@ -42,7 +42,9 @@ import numpy as np
 
 from recplug.core.cli.boundary import CommandParser, report_errors
 from recplug.core.data.formats.mmrec import read_id_map
-from recplug.core.data.formats.text import csv_records, first_repeated, field_count_error, read_text
+from recplug.core.data.formats.text import (
+    csv_records, default_separator, field_count_error, first_repeated, read_text,
+)
 from recplug.core.errors import ConfigError, DataError, RecplugError, one_line
 from recplug.core.ops.io import atomic_write, check_can_create
 
@@ -84,10 +86,6 @@ def _elide(values: Sequence[str]) -> str:
     return head + (f", ... ({len(values) - SHOWN_IDS} more)" if len(values) > SHOWN_IDS else "")
 
 
-def _delimiter(path: Path) -> str:
-    return "," if path.suffix.lower() == ".csv" else "\t"
-
-
 def read_item_map(path: str | Path, num_items: int | None = None) -> dict[str, int]:
     """``{raw id: index}`` of a ``raw_id<TAB>index`` file, read by the rules of every id map
     (:func:`~recplug.core.data.formats.mmrec.read_id_map`: header optional, errors name the file and line); with
@@ -112,7 +110,7 @@ def read_text_table(path: str | Path, id_column: str, text_columns: Sequence[str
         raise DataError(f"{path}: item text table not found")
     rows: list[tuple[int, str, str]] = []
     seen: dict[str, int] = {}
-    sep = _delimiter(path)
+    sep = default_separator(path)
     records = csv_records(path, read_text(path), sep)
     header = next(records, (1, 1, []))[2]
     if not header:

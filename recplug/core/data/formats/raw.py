@@ -18,7 +18,7 @@ from recplug.core.data.formats.assemble import assemble
 from recplug.core.data.formats.features import check_modality, read_keyed_features
 from recplug.core.data.formats.mmrec import mmrec_cold_start
 from recplug.core.data.formats.text import (
-    csv_records, first_repeated, field_count_error, plain_float, quoted, read_text,
+    csv_records, default_separator, first_repeated, field_count_error, plain_float, quoted, read_text,
 )
 
 
@@ -105,7 +105,7 @@ def _float_field(path: Path, lineno: int, field: str, text: str) -> float:
 
 def _read_log(path: Path, options: RawOptions) -> _RawLog:
     """Parse a CSV/TSV log with the ``csv`` module (quoting allowed); every malformed row is an error."""
-    sep = options.sep or ("," if path.suffix.lower() == ".csv" else "\t")
+    sep = options.sep or default_separator(path)
     text = read_text(path)
     if text == "\n":
         raise DataError(f"{path}: empty log")

@@ -78,6 +78,11 @@ def read_lines(path: Path) -> list[str]:
     return read_text(path).split("\n")[:-1]
 
 
+def default_separator(path: Path) -> str:
+    """A table's separator when none is given: ``,`` for a ``.csv`` file, else a tab."""
+    return "," if path.suffix.lower() == ".csv" else "\t"
+
+
 def csv_records(path: Path, text: str, sep: str) -> Iterator[tuple[int, int, list[str]]]:
     """``(first line, last line, fields)`` of each record of the CSV/TSV ``text`` (``csv`` quoting, lenient as
     Excel's: a stray quote inside a field is kept; a blank line is a record with no fields). A ``csv.Error``, and a
