@@ -285,10 +285,8 @@ class RecModule(pl.LightningModule):
             )
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "data"):
-            raise RuntimeError("RecModule needs a RecDataModule (its .data) to set up its plugins")
-        self.prepare(datamodule.data, getattr(datamodule, "cache_dir", None))
+        datamodule = rec_datamodule(self._trainer, "RecModule")
+        self.prepare(datamodule.data, datamodule.cache_dir)
         if stage == "fit" and self.fusion is not None and not self.content_reaches_the_loss(datamodule.data):
             rank_zero_warn(
                 "model.fusion: its fused content reaches no score and no loss term (no view, combiner or aux loss "

@@ -107,6 +107,10 @@ def test_evaluation_and_prediction_need_a_rec_datamodule_and_an_embedding_model(
         rec_datamodule(bare, "TopKWriter")
     with pytest.raises(ConfigError, match=r"^TopKWriter ranks with a RecModule's embeddings; LightningModule has"):
         TopKWriter(output_path=str(tmp_path / "top.tsv")).setup(bare, pl.LightningModule(), "predict")
+    module = RecModule(num_users=5, num_items=4)
+    module.trainer = bare
+    with pytest.raises(ConfigError, match=r"^RecModule needs a RecDataModule, got a LightningDataModule: "):
+        module.setup("fit")  # was a RuntimeError (a traceback)
 
 
 def test_cutoffs_beyond_the_catalogue_are_refused_before_training(tiny_folder: Path, tmp_path: Path) -> None:
