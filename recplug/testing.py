@@ -112,7 +112,10 @@ def check_component(
       component (a parameter no loss depends on is a bug or belongs in a buffer);
     * a copy of the component made before training, loaded from the trained model's ``state_dict`` and
       prepared again, reproduces the trained model's evaluation-mode embeddings exactly: whatever a
-      resumed run needs is either in the checkpoint or rebuilt by ``recplug_setup``.
+      resumed run needs is either in the checkpoint or rebuilt by ``recplug_setup``;
+    * ``reset_parameters()`` re-draws every trained parameter of the component but its raw feature tables
+      (``raw_*``: data); the default re-draws each layer's own (``nn.Linear``...), so a component that holds
+      its own ``nn.Parameter`` overrides it.
     """
     pristine, pristine_slots = copy.deepcopy(component), copy.deepcopy(slots)
     text = repr(component)
@@ -151,6 +154,13 @@ def check_component(
             expected, again = model(), restored()
         torch.testing.assert_close(again.users, expected.users, msg="restored model differs: state lost on resume")
         torch.testing.assert_close(again.items, expected.items, msg="restored model differs: state lost on resume")
+
+        trained_weights = {name: p.detach().clone() for name, p in component.named_parameters()
+                           if not name.split(".")[-1].startswith("raw_")}  # raw features are data, kept
+        component.reset_parameters()
+        kept = [name for name, p in component.named_parameters()
+                if name in trained_weights and torch.equal(p, trained_weights[name])]
+        assert not kept, f"reset_parameters leaves {type(component).__name__} parameters {kept} as trained"
     finally:  # also when a check fails
         shutil.rmtree(cache, ignore_errors=True)
     return model

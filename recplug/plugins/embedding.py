@@ -51,6 +51,10 @@ class ContentView(GraphEncoder):
 
     def recplug_build(self, num_users: int, embedding_dim: int) -> None:
         self.user_preference = nn.Embedding(num_users, embedding_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw ``θ_u`` (Xavier, as the ID tables)."""
         nn.init.xavier_uniform_(self.user_preference.weight)
 
     def recplug_check(self, has_content: bool) -> None:

@@ -1,5 +1,6 @@
 """Every built-in component passes ``recplug.testing.check_component``: repr, shapes, finite outputs, a
-gradient to every parameter, and a restored copy that reproduces the trained model (what a resumed run needs)."""
+gradient to every parameter, a restored copy that reproduces the trained model (what a resumed run needs), and a
+reset_parameters that re-draws every trained weight."""
 
 from __future__ import annotations
 
@@ -66,6 +67,32 @@ CASES: dict[str, tuple[Callable[[], RecComponent], Callable[[], dict[str, Any]]]
 def test_builtin_component_conforms(case: str, tiny_data) -> None:
     make_component, make_slots = CASES[case]
     check_component(make_component(), tiny_data, **make_slots())
+
+
+def test_check_component_catches_a_parameter_reset_parameters_misses(tiny_data) -> None:
+    class OwnScale(SumFusion):
+        def build(self, feature_dims: dict[str, int], embedding_dim: int) -> None:
+            super().build(feature_dims, embedding_dim)
+            self.scale = torch.nn.Parameter(torch.ones(embedding_dim))
+
+        def recplug_fuse(self) -> torch.Tensor:
+            return super().recplug_fuse() * self.scale
+
+    with pytest.raises(AssertionError, match=r"reset_parameters leaves OwnScale parameters \['scale'\] as trained"):
+        check_component(OwnScale(), tiny_data)
+
+
+def test_the_model_reset_re_draws_every_learned_weight_and_keeps_the_features(tiny_data) -> None:
+    from recplug.core.model.module import RecModule
+
+    model = RecModule(tiny_data.num_users, tiny_data.num_items, tiny_data.feature_dims, embedding_dim=8,
+                      fusion=ConcatFusion(trainable_features=True), encoders=[IdEmbedding(), ContentView()],
+                      combiner=ConcatCombiner())
+    model.prepare(tiny_data, None)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    model.reset_parameters()
+    same = sorted(name for name, p in model.named_parameters() if torch.equal(p, before[name]))
+    assert same == ["fusion.raw_image", "fusion.raw_text"]
 
 
 def test_check_component_catches_a_parameter_no_loss_reaches(tiny_data) -> None:

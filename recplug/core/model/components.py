@@ -72,6 +72,14 @@ class RecComponent(nn.Module, ABC):
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self.hparams.items())
 
+    def reset_parameters(self) -> None:
+        """Re-draw the learned weights as when built (PyG's convention): each layer's own ``reset_parameters``
+        (``nn.Linear``'s initialisation, which the built-in fusions use). A component initialised otherwise
+        overrides this. What it holds as data is kept: raw feature tables, graphs."""
+        for module in self.modules():
+            if module is not self and not isinstance(module, RecComponent) and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
     def sampling_refusal(self) -> str | None:
         """Why this component cannot train in sampled mode (``model.sampling``), or ``None`` when it can: it then
         computes from, and returns, the rows of the step's nodes only (see :mod:`recplug.core.model.sampled`).

@@ -144,7 +144,7 @@ class RecModule(pl.LightningModule):
             combiner = component_class(Combiner, DEFAULT_COMBINER, "model.combiner")()
         self.combiner = combiner
         self.aux_losses = nn.ModuleList(aux_losses or [])
-        self.reset_parameters()
+        self._draw_id_tables()
 
         self.pm = RecplugPluginManager()
         self._hook_owners: dict[str, list[str]] = {}  # owners()
@@ -175,6 +175,13 @@ class RecModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ wiring
     def reset_parameters(self) -> None:
+        """Re-draw every learned weight as at construction: the ID tables and each component's own."""
+        self._draw_id_tables()
+        for component in self.components().values():
+            component.reset_parameters()
+
+    def _draw_id_tables(self) -> None:
+        """Xavier-uniform ID tables (LightGCN's and MMRec's initialisation)."""
         nn.init.xavier_uniform_(self.user_embedding.weight)
         nn.init.xavier_uniform_(self.item_embedding.weight)
 
