@@ -630,7 +630,7 @@ def write_csv(path: Path, axes: list[str], results: list[dict[str, Any]], summar
     variant's Holm-adjusted paired p-values."""
     columns = ["epoch", *sorted({k for r in results for k in [*r["val"], *r["test"]]})]
     p_columns = list(P_COLUMNS) if tests is not None else []
-    with open(path, "w", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["variant", *axes, "seed", *columns, *p_columns, "recplug", "plugins", "config_sha256",
                          "data_sha256", "seconds"])
@@ -845,8 +845,9 @@ def main(argv: list[str]) -> int:
         tests = paired_comparisons(anchor, grouped, args.metrics[0])
     monitor = results[0]["monitor"] if results else "val/recall@20"
     write_csv(out / "results.csv", axes, results, summaries, tests)
-    (out / "results.md").write_text(markdown(summaries, axes, args.metrics, monitor, results, seeds, tests,
-                                             reference.name if reference is not None else ""))
+    with atomic_write(out / "results.md") as handle:
+        handle.write(markdown(summaries, axes, args.metrics, monitor, results, seeds, tests,
+                              reference.name if reference is not None else ""))
     written = [out / "results.csv", out / "results.md"]
     if not args.no_plot and results:
         write_plot(out / "results.png", summaries, args.metrics)

@@ -40,6 +40,7 @@ from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.cli.paired import paired_comparisons, record_per_user
 from recplug.core.data.formats.text import first_repeated
 from recplug.core.errors import ConfigError
+from recplug.core.ops.io import atomic_write
 
 REFERENCE = "mf"  # the name of the GRMF-X reference rows: mf-<X>
 SPACES = "search"  # the default --spaces: this folder beside the first --configs file
@@ -182,11 +183,12 @@ def leaderboard(rows: list[Row], proposed: str, metrics: list[str], dataset: str
 def write_outputs(out: Path, records: list[dict[str, Any]], table: str, rows: list[Row], metrics: list[str],
                   plot: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "leaderboard.csv", "w", newline="") as handle:
+    with atomic_write(out / "leaderboard.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["model"])
         writer.writeheader()
         writer.writerows(records)
-    (out / "leaderboard.md").write_text(table)
+    with atomic_write(out / "leaderboard.md") as handle:
+        handle.write(table)
     written = [out / "leaderboard.csv", out / "leaderboard.md"]
     if plot and records:
         summaries = [ablate.Summary(ablate.Variant(r.entry.name, {}), {m: r.values(m) for m in metrics})

@@ -16,6 +16,7 @@ import numpy as np
 
 from recplug.core.data.formats.features import NUMPY_READ_ERRORS
 from recplug.core.errors import ConfigError, DataError, one_line
+from recplug.core.ops.io import atomic_write
 
 PER_USER_FILE = "per_user.npz"
 
@@ -37,8 +38,9 @@ def record_per_user(cli: Any, directory: Path) -> dict[str, Any]:
     task = datamodule.eval_task("test")
     users, scores = evaluate_users(users_emb, items_emb, task.truth, task.seen, task.users, evaluation.ks,
                                    evaluation.metrics, evaluation.search)
-    np.savez_compressed(directory / PER_USER_FILE, users=users.cpu().numpy(),
-             **{name: values.cpu().numpy() for name, values in scores.items()})
+    with atomic_write(directory / PER_USER_FILE, "wb") as handle:
+        np.savez_compressed(handle, users=users.cpu().numpy(), **{name: values.cpu().numpy()
+                                                                  for name, values in scores.items()})
     stopped = any(c.stopped_epoch > 0 for c in trainer.callbacks if isinstance(c, EarlyStopping))
     return {"representation_size": representation_size(model), "epochs_trained": int(trainer.current_epoch),
             "max_epochs": int(trainer.max_epochs or -1), "stopped_early": stopped}

@@ -28,7 +28,7 @@ from recplug.core.data.formats.text import (
     csv_records, field_count_error, first_repeated, plain_float, quoted, read_text,
 )
 from recplug.core.errors import ConfigError, DataError
-from recplug.core.ops.io import check_can_create
+from recplug.core.ops.io import atomic_write, check_can_create
 from recplug.core.ops.yaml_file import read_yaml
 
 DEFAULT_MONITOR = "val/recall@20"
@@ -356,7 +356,8 @@ def make_report(run_dir: str | Path, out: str | Path | None = None, monitor: str
     if log.group("val/"):
         report.files.append(plot_validation(log.group("val/"), best, test, folder / "validation.png"))
     markdown = folder / "metrics.md"
-    markdown.write_text(render_markdown(report, run), encoding="utf-8")
+    with atomic_write(markdown, encoding="utf-8") as handle:
+        handle.write(render_markdown(report, run))
     report.files.append(markdown)
     return report
 
