@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recplug.core.cli.boundary import SEED, CommandParser, number_in, report_errors
+from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.data.dataset import InteractionData
 from recplug.core.errors import ConfigError, RecplugError
 
@@ -35,7 +35,7 @@ def _feature_pairs(values: list[str]) -> dict[str, str]:
     for value in values:
         modality, sep, file = value.partition("=")
         if not sep or not modality or not file:
-            raise RecplugError(f"--feature: expected MODALITY=FILE, got {value!r}")
+            raise ConfigError(f"--feature: expected MODALITY=FILE, got {value!r}")
         check_modality(modality, f"--feature {value}")
         if modality in pairs:
             raise ConfigError(f"--feature: modality {modality!r} is given twice ({pairs[modality]} and {file})")
@@ -177,9 +177,9 @@ def _convert(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_can_create(out, "output folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RecplugError(f"{out}: output folder exists and is not empty")
+        raise ConfigError(f"{out}: output folder exists and is not empty")
     if args.name is not None and (not args.name or any(c in args.name for c in "/\\\t\n")):
-        raise RecplugError(f"--name: expected a file stem without path separators, got {args.name!r}")
+        raise ConfigError(f"--name: expected a file stem without path separators, got {args.name!r}")
     data = _load(args, cached=False)
     data.name = args.name or data.name
     with atomic_folder(out) as tmp:  # a failed write leaves no half-written folder
@@ -238,14 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str]) -> int:
-    """Run ``recplug data <argv>``, raising :class:`RecplugError` on bad input (usage errors exit 2)."""
+    """Run ``recplug data <argv>``, raising :class:`RecplugError` on bad input (usage errors exit 2); the
+    ``recplug`` command's boundary (:mod:`recplug.core.cli.main`) reports it, and dataset preparations run it."""
     args = build_parser().parse_args(argv)
     return args.run(args)
 
 
-def main(argv: list[str]) -> int:
-    """:func:`run`, with errors as one ``error:`` line on stderr and exit status 2 (the CLI's error boundary)."""
-    try:
-        return report_errors(lambda: run(argv))
-    except SystemExit as exc:  # argparse's --help
-        return int(exc.code or 0)
+main = run  # the ``recplug`` command's boundary (recplug.core.cli.main) reports its errors

@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from recplug.core.cli.boundary import CommandParser, report_errors
+from recplug.core.cli.boundary import CommandParser
 from recplug.core.data.formats.mmrec import read_id_map
 from recplug.core.data.formats.text import (
     csv_records, default_separator, field_count_error, first_repeated, read_text,
@@ -509,6 +509,4 @@ def run(argv: list[str]) -> int:
     return SUBCOMMANDS[argv[0]](argv[1:])
 
 
-def main(argv: list[str]) -> int:
-    """:func:`run`, with errors as one ``error:`` line on stderr and exit status 2 (the CLI's error boundary)."""
-    return report_errors(lambda: run(argv))
+main = run  # the ``recplug`` command's boundary (recplug.core.cli.main) reports its errors

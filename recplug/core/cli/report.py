@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recplug.core.cli.boundary import CommandParser, report_errors
+from recplug.core.cli.boundary import CommandParser
 from recplug.core.data.formats.text import (
     csv_records, field_count_error, first_repeated, plain_float, quoted, read_text,
 )
@@ -370,10 +370,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--monitor", help="val/ metric choosing the best epoch (default: the run's checkpoint.monitor)")
     parser.add_argument("--mode", choices=("max", "min"), help="whether --monitor is maximised (default: max)")
 
-    def command() -> int:
-        args = parser.parse_args(argv)
-        for path in make_report(args.run_dir, args.out, args.monitor, args.mode).files:
-            print(path)
-        return 0
-
-    return report_errors(command)
+    args = parser.parse_args(argv)
+    for path in make_report(args.run_dir, args.out, args.monitor, args.mode).files:
+        print(path)
+    return 0

@@ -7,7 +7,7 @@ from typing import Literal
 from torch import Tensor
 
 from recplug.core.model.components import AuxLoss
-from recplug.core.errors import ConfigError, check_name
+from recplug.core.errors import InvalidArgument, check_name
 from recplug.core.model.types import BPRBatch, ModelOutput
 
 
@@ -28,7 +28,7 @@ class L2Regularization(AuxLoss):
     ) -> None:
         super().__init__(weight)
         if embeddings not in ("ego", "final"):
-            raise ConfigError(f"L2Regularization: embeddings must be 'ego' or 'final', got {embeddings!r}")
+            raise InvalidArgument(self, "embeddings", embeddings, "'ego' or 'final'")
         check_name(self, "name", name)
         self.embeddings, self.name = embeddings, name
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from recplug.core.cli.data import main
+from recplug.core.cli.main import main
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 
 GOWALLA = Path(__file__).resolve().parents[4] / "shared" / "data" / "gowalla"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    code = main(["data", *argv])
     out, err = capsys.readouterr()
     return code, out, err
 

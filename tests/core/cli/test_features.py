@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from recplug.core.cli import features
+from recplug.core.cli.main import main as recplug
 from recplug.core.errors import ConfigError, DataError
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 
@@ -72,7 +73,7 @@ def test_command_reports_missing_and_ignored_rows(folder: Path, tmp_path: Path, 
     monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: fake_encoder)
     table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0", "B001\tt1", "X1\tt5", "X2\tt6"])
     out = tmp_path / "text_feat.npy"
-    assert features.main(["text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
+    assert recplug(["features", "text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
                           "--dataset", str(folder), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "ignored 2 row(s)" in captured.err and "X1, X2" in captured.err
@@ -116,7 +117,7 @@ def test_bad_tables_give_one_line_errors(lines, item_map, message, folder: Path,
     if not item_map:
         (folder / "item_map.tsv").unlink()
     table = write(tmp_path / "items.tsv", lines)
-    code = features.main(["text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
+    code = recplug(["features", "text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
                           "--dataset", str(folder), "--out", str(tmp_path / "f.npy")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0]
@@ -152,11 +153,11 @@ def test_a_given_item_map_and_the_side_file_beside_a_dataset_are_read_by_one_rul
 
 
 def test_usage_errors_are_one_line(capsys) -> None:
-    assert features.main(["images"]) == 2
+    assert recplug(["features", "images"]) == 2
     assert capsys.readouterr().err == (
         "error: recplug features: unknown kind 'images'; choose one of: text, categories\n"
     )
-    assert features.main(["text", "--items", "x.tsv", "--id-column", "id", "--text-columns", "t", "--dataset",
+    assert recplug(["features", "text", "--items", "x.tsv", "--id-column", "id", "--text-columns", "t", "--dataset",
                           "default", "--missing", "drop"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: recplug features text: argument --missing: invalid choice") and err.count("\n") == 1
@@ -172,7 +173,7 @@ def test_out_numpy_would_rename_is_refused_before_anything_is_encoded(
     table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
     column = ["--text-columns", "title"] if kind == "text" else ["--column", "title"]
     out = tmp_path / name
-    code = features.main([kind, "--items", str(table), "--id-column", "item_id", *column, "--dataset", str(folder),
+    code = recplug(["features", kind, "--items", str(table), "--id-column", "item_id", *column, "--dataset", str(folder),
                           "--out", str(out)])
     assert code == 2
     assert capsys.readouterr().err == (
@@ -188,7 +189,7 @@ def test_an_out_that_cannot_be_created_is_refused_before_anything_is_encoded(
     monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: pytest.fail("encoder loaded"))
     table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
     out = tmp_path / ("x" * 300) / "f.npy"
-    code = features.main(["text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
+    code = recplug(["features", "text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
                           "--dataset", str(folder), "--out", str(out)])
     assert code == 2 and capsys.readouterr().err == f"error: --out {out}: cannot be created (File name too long)\n"
 
@@ -197,7 +198,7 @@ def test_out_is_written_at_exactly_the_reported_path(folder: Path, tmp_path: Pat
     monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: fake_encoder)
     table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
     out = tmp_path / "vecs.v2.npy"
-    assert features.main(["text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
+    assert recplug(["features", "text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
                           "--dataset", str(folder), "--out", str(out)]) == 0
     assert capsys.readouterr().out.startswith(f"wrote {out}: ")
     assert np.load(out).shape == (150, 2) and not Path(f"{out}.npy").exists()
@@ -229,7 +230,7 @@ def test_categories_are_a_multi_hot_aligned_through_item_map(folder: Path, tmp_p
 def test_categories_command_reports_and_a_custom_separator(folder: Path, tmp_path: Path, capsys) -> None:
     table = write(tmp_path / "items.csv", ["id,genre", "B000,Jazz|Blues", 'B001,"Jazz, modal"', "X,Pop"])
     out = tmp_path / "genre.npz"
-    assert features.main(["categories", "--items", str(table), "--id-column", "id", "--column", "genre", "--sep",
+    assert recplug(["features", "categories", "--items", str(table), "--id-column", "id", "--column", "genre", "--sep",
                           "|", "--dataset", str(folder), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert captured.out == f"wrote {out}: float32 [150, 3], multi-hot of 3 categories (2 items with categories)\n"
@@ -304,13 +305,13 @@ def test_item_tables_name_the_line_of_what_is_wrong(folder: Path, tmp_path: Path
     }
     for name, (content, fragment) in cases.items():
         (tmp_path / name).write_bytes(content)
-        code = features.main(["categories", "--items", str(tmp_path / name), "--id-column", "item_id", "--column",
+        code = recplug(["features", "categories", "--items", str(tmp_path / name), "--id-column", "item_id", "--column",
                               "title", "--dataset", str(folder), "--out", str(tmp_path / "k.npy")])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and fragment in err, (name, err)
     (tmp_path / "map.tsv").write_text("B000\t0\nB001\t150\n")
     (tmp_path / "ok.tsv").write_text("item_id\ttitle\nB000\ta\n")
-    code = features.main(["categories", "--items", str(tmp_path / "ok.tsv"), "--id-column", "item_id", "--column",
+    code = recplug(["features", "categories", "--items", str(tmp_path / "ok.tsv"), "--id-column", "item_id", "--column",
                           "title", "--dataset", str(folder), "--item-map", str(tmp_path / "map.tsv"), "--out",
                           str(tmp_path / "k.npy")])
     err = capsys.readouterr().err
