@@ -294,6 +294,20 @@ class NeighbourSampler:
         return SampledGraph(out.node, num_seeds, layers, self.shape[0] if self.shape[0] != self.shape[1] else 0)
 
 
+class SamplerCache:
+    """One :class:`NeighbourSampler` per named graph of an encoder, built again only when the graph object (a new
+    one every epoch under edge dropping), the fan-outs or the engine change."""
+
+    def __init__(self) -> None:
+        self._samplers: dict[str, tuple[SparseOperator, NeighbourSampler]] = {}
+
+    def sampler(self, name: str, matrix: SparseOperator, fanouts: list[int], engine: str) -> NeighbourSampler:
+        cached = self._samplers.get(name)
+        if cached is None or cached[0] is not matrix or (cached[1].fanouts, cached[1].engine) != (fanouts, engine):
+            cached = self._samplers[name] = (matrix, NeighbourSampler(matrix, fanouts, engine))
+        return cached[1]
+
+
 def local_operator(
     crow: Tensor, target: Tensor, source: Tensor, values: Tensor, shape: tuple[int, int], backend: str
 ) -> SparseOperator:

@@ -15,7 +15,7 @@ from recplug.core.errors import (
     ConfigError, InvalidArgument, check_count, check_flag, check_layers, check_number, check_weights,
 )
 from recplug.core.ops.knn import cached_knn_coo, knn_coo, knn_rows_and_values
-from recplug.core.ops.sampling import NeighbourSampler
+from recplug.core.ops.sampling import SamplerCache
 from recplug.core.ops.sparse import SparseOperator, check_backend, distinct_pairs, row_normalized
 from recplug.core.model.sampled import NodeTables
 from recplug.core.model.types import BPRBatch, GraphView, NodePlan, SampledBatch
@@ -121,7 +121,7 @@ class ItemItemGraph(GraphEncoder):
         self._ready = False  # recplug_setup ran
         self._learned_built = False  # learned_cols holds a graph (built here or restored from a checkpoint)
         self._learned_stale = False  # set at each rebuild epoch (recplug_resample)
-        self._samplers: dict[str, tuple[SparseOperator, NeighbourSampler]] = {}
+        self._samplers = SamplerCache()
 
     def recplug_build(self, num_users: int, num_items: int, feature_dims: dict[str, int]) -> None:
         self.num_users, self.num_items = num_users, num_items
@@ -302,22 +302,16 @@ class ItemItemGraph(GraphEncoder):
         """``num_layers`` item-item hops (``fanouts[:L]``), then the users' profile hop (``fanouts[L]``)."""
         return self.num_layers + int(self.user_profiles)
 
-    def _sampler(self, name: str, matrix: SparseOperator, fanouts: list[int], engine: str) -> NeighbourSampler:
-        cached = self._samplers.get(name)
-        if cached is None or cached[0] is not matrix or (cached[1].fanouts, cached[1].engine) != (fanouts, engine):
-            cached = self._samplers[name] = (matrix, NeighbourSampler(matrix, fanouts, engine))
-        return cached[1]
-
     def sample(self, batch: SampledBatch) -> NodePlan:
         """The users' sampled profile items, then the ``L``-hop kNN neighbourhood of those and the batch's items."""
         if self.frozen is None:
             raise RuntimeError("ItemItemGraph: no kNN graph yet; recplug_setup (RecModule.prepare) must run first")
         seeds, profile = batch.items, None
         if self.profiles is not None:
-            sampler = self._sampler("profiles", self.profiles, [batch.fanouts[self.num_layers]], batch.engine)
+            sampler = self._samplers.sampler("profiles", self.profiles, [batch.fanouts[self.num_layers]], batch.engine)
             profile = sampler.sample(batch.users, batch.generator, batch.budget).sources()
             seeds = torch.unique(torch.cat([batch.items, profile[0]]))
-        knn = self._sampler("knn", self.frozen, list(batch.fanouts[: self.num_layers]), batch.engine)
+        knn = self._samplers.sampler("knn", self.frozen, list(batch.fanouts[: self.num_layers]), batch.engine)
         sampled = knn.sample(seeds, batch.generator, batch.budget)
         nodes = sampled.nodes
         return NodePlan(

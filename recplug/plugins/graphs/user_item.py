@@ -8,7 +8,7 @@ from torch import Tensor
 from recplug.core.model.components import GraphEncoder
 from recplug.core.data.dataset import InteractionData
 from recplug.core.errors import check_layers, check_probability
-from recplug.core.ops.sampling import NeighbourSampler, SampledGraph, propagate_mean
+from recplug.core.ops.sampling import SampledGraph, SamplerCache, propagate_mean
 from recplug.core.ops.sparse import SparseOperator, check_backend, distinct_pairs, normalized_adjacency
 from recplug.core.model.sampled import NodeTables
 from recplug.core.model.types import GraphView, NodePlan, SampledBatch
@@ -53,7 +53,7 @@ class UserItemGraph(GraphEncoder):
         self.num_users = self.num_items = 0
         self.adjacency: SparseOperator | None = None
         self.pruned: SparseOperator | None = None
-        self._sampler: tuple[SparseOperator, NeighbourSampler] | None = None
+        self._samplers = SamplerCache()
 
     def recplug_build(self, num_users: int, num_items: int) -> None:
         self.num_users, self.num_items = num_users, num_items
@@ -115,11 +115,9 @@ class UserItemGraph(GraphEncoder):
     def sample(self, batch: SampledBatch) -> NodePlan:
         """The ``num_layers``-hop neighbourhood of the batch's users and items on this epoch's graph."""
         graph, fanouts = self.graph(), list(batch.fanouts[: self.num_layers])
-        cached = self._sampler
-        if cached is None or cached[0] is not graph or (cached[1].fanouts, cached[1].engine) != (fanouts, batch.engine):
-            self._sampler = (graph, NeighbourSampler(graph, fanouts, batch.engine))
         seeds = torch.cat([batch.users, batch.items + self.num_users])
-        sampled = self._sampler[1].sample(seeds, batch.generator, batch.budget)
+        sampled = self._samplers.sampler("graph", graph, fanouts, batch.engine).sample(seeds, batch.generator,
+                                                                                     batch.budget)
         is_user = sampled.nodes < self.num_users
         users, items = sampled.nodes[is_user], sampled.nodes[~is_user] - self.num_users
         return NodePlan(users=users, items=items, graph=(sampled, batch.users.numel()))
