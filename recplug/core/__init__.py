@@ -9,7 +9,8 @@ layer, each importing only the layers below it (docs/architecture.md):
   top-k writer.
 - ``data/``: ``InteractionData``, the one path resolver (``load_dataset``) and its formats, the dataset registry and
   downloads, the BPR sampler and ``RecDataModule``.
-- ``ops/``: sparse propagation, kNN graphs and atomic file writes.
+- ``ops/``: sparse propagation, neighbour sampling, kNN graphs, atomic file writes, the YAML reader and the on/off
+  environment variables.
 - ``errors.py``: the error types and range checks every layer raises.
 
 Nothing here imports ``recplug.plugins``: built-in plugins are loaded through the plugin registry like third-party ones.

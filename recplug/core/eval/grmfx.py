@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import torch
 from torch import Tensor
 
+from recplug.core.eval.evaluator import EmbeddingModel
 
-def representation_size(module: torch.nn.Module) -> int:
+
+def representation_size(module: EmbeddingModel) -> int:
     """``X``: the width of a ``RecModule``'s final user/item embeddings (what its scores are inner products of)."""
-    users, items = module.cached_embeddings()  # type: ignore[operator]
+    users, items = module.cached_embeddings()
     if users.shape[1] != items.shape[1]:
         raise ValueError(f"user and item representations differ in width: {users.shape[1]} vs {items.shape[1]}")
     return int(users.shape[1])

@@ -22,14 +22,14 @@ def _shown(value: Any) -> str:
     return "None" if value is None else f"a {type(value).__name__}"
 
 
-def _rows(value: Any, rows: int | None) -> bool:
+def _is_matrix(value: Any, rows: int | None) -> bool:
     """Is ``value`` a 2-D tensor (with ``rows`` rows, unless ``None``)?"""
     return isinstance(value, Tensor) and value.dim() == 2 and (rows is None or value.shape[0] == rows)
 
 
 def check_content(content: Any, owners: Sequence[str], num_items: int) -> None:
     """``recplug_fuse``'s content: ``None`` (no fusion) or a ``[num_items, d]`` tensor."""
-    if content is not None and not _rows(content, num_items):
+    if content is not None and not _is_matrix(content, num_items):
         raise PluginError(f"{', '.join(owners)}: recplug_fuse returned {_shown(content)}; expected a "
                           f"[{num_items}, d] tensor (a row per item)")
 
@@ -44,7 +44,7 @@ def check_views(views: Any, owners: Sequence[str], user_rows: int, item_rows: in
         if not isinstance(view, GraphView):
             raise PluginError(f"{owner}: recplug_encode returned {_shown(view)}; expected a GraphView(name, users, "
                               "items)")
-        if not (_rows(view.users, user_rows) and _rows(view.items, item_rows)):
+        if not (_is_matrix(view.users, user_rows) and _is_matrix(view.items, item_rows)):
             raise PluginError(
                 f"{owner}: recplug_encode's view {view.name!r} has users {_shown(view.users)} and items "
                 f"{_shown(view.items)}; expected [{user_rows}, d] and [{item_rows}, d] tensors (a row per user "
@@ -55,7 +55,7 @@ def check_views(views: Any, owners: Sequence[str], user_rows: int, item_rows: in
 def check_combined(combined: Any, owners: Sequence[str], user_rows: int, item_rows: int) -> tuple[Tensor, Tensor]:
     """``recplug_combine``'s ``(users, items)``: two 2-D tensors of one width, a row per user and per item."""
     pair = combined if isinstance(combined, (tuple, list)) and len(combined) == 2 else None
-    if pair is None or not (_rows(pair[0], user_rows) and _rows(pair[1], item_rows)) or (
+    if pair is None or not (_is_matrix(pair[0], user_rows) and _is_matrix(pair[1], item_rows)) or (
         pair[0].shape[1] != pair[1].shape[1]
     ):
         got = _shown(combined) if pair is None else f"({_shown(pair[0])}, {_shown(pair[1])})"
