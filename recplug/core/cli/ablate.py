@@ -44,13 +44,16 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.cli.paired import PER_USER_FILE, load_per_user, paired_comparisons, record_per_user
 from recplug.core.errors import ConfigError, RecplugError, one_line
 from recplug.core.ops.io import atomic_write, check_can_create
 from recplug.core.ops.yaml_file import read_yaml
+
+if TYPE_CHECKING:
+    from recplug.core.cli.report import RunLog
 
 RESULT_FILE = "result.json"
 FIT_DIR = "fit"  # a run's Lightning outputs: metrics.csv, config.yaml, checkpoints/
@@ -415,16 +418,18 @@ def with_directories(runs: list[Run], results: list[dict[str, Any]]) -> list[tup
     return [(result, directories[(result["variant"], result["seed"])]) for result in results]
 
 
-def select_validation_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
-    """From a CSVLogger ``metrics.csv``: the epoch that is best on ``monitor`` (the first of ties, as
-    ``ModelCheckpoint`` keeps it; :func:`recplug.core.cli.report.best_epoch`) and its validation metrics; no test
-    metric is read.
+def select_validation_epoch(
+    metrics_csv: Path, monitor: str, mode: str, log: RunLog | None = None
+) -> dict[str, Any]:
+    """From a CSVLogger ``metrics.csv`` (or its ``log``, already read): the epoch that is best on ``monitor`` (the
+    first of ties, as ``ModelCheckpoint`` keeps it; :func:`recplug.core.cli.report.best_epoch`) and its validation
+    metrics; no test metric is read.
 
     Returns ``{"epoch", "val": {metric: value}, "epochs_validated"}``.
     """
     from recplug.core.cli.report import best_epoch, read_csv_log
 
-    log = read_csv_log(metrics_csv)
+    log = log or read_csv_log(metrics_csv)
     epoch = best_epoch(log, monitor, mode)
     if epoch is None:
         raise ConfigError(f"{metrics_csv}: {monitor} was never logged (or only as NaN); is checkpoint.monitor a "
@@ -440,10 +445,11 @@ def select_epoch(metrics_csv: Path, monitor: str, mode: str) -> dict[str, Any]:
     """:func:`select_validation_epoch` plus the test metrics logged after fit (``"test": {metric: value}``)."""
     from recplug.core.cli.report import read_csv_log
 
-    test = {k: v for k, v in read_csv_log(metrics_csv).final.items() if k.startswith("test/")}
+    log = read_csv_log(metrics_csv)
+    test = {k: v for k, v in log.final.items() if k.startswith("test/")}
     if not test:
         raise ConfigError(f"{metrics_csv}: no test metrics were logged after fit")
-    return {**select_validation_epoch(metrics_csv, monitor, mode), "test": test}
+    return {**select_validation_epoch(metrics_csv, monitor, mode, log), "test": test}
 
 
 @contextlib.contextmanager
@@ -473,7 +479,7 @@ def fit_one(run: Run, after: Callable[[Any, Path], dict[str, Any]] | None = None
     module holds those weights) and returns entries added to the record (``recplug benchmark``'s per-user metrics).
     """
     from recplug.core.cli.main import run_cli
-    from recplug.core.model.provenance import hashed_config, provenance
+    from recplug.core.model.provenance import provenance
 
     if run.directory.exists():  # a partial run (interrupted, failed, or of an older spec): start clean
         shutil.rmtree(run.directory)
@@ -496,7 +502,7 @@ def fit_one(run: Run, after: Callable[[Any, Path], dict[str, Any]] | None = None
         "seconds": round(seconds, 2),
         "command": ["recplug", *run.args],
         "spec_sha256": run.spec_sha256,
-        "provenance": provenance(hashed_config(config), cli.datamodule.data, run.seed),
+        "provenance": provenance(config, cli.datamodule.data, run.seed),
     }
     if after is not None:
         result.update(after(cli, run.directory))

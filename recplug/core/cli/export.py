@@ -109,7 +109,7 @@ def export(args: Any) -> Path:
     from recplug.core.cli.recommender import Recommender
     from recplug.core.data.download import sha256sum
     from recplug.core.model.checkpoint import local_checkpoint
-    from recplug.core.model.provenance import hashed_config, provenance
+    from recplug.core.model.provenance import provenance
     from recplug.core.ops.io import atomic_folder, check_can_create
 
     out = Path(args.out)
@@ -122,7 +122,7 @@ def export(args: Any) -> Path:
     users, items = rec.users.numpy().astype(np.float32), rec.items.numpy().astype(np.float32)
     index, settings = item_index(search, items)
     seen_indptr, seen_items = rec.seen if rec.seen is not None else (np.zeros(rec.num_users + 1, np.int64), [])
-    exported = provenance(hashed_config(rec.config), rec.data, rec.provenance.get("seed", 0))
+    exported = provenance(rec.config, rec.data, rec.provenance.get("seed", 0))
     exported.update(ckpt_path=str(args.ckpt_path), ckpt_sha256=sha256sum(ckpt))
     manifest = {
         "format": FORMAT_VERSION, "num_users": rec.num_users, "num_items": rec.num_items, "dim": users.shape[1],

@@ -589,10 +589,10 @@ class RecplugCLI(LightningCLI):
             config["checkpoint.dirpath"] = str(Path(ckpt_path).parent)
 
     def before_fit(self) -> None:
-        from recplug.core.model.provenance import hashed_config, provenance
+        from recplug.core.model.provenance import provenance
 
         config = self.config[self.subcommand].as_dict()
-        record = provenance(hashed_config(config), self.datamodule.data, config.get("seed_everything") or 0)
+        record = provenance(config, self.datamodule.data, config.get("seed_everything") or 0)
         # saved in every checkpoint; `recplug export|serve` and `Recommender` rebuild the model from its config
         self.model.run_provenance = {**record, "config": json.loads(json.dumps(config, default=str))}
         print("plugins: " + ", ".join(record["plugins"]), file=sys.stderr)

@@ -46,8 +46,8 @@ def provenance(config: dict[str, Any] | str, data: InteractionData, seed: int) -
     It reads only its arguments and the already-loaded plugin registry; it writes nothing.
 
     Args:
-        config: the resolved configuration (a dict, or YAML text such as ``parser.dump(cfg)``). Leave out keys
-            that only say where outputs go (log or checkpoint dirs), so equal experiments hash equally.
+        config: the resolved configuration: a dict, hashed without the keys that only say where outputs go
+            (:func:`hashed_config`), so equal experiments hash equally; or YAML text, hashed as it is.
         data: the dataset the run trained and evaluated on.
         seed: the run's seed.
 
@@ -64,7 +64,7 @@ def provenance(config: dict[str, Any] | str, data: InteractionData, seed: int) -
     return {
         "recplug": __version__,
         "plugins": plugin_provenance(),
-        "config_sha256": config_hash(config),
+        "config_sha256": config_hash(hashed_config(config) if isinstance(config, dict) else config),
         "data_sha256": data.content_hash(),
         "data": data.name,
         "seed": int(seed),
