@@ -25,7 +25,6 @@ is no substitute for retraining). The profile items are excluded. ``similar_item
 
 from __future__ import annotations
 
-import copy
 import io
 import logging
 import os
@@ -105,7 +104,7 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
     path = local_checkpoint(ckpt_path)
     checkpoint = open_checkpoint(path, shown=str(ckpt_path))  # a missing or unsafe file fails before the CLI
     from recplug.core.cli.lightning import (
-        RUN_ONLY_KEYS, check_config_sections, check_same_components, note_component_settings,
+        check_config_sections, check_same_components, note_component_settings, recorded_settings,
     )
 
     record = checkpoint.get("recplug") or {}
@@ -113,7 +112,7 @@ def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[A
         args: Any = ["--config", str(config), *(f"--trainer.{key}={value}" for key, value in LOAD_TRAINER.items())]
     elif isinstance(record.get("config"), dict):
         check_config_sections(record["config"], f"{ckpt_path}: its recorded config")
-        args = {key: copy.deepcopy(value) for key, value in record["config"].items() if key not in RUN_ONLY_KEYS}
+        args = recorded_settings(record["config"])
         args["trainer"] = dict(LOAD_TRAINER)
     else:
         raise CheckpointError(f"{ckpt_path}: the checkpoint records no config (it predates recplug export); "

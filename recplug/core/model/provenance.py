@@ -11,7 +11,7 @@ import hashlib
 import json
 import platform
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -77,8 +77,13 @@ def provenance(config: dict[str, Any] | str, data: InteractionData, seed: int) -
 
 def hashed_config(config: dict[str, Any]) -> dict[str, Any]:
     """The resolved config without :data:`LOCATION_KEYS`, so the seeds of one variant share a config hash."""
+    return without_keys(config, LOCATION_KEYS)
+
+
+def without_keys(config: dict[str, Any], dotted_keys: Iterable[str]) -> dict[str, Any]:
+    """A plain (JSON) copy of ``config`` without the ``dotted_keys`` (``"trainer.logger"``) it holds."""
     trimmed = json.loads(json.dumps(config, default=str))
-    for dotted in LOCATION_KEYS:
+    for dotted in dotted_keys:
         *parents, leaf = dotted.split(".")
         node = trimmed
         for key in parents:

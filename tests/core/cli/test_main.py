@@ -233,6 +233,34 @@ def test_predict_and_test_without_a_config_use_the_one_the_checkpoint_records(tm
     assert "trained with model.encoders ['UserItemGraph']" in capsys.readouterr().err
 
 
+def test_a_recorded_config_never_chooses_where_a_command_writes(tmp_path, monkeypatch) -> None:
+    """A crafted checkpoint's recorded config named the top-k file (overwritten), the log and root folders and the
+    cache; without --config, predict and test write to the defaults in the current folder."""
+    import torch
+
+    assert fit("mf.yaml", tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+               "--trainer.logger=false") == 0
+    checkpoint = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)
+    elsewhere, precious = tmp_path / "elsewhere", tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    elsewhere.mkdir()
+    config = checkpoint["recplug"]["config"]
+    config["topk"]["output_path"] = str(precious)
+    config["trainer"]["default_root_dir"] = str(elsewhere / "root")
+    config["trainer"]["logger"] = {"class_path": "pytorch_lightning.loggers.CSVLogger",
+                                   "init_args": {"save_dir": str(elsewhere / "logs")}}
+    config["data"]["cache_dir"] = str(elsewhere / "cache")
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, crafted)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["predict", "--ckpt_path", str(crafted), *QUIET]) == 0
+    assert main(["test", "--ckpt_path", str(crafted), *QUIET]) == 0
+    assert precious.read_text() == "keep me" and not list(elsewhere.iterdir())
+    assert (work / "predictions.tsv").is_file()
+
+
 def test_checkpoints_carry_provenance(tmp_path) -> None:
     import torch
 
