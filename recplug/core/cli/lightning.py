@@ -430,6 +430,9 @@ class RecplugCLI(LightningCLI):
             shown = str(ckpt_path)  # a URL stays named as given, not by its downloaded copy
             if ckpt_path is not None and not str(ckpt_path).strip():
                 raise ConfigError("ckpt_path is empty; give a checkpoint's path or URL, or leave it out")
+            if ckpt_path is None and subcommand in EVALUATING_COMMANDS:
+                print(f"note: no --ckpt_path: recplug {subcommand} uses the model's initial weights, untrained",
+                      file=sys.stderr)
             if ckpt_path in ("best", "hpc", "registry") and subcommand != "fit":
                 raise ConfigError(f"ckpt_path {ckpt_path}: `recplug {subcommand}` trains nothing, so there is no "
                                   f"{ckpt_path} checkpoint of this run; give the checkpoint's path")

@@ -233,6 +233,13 @@ def test_predict_and_test_without_a_config_use_the_one_the_checkpoint_records(tm
     assert "trained with model.encoders ['UserItemGraph']" in capsys.readouterr().err
 
 
+def test_evaluating_without_a_checkpoint_says_the_weights_are_untrained(tmp_path, capsys) -> None:
+    assert main(["validate", "--config", str(ROOT / "configs" / "mf.yaml"), "--trainer.logger=false",
+                 "--trainer.default_root_dir", str(tmp_path), *QUIET]) == 0
+    assert "note: no --ckpt_path: recplug validate uses the model's initial weights, untrained" in (
+        capsys.readouterr().err)
+
+
 def test_a_recorded_config_never_chooses_where_a_command_writes(tmp_path, monkeypatch) -> None:
     """A crafted checkpoint's recorded config named the top-k file (overwritten), the log and root folders and the
     cache; without --config, predict and test write to the defaults in the current folder."""
