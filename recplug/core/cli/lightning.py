@@ -647,7 +647,8 @@ def with_recorded_config(args: list[str]) -> list[str]:
         return args
     if any(arg in ("-c", "--config") or arg.startswith("--config=") for arg in args):
         return args
-    location = next((value for option, value in option_values(args) if option == "--ckpt_path"), None)
+    given = [value for option, value in option_values(args) if option == "--ckpt_path"]
+    location = given[-1] if given else None  # the one the parser keeps: the last
     from recplug.core.model.checkpoint import TRAINER_KEYWORDS, local_checkpoint, open_checkpoint
 
     if not location or not location.strip() or location in TRAINER_KEYWORDS:

@@ -228,6 +228,9 @@ def test_predict_and_test_without_a_config_use_the_one_the_checkpoint_records(tm
     assert len(open(out).readline().split("\t")) == 3
     assert main(["test", "--ckpt_path", str(ckpt), "--trainer.logger=false", *QUIET]) == 0
     assert "note: model." not in capsys.readouterr().err  # no setting differs from the checkpoint's
+    # given twice, the last one is the checkpoint, for its config as for its weights (the first gave the config)
+    assert main(["test", "--ckpt_path", str(tmp_path / "gone.ckpt"), "--ckpt_path", str(ckpt),
+                 "--trainer.logger=false", *QUIET]) == 0
     assert main(["test", "--ckpt_path", str(ckpt), "--config", str(ROOT / "configs" / "mf.yaml"),
                  "--trainer.logger=false", *QUIET]) == 2  # a --config given is the one used
     assert "trained with model.encoders ['UserItemGraph']" in capsys.readouterr().err
