@@ -551,6 +551,9 @@ class RecplugCLI(LightningCLI):
             if dropped is not None:
                 raise ConfigError(f"{option} {value}: unknown key {dropped} (holding only empty mappings, it would "
                                   "have been ignored)")
+            if any(_holds_nothing(item) for item in (content if isinstance(content, list) else [content])):
+                raise ConfigError(f"{option} {value}: sets nothing (an empty mapping, merged into the value); give "
+                                  "the settings to change, or leave the option out")
         ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
         logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in metrics for k in ks}
         monitors = {"checkpoint.monitor": config.get("checkpoint.monitor")}

@@ -344,6 +344,18 @@ def test_an_unknown_empty_mapping_given_on_the_command_line_is_refused(case: str
         f"error: {named}: unknown key {key} (holding only empty mappings, it would have been ignored)")
 
 
+@pytest.mark.parametrize("options", [["--model", "{}"], ["--data={}"], ["--model.encoders", "[{}]"],
+                                     ["--trainer.callbacks", "[{}]"]], ids=["model", "data", "encoders", "callbacks"])
+def test_an_empty_mapping_given_on_the_command_line_is_refused(options: list[str], tiny: Path, tmp_path: Path) -> None:
+    """``--model.encoders '[{}]'`` was merged into mf.yaml's encoder and changed nothing, without a word."""
+    shown = " ".join(options[0].split("=", 1)) if len(options) == 1 else " ".join(options)
+    mf = ["fit", "--config", str(ROOT / "configs" / "mf.yaml"), "--data.path", str(tiny),
+          "--trainer.default_root_dir", str(tmp_path), "--trainer.logger=false"]
+    assert one_error(*run(*mf, *options)) == (
+        f"error: {shown}: sets nothing (an empty mapping, merged into the value); give the settings to change, or "
+        "leave the option out")
+
+
 def test_an_unknown_empty_mapping_in_a_file_given_to_a_group_is_refused(tiny: Path, tmp_path: Path) -> None:
     group = tmp_path / "model.yaml"
     group.write_text("lr: 0.01\nbogus: {}\n")
