@@ -174,8 +174,8 @@ def _convert(args: argparse.Namespace) -> int:
     from recplug.core.data.formats.mmrec import write_mmrec
     from recplug.core.ops.io import atomic_folder, check_can_create
 
+    check_can_create(args.out, "output folder")
     out = Path(args.out)
-    check_can_create(out, "output folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out}: output folder exists and is not empty")
     if args.name is not None and (not args.name or any(c in args.name for c in "/\\\t\n")):

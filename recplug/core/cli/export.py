@@ -112,8 +112,8 @@ def export(args: Any) -> Path:
     from recplug.core.model.provenance import provenance
     from recplug.core.ops.io import atomic_folder, check_can_create
 
+    check_can_create(args.out, "--out")
     out = Path(args.out)
-    check_can_create(out, "--out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: exists and is not an empty folder; remove it or give another")
     search = index_search(args)

@@ -33,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
 
     def command() -> int:
-        if args and args[0] in COMMANDS:  # imported only now: each command's own imports stay out of --help
+        if not args:  # jsonargparse would name its four sub-commands only
+            raise ConfigError(f"no command given; choose one of {', '.join([*LIGHTNING_COMMANDS, *COMMANDS])} "
+                              "(recplug --help describes them)")
+        if args[0] in COMMANDS:  # imported only now: each command's own imports stay out of --help
             return importlib.import_module(COMMANDS[args[0]].module).main(args[1:])
-        if args and not args[0].startswith("-") and args[0] not in LIGHTNING_COMMANDS:  # jsonargparse names 4
+        if not args[0].startswith("-") and args[0] not in LIGHTNING_COMMANDS:  # jsonargparse names 4
             choices = ", ".join([*LIGHTNING_COMMANDS, *COMMANDS])
             raise ConfigError(f"unknown command {args[0]!r}; choose one of {choices}")
         from recplug.core.cli.lightning import with_recorded_config

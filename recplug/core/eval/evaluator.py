@@ -372,6 +372,8 @@ class TopKWriter(BasePredictionWriter):
         unknown = [s for s in exclude if s not in SPLITS]
         if unknown:
             raise ConfigError(f"topk.exclude: unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
+        if not str(output_path).strip():
+            raise ConfigError("topk.output_path is empty; give the file to write, e.g. predictions.tsv")
         if Path(output_path).is_dir():
             raise ConfigError(f"topk.output_path: {output_path} is a folder; give the file to write, e.g. "
                               f"{Path(output_path) / 'predictions.tsv'}")

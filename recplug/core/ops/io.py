@@ -68,7 +68,10 @@ def check_can_create(path: str | Path, option: str) -> None:
     long for the file system, a symbolic link on the way that leads nowhere (a loop or a missing target), a
     nearest existing ancestor that is a file, or one where no folder can be made (read-only, ``/proc``). Checked
     before a command's work, which would otherwise end in the OS error of its first write. Long paths are cut in
-    the message, so its reason stays within an error line."""
+    the message, so its reason stays within an error line. An empty ``path`` (which ``Path`` reads as the current
+    folder) is refused too."""
+    if not str(path).strip():
+        raise ConfigError(f"{option} is empty; give a path")
     parent = Path(path).absolute()
     named = f"{option} {one_line(path, PATH_LIMIT)}"
     try:

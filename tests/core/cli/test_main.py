@@ -95,6 +95,23 @@ def test_an_unknown_command_lists_every_command(capsys) -> None:
     err = capsys.readouterr().err
     assert err == ("error: unknown command 'fitt'; choose one of fit, validate, test, predict, plugins, data, features, "
                    "report, ablate, export, serve, tune, benchmark\n")
+    assert main([]) == 2  # jsonargparse named its four sub-commands only
+    assert capsys.readouterr().err == (
+        "error: no command given; choose one of fit, validate, test, predict, plugins, data, features, report, "
+        "ablate, export, serve, tune, benchmark (recplug --help describes them)\n")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["export", "--ckpt_path", "x.ckpt", "--out", ""], "error: --out is empty; give a path"),
+    (["predict", "--topk.output_path", ""], "error: topk.output_path is empty; give the file to write, e.g. "
+                                            "predictions.tsv"),
+    (["data", "convert", "log.csv", ""], "error: output folder is empty; give a path"),
+])
+def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(argv, expected, capsys, tmp_path,
+                                                                        monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == expected
 
 
 def test_help_lists_each_of_recplugs_own_commands_on_its_line(capsys) -> None:
