@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recplug.core.cli.ablate import output_folder
 from recplug.core.cli.boundary import CommandParser
 from recplug.core.data.formats.text import (
     csv_records, field_count_error, first_repeated, plain_float, quoted, read_text,
 )
 from recplug.core.errors import ConfigError, DataError
-from recplug.core.ops.io import atomic_write, check_can_create
+from recplug.core.ops.io import atomic_write
 from recplug.core.ops.yaml_file import read_yaml
 
 DEFAULT_MONITOR = "val/recall@20"
@@ -93,6 +94,8 @@ class Report:
 def find_run(path: str | Path) -> Path:
     """The folder holding the run's log: ``path`` itself, or the latest ``version_N`` under it."""
     path = Path(path)
+    if path.is_file():
+        raise DataError(f"{path}: a file, not a run folder")
     if not path.is_dir():
         raise DataError(f"{path}: run folder not found")
     if (path / "metrics.csv").is_file() or any(path.glob("events.out.tfevents.*")):
@@ -348,8 +351,7 @@ def make_report(run_dir: str | Path, out: str | Path | None = None, monitor: str
     val = {n: s[best] for n, s in log.group("val/").items() if best in s} if best is not None else {}
     test = {m[len("test/") :]: v for m, v in log.final.items() if m.startswith("test/")}
     report = Report(log, monitor, mode, best, val, test)
-    folder = Path(out) if out is not None else run
-    check_can_create(folder, "--out")
+    folder = output_folder(str(out), "--out") if out is not None else run
     folder.mkdir(parents=True, exist_ok=True)
     if log.group("train/"):
         report.files.append(plot_losses(log.group("train/"), folder / "losses.png"))

@@ -103,6 +103,21 @@ def test_missing_run_is_one_line_error(tmp_path: Path, capsys) -> None:
         find_run(tmp_path / "nope")
 
 
+def test_a_file_as_the_run_or_as_out_and_an_empty_out_are_named(tmp_path: Path, monkeypatch, capsys) -> None:
+    """An empty --out wrote into the current folder; a file as --out was an OSError, as the run "not found"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("epoch,step,val/recall@20\n0,0,0.1\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(run), "--out", ""]) == 2
+    assert capsys.readouterr().err == "error: --out: an empty path; give a folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written here
+    assert main(["report", str(run), "--out", str(run / "metrics.csv")]) == 2
+    assert capsys.readouterr().err == f"error: --out {run / 'metrics.csv'}: a file, not a folder\n"
+    assert main(["report", str(run / "metrics.csv")]) == 2
+    assert capsys.readouterr().err == f"error: {run / 'metrics.csv'}: a file, not a run folder\n"
+
+
 def test_an_unlogged_monitor_a_nan_epoch_and_a_broken_config_are_handled(run: Path, tmp_path: Path, capsys) -> None:
     folder = find_run(run / "mf")
     assert main(["report", str(folder), "--out", str(tmp_path / "r"), "--monitor", "val/nope@5"]) == 2
