@@ -252,6 +252,9 @@ class RankingEvaluation:
         search: VectorSearch | None = None,
     ) -> None:
         self.ks, self.metrics = check_metric_args(ks, metrics, "eval.")
+        if search is not None and not isinstance(search, VectorSearch):
+            raise ConfigError(f"eval.search must be a VectorSearch (TorchExactSearch, FaissFlatSearch, ...), got "
+                              f"{type(search).__name__}")
         self.search = search if search is not None else TorchExactSearch()
         self.meter = FastMetrics(self.ks, self.metrics)
         self.group_meters = {group: FastMetrics(self.ks, self.metrics) for group in GROUPS}

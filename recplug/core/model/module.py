@@ -447,7 +447,7 @@ class RecModule(pl.LightningModule):
                 if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr >= 0):
                     raise ConfigError(
                         f"the learning rate is {lr:g} at epoch {self.current_epoch}, batch {batch_idx}; it must be a "
-                        "finite number >= 0: check the lr_scheduler section (e.g. its gamma)"
+                        "finite number >= 0: check the optimiser's lr and the lr_scheduler section (e.g. its gamma)"
                     )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.adam import adam
 
-from recplug.core.errors import ConfigError
+from recplug.core.errors import ConfigError, check_number
 from recplug.core.model.components import FusionModule
 from recplug.core.model.hook_results import check_combined, check_views
 from recplug.core.ops.sampling import RowIndex, check_budget, check_engine, check_fanouts, gather_rows
@@ -283,6 +283,11 @@ class LazyAdam(torch.optim.Optimizer):
         self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
+        check_number(self, "lr", lr, 0)
+        check_number(self, "eps", eps, 0)
+        check_number(self, "weight_decay", weight_decay, 0)
+        for beta in betas:
+            check_number(self, "betas", beta, 0, 1, high_open=True)
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
         self._scratch_buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}  # scratch, never state
 

@@ -113,6 +113,11 @@ def test_evaluation_and_prediction_need_a_rec_datamodule_and_an_embedding_model(
         module.setup("fit")  # was a RuntimeError (a traceback)
 
 
+def test_a_search_that_is_no_vector_search_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^eval.search must be a VectorSearch .*, got str$"):
+        RankingEvaluation(search="bogus")  # type: ignore[arg-type]
+
+
 def test_cutoffs_beyond_the_catalogue_are_refused_before_training(tiny_folder: Path, tmp_path: Path) -> None:
     data = RecDataModule(path=str(tiny_folder))
     module = RecModule(num_users=data.num_users, num_items=data.num_items, evaluation=RankingEvaluation(ks=[151]))

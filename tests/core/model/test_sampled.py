@@ -313,3 +313,17 @@ def test_fanouts_beyond_the_deepest_encoder_are_warned_of(tiny_data) -> None:
                                          r"hop\(s\): the entries after the first 2 are not used"):
         RecModule(tiny_data.num_users, tiny_data.num_items, sampling=Sampling([5, 5, 5]),
                   encoders=[UserItemGraph(num_layers=2)])
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"lr": -1.0}, "LazyAdam: lr must be >= 0, got -1.0"), ({"lr": float("nan")}, "LazyAdam: lr must be >= 0, got nan"),
+    ({"betas": (0.9, 1.0)}, r"LazyAdam: betas must be in \[0, 1\), got 1.0"), ({"eps": -1e-8}, "LazyAdam: eps must"),
+    ({"weight_decay": -1.0}, "LazyAdam: weight_decay must be >= 0"),
+])
+def test_lazy_adam_refuses_bad_settings_by_name(settings: dict, message: str) -> None:
+    """A negative lr trained until the first step, then was blamed on the lr_scheduler."""
+    from recplug.core.errors import InvalidArgument
+    from recplug.core.model.sampled import LazyAdam
+
+    with pytest.raises(InvalidArgument, match=f"^{message}"):
+        LazyAdam([torch.nn.Parameter(torch.zeros(2))], **settings)
