@@ -30,7 +30,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set as AbstractSet
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +221,9 @@ def _embeddings(argument: str, value: Any) -> Tensor:
     if not isinstance(value, Tensor) or value.ndim != 2:
         shown = f"shape {list(value.shape)}" if isinstance(value, Tensor) else one_line(repr(value), 80)
         raise ConfigError(f"Recommender.{argument} must be a 2-d tensor [num_{argument}, d], got {shown}")
+    if value.is_complex() or value.is_meta:  # complex scores do not order; a meta tensor holds no values
+        raise ConfigError(f"Recommender.{argument} must be a real tensor with values, got a {value.dtype} tensor on "
+                          f"{value.device}")
     return value.detach().float().cpu()
 
 
@@ -334,7 +337,8 @@ class Recommender:
             return [ids]
         if isinstance(ids, (np.ndarray, Tensor)) and ids.ndim == 1:
             return ids.tolist()
-        if not isinstance(ids, Iterable) or isinstance(ids, (bytes, bytearray, Mapping, np.ndarray, Tensor)):
+        if not isinstance(ids, Iterable) or isinstance(ids, (bytes, bytearray, Mapping, AbstractSet, np.ndarray,
+                                                              Tensor)):  # a set has no order to answer in
             raise ConfigError(f"{owner}.{argument} must be a list of {kind} ids (or one id), got "
                               f"{one_line(repr(ids), 80)}")
         return list(ids)

@@ -115,6 +115,8 @@ def test_what_is_no_id_nor_list_of_ids_is_refused(rec, call, message) -> None:
 
 def test_ids_may_be_a_1d_array_or_tensor(rec) -> None:
     assert rec.recommend(np.array([1, 2]), k=3) == rec.recommend(torch.tensor([1, 2]), k=3) == rec.recommend([1, 2], 3)
+    with pytest.raises(ConfigError, match=r"^recommend.user_ids must be a list of user ids \(or one id\), got \{"):
+        rec.recommend({1, 2}, k=3)  # a set has no order to answer in
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -135,6 +137,10 @@ def test_ids_may_be_a_1d_array_or_tensor(rec) -> None:
                                                     "users, got 'abc'"),
     ((torch.randn(3, 4), torch.randn(5, 4), 5), "Recommender.user_ids must be a list of ids, one per row of users, "
                                                 "got 5"),
+    ((torch.randn(3, 4, dtype=torch.complex64), torch.randn(5, 4)),
+     "Recommender.users must be a real tensor with values, got a torch.complex64 tensor on cpu"),
+    ((torch.randn(3, 4), torch.empty(5, 4, device="meta")),
+     "Recommender.items must be a real tensor with values, got a torch.float32 tensor on meta"),
 ])
 def test_a_recommender_of_mismatched_embeddings_or_ids_is_refused(arguments, message) -> None:
     with pytest.raises(ConfigError) as info:
