@@ -102,6 +102,11 @@ def summarize_parser_error(message: str) -> str:
     missing = re.search(r"No module named '([^']+)'", message)
     if key and nested and missing:  # nothing to import
         return f"{_component_key(key, message)}: class_path {nested.group(1)!r}: no module named {missing.group(1)!r}"
+    requirement = re.search(r"Requirement '([^']+)' not met", message)
+    if nested and requirement:  # a Lightning class whose optional package is missing (WandbLogger without wandb)
+        where = f"{_component_key(key, message)}: " if key else ""
+        return (f"{where}class_path {nested.group(1)!r} needs {requirement.group(1)!r}, which is not installed "
+                f"(pip install '{requirement.group(1)}')")
     if key and nested:  # the class resolved; one of its arguments is bad: name it under init_args
         key = f"{_component_key(key, message)}.init_args"
         class_path, message = nested.groups()
@@ -531,6 +536,8 @@ class RecplugCLI(LightningCLI):
             return None if cause is exc else cause
         if isinstance(exc, MisconfigurationException):
             return trainer_error(exc)
+        if isinstance(exc, ValueError) and "Requirement '" in str(exc) and "Problem with given class_path" in str(exc):
+            return ConfigError(summarize_parser_error(str(exc)))  # a class whose optional package is missing
         return None
 
     def before_instantiate_classes(self) -> None:

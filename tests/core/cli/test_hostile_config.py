@@ -13,6 +13,7 @@ import inspect
 import io
 import math
 import os
+import re
 import sys
 import tempfile
 import types
@@ -180,6 +181,18 @@ PREDICT_CASES = {
 def test_a_bad_predict_setting_ends_in_one_line(case: str, tiny: Path, tmp_path: Path) -> None:
     extra, expected = PREDICT_CASES[case]
     assert one_error(*run(*bundle_args(tiny, tmp_path, "predict"), *extra)) == f"error: {expected}"
+
+
+def test_a_class_whose_optional_package_is_missing_is_one_line(tiny: Path, tmp_path: Path) -> None:
+    """A logger whose package is not installed gave a 1,000-character jsonargparse dump that named no package."""
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed")
+    line = one_error(*run(*bundle_args(tiny, tmp_path), "--trainer.logger",
+                          "{class_path: pytorch_lightning.loggers.WandbLogger}"))
+    assert re.fullmatch(r"error: class_path 'pytorch_lightning.loggers.WandbLogger' needs 'wandb[^']*', which is not "
+                        r"installed \(pip install 'wandb[^']*'\)", line), line
 
 
 def test_predict_into_a_folder_is_refused(tiny: Path, tmp_path: Path) -> None:
