@@ -626,4 +626,4 @@ def test_a_scheduler_that_makes_the_learning_rate_negative_stops_the_run(tiny: P
                           "--lr_scheduler=torch.optim.lr_scheduler.StepLR", "--lr_scheduler.step_size=1",
                           "--lr_scheduler.gamma=-5"))
     assert line == ("error: the learning rate is -0.05 at epoch 1, batch 0; it must be a finite number >= 0: check the "
-                    "lr_scheduler section (e.g. its gamma)")
+                    "optimiser's lr and the lr_scheduler section (e.g. its gamma)")
