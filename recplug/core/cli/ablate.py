@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.cli.paired import PER_USER_FILE, load_per_user, paired_comparisons, record_per_user
+from recplug.core.data.formats.text import first_repeated
 from recplug.core.errors import ConfigError, RecplugError, one_line
 from recplug.core.ops.io import atomic_write, check_can_create
 from recplug.core.ops.yaml_file import read_yaml
@@ -256,6 +257,13 @@ def existing_file(what: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def check_once(values: Iterable[object], option: str) -> None:
+    """Refuse a value given twice to ``option`` (its runs, rows or columns would be merged into one silently)."""
+    repeated = first_repeated([str(value) for value in values])
+    if repeated is not None:
+        raise ConfigError(f"{option}: {repeated} is given twice")
 
 
 def output_folder(text: str, option: str) -> Path:
@@ -782,6 +790,8 @@ def reserved_keys(command: str, max_epochs: int | None) -> dict[str, str]:
 def main(argv: list[str]) -> int:
     """``recplug ablate ...`` (``argv`` excludes ``ablate``). Returns 0, 1 if a run failed, 130 if interrupted."""
     args, extra = build_parser().parse_with_passthrough(argv)
+    for option, values in (("--seeds", args.seeds), ("--only", args.only or []), ("--metrics", args.metrics)):
+        check_once(values, option)
     reserved = reserved_keys("ablate", args.max_epochs)
     check_passthrough(extra, "the runs", reserved)
     variants, axes, common = load_variants(args.variants)
@@ -797,8 +807,7 @@ def main(argv: list[str]) -> int:
         common = {**common, "trainer.max_epochs": args.max_epochs}
     out = output_folder(args.out if args.out is not None else str(Path("runs") / "ablate" / Path(args.variants).stem),
                         "--out")
-    seeds = list(dict.fromkeys(args.seeds))
-    runs = plan(args.config, variants, seeds, out, override_args(common), extra)
+    runs = plan(args.config, variants, args.seeds, out, override_args(common), extra)
     reference = None
     if args.against:
         reference = Variant(Path(args.against).stem, {})
@@ -810,7 +819,7 @@ def main(argv: list[str]) -> int:
             raise ConfigError(f"--against compares test users, so the first --metrics must be a test metric, not "
                               f"{args.metrics[0]}")
         shortcut = {"trainer.max_epochs": args.max_epochs} if args.max_epochs is not None else {}
-        runs += plan([args.against], [reference], seeds, out, override_args(shortcut), extra)
+        runs += plan([args.against], [reference], args.seeds, out, override_args(shortcut), extra)
     stored = [finished(r) for r in runs]
     logged = {m for done in stored if done is not None for m in _run_values(done)} - {"epoch"}
     if not args.report_only:  # one run of each row still to run is built first: a refused config stops it all
@@ -830,7 +839,7 @@ def main(argv: list[str]) -> int:
         return 0
     todo = stored.count(None)
     rows = len(variants) + (reference is not None)
-    print(f"recplug ablate: {rows} rows x {len(seeds)} seeds = {len(runs)} runs, "
+    print(f"recplug ablate: {rows} rows x {len(args.seeds)} seeds = {len(runs)} runs, "
           f"{len(runs) - todo} finished earlier, {todo} {'left out' if args.report_only else 'to run'}; logs in "
           f"{out / 'runs'}", flush=True)
     if args.report_only:
@@ -852,7 +861,7 @@ def main(argv: list[str]) -> int:
     monitor = results[0]["monitor"] if results else "val/recall@20"
     write_csv(out / "results.csv", axes, results, summaries, tests)
     with atomic_write(out / "results.md") as handle:
-        handle.write(markdown(summaries, axes, args.metrics, monitor, results, seeds, tests,
+        handle.write(markdown(summaries, axes, args.metrics, monitor, results, args.seeds, tests,
                               reference.name if reference is not None else ""))
     written = [out / "results.csv", out / "results.md"]
     if not args.no_plot and results:

@@ -38,7 +38,6 @@ from typing import Any
 from recplug.core.cli import ablate
 from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.cli.paired import paired_comparisons, record_per_user
-from recplug.core.data.formats.text import first_repeated
 from recplug.core.errors import ConfigError
 from recplug.core.ops.io import atomic_write
 
@@ -320,13 +319,6 @@ def run_entries(entries: list[Entry], dataset: str, args: Any, extra: list[str],
     return rows, bool(failures)
 
 
-def _once(values: list[str], option: str) -> None:
-    """Refuse a value given twice to ``option`` (its rows or leaderboards would repeat)."""
-    repeated = first_repeated(values)
-    if repeated is not None:
-        raise ConfigError(f"{option}: {repeated} is given twice")
-
-
 def check_plan(args: Any, extra: list[str], entries: list[Entry]) -> None:
     """Everything the runs depend on, checked before any tuning or training: the options, the search spaces and
     one build of every config on every dataset (:func:`ablate.preflight`), and the metrics they log."""
@@ -336,7 +328,6 @@ def check_plan(args: Any, extra: list[str], entries: list[Entry]) -> None:
         if given:
             raise ConfigError(f"{given} applies to tuning only; add --trials N")
     args.spaces = args.spaces if args.spaces is not None else str(Path(args.configs[0]).parent / SPACES)
-    _once(args.datasets, "--datasets")
     for entry in entries:
         if re.fullmatch(rf"{REFERENCE}-\d+", entry.name):
             raise ConfigError(f"--configs {entry.config}: rows named {REFERENCE}-<X> are the GRMF-X references "
@@ -382,7 +373,9 @@ def main(argv: list[str]) -> int:
     interrupted, 2 on a config error."""
     args, extra = build_parser().parse_with_passthrough(argv)
     ablate.output_folder(args.out, "--out")
-    _once(args.configs, "--configs")
+    for option, values in (("--configs", args.configs), ("--datasets", args.datasets), ("--seeds", args.seeds),
+                           ("--metrics", args.metrics)):
+        ablate.check_once(values, option)
     if args.mf is None:
         args.mf = next((c for c in args.configs if Path(c).name == MF), str(Path(args.configs[0]).parent / MF))
         if not Path(args.mf).is_file():
@@ -396,7 +389,6 @@ def main(argv: list[str]) -> int:
     proposed = args.proposed or names[0]
     if proposed not in names:
         raise ConfigError(f"--proposed {proposed!r} is none of the --configs rows {names}")
-    args.seeds = list(dict.fromkeys(args.seeds))
     try:
         check_plan(args, extra, entries)
         return run_plan(args, extra, entries, proposed)
