@@ -821,6 +821,9 @@ def main(argv: list[str]) -> int:
         shortcut = {"trainer.max_epochs": args.max_epochs} if args.max_epochs is not None else {}
         runs += plan([args.against], [reference], args.seeds, out, override_args(shortcut), extra)
     stored = [finished(r) for r in runs]
+    if args.report_only and stored.count(None) == len(runs):  # the tables would be empty, replacing any written
+        raise ConfigError(f"--report-only: none of the {len(runs)} runs has finished under {out} (with these configs, "
+                          "variants, seeds and overrides); run the command without --report-only first")
     logged = {m for done in stored if done is not None for m in _run_values(done)} - {"epoch"}
     if not args.report_only:  # one run of each row still to run is built first: a refused config stops it all
         try:

@@ -407,6 +407,9 @@ def run_plan(args: Any, extra: list[str], entries: list[Entry], proposed: str) -
         rows, failed = run_entries(entries, dataset, args, extra, out)
         if args.dry_run:
             continue
+        if args.report_only and not any(row.results for row in rows):  # an empty leaderboard, replacing any written
+            raise ConfigError(f"--report-only: no run on {dataset} has finished under {out} (with these configs, seeds "
+                              "and overrides); run the command without --report-only first")
         sizes = sorted({row.size for row in rows if row.size is not None})
         mf_size = next((row.size for row in rows if row.entry.mf), None)
         references = [Entry(f"{REFERENCE}-{size}", args.mf, (f"--model.embedding_dim={size}",), True, True)

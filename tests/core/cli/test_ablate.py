@@ -311,11 +311,12 @@ def without_options(args: list[str], options: set[str]) -> list[str]:
     ("", ["--seeds", "0", "1", "0"], r"--seeds: 0 is given twice"),  # each was run once, silently
     ("", ["--only", "base", "base"], r"--only: base is given twice"),
     ("", ["--metrics", "test/recall@20", "test/recall@20"], r"--metrics: test/recall@20 is given twice"),
+    ("", ["--report-only"], r"--report-only: none of the 2 runs has finished under .*out \(with these configs"),
 ], ids=["unknown-key", "unknown-plugin", "seed", "data-seed", "root-dir", "logger", "epochs-twice",
         "config-in-a-variant", "seed-override", "epochs-override", "fast-dev-run", "help", "print-config", "config",
         "override-the-cli-refuses", "k-beyond-the-catalogue", "no-validation", "no-test", "test-monitor",
         "no-best-checkpoint", "negative-seed", "negative-epochs", "variants-is-a-folder", "config-is-a-folder", "missing-against", "out-is-a-file",
-        "unknown-metric", "seed-twice", "only-twice", "metric-twice"])
+        "unknown-metric", "seed-twice", "only-twice", "metric-twice", "report-only-with-nothing-finished"])
 def test_bad_input_is_refused_before_any_run(mf_ablation, capsys, variants, options, message) -> None:
     args, out = mf_ablation
     write(Path(args[4]), "variants:\n  base: {}\n" + variants)
