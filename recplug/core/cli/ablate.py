@@ -116,6 +116,8 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
 
 MAX_VARIANTS = 1_000
 """The most variants a variants file may hold (a grid counts its combinations)."""
+MAX_FOLDER_NAME = 255
+"""The longest folder name (in bytes) of the common file systems (ext4, XFS, APFS, tmpfs): a variant's runs folder."""
 
 
 def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str, Any]]:
@@ -164,6 +166,9 @@ def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str,
     for name in names:
         if folder_name(name) in ("", ".", ".."):
             raise ConfigError(f"{path}: variant name {name!r} cannot name its runs' folder; use letters or digits")
+        if len(folder_name(name)) > MAX_FOLDER_NAME:  # folder_name keeps ASCII only: characters are bytes
+            raise ConfigError(f"{path}: variant name {one_line(name, 40)!r} is too long to name its runs' folder "
+                              f"({len(folder_name(name))} characters, at most {MAX_FOLDER_NAME}); shorten it")
     shared = folder_clash(names)
     if shared:
         raise ConfigError(f"{path}: variants {shared[0]!r} and {shared[1]!r} would share the runs folder "

@@ -154,9 +154,12 @@ def test_overrides_become_cli_arguments() -> None:
     ('variants: {a: {"--model.lr": 0.1}}\n', r"variants.a: '--model.lr' is not a dotted config key"),
     ('grid: {lr: {low: {"model.lr=0.1": 1}}}\n', r"grid.lr.low: 'model.lr=0.1' is not a dotted config key"),
     ('common: {"trainer max_epochs": 3}\nvariants: {a: {}}\n', r"common: 'trainer max_epochs' is not a dotted"),
+    (f"variants: {{{'x' * 256}: {{}}}}\n", r"variant name 'x{40}\.\.\.' is too long to name its runs' folder \(256 "
+                                          r"characters, at most 255\)"),  # it failed once training started
+    (f"grid: {{{'a' * 130}: {{{'b' * 130}: {{}}}}}}\n", r"variant name 'a{40}\.\.\.' is too long"),
 ], ids=["unknown-key", "unquoted-on-off", "key-on-two-axes", "list-not-mapping", "empty", "bad-yaml", "variant-twice",
         "key-twice", "section-twice", "empty-name", "parent-folder-name", "names-sharing-a-folder", "key-with-space",
-        "dashed-key", "key-with-value", "common-key-with-space"])
+        "dashed-key", "key-with-value", "common-key-with-space", "name-too-long", "grid-name-too-long"])
 def test_bad_variants_file_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:
         load_variants(write(tmp_path / "v.yaml", text))
