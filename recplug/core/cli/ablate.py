@@ -314,9 +314,13 @@ def reserved_clash(key: str, reserved: dict[str, str]) -> str | None:
 
 
 def check_reserved(keys: Iterable[str], reserved: dict[str, str], where: str) -> None:
-    """Refuse a key of ``keys`` that sets a ``reserved`` key: the command's own value would win silently."""
+    """Refuse a key of ``keys`` that sets a ``reserved`` key, or may (``model`` holds ``model.lr``): the command's own
+    value would win silently."""
     for key in keys:
         clash = reserved_clash(key, reserved)
+        if clash is not None and clash.startswith(key + "."):
+            raise ConfigError(f"{where} may set {clash} (a key inside {key}), which {reserved[clash]}; set the keys "
+                              f"inside {key} one by one")
         if clash is not None:
             raise ConfigError(f"{where} sets {clash}, which {reserved[clash]}")
 

@@ -315,11 +315,15 @@ def without_options(args: list[str], options: set[str]) -> list[str]:
     ("", ["--only", "base", "base"], r"--only: base is given twice"),
     ("", ["--metrics", "test/recall@20", "test/recall@20"], r"--metrics: test/recall@20 is given twice"),
     ("", ["--report-only"], r"--report-only: none of the 2 runs has finished under .*out \(with these configs"),
+    ("", ["--", "--trainer={limit_train_batches: 2}"], r"the fit override --trainer may set trainer.default_root_dir "
+                                                        r"\(a key inside trainer\), which recplug ablate sets for each "
+                                                        r"run .*; set the keys inside trainer one by one"),
 ], ids=["unknown-key", "unknown-plugin", "seed", "data-seed", "root-dir", "logger", "epochs-twice",
         "config-in-a-variant", "seed-override", "epochs-override", "fast-dev-run", "help", "print-config", "config",
         "override-the-cli-refuses", "k-beyond-the-catalogue", "no-validation", "no-test", "test-monitor",
         "no-best-checkpoint", "negative-seed", "negative-epochs", "variants-is-a-folder", "config-is-a-folder", "missing-against", "out-is-a-file",
-        "unknown-metric", "seed-twice", "only-twice", "metric-twice", "report-only-with-nothing-finished"])
+        "unknown-metric", "seed-twice", "only-twice", "metric-twice", "report-only-with-nothing-finished",
+        "a-section-holding-a-key-ablate-sets"])
 def test_bad_input_is_refused_before_any_run(mf_ablation, capsys, variants, options, message) -> None:
     args, out = mf_ablation
     write(Path(args[4]), "variants:\n  base: {}\n" + variants)

@@ -192,6 +192,8 @@ def the_space(a: list[str]) -> str:
     (lambda a: [x if not x.endswith("space.yaml") else x + ".missing" for x in a], r"no such search-space file"),
     (lambda a: a + ["--model.lr=0.1"], r"the fit override --model.lr sets model.lr, which .* tunes"),
     (lambda a: a + ["--model.aux_losses", "[]"], r"the fit override --model.aux_losses sets model.aux_losses"),
+    (lambda a: a + ["--model", "{}"], r"the fit override --model may set model.lr \(a key inside model\), which "
+                                      r".*space.yaml tunes; set the keys inside model one by one"),  # it said "sets"
     (before_dashes("--timeout", "nan"), r"argument --timeout: must be a finite number, got nan"),
     (before_dashes("--timeout", "0"), r"argument --timeout: must be > 0, got 0"),
     (before_dashes("--seed", "-1"), r"argument --seed: must be in \[0, 4294967295\], got -1"),
@@ -217,8 +219,9 @@ def the_space(a: list[str]) -> str:
     (lambda a: a + ["--model.embedding_dim", "wide"],
      r"mf.yaml with the overrides after `--`: model.embedding_dim: expected int"),
 ], ids=["no-space", "no-trials", "unknown-sampler", "grid-of-ranges", "no-workers", "missing-space", "override-clash",
-        "override-clash-list", "nan-timeout", "zero-timeout", "negative-seed", "negative-warmup", "empty-study",
-        "study-is-a-file", "study-in-a-file", "space-is-a-folder", "config-is-a-folder", "help-to-trials",
+        "override-clash-list", "override-holding-a-tuned-key", "nan-timeout", "zero-timeout", "negative-seed",
+        "negative-warmup", "empty-study", "study-is-a-file", "study-in-a-file", "space-is-a-folder",
+        "config-is-a-folder", "help-to-trials",
         "print-config-to-trials", "abbreviated-help", "config-to-trials", "short-config-to-trials", "trial-root-dir",
         "trial-logger", "trial-checkpoints", "zero-epochs", "override-the-cli-refuses"])
 def test_bad_command_line_is_one_line_exit_2(space: Path, tmp_path: Path, tiny_folder: Path, capsys, change,
