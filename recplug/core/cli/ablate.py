@@ -118,6 +118,9 @@ MAX_VARIANTS = 1_000
 """The most variants a variants file may hold (a grid counts its combinations)."""
 MAX_FOLDER_NAME = 255
 """The longest folder name (in bytes) of the common file systems (ext4, XFS, APFS, tmpfs): a variant's runs folder."""
+MAX_TRIALS = 100_000
+"""The most trials ``recplug tune --trials`` and ``recplug benchmark --trials`` ask for (as many as a grid may have
+points): each trains a model."""
 
 
 def load_variants(path: str | Path) -> tuple[list[Variant], list[str], dict[str, Any]]:

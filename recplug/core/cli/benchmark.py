@@ -212,8 +212,8 @@ def build_parser() -> CommandParser:
     parser.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2, 3, 4],
                         help="seeds (default: 0 1 2 3 4)")
     parser.add_argument("--out", default="runs/benchmark", help="output folder (default: runs/benchmark)")
-    parser.add_argument("--trials", type=number_in(int, 0), default=0, help="tuning trials per bundle and dataset "
-                        "(default 0: take each config as given)")
+    parser.add_argument("--trials", type=number_in(int, 0, ablate.MAX_TRIALS), default=0,
+                        help="tuning trials per bundle and dataset (0, the default: no tuning, each config as given)")
     parser.add_argument("--spaces", help=f"folder of <bundle>.yaml search spaces (default: {SPACES}/ beside the first "
                         "--configs file, configs/search for configs/X.yaml; with --trials)")
     parser.add_argument("--tune-timeout", type=ablate.seconds,

@@ -50,8 +50,9 @@ import yaml
 from pytorch_lightning.callbacks import Callback
 
 from recplug.core.cli.ablate import (
-    LOGGER_OFF, OPTION_KEYS, OUTPUT_KEYS, captured, check_key, check_passthrough, check_reserved, existing_file,
-    last_error_line, output_args, output_folder, override_args, preflight, seconds, select_validation_epoch,
+    LOGGER_OFF, MAX_TRIALS, OPTION_KEYS, OUTPUT_KEYS, captured, check_key, check_passthrough, check_reserved,
+    existing_file, last_error_line, output_args, output_folder, override_args, preflight, seconds,
+    select_validation_epoch,
 )
 from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.errors import ConfigError, RecplugError, one_line
@@ -824,13 +825,13 @@ def build_parser() -> CommandParser:
                         help="base config (default: the `config` the space file names)")
     parser.add_argument("--space", required=True, type=existing_file("search-space file"),
                         help="search-space YAML (configs/search/*.yaml)")
-    parser.add_argument("--trials", type=number_in(int, 1), required=True,
-                        help="COMPLETE + PRUNED trials the study should have")
+    parser.add_argument("--trials", type=number_in(int, 1, MAX_TRIALS), required=True,
+                        help=f"COMPLETE + PRUNED trials the study should have (at most {MAX_TRIALS:,})")
     parser.add_argument("--timeout", type=seconds, help="start no trial after this many seconds")
     parser.add_argument("--study", help="study folder (default: runs/tune/<space file name>)")
     parser.add_argument("--storage", help="Optuna RDB URL shared by several machines (default: sqlite <study>/study.db)")
     parser.add_argument("--workers", type=number_in(int, 1), default=1,
-                        help="worker processes, one thread each (default 1)")
+                        help="worker processes, one thread each (default 1; at most one per core)")
     parser.add_argument("--sampler", default="auto", help=f"auto (grid for a space of choices only with at most "
                         f"{MAX_GRID:,} points, else tpe), tpe, grid or random")
     parser.add_argument("--seed", type=SEED, default=0, help="sampler seed (default 0)")
@@ -846,6 +847,10 @@ def parse_settings(argv: list[str]) -> Settings:
     args, extra = build_parser().parse_with_passthrough(argv)
     if args.sampler not in SAMPLERS:
         raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {args.sampler!r}")
+    cores = os.cpu_count() or 1
+    if args.workers > cores:  # more would only share the cores, each process holding its own torch and dataset
+        raise ConfigError(f"--workers {args.workers}: more than this machine's {cores} cores (each worker trains on "
+                          f"one thread); give at most {cores}")
     _optuna()
     if not args.no_plot:  # checked before the trials, not after them
         try:

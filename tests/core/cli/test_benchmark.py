@@ -110,12 +110,13 @@ def test_bad_arguments_are_one_line(tmp_path, capsys, monkeypatch):
     (["--", "--trainer.max_epochs=3"], r"sets trainer.max_epochs, which --max-epochs sets"),
     (["--seeds", "0", "1", "0"], r"--seeds: 0 is given twice"),  # each was run once, silently
     (["--metrics", "test/recall@20", "test/recall@20"], r"--metrics: test/recall@20 is given twice"),
+    (["--trials", "100001"], r"argument --trials: must be in \[0, 100000\], got 100001"),  # as recplug tune's
     (["--report-only"], r"--report-only: no run on default has finished under .*b/default \(with these configs"),
 ], ids=["unknown-metric", "val-metric", "config-twice", "dataset-twice", "unknown-dataset", "empty-dataset",
         "datasets-sharing-a-folder", "zero-epochs", "negative-epochs", "negative-seed", "zero-tune-timeout",
         "negative-tune-timeout", "tune-timeout-without-trials", "spaces-without-trials", "missing-spaces", "out-is-a-file", "help-to-runs",
         "config-to-runs", "data-path-to-runs", "seed-to-runs", "epochs-twice", "seed-twice", "metric-twice",
-        "report-only-with-nothing-finished"])
+        "too-many-trials", "report-only-with-nothing-finished"])
 def test_bad_input_is_refused_before_any_run(tmp_path, capsys, monkeypatch, options, message):
     monkeypatch.chdir(ROOT)
     split = options.index("--") if "--" in options else len(options)
