@@ -880,6 +880,25 @@ def parse_settings(argv: list[str]) -> Settings:
                     tuple(extra), args.workers, not args.no_plot)
 
 
+def _missing(study: optuna.Study, settings: Settings, start: float) -> str:
+    """Why the study has fewer trials than asked, after running since ``start`` (``time.monotonic()``): the timeout
+    passed, trials failed (a retried one is not missing) or trials still run in another process."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    failed = sum(t.state == TrialState.FAIL and t.number not in retried for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    reasons = []
+    if settings.timeout is not None and time.monotonic() - start >= settings.timeout:
+        reasons.append(f"the --timeout of {settings.timeout:g} s passed")
+    if failed:
+        reasons.append(f"{failed} failed: see the FAIL rows in {settings.study_dir / 'trials.md'}")
+    if running:
+        reasons.append(f"{running} still running in another process")
+    return "; ".join(reasons)
+
+
 def main(argv: list[str]) -> int:
     """``recplug tune ...`` (``argv`` excludes ``tune``). Returns 0, 1 if some trials failed or are missing,
     2 on a config error, 130 if interrupted."""
@@ -901,6 +920,7 @@ def main(argv: list[str]) -> int:
           f"{settings.workers} worker(s); {_counted(study, running=False)} of {settings.trials} trials done earlier"
           + (f"; trial(s) {retried} were left running by a killed process: run again" if retried else "")
           + f"; study in {settings.study_dir}", flush=True)
+    start = time.monotonic()
     try:
         if settings.workers > 1:
             status = run_workers(settings)
@@ -925,7 +945,7 @@ def main(argv: list[str]) -> int:
     print("wrote " + ", ".join(str(p) for p in written))
     done = _counted(study, running=False)
     if done < settings.trials:
-        print(f"recplug tune: {done} of {settings.trials} trials done (see FAIL rows in {out / 'trials.md'}); "
+        print(f"recplug tune: {done} of {settings.trials} trials done ({_missing(study, settings, start)}); "
               "run the same command again to run the missing ones.", file=sys.stderr)
         return 1
     return 0

@@ -333,6 +333,15 @@ def test_a_finished_study_writes_a_runnable_best_config(space: Path, run_in: Pat
     assert "3 of 3 trials done earlier" in capsys.readouterr().out and len(load(study_dir).trials) == 3
 
 
+def test_a_study_stopped_by_its_timeout_says_so(space: Path, run_in: Path, tiny_folder: Path, capsys) -> None:
+    """It blamed the FAIL rows of trials.md, of which there were none."""
+    assert main(tune_args(space, run_in / "study", tiny_folder, 5, "--timeout", "0.001", "--no-plot", epochs=1)) == 1
+    err = capsys.readouterr().err
+    assert __import__("re").search(r"recplug tune: [01] of 5 trials done \(the --timeout of 0.001 s passed\); run "
+                                   r"the same command again to run the missing ones.\n", err), err
+    assert "FAIL" not in err
+
+
 @pytest.mark.slow
 def test_a_finite_space_is_enumerated_once(tmp_path: Path, run_in: Path, tiny_folder: Path) -> None:
     grid = write(tmp_path / "grid.yaml", f"config: {MF}\nparams:\n  model.lr: {{choices: [0.01, 0.05]}}\n"
