@@ -356,16 +356,28 @@ def check_plan(args: Any, extra: list[str], entries: list[Entry]) -> None:
             if not _space(args, stem).is_file():
                 raise ConfigError(f"--spaces {args.spaces}: --trials needs a search space per bundle: "
                                   f"{_space(args, stem)} does not exist")
+    logged: set[str] = set()
+    if not args.report_only:  # the --configs files first: their own problem, not the default --mf's beside them
+        logged = preflight_entries(entries, args, extra)
+    if not Path(args.mf).is_file():  # only the default: a given --mf is checked as it is parsed
+        raise ConfigError(f"--mf: {args.mf} (the default, beside the first --configs file) is not a file; give "
+                          "the MF-BPR config of the GRMF-X reference rows")
     if args.report_only:
         return
+    if not any(e.mf for e in entries):
+        logged |= preflight_entries([Entry(Path(args.mf).stem, args.mf)], args, extra)
+    ablate.check_metrics(args.metrics, {m for m in logged if m.startswith("test/")})
+
+
+def preflight_entries(entries: list[Entry], args: Any, extra: list[str]) -> set[str]:
+    """One build of every entry's config on every dataset (:func:`ablate.preflight`); the metrics they log."""
     logged: set[str] = set()
-    mf = Entry(Path(args.mf).stem, args.mf)
     for dataset in args.datasets:
-        for entry in [*entries, *([] if any(e.mf for e in entries) else [mf])]:
+        for entry in entries:
             run = ablate.plan([entry.config], [ablate.Variant(entry.name, {})], args.seeds[:1],
                               Path(args.out) / _dataset_folder(dataset), _common(entry, dataset, args), extra)[0]
             logged |= ablate.preflight(run.args, f"{entry.config} on --datasets {dataset}")
-    ablate.check_metrics(args.metrics, {m for m in logged if m.startswith("test/")})
+    return logged
 
 
 def main(argv: list[str]) -> int:
@@ -376,11 +388,8 @@ def main(argv: list[str]) -> int:
     for option, values in (("--configs", args.configs), ("--datasets", args.datasets), ("--seeds", args.seeds),
                            ("--metrics", args.metrics)):
         ablate.check_once(values, option)
-    if args.mf is None:
+    if args.mf is None:  # checked after the --configs files (check_plan)
         args.mf = next((c for c in args.configs if Path(c).name == MF), str(Path(args.configs[0]).parent / MF))
-        if not Path(args.mf).is_file():
-            raise ConfigError(f"--mf: {args.mf} (the default, beside the first --configs file) is not a file; give "
-                              "the MF-BPR config of the GRMF-X reference rows")
     mf_config = Path(args.mf).resolve()
     entries = [Entry(Path(c).stem, c, mf=Path(c).resolve() == mf_config) for c in args.configs]
     names = [e.name for e in entries]

@@ -258,6 +258,11 @@ def test_default_mf_and_spaces_sit_beside_the_first_config(tmp_path, capsys, mon
     assert capsys.readouterr().err == (
         f"error: --mf: {tmp_path / 'mf.yaml'} (the default, beside the first --configs file) is not a file; give "
         "the MF-BPR config of the GRMF-X reference rows\n")
+    space = tmp_path / "space.yaml"  # a search space given as a config: its own problem, not the missing default --mf
+    space.write_text((ROOT / "configs/search/lightgcn.yaml").read_text())
+    assert main(["benchmark", "--configs", str(space), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {space} on --datasets default: ") and "--mf" not in err, err
     (tmp_path / "mf.yaml").write_text((ROOT / "configs/mf.yaml").read_text())
     assert main(["benchmark", "--configs", str(lone), "--out", str(out), "--trials", "1"]) == 2
     assert capsys.readouterr().err == (
