@@ -301,6 +301,8 @@ def test_item_tables_name_the_line_of_what_is_wrong(folder: Path, tmp_path: Path
         "latin.tsv": (b"item_id\ttitle\nB000\tt\xe9\n", "latin.tsv:2: byte 0xe9 is not UTF-8"),
         "quote.tsv": (b'item_id\ttitle\nB000\t"open\nB001\tt1\nB002\tt2\n',
                       "quote.tsv:2: a quote opened on this line is never closed"),
+        "last.tsv": (b'item_id\ttitle\nB000\tt0\nB001\t"open\n',
+                     "last.tsv:3: a quote opened on this line is never closed"),
         "twice.tsv": (b"item_id\ttitle\ttitle\nB000\ta\tb\n", "twice.tsv:1: column 'title' appears twice"),
     }
     for name, (content, fragment) in cases.items():

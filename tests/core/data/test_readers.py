@@ -338,6 +338,36 @@ def test_raw_options_are_checked() -> None:
         RawOptions(missing_features="zero").check()
 
 
+def test_a_quote_left_open_on_the_last_line_is_named_as_such(tmp_path: Path) -> None:
+    """Fuzz round 4, M7: a last line '"3,7' was 'expected 2 fields, got 1'; a stray quote inside a field, and a
+    quoted field that closes with a newline in it, are still read."""
+    (tmp_path / "log.csv").write_text('user,item\n0,1\n1,0\n"2,1\n')
+    with pytest.raises(DataError) as info:
+        process_raw(tmp_path / "log.csv")
+    assert str(info.value) == f"{tmp_path / 'log.csv'}:4: a quote opened on this line is never closed"
+    (tmp_path / "ok.csv").write_text('user,item,note\n0,0,a\n0,1,b"c\n1,0,x\n1,1,"d\n"\n')
+    data = process_raw(tmp_path / "ok.csv")
+    assert data.user_ids == ["0", "1"] and sum(data.num_interactions(s) for s in data.splits) == 4
+
+
+def test_bytes_that_are_not_utf8_are_named_as_such_by_the_byte_readers(tmp_path: Path) -> None:
+    """Fuzz round 4, M8: a latin-1 byte in an MMRec .inter was 'userID must be a non-negative integer, got 'caf\ufffd''
+    where the text readers say it is not UTF-8; an ignored column is read as text too."""
+    header = b"userID\titemID\trating\ttimestamp\tx_label\n"
+    for row in (b"caf\xe9\t0\t1\t0\t2\n", b"0\t1\t1\t\xe9\t2\n"):
+        folder = tmp_path / f"m{len(row)}"
+        folder.mkdir()
+        (folder / "d.inter").write_bytes(header + b"0\t0\t1\t0\t0\n" + row)
+        with pytest.raises(DataError) as info:
+            read_mmrec(folder)
+        assert str(info.value) == f"{folder / 'd.inter'}:3: byte 0xe9 is not UTF-8; save the file as UTF-8"
+    (tmp_path / "lg").mkdir()
+    (tmp_path / "lg" / "train.txt").write_bytes(b"0 0 1\n1 \xff1\n")
+    (tmp_path / "lg" / "test.txt").write_bytes(b"0 1\n")
+    with pytest.raises(DataError, match=r"train\.txt:2: byte 0xff is not UTF-8; save the file as UTF-8$"):
+        read_lightgcn(tmp_path / "lg")
+
+
 def test_temporal_split_needs_a_time_column(tmp_path: Path) -> None:
     (tmp_path / "log.csv").write_text("user,item\n" + "\n".join(f"{u},{i}" for u in range(3) for i in range(3)) + "\n")
     with pytest.raises(DataError, match=r"log\.csv:1: split 'temporal' needs a time column"):

@@ -55,13 +55,21 @@ def _file_bytes(path: Path) -> bytes:
 
 
 def read_bytes(path: Path) -> np.ndarray:
-    """:func:`_file_bytes` as ``uint8``, for the numpy tokenisers."""
-    return np.frombuffer(_file_bytes(path), dtype=np.uint8)
+    """:func:`_file_bytes` as ``uint8``, for the numpy tokenisers; checked as :func:`read_text` checks it, so that a
+    byte of another encoding is named as such rather than as a malformed id."""
+    data = _file_bytes(path)
+    _decoded(path, data)
+    return np.frombuffer(data, dtype=np.uint8)
 
 
 def read_text(path: Path) -> str:
-    """:func:`_file_bytes` decoded as UTF-8; a NUL byte or one that is not UTF-8 is an error naming its line."""
-    data = _file_bytes(path)
+    """:func:`_file_bytes` decoded as UTF-8 (:func:`_decoded`)."""
+    return _decoded(path, _file_bytes(path))
+
+
+def _decoded(path: Path, data: bytes) -> str:
+    """``data``, the bytes of ``path``, decoded as UTF-8; a NUL byte or one that is not UTF-8 is an error naming
+    its line."""
     nul = data.find(b"\0")
     if nul >= 0:  # never text; numpy's string arrays would also drop a trailing one silently
         line = _line_of(np.frombuffer(data, dtype=np.uint8), nul) + 1
@@ -94,7 +102,9 @@ def csv_records(path: Path, text: str, sep: str) -> Iterator[tuple[int, int, lis
     try:
         for fields in reader:
             start, end = end + 1, reader.line_num
-            if end > start and end >= lines and "\n".join(text.split("\n")[start - 1:end]).count('"') % 2:
+            # a quote that never closes runs on to the end of the file: the last field ends in the final newline
+            runs_to_end = end >= lines and bool(fields) and fields[-1].endswith("\n")
+            if runs_to_end and "\n".join(text.split("\n")[start - 1:end]).count('"') % 2:
                 raise DataError(f"{path}:{start}: a quote opened on this line is never closed")
             yield start, end, fields
     except csv.Error as exc:
