@@ -43,7 +43,7 @@ import numpy as np
 from recplug.core.cli.boundary import CommandParser
 from recplug.core.data.formats.mmrec import read_id_map
 from recplug.core.data.formats.text import (
-    csv_records, default_separator, field_count_error, first_repeated, read_text,
+    check_file, csv_records, default_separator, field_count_error, first_repeated, read_text,
 )
 from recplug.core.errors import ConfigError, DataError, RecplugError, one_line
 from recplug.core.ops.io import atomic_write, check_can_create
@@ -106,8 +106,7 @@ def read_text_table(path: str | Path, id_column: str, text_columns: Sequence[str
     empty). Raises :class:`DataError` naming the file (and line) on a missing column or a duplicate id.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: item text table not found")
+    check_file(path, "item text table")
     rows: list[tuple[int, str, str]] = []
     seen: dict[str, int] = {}
     sep = default_separator(path)

@@ -21,7 +21,7 @@ from recplug.core.data.formats.features import check_keyed_feature_file, check_m
 from recplug.core.data.formats.lightgcn import LIGHTGCN_FILES, read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 from recplug.core.data.formats.raw import RawOptions, process_raw
-from recplug.core.data.formats.text import QUOTE_LIMIT
+from recplug.core.data.formats.text import QUOTE_LIMIT, check_file
 from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, check_number, one_line
 from recplug.core.ops.io import atomic_write
 
@@ -145,6 +145,8 @@ def detect_format(path: str | Path) -> str:
         if (path / LIGHTGCN_FILES["train"]).is_file():
             return "lightgcn"
         raise DataError(f"{path}: unknown dataset format (expected an MMRec *.inter file or LightGCN train.txt)")
+    if os.path.lexists(path):
+        check_file(path, "dataset")  # says what it is: a link that leads nowhere, a FIFO
     raise DataError(f"{path}: no such dataset folder or file")
 
 
@@ -177,7 +179,7 @@ def load_dataset(
         from recplug.datasets import default_path
 
         data = read_mmrec(default_path(), feature_files)
-    elif Path(path).exists() or (format != "auto" and str(path) not in registry.REGISTRY):
+    elif os.path.lexists(path) or (format != "auto" and str(path) not in registry.REGISTRY):  # a dangling link too
         kind = detect_format(path) if format == "auto" else format
         if kind == "mmrec":
             data = read_mmrec(path, feature_files)
@@ -245,8 +247,7 @@ def _processed_raw(
     processed MMRec folder (with ``user_map.tsv``/``item_map.tsv`` beside it) from the cache afterwards."""
     if log.is_dir():
         raise DataError(f"{log}: a folder, not a log file (format raw reads a CSV/TSV log)")
-    if not log.is_file():
-        raise DataError(f"{log}: no such log file")
+    check_file(log, "log file")
     for modality, file in features.items():
         check_keyed_feature_file(file, modality)
     options.check()

@@ -3,6 +3,7 @@ offline encoder feeding a modality that the CRANE bundle trains on."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -239,6 +240,29 @@ def test_categories_command_reports_and_a_custom_separator(folder: Path, tmp_pat
 
     ids, matrix = read_keyed_features(out, "genre")  # columns: Blues, Jazz, "Jazz, modal"
     assert ids[:2] == ["B000", "B001"] and matrix[:2].tolist() == [[1, 1, 0], [0, 0, 1]]
+
+
+def test_an_items_table_or_item_map_that_is_no_regular_file_says_what_it_is(
+    folder: Path, tmp_path: Path, capsys
+) -> None:
+    """Fuzz round 4, M6: a FIFO, a dangling link or a folder was reported as 'not found'."""
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
+    fifo, dangling = tmp_path / "fifo.tsv", tmp_path / "dangling.tsv"
+    os.mkfifo(fifo)
+    dangling.symlink_to("nowhere.tsv")
+    cases = [
+        (fifo, None, f"{fifo}: item text table is not a regular file (a FIFO, a socket or a device)"),
+        (dangling, None, f"{dangling}: item text table is a symbolic link to nowhere.tsv, which leads nowhere (a loop "
+                         "or a missing target)"),
+        (tmp_path, None, f"{tmp_path}: item text table is a folder, not a file"),
+        (table, folder, f"{folder}: item map is a folder, not a file"),
+        (table, tmp_path / "none.tsv", f"{tmp_path / 'none.tsv'}: item map not found"),
+    ]
+    for items, item_map, message in cases:
+        mapped = ["--item-map", str(item_map)] if item_map is not None else []
+        code = recplug(["features", "text", "--items", str(items), "--id-column", "item_id", "--text-columns",
+                        "title", "--dataset", str(folder), "--out", str(tmp_path / "f.npy"), *mapped])
+        assert code == 2 and capsys.readouterr().err == f"error: {message}\n"
 
 
 def test_embedded_dataset_needs_an_explicit_out(tmp_path: Path) -> None:

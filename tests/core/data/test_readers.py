@@ -3,6 +3,8 @@ line (or field), never a silently shortened dataset."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -366,6 +368,37 @@ def test_bytes_that_are_not_utf8_are_named_as_such_by_the_byte_readers(tmp_path:
     (tmp_path / "lg" / "test.txt").write_bytes(b"0 1\n")
     with pytest.raises(DataError, match=r"train\.txt:2: byte 0xff is not UTF-8; save the file as UTF-8$"):
         read_lightgcn(tmp_path / "lg")
+
+
+def test_a_path_that_is_no_regular_file_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """Fuzz round 4, M6: a FIFO was 'no such dataset folder or file' and a dangling link 'no such dataset folder'."""
+    fifo, dangling = tmp_path / "fifo.csv", tmp_path / "dangling.csv"
+    os.mkfifo(fifo)
+    dangling.symlink_to("nowhere.csv")
+    nowhere = "is a symbolic link to nowhere.csv, which leads nowhere (a loop or a missing target)"
+    cases = [
+        (fifo, "auto", f"{fifo}: dataset is not a regular file (a FIFO, a socket or a device)"),
+        (fifo, "raw", f"{fifo}: log file is not a regular file (a FIFO, a socket or a device)"),
+        (dangling, "auto", f"{dangling}: dataset {nowhere}"),
+        (dangling, "raw", f"{dangling}: log file {nowhere}"),
+        (tmp_path / "none.csv", "raw", f"{tmp_path / 'none.csv'}: log file not found"),
+    ]
+    for path, format, message in cases:
+        with pytest.raises(DataError) as info:
+            load_dataset(path, format=format, cache_dir=tmp_path / "cache")
+        assert str(info.value) == message
+    with pytest.raises(DataError, match=f"^{re.escape(str(dangling))}: dataset is a symbolic link"):
+        detect_format(dangling)
+    (tmp_path / "log.csv").write_text("user,item\n0,1\n")
+    with pytest.raises(DataError) as info:
+        process_raw(tmp_path / "log.csv", {"image": tmp_path})
+    assert str(info.value) == f"{tmp_path}: feature file of modality 'image' is a folder, not a file"
+    lightgcn = write(tmp_path / "lg", {"train.txt": "0 0\n1 1\n", "test.txt": "0 1\n1 0\n"})
+    os.mkfifo(lightgcn / "valid.txt")  # was taken for no validation file, silently
+    with pytest.raises(DataError) as info:
+        read_lightgcn(lightgcn)
+    assert str(info.value) == f"{lightgcn / 'valid.txt'}: valid file is not a regular file (a FIFO, a socket or a " \
+        "device)"
 
 
 def test_temporal_split_needs_a_time_column(tmp_path: Path) -> None:

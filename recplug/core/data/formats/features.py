@@ -13,7 +13,7 @@ import torch
 
 from recplug.core.data.dataset import DataError, first_nonfinite_row
 from recplug.core.errors import ConfigError, one_line
-from recplug.core.data.formats.text import QUOTE_LIMIT, csv_records, plain_float, quoted, read_text
+from recplug.core.data.formats.text import QUOTE_LIMIT, check_file, csv_records, plain_float, quoted, read_text
 
 FEATURE_SUFFIX = "_feat.npy"
 _NUMPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")  # an .npy; an .npz (a zip archive, or an empty one)
@@ -116,8 +116,7 @@ def folder_features(folder: Path, num_items: int, feature_files: dict[str, str] 
 
 def check_keyed_feature_file(path: Path, modality: str) -> None:
     """Refuse, naming the file, a keyed feature file that is missing, not a regular file, or an ``.npy``."""
-    if not path.is_file():
-        raise DataError(f"{path}: feature file of modality {modality!r} not found (or not a regular file)")
+    check_file(path, f"feature file of modality {modality!r}")
     if path.suffix == ".npy":
         raise DataError(
             f"{path}: features keyed by raw item id are an .npz with arrays 'ids' and 'features', or CSV/TSV rows "

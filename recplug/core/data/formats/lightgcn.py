@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 from recplug.core.data.dataset import SPLITS, DataError, InteractionData
 from recplug.core.data.formats.assemble import assemble, contiguous_count
 from recplug.core.data.formats.features import folder_features
-from recplug.core.data.formats.text import parse_ints, read_bytes, whitespace_tokens
+from recplug.core.data.formats.text import check_file, parse_ints, read_bytes, whitespace_tokens
 
 LIGHTGCN_FILES = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
 
@@ -69,12 +70,11 @@ def read_lightgcn(
     if not folder.is_dir():
         raise DataError(f"{folder}: dataset folder not found")
     names = {"train": train_file, "test": test_file}
-    if valid_file is not None or (folder / LIGHTGCN_FILES["valid"]).is_file():
+    if valid_file is not None or os.path.lexists(folder / LIGHTGCN_FILES["valid"]):  # a FIFO or dangling link too
         names["valid"] = valid_file or LIGHTGCN_FILES["valid"]
     parts: dict[str, _UserLines] = {}
     for split, file_name in names.items():
-        if not (folder / file_name).is_file():
-            raise DataError(f"{folder / file_name}: {split} file not found")
+        check_file(folder / file_name, f"{split} file")
         parts[split] = _read_user_lines(folder / file_name)
     all_users = np.concatenate([p.line_users for p in parts.values()])
     all_items = np.concatenate([p.items for p in parts.values()])

@@ -14,7 +14,7 @@ from recplug.core.errors import ConfigError
 from recplug.core.data.formats.assemble import assemble, contiguous_count
 from recplug.core.data.formats.features import FEATURE_SUFFIX, check_modality, folder_features
 from recplug.core.data.formats.text import (
-    NEWLINE, first_repeated, parse_ints, quoted, read_bytes, read_lines, separated_table, token,
+    NEWLINE, check_file, first_repeated, parse_ints, quoted, read_bytes, read_lines, separated_table, token,
 )
 
 MMREC_COLUMNS = ("userID", "itemID", "rating", "timestamp", "x_label")
@@ -56,8 +56,7 @@ def read_id_map(path: str | Path, what: str = "id map", indexed: bool = False) -
     (the maps recplug writes beside a dataset), the rows must be the indices ``0, 1, ...`` in order.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found")
+    check_file(path, what)
     rows: list[tuple[int, str, int]] = []
     raw_line: dict[str, int] = {}
     index_line: dict[int, int] = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 import re
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -37,6 +38,23 @@ def plain_float(text: str) -> float | None:
     exponent, surrounding whitespace; ``inf``/``nan`` too, for the caller to refuse by name), else ``None``.
     ``float()`` alone would also read ``1_0`` as 10 and non-ASCII digits such as ``\u0663`` as 3."""
     return float(text) if _PLAIN_NUMBER.fullmatch(text) else None
+
+
+def check_file(path: Path, what: str) -> None:
+    """Refuse, naming ``path`` and what it was to be (``what``, e.g. ``"item map"``), anything but a regular file:
+    nothing there, a symbolic link that leads nowhere, a folder, or another kind of file (a FIFO, which would
+    block a reader, a socket or a device)."""
+    if path.is_file():
+        return
+    if path.is_symlink() and not path.exists():
+        problem = f"is a symbolic link to {os.readlink(path)}, which leads nowhere (a loop or a missing target)"
+    elif path.is_dir():
+        problem = "is a folder, not a file"
+    elif path.exists():
+        problem = "is not a regular file (a FIFO, a socket or a device)"
+    else:
+        problem = "not found"
+    raise DataError(f"{path}: {what} {problem}")
 
 
 def _file_bytes(path: Path) -> bytes:
