@@ -106,11 +106,11 @@ def load_features(path: Path, num_items: int, modality: str) -> torch.Tensor:
 
 def folder_features(folder: Path, num_items: int, feature_files: dict[str, str] | None) -> dict[str, torch.Tensor]:
     """``{modality: matrix}`` from ``feature_files`` (default: every ``<modality>_feat.npy`` in the folder)."""
+    found = feature_files is None  # a file named '_feat.npy' or '.x_feat.npy' is refused, as the option would be
     if feature_files is None:
         feature_files = {p.name[: -len(FEATURE_SUFFIX)]: p.name for p in sorted(folder.glob("*" + FEATURE_SUFFIX))}
-    else:
-        for modality in feature_files:
-            check_modality(modality, "feature_files")
+    for modality, name in feature_files.items():
+        check_modality(modality, str(folder / name) if found else "feature_files")
     return {m: load_features(folder / f, num_items, m) for m, f in feature_files.items()}
 
 

@@ -64,6 +64,24 @@ def test_modality_names_are_plain_names_wherever_they_enter(
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("*_feat.npy"))
 
 
+@pytest.mark.parametrize("name", ["_feat.npy", ".hidden_feat.npy"])
+def test_a_feature_file_found_in_a_folder_names_a_plain_modality(
+    tiny_data: InteractionData, tmp_path: Path, name: str
+) -> None:
+    """Fuzz round 4, S3: '_feat.npy' loaded as modality '' (and '.x_feat.npy' as '.x'), which data convert then
+    refused to write."""
+    folder = write_mmrec(tiny_data, tmp_path / "d")
+    np.save(folder / name, tiny_data.features["image"].numpy())
+    with pytest.raises(ConfigError) as info:
+        read_mmrec(folder)
+    modality = name[: -len("_feat.npy")]
+    assert str(info.value) == (
+        f"{folder / name}: modality {modality!r} is not a plain name (no '/', '\\', leading '.' or control "
+        "characters; it names the file <modality>_feat.npy)"
+    )
+    assert set(read_mmrec(folder, {"image": "image_feat.npy"}).features) == {"image"}
+
+
 def test_a_text_file_named_like_numpy_is_not_read_as_a_pickle(tiny_data: InteractionData, tmp_path: Path) -> None:
     folder = write_mmrec(tiny_data, tmp_path / "d")
     (folder / "image_feat.npy").write_text("0.1,0.2\n")
