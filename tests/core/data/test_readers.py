@@ -340,6 +340,24 @@ def test_raw_options_are_checked() -> None:
         RawOptions(missing_features="zero").check()
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    ({"user_col": "item"}, "user_col and item_col both name column 'item'"),
+    ({"rating_col": "timestamp", "time_col": "timestamp"}, "rating_col and time_col both name column 'timestamp'"),
+    ({"rating_col": "user"}, "user_col and rating_col both name column 'user'"),
+    ({"time_col": "item"}, "item_col and time_col both name column 'item'"),
+    ({"user_col": "timestamp"}, "user_col and time_col (by default) both name column 'timestamp'"),
+    ({"item_col": "rating"}, "item_col and rating_col (by default) both name column 'rating'"),
+    ({"time_col": "rating"}, "rating_col (by default) and time_col both name column 'rating'"),
+])
+def test_a_raw_log_column_is_read_in_one_role_only(tmp_path: Path, options: dict, message: str) -> None:
+    """Fuzz round 4, S2: only user vs item was checked; '--rating-col timestamp --time-col timestamp' read one
+    column as both, and '--user-col timestamp' read the users' ids as times too (time_col's default)."""
+    (tmp_path / "log.csv").write_text("user,item,rating,timestamp\n0,1,5,10\n")
+    with pytest.raises(ConfigError) as info:
+        process_raw(tmp_path / "log.csv", options=RawOptions(**options))
+    assert str(info.value) == message
+
+
 def test_a_quote_left_open_on_the_last_line_is_named_as_such(tmp_path: Path) -> None:
     """Fuzz round 4, M7: a last line '"3,7' was 'expected 2 fields, got 1'; a stray quote inside a field, and a
     quoted field that closes with a newline in it, are still read."""

@@ -59,8 +59,12 @@ class RawOptions:
         """Raise :class:`ConfigError` naming the option that cannot work."""
         if self.sep is not None and len(self.sep) != 1:
             raise ConfigError(f"sep: expected one character, got {self.sep!r}")
-        if self.user_col == self.item_col:
-            raise ConfigError(f"user_col and item_col both name column {self.user_col!r}")
+        rating_col, time_col = self.optional_columns()  # a defaulted column is read when the log has it
+        roles = {"user_col": self.user_col, "item_col": self.item_col, "rating_col": rating_col, "time_col": time_col}
+        for (role, col), (other, other_col) in itertools.combinations(roles.items(), 2):
+            if col == other_col:
+                named = [f"{r} (by default)" if getattr(self, r) is None else r for r in (role, other)]
+                raise ConfigError(f"{named[0]} and {named[1]} both name column {col!r}")
         if self.min_rating is not None and not math.isfinite(self.min_rating):
             raise ConfigError(f"min_rating: must be a finite number, got {self.min_rating}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
