@@ -20,7 +20,7 @@ from recplug.core.data.download import sha256sum
 from recplug.core.data.formats.features import check_keyed_feature_file, check_modality
 from recplug.core.data.formats.lightgcn import LIGHTGCN_FILES, read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
-from recplug.core.data.formats.raw import RawOptions, process_raw
+from recplug.core.data.formats.raw import RAW_OPTIONS_RULE, RawOptions, process_raw
 from recplug.core.data.formats.text import QUOTE_LIMIT, check_file
 from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, check_number, one_line
 from recplug.core.ops.io import atomic_write
@@ -175,6 +175,8 @@ def load_dataset(
     """
     check_load_arguments("load_dataset", path, feature_files, format, valid_ratio, split_seed, cache_dir, cold_items,
                          cold_seed)
+    if raw_options is not None and not isinstance(raw_options, RawOptions):
+        raise InvalidArgument("load_dataset", "raw_options", raw_options, RAW_OPTIONS_RULE)
     if str(path) == registry.DEFAULT_DATASET:
         from recplug.datasets import default_path
 

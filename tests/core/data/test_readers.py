@@ -358,6 +358,19 @@ def test_a_raw_log_column_is_read_in_one_role_only(tmp_path: Path, options: dict
     assert str(info.value) == message
 
 
+def test_raw_options_that_are_no_raw_options_are_one_line(tmp_path: Path) -> None:
+    """Fuzz round 4, T1: a dict of options ended in AttributeError: 'dict' object has no attribute 'check'."""
+    (tmp_path / "log.csv").write_text("user,item\n0,1\n")
+    rule = "must be a RawOptions (recplug.core.data.formats.raw.RawOptions(sep=',', ...)), got {'sep': ','}"
+    with pytest.raises(ConfigError) as info:
+        load_dataset(tmp_path / "log.csv", raw_options={"sep": ","}, cache_dir=tmp_path / "cache")
+    assert str(info.value) == f"load_dataset.raw_options {rule}"
+    with pytest.raises(ConfigError) as info:
+        process_raw(tmp_path / "log.csv", options={"sep": ","})  # type: ignore[arg-type]
+    assert str(info.value) == f"process_raw.options {rule}"
+    assert not (tmp_path / "cache").exists()
+
+
 def test_a_quote_left_open_on_the_last_line_is_named_as_such(tmp_path: Path) -> None:
     """Fuzz round 4, M7: a last line '"3,7' was 'expected 2 fields, got 1'; a stray quote inside a field, and a
     quoted field that closes with a newline in it, are still read."""

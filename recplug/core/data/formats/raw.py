@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from recplug.core.data.dataset import DataError, InteractionData
-from recplug.core.errors import MAX_SEED, ConfigError
+from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument
 from recplug.core.data.formats.assemble import assemble
 from recplug.core.data.formats.features import check_modality, read_keyed_features
 from recplug.core.data.formats.mmrec import mmrec_cold_start
@@ -88,6 +88,10 @@ class RawOptions:
     def key(self) -> str:
         """A stable JSON rendering, part of the processed-cache key."""
         return json.dumps(asdict(self), sort_keys=True)
+
+
+RAW_OPTIONS_RULE = "a RawOptions (recplug.core.data.formats.raw.RawOptions(sep=',', ...))"
+"""What an argument taking raw-log options must be, as its error says (a dict of them is not read)."""
 
 
 @dataclass
@@ -238,6 +242,8 @@ def process_raw(
     for valid/test users absent from train.
     """
     log = Path(log)
+    if not isinstance(options, RawOptions):
+        raise InvalidArgument("process_raw", "options", options, RAW_OPTIONS_RULE)
     options.check()
     for modality in features or {}:
         check_modality(modality, "feature_files")
