@@ -41,6 +41,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from recplug.core.cli.boundary import CommandParser
+from recplug.core.data.formats.features import check_modality
 from recplug.core.data.formats.mmrec import read_id_map
 from recplug.core.data.formats.text import (
     check_file, csv_records, default_separator, field_count_error, first_repeated, read_text,
@@ -414,7 +415,10 @@ def build_category_features(
     missing: str = "mean",
 ) -> FeatureResult:
     """Write the multi-hot of ``column``'s category tokens (:func:`category_matrix`) to ``out`` (default:
-    ``<dataset folder>/<column>_feat.npy``); ids, ``out`` and ``item_map`` as in :func:`build_text_features`."""
+    ``<dataset folder>/<column>_feat.npy``, so then ``column`` must be a plain modality name); ids, ``out`` and
+    ``item_map`` as in :func:`build_text_features`."""
+    if out is None:  # '../x' or 'a/b' would write outside the dataset folder, '.x' a hidden modality
+        check_modality(column, "--column (no --out given)")
     aligned, out = _align_table(items, id_column, [column], dataset, out, item_map, f"{column}_feat.npy")
     matrix, vocabulary = category_matrix(aligned, sep, missing)
     _save(out, matrix, aligned)

@@ -242,6 +242,25 @@ def test_categories_command_reports_and_a_custom_separator(folder: Path, tmp_pat
     assert ids[:2] == ["B000", "B001"] and matrix[:2].tolist() == [[1, 1, 0], [0, 0, 1]]
 
 
+@pytest.mark.parametrize("column", ["../../escaped", "sub/dir", ".hidden", ""])
+def test_a_category_column_that_names_no_plain_modality_needs_an_out(
+    column: str, folder: Path, tmp_path: Path, capsys
+) -> None:
+    """Fuzz round 4, U1: the default output <column>_feat.npy was written outside the dataset folder, into a
+    subfolder or as a hidden modality."""
+    table = write(tmp_path / "items.tsv", [f"item_id\t{column}", "B000\ta,b"])
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = recplug(["features", "categories", "--items", str(table), "--id-column", "item_id", "--column", column,
+                    "--dataset", str(folder)])
+    assert code == 2 and capsys.readouterr().err == (
+        f"error: --column (no --out given): modality {column!r} is not a plain name (no '/', '\\', leading '.' or "
+        "control characters; it names the file <modality>_feat.npy)\n"
+    )
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    out = tmp_path / "c.npy"  # with --out, the column's name names no file
+    assert features.build_category_features(table, "item_id", column, str(folder), out=out).out == out
+
+
 def test_an_items_table_or_item_map_that_is_no_regular_file_says_what_it_is(
     folder: Path, tmp_path: Path, capsys
 ) -> None:
