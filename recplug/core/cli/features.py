@@ -463,9 +463,12 @@ def _text_command(argv: list[str]) -> int:
     parser.add_argument("--model", help="local sentence-transformers folder (default: bundled all-MiniLM-L6-v2)")
     parser.add_argument("--device", help="torch device (default: GPU when available)")
     args = parser.parse_args(argv)
-    columns = [c.strip() for c in args.text_columns.split(",") if c.strip()]
-    if not columns:
-        raise ConfigError("--text-columns: name at least one column")
+    columns = [c.strip() for c in args.text_columns.split(",")]
+    if not all(columns):
+        raise ConfigError(f"--text-columns {args.text_columns!r}: an empty column name")
+    repeated = first_repeated(columns)
+    if repeated is not None:
+        raise ConfigError(f"--text-columns: {repeated!r} given twice (its text would be joined twice)")
     result = build_text_features(
         args.items, args.id_column, columns, args.dataset, args.out, args.item_map, args.batch_size, args.missing,
         args.model, args.device,

@@ -261,6 +261,24 @@ def test_a_category_column_that_names_no_plain_modality_needs_an_out(
     assert features.build_category_features(table, "item_id", column, str(folder), out=out).out == out
 
 
+@pytest.mark.parametrize(("given", "message"), [
+    ("title,title", "--text-columns: 'title' given twice (its text would be joined twice)"),
+    ("title, title", "--text-columns: 'title' given twice (its text would be joined twice)"),
+    ("title,", "--text-columns 'title,': an empty column name"),
+    (",", "--text-columns ',': an empty column name"),
+    ("", "--text-columns '': an empty column name"),
+])
+def test_text_columns_given_twice_or_empty_are_refused(
+    given: str, message: str, folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Fuzz round 4, S9: 'title,title' encoded the title twice and 'title,' dropped the empty name silently."""
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: pytest.fail("encoder loaded"))
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
+    code = recplug(["features", "text", "--items", str(table), "--id-column", "item_id", "--text-columns", given,
+                    "--dataset", str(folder), "--out", str(tmp_path / "f.npy")])
+    assert code == 2 and capsys.readouterr().err == f"error: {message}\n"
+
+
 def test_an_items_table_or_item_map_that_is_no_regular_file_says_what_it_is(
     folder: Path, tmp_path: Path, capsys
 ) -> None:
