@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from recplug.core.cli.boundary import SEED, CommandParser, number_in
+from recplug.core.cli.boundary import SEED, CommandParser, number_in, output_folder
 from recplug.core.cli.paired import PER_USER_FILE, load_per_user, paired_comparisons, record_per_user
 from recplug.core.data.formats.text import first_repeated
 from recplug.core.errors import ConfigError, RecplugError, one_line
-from recplug.core.ops.io import atomic_write, check_can_create
+from recplug.core.ops.io import atomic_write
 from recplug.core.ops.yaml_file import read_yaml
 
 if TYPE_CHECKING:
@@ -272,18 +272,6 @@ def check_once(values: Iterable[object], option: str) -> None:
     repeated = first_repeated([str(value) for value in values])
     if repeated is not None:
         raise ConfigError(f"{option}: {repeated} is given twice")
-
-
-def output_folder(text: str, option: str) -> Path:
-    """``text`` as the folder a command writes into (created when missing); a :class:`ConfigError` naming
-    ``option`` when it is empty, a file, or a new folder that cannot be created (:func:`check_can_create`)."""
-    if not text.strip():
-        raise ConfigError(f"{option}: an empty path; give a folder")
-    path = Path(text)
-    check_can_create(path, option)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{option} {text}: a file, not a folder")
-    return path
 
 
 def seconds(text: str) -> float:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from recplug.core.cli import ablate
-from recplug.core.cli.boundary import SEED, CommandParser, number_in
+from recplug.core.cli.boundary import SEED, CommandParser, number_in, output_folder
 from recplug.core.cli.paired import paired_comparisons, record_per_user
 from recplug.core.errors import ConfigError
 from recplug.core.ops.io import atomic_write
@@ -384,7 +384,7 @@ def main(argv: list[str]) -> int:
     """``recplug benchmark ...`` (``argv`` excludes ``benchmark``). Returns 0, 1 if a run failed, 130 if
     interrupted, 2 on a config error."""
     args, extra = build_parser().parse_with_passthrough(argv)
-    ablate.output_folder(args.out, "--out")
+    output_folder(args.out, "--out")
     for option, values in (("--configs", args.configs), ("--datasets", args.datasets), ("--seeds", args.seeds),
                            ("--metrics", args.metrics)):
         ablate.check_once(values, option)

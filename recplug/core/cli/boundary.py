@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, RecplugError, check_number, one_line
 from recplug.core.ops.environment import check_flags, env_flag
+from recplug.core.ops.io import check_can_create
 
 DEBUG_ENV = "RECPLUG_DEBUG"
 DEBUG_HINT = f"(set {DEBUG_ENV}=1 for the traceback)"
@@ -164,3 +166,13 @@ def report_errors(command: Callable[[], int]) -> int:
         if line is None or debugging():
             raise
         return print_error(line, hint=True)
+
+
+def output_folder(text: str, option: str) -> Path:
+    """``text`` as the folder a command writes into (created when missing); a :class:`ConfigError` naming
+    ``option`` when it is empty, a file, or a new folder that cannot be created (:func:`check_can_create`)."""
+    check_can_create(text, option)
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {text}: a file, not a folder")
+    return path

@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recplug.core.cli.ablate import output_folder
-from recplug.core.cli.boundary import CommandParser
+from recplug.core.cli.boundary import CommandParser, output_folder
 from recplug.core.data.formats.text import (
     csv_records, field_count_error, first_repeated, plain_float, quoted, read_text,
 )

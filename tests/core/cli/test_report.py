@@ -110,7 +110,7 @@ def test_a_file_as_the_run_or_as_out_and_an_empty_out_are_named(tmp_path: Path, 
     (run / "metrics.csv").write_text("epoch,step,val/recall@20\n0,0,0.1\n")
     monkeypatch.chdir(tmp_path)
     assert main(["report", str(run), "--out", ""]) == 2
-    assert capsys.readouterr().err == "error: --out: an empty path; give a folder\n"
+    assert capsys.readouterr().err == "error: --out is empty; give a path\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written here
     assert main(["report", str(run), "--out", str(run / "metrics.csv")]) == 2
     assert capsys.readouterr().err == f"error: --out {run / 'metrics.csv'}: a file, not a folder\n"

@@ -203,7 +203,7 @@ def the_space(a: list[str]) -> str:
     (before_dashes("--timeout", "0"), r"argument --timeout: must be > 0, got 0"),
     (before_dashes("--seed", "-1"), r"argument --seed: must be in \[0, 4294967295\], got -1"),
     (before_dashes("--prune-warmup", "-1"), r"argument --prune-warmup: must be >= 0, got -1"),
-    (before_dashes("--study", ""), r"--study: an empty path"),
+    (before_dashes("--study", ""), r"--study is empty; give a path"),
     (lambda a: before_dashes("--study", the_space(a))(a), r"--study .*space.yaml: a file, not a folder"),
     (lambda a: before_dashes("--study", the_space(a) + "/sub")(a), r"--study .*space.yaml/sub: cannot be created: "
                                                                     r".*space.yaml is a file, not a folder"),
