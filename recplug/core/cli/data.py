@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,6 +111,7 @@ def _load(args: argparse.Namespace, cached: bool = True) -> InteractionData:
     """The dataset ``args.path`` names; a raw log is processed with the raw-log options, through the processed
     cache when ``cached`` (``stats``), directly otherwise (``convert`` writes its own copy)."""
     from recplug.core.data.formats.raw import process_raw
+    from recplug.core.data.formats.text import check_file
     from recplug.core.data.registry import DEFAULT_DATASET
     from recplug.core.data.resolve import carve_validation, load_dataset
 
@@ -125,6 +127,8 @@ def _load(args: argparse.Namespace, cached: bool = True) -> InteractionData:
         return carve_validation(data, args.valid_ratio, args.split_seed) if args.valid_ratio > 0 else data
     if args.path == DEFAULT_DATASET and args.format not in ("auto", "mmrec"):
         raise ConfigError(f"--format {args.format}: {DEFAULT_DATASET!r} is the embedded MMRec dataset")
+    if os.path.lexists(source) and not source.is_dir():  # a link leading nowhere, a FIFO: say what it is
+        check_file(source, "dataset")
     if args.format != "raw":  # with --format raw, load_dataset says why this is no log
         _refuse_raw_options(args)
     return load_dataset(args.path, None, args.format, args.valid_ratio, args.split_seed, args.cache_dir)

@@ -287,3 +287,13 @@ def test_a_raw_log_is_read_as_written(capsys: pytest.CaptureFixture[str], tmp_pa
     os.mkfifo(tmp_path / "default" / "image_feat.npy")
     code, _, err = run(capsys, "stats", str(tmp_path / "default"))
     assert code == 2 and "image_feat.npy: feature file of modality 'image' is not a regular file" in err
+
+
+def test_a_dangling_link_given_with_raw_options_is_named_as_such(capsys: pytest.CaptureFixture[str],
+                                                                  tmp_path: Path) -> None:
+    """It was told the raw-log options "do not apply", as if it were a dataset folder."""
+    link = tmp_path / "log.csv"
+    link.symlink_to(tmp_path / "gone.csv")
+    code, _, err = run(capsys, "stats", str(link), "--time-col", "t")
+    assert code == 2 and err.strip() == (f"error: {link}: dataset is a symbolic link to {tmp_path / 'gone.csv'}, "
+                                         "which leads nowhere (a loop or a missing target)")
