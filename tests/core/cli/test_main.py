@@ -233,9 +233,10 @@ def test_predict_writes_top_k_for_every_user_without_seen_items(tmp_path) -> Non
         assert len(items) == 5 and not set(items) & set(seen[indptr[user]:indptr[user + 1]].tolist())
 
 
-def test_predict_and_test_without_a_config_use_the_one_the_checkpoint_records(tmp_path, capsys) -> None:
+def test_predict_and_test_without_a_config_use_the_one_the_checkpoint_records(tmp_path, capsys, monkeypatch) -> None:
     assert fit("lightgcn.yaml", tmp_path, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
                "--trainer.logger=false") == 0
+    monkeypatch.chdir(tmp_path)  # the recorded root folder is not taken: these commands write here
     ckpt = next(tmp_path.rglob("last.ckpt"))
     out = tmp_path / "top.tsv"
     capsys.readouterr()
