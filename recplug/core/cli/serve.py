@@ -62,6 +62,14 @@ class TopKRequest(BaseModel):
     k: StrictInt | None = None
     exclude_seen: StrictBool = True
 
+    @field_validator("k", mode="before")
+    @classmethod
+    def _a_number_when_given(cls, value: Any) -> Any:
+        """Refuse ``"k": null``, as ``"exclude_seen": null`` is refused: leave ``k`` out for the default."""
+        if value is None:
+            raise ValueError("'k' must be an integer; leave it out for the default")
+        return value
+
     @field_validator("exclude_seen")
     @classmethod
     def _of_a_known_user(cls, value: bool, info: ValidationInfo) -> bool:

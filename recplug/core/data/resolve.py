@@ -177,6 +177,8 @@ def load_dataset(
                          cold_seed)
     if raw_options is not None and not isinstance(raw_options, RawOptions):
         raise InvalidArgument("load_dataset", "raw_options", raw_options, RAW_OPTIONS_RULE)
+    if mirror is not None and not isinstance(mirror, (str, os.PathLike)):
+        raise InvalidArgument("load_dataset", "mirror", mirror, "a folder or URL of dataset files")
     if str(path) == registry.DEFAULT_DATASET:
         from recplug.datasets import default_path
 

@@ -87,6 +87,7 @@ def test_bad_requests_get_a_4xx_with_a_message(server, body, status, detail) -> 
     ({"user": 0, "k": 2.5}, "k"), ({"user": True}, "user"), ({"user": 0, "top": 3}, "top"), ([1], None),
     ({"items": [1], "k": 2, "exclude_seen": False}, "exclude_seen"),  # a new user has no seen items
     ({"items": [1], "exclude_seen": True}, "exclude_seen"),
+    ({"user": 0, "k": None}, "k"), ({"user": 0, "exclude_seen": None}, "exclude_seen"),  # null is no default
 ])
 def test_malformed_bodies_get_fastapis_422(server, body, field) -> None:
     status, answer = post(server, body)

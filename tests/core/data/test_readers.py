@@ -358,6 +358,11 @@ def test_a_raw_log_column_is_read_in_one_role_only(tmp_path: Path, options: dict
     assert str(info.value) == message
 
 
+def test_a_mirror_that_is_no_folder_or_url_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^load_dataset.mirror must be a folder or URL of dataset files, got 5$"):
+        load_dataset("gowalla", mirror=5, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+
+
 def test_raw_options_that_are_no_raw_options_are_one_line(tmp_path: Path) -> None:
     """Fuzz round 4, T1: a dict of options ended in AttributeError: 'dict' object has no attribute 'check'."""
     (tmp_path / "log.csv").write_text("user,item\n0,1\n")
