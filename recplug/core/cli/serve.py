@@ -15,7 +15,8 @@ The answer is ``{"items": [...], "scores": [...]}``, best first, in the dataset'
 ``Recommender.recommend`` / ``recommend_profile`` return. ``k`` defaults to 20 (at most the catalogue). A
 body that is not such a JSON object (invalid JSON, unknown fields, wrong types, ``exclude_seen`` with ``items``)
 is a 422 (FastAPI's validation, ``detail`` listing the fields); both or neither of ``user``/``items``, a ``k``
-outside ``1..num_items`` or an empty profile is a 400, an unknown user or item id a 404, each with
+outside ``1..num_items`` or an empty profile is a 400, an unknown user or item id a 404, a body larger than
+``--max_body_mb`` a 413 and a JSON object naming a key twice a 422 (:class:`CheckedBody`), each with
 ``{"detail": "<one line>"}``.
 ``GET /health`` answers ``ok`` once the workers are ready.
 
@@ -23,6 +24,7 @@ The checkpoint is loaded once, in this process (a bad checkpoint or config ends 
 the server starts), and its embeddings are handed to the LitServe workers.
 """
 
+import json
 import math
 import os
 import signal
@@ -42,10 +44,12 @@ from fastapi import HTTPException, Request  # noqa: E402 - LitServe's web framew
 from fastapi.encoders import jsonable_encoder  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
+from starlette.types import ASGIApp, Message, Receive, Scope, Send  # noqa: E402
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, ValidationInfo  # noqa: E402
 from pydantic import field_validator  # noqa: E402
 
 DEFAULT_K = 20
+DEFAULT_MAX_BODY_MB = 4
 LITSERVE_HOSTS = ("0.0.0.0", "127.0.0.1", "::")
 """The interfaces ``LitServer.run`` binds (it refuses any other host, ``localhost`` included)."""
 
@@ -126,6 +130,72 @@ class RecommenderAPI(ls.LitAPI):
         return {"items": output.items, "scores": output.scores}
 
 
+class RepeatedKey(ValueError):
+    """A JSON object names the same key twice."""
+
+
+def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: the object, or :class:`RepeatedKey` for a key given twice."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise RepeatedKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
+class CheckedBody:
+    """ASGI middleware in front of the LitServe app: a POST body larger than ``max_bytes`` is a 413, and a JSON
+    body naming a key twice (``{"user": 12, "user": 13}``, which FastAPI's parser reads as user 13) a 422, each
+    with a one-line ``detail``. Any other body is handed on unchanged; invalid JSON is left to FastAPI's 422."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"the request body is larger than --max_body_mb ({self.max_bytes // 2**20} MB)"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            json.loads(body, object_pairs_hook=_refuse_repeats)
+        except RepeatedKey as exc:
+            detail = f"the JSON object names {str(exc)!r} twice; give each key once"
+            await JSONResponse({"detail": detail}, status_code=422)(scope, receive, send)
+            return
+        except (ValueError, RecursionError):  # not JSON, not UTF-8 or nested too deep: FastAPI answers it
+            pass
+        handed_on = False
+
+        async def replay() -> Message:
+            nonlocal handed_on
+            if handed_on:
+                return await receive()
+            handed_on = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
 def end_group(group: int, sig: int) -> None:
     """Send ``sig`` to the process group ``group`` (the server and its workers), if any of it is left."""
 
@@ -197,6 +267,8 @@ def build_parser() -> CommandParser:
                         help="interface to listen on: 127.0.0.1 (default), 0.0.0.0 or :: (those LitServe binds)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--workers", type=int, default=1, help="LitServe inference workers (default 1)")
+    parser.add_argument("--max_body_mb", type=int, default=DEFAULT_MAX_BODY_MB,
+                        help=f"largest request body in MB; a larger one is a 413 (default {DEFAULT_MAX_BODY_MB})")
     return parser
 
 
@@ -245,10 +317,12 @@ def main(argv: list[str]) -> int:
     check_number("serve", "port", args.port, 1, 65535)
     cores = os.cpu_count() or 1
     check_number("serve", "workers", args.workers, 1, 4 * cores, bounds=f"4 per core of this machine's {cores}")
+    check_number("serve", "max_body_mb", args.max_body_mb, 1, 1024)
     recommender = Recommender.from_checkpoint(args.ckpt_path, args.config, args.exclude)
     check_can_listen(args.host, args.port)
     recommender.data = None  # the workers rank from embeddings and ids: the dataset stays here
-    server = ls.LitServer(RecommenderAPI(recommender), accelerator="cpu", workers_per_device=args.workers)
+    server = ls.LitServer(RecommenderAPI(recommender), accelerator="cpu", workers_per_device=args.workers,
+                          middlewares=[(CheckedBody, {"max_bytes": args.max_body_mb * 2**20})])
     server.app.add_exception_handler(RequestValidationError, refuse_malformed_body)
     print(f"serving {args.ckpt_path} on http://{args.host}:{args.port}/predict", flush=True)
     # `kill PID` shuts the server down as Ctrl-C does: LitServe's graceful shutdown ends its API and inference

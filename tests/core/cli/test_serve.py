@@ -105,6 +105,50 @@ def test_numbers_json_cannot_carry_get_a_422_not_a_500(server, raw, field, shown
                                  for error in answer["detail"]), answer
 
 
+@pytest.mark.parametrize("raw, key", [(b'{"user": 12, "user": 13}', "user"), (b'{"items": [1], "k": 5, "k": 3}', "k")])
+def test_a_key_given_twice_is_a_422_not_the_last_one(server, raw, key) -> None:
+    """FastAPI's JSON parser keeps a repeated key's last value: `{"user": 12, "user": 13}` was answered for 13."""
+    assert post(server, None, raw=raw) == (422, {"detail": f"the JSON object names '{key}' twice; give each key once"})
+
+
+def stream(base: str, chunks: Iterator[bytes]) -> tuple[int, Any]:
+    """``(status, decoded JSON)`` of ``POST /predict`` with a chunked body, which declares no length."""
+    import http.client
+
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_S)
+    try:
+        connection.request("POST", "/predict", body=chunks, encode_chunked=True,
+                           headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_body_over_the_cap_is_a_413_and_one_under_it_is_answered(server) -> None:
+    """The default cap is 4 MB, whether the body declares its length or streams it in chunks."""
+    too_large = (413, {"detail": "the request body is larger than --max_body_mb (4 MB)"})
+    padded = b'{"user": 12,' + b" " * (3 * 2**20) + b'"k": 3}'  # 3 MB of JSON whitespace: under the cap
+    status, answer = post(server, None, raw=padded)
+    assert status == 200 and len(answer["items"]) == 3
+    assert stream(server, iter([padded])) == (status, answer)
+    assert stream(server, (b" " * 2**16 for _ in range(65))) == too_large  # 4 MB and 64 kB, no length declared
+    import http.client
+
+    host, port = server.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=REQUEST_S)
+    try:  # a declared length over the cap is refused before any of the body is read: none is sent here
+        connection.putrequest("POST", "/predict")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(5 * 2**20))
+        connection.endheaders()
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())) == too_large
+    finally:
+        connection.close()
+
+
 def test_a_bad_checkpoint_or_port_ends_in_one_line_before_serving(tmp_path, capsys) -> None:
     assert main(["serve", "--ckpt_path", str(tmp_path / "none.ckpt")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'none.ckpt'}: no such checkpoint file"
@@ -114,6 +158,8 @@ def test_a_bad_checkpoint_or_port_ends_in_one_line_before_serving(tmp_path, caps
     assert capsys.readouterr().err.strip() == "error: recplug serve: the following arguments are required: --ckpt_path"
     assert main(["serve", "--ckpt_path", "x.ckpt", "--workers", "1000000"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: serve.workers must be in [1, ")
+    assert main(["serve", "--ckpt_path", "x.ckpt", "--max_body_mb", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: serve.max_body_mb must be in [1, 1024], got 0"
     for host in ("localhost", "::1"):  # refused before the checkpoint is opened, not by LitServe after loading
         assert main(["serve", "--ckpt_path", "x.ckpt", "--host", host]) == 2
         assert capsys.readouterr().err.strip() == (f"error: recplug serve: --host {host}: LitServe binds only "
