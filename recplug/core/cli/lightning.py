@@ -651,7 +651,7 @@ def recorded_settings(config: dict[str, Any]) -> dict[str, Any]:
 def with_recorded_config(args: list[str]) -> list[str]:
     """``args`` of ``recplug validate|test|predict --ckpt_path X`` without a ``--config``, given the config recorded
     in X as the first ``--config`` (as ``recplug export``, ``serve`` and ``Recommender`` rebuild a model; a note
-    says so on stderr; a URL is downloaded for this, then again where the parser opens it). Any other ``args`` as
+    says so on stderr; a URL is downloaded once, for this and for the weights). Any other ``args`` as
     they are; a checkpoint that records no config too (the parser then names what differs)."""
     if not args or args[0] not in EVALUATING_COMMANDS:
         return args
@@ -663,7 +663,8 @@ def with_recorded_config(args: list[str]) -> list[str]:
 
     if not location or not location.strip() or location in TRAINER_KEYWORDS:
         return args
-    recorded = (open_checkpoint(local_checkpoint(location), shown=location).get("recplug") or {}).get("config")
+    local = local_checkpoint(location, keep_for_next=True)  # the parser's `_parse_ckpt_path` takes this download
+    recorded = (open_checkpoint(local, shown=location).get("recplug") or {}).get("config")
     if not isinstance(recorded, dict):
         return args
     check_config_sections(recorded, f"{location}: its recorded config")

@@ -51,20 +51,31 @@ def refuse_unsafe_loading(weights_only: bool | None) -> None:
         )
 
 
-def local_checkpoint(location: str | Path) -> Path:
+_DOWNLOADED_FOR_NEXT: dict[str, Path] = {}
+"""URLs downloaded with ``keep_for_next``, each handed to the next :func:`local_checkpoint` of the same URL."""
+
+
+def local_checkpoint(location: str | Path, keep_for_next: bool = False) -> Path:
     """A local file for the checkpoint at ``location``: a local path as it is; a URL (``http(s)://``,
     ``file://``) downloaded into a new temporary folder (removed at exit), so no download is ever reused by name.
+    With ``keep_for_next``, the next call for the same URL in this process takes this download rather than
+    fetching it again (the CLI reads a URL's recorded config, then its weights: one download, one content).
     Open it with :func:`open_checkpoint`."""
     text = str(location)
     if "://" not in text:
         return Path(text).expanduser()
+    if text in _DOWNLOADED_FOR_NEXT:
+        return _DOWNLOADED_FOR_NEXT.pop(text)
     if not text.startswith(URL_SCHEMES):
         raise CheckpointError(f"{text}: unsupported URL scheme; give a local path or an http(s):// or file:// URL")
     from recplug.core.data.download import download
 
     folder = Path(tempfile.mkdtemp(prefix="recplug-ckpt-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return download(text, folder / (Path(text.split("?")[0].rstrip("/")).name or "checkpoint.ckpt"), progress=False)
+    path = download(text, folder / (Path(text.split("?")[0].rstrip("/")).name or "checkpoint.ckpt"), progress=False)
+    if keep_for_next:
+        _DOWNLOADED_FOR_NEXT[text] = path
+    return path
 
 
 def open_checkpoint(path: str | Path, map_location: Any = "cpu", shown: str | None = None) -> dict[str, Any]:

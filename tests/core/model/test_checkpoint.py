@@ -59,14 +59,19 @@ def evil(tmp_path, trained) -> tuple[Path, Path]:
 
 
 @pytest.fixture()
-def server(tmp_path) -> Iterator[tuple[str, Path]]:
-    """``(base URL, folder)`` of a real HTTP server on localhost serving ``folder``."""
+def server(tmp_path) -> Iterator[tuple[str, Path, list[str]]]:
+    """``(base URL, folder, requested paths)`` of a real HTTP server on localhost serving ``folder``."""
     folder = tmp_path / "www"
     folder.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's name)
+            requested.append(self.path)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder, requested
     httpd.shutdown()
 
 
@@ -80,7 +85,7 @@ def last_error(capsys) -> str:
 def test_a_remote_checkpoint_with_a_payload_never_runs_it(command, tmp_path, evil, server, capsys, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     checkpoint, marker = evil
-    base, folder = server
+    base, folder, _ = server
     (folder / "last.ckpt").write_bytes(checkpoint.read_bytes())
     assert recplug(command, tmp_path, "--ckpt_path", f"{base}/last.ckpt") == 2
     message = last_error(capsys)
@@ -117,7 +122,7 @@ def test_weights_only_false_is_refused_from_the_command_line_config_and_python(t
 def test_a_remote_checkpoint_that_is_safe_loads_and_is_not_cached_by_name(tmp_path, trained, evil, server, capsys,
                                                                           monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    base, folder = server
+    base, folder, _ = server
     (folder / "last.ckpt").write_bytes(trained.read_bytes())
     assert recplug("test", tmp_path, "--ckpt_path", f"{base}/last.ckpt") == 0
     # the same file name served with a payload afterwards is downloaded again and refused, not replayed
@@ -127,8 +132,18 @@ def test_a_remote_checkpoint_that_is_safe_loads_and_is_not_cached_by_name(tmp_pa
     assert not marker.exists() and not (tmp_path / "torch_home").exists()
 
 
+def test_a_remote_checkpoint_without_a_config_is_downloaded_once(tmp_path, trained, server, monkeypatch) -> None:
+    """Without --config, the recorded config and the weights come from one download: it used to fetch twice, and
+    a server could answer each fetch with another file."""
+    base, folder, requested = server
+    (folder / "last.ckpt").write_bytes(trained.read_bytes())
+    monkeypatch.chdir(tmp_path)  # the recorded root folder is not taken: the run writes here
+    assert main(["test", "--ckpt_path", f"{base}/last.ckpt", *QUIET]) == 0
+    assert requested == ["/last.ckpt"]
+
+
 def test_a_missing_remote_checkpoint_is_one_line(tmp_path, server, capsys) -> None:
-    base, _ = server
+    base, _, _ = server
     assert recplug("test", tmp_path, "--ckpt_path", f"{base}/nothing.ckpt") == 2
     assert "nothing.ckpt" in last_error(capsys)
 
