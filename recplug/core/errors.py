@@ -26,6 +26,12 @@ class ConfigError(RecplugError, ValueError):
     """A configuration that cannot work: names the config key to change."""
 
 
+class ParserError(ConfigError):
+    """The config parser refused a command line or config file: its one-line summary, naming the key or the file
+    and line (raised instead of the parser's exit, so the CLI, ``recplug ablate``/``tune`` and ``Recommender``
+    handle it as any other error)."""
+
+
 class PluginError(RecplugError, RuntimeError):
     """A plugin could not be loaded or wired: names the plugin and its distribution."""
 

@@ -344,9 +344,6 @@ def preflight(args: list[str], where: str, tested: bool = True) -> set[str]:
         try:
             with captured(log):
                 cli = run_cli(args[1:] if args[:1] == ["fit"] else args, run=False)
-        except SystemExit as exc:  # the parser's one-line error (exit status 2)
-            message = last_error_line(log).removeprefix("error: ") or f"recplug fit exited with status {exc.code}"
-            raise ConfigError(f"{where}: {message}") from None
         except RecplugError as exc:
             raise ConfigError(f"{where}: {one_line(exc)}") from None
     if cli.trainer.max_epochs == 0:

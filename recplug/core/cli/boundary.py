@@ -7,7 +7,7 @@ own code, ...) are bugs and keep their traceback.
 
 recplug's own sub-commands parse their arguments with :class:`CommandParser`, whose usage errors are
 :class:`ConfigError` and which takes no abbreviated option names; the Lightning parser
-(:mod:`recplug.core.cli.lightning`), which exits inside jsonargparse, prints through the same :func:`print_error`.
+(:mod:`recplug.core.cli.lightning`) raises :class:`~recplug.core.errors.ParserError` where jsonargparse would exit.
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
-import io
 import json
 import re
 import shutil
@@ -23,9 +21,11 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from recplug.core.cli.boundary import debugging, print_error
+from recplug.core.cli.boundary import debugging
 from recplug.core.cli.commands import COMMANDS
-from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, RecplugError, check_number, one_line
+from recplug.core.errors import (
+    MAX_SEED, ConfigError, InvalidArgument, ParserError, RecplugError, check_number, one_line,
+)
 from recplug.core.ops.io import check_can_create
 from recplug.core.ops.yaml_file import guard_jsonargparse_yaml, read_yaml, yaml_location
 
@@ -350,9 +350,9 @@ class CommandListFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpForm
 
 
 class RecplugArgumentParser(LightningArgumentParser):
-    """Reports a bad config as one ``error:`` line naming the key (and the valid choices), or the file and line
-    of a YAML syntax error, then exits 2 (``RECPLUG_DEBUG=1``: raises with the traceback instead). Options are
-    given in full."""
+    """Raises a bad config as :class:`ParserError`, one line naming the key (and the valid choices), or the file
+    and line of a YAML syntax error, where jsonargparse would print its usage and exit (``RECPLUG_DEBUG=1``:
+    jsonargparse's own ``ArgumentError`` with the traceback). Options are given in full."""
 
     _reading: str | None = None  # the config file being parsed, for YAML syntax errors
 
@@ -375,8 +375,7 @@ class RecplugArgumentParser(LightningArgumentParser):
             super().error(message, ex)
         if debugging():
             raise ArgumentError(None, message) from ex
-        print_error(self._config_file_problem(message, ex) or summarize_parser_error(message))
-        sys.exit(2)
+        raise ParserError(self._config_file_problem(message, ex) or summarize_parser_error(message)) from None
 
     def _config_file_problem(self, message: str, ex: Exception | None) -> str | None:
         """The config file's name with its YAML syntax error's line, or with its wrong top-level shape."""
@@ -458,14 +457,10 @@ class RecplugCLI(LightningCLI):
                 settings = config.as_dict()
                 check_same_components(shown, checkpoint, settings)
                 note_checkpoint_settings(shown, checkpoint, settings)
-        report = io.StringIO()
         try:
-            with contextlib.redirect_stderr(report):  # the parser's error line, then Lightning's own second line
-                super()._parse_ckpt_path()
-        except SystemExit:
-            problem = (report.getvalue().splitlines() or ["invalid"])[0].removeprefix("error: ")
-            raise ConfigError(f"ckpt_path {shown}: its hyper_parameters do not fit this config: {problem}") from None
-        sys.stderr.write(report.getvalue())  # warnings, if any
+            super()._parse_ckpt_path()
+        except ParserError as exc:
+            raise ConfigError(f"ckpt_path {shown}: its hyper_parameters do not fit this config: {exc}") from None
 
     def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
         """LightningCLI's optimiser and scheduler sections; a ``lr_scheduler`` without an ``optimizer`` section

@@ -25,13 +25,11 @@ is no substitute for retraining). The profile items are excluded. ``similar_item
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Iterable, Mapping, Set as AbstractSet
-from contextlib import contextmanager, redirect_stderr
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -40,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recplug.core.errors import ConfigError, InvalidArgument, check_number, one_line
+from recplug.core.errors import ConfigError, InvalidArgument, ParserError, check_number, one_line
 
 CSR = tuple[Tensor, Tensor]
 INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -72,21 +70,16 @@ def _quiet_lightning() -> Iterator[None]:
 
 
 def _built_cli(args: Any, where: str | None) -> Any:
-    """The CLI built on ``args`` without running it. The parser's ``error:`` line (it exits the process, as on the
-    command line) is raised as :class:`ConfigError` instead, prefixed with ``where`` when given."""
+    """The CLI built on ``args`` without running it; the parser's refusal (:class:`ParserError`) is prefixed with
+    ``where`` when given."""
     from recplug.core.cli.lightning import run_cli
 
-    report = io.StringIO()
     try:
-        with _quiet_lightning(), warnings.catch_warnings(), redirect_stderr(report):
+        with _quiet_lightning(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
             return run_cli(args, run=False)
-    except SystemExit as exc:
-        problem = next((line for line in report.getvalue().splitlines() if line.startswith("error: ")), None)
-        message = problem.removeprefix("error: ") if problem else f"the config parser exited with status {exc.code}"
-        raise ConfigError(f"{where}: {message}" if where else message) from None
-    finally:  # what else the build wrote (warnings, notes)
-        sys.stderr.writelines(line for line in report.getvalue().splitlines(True) if not line.startswith("error: "))
+    except ParserError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 def load_run(ckpt_path: str | Path, config: str | Path | None = None) -> tuple[Any, Any, dict[str, Any], dict]:

@@ -51,7 +51,7 @@ from pytorch_lightning.callbacks import Callback
 
 from recplug.core.cli.ablate import (
     LOGGER_OFF, MAX_TRIALS, OPTION_KEYS, OUTPUT_KEYS, captured, check_key, check_passthrough, check_reserved,
-    existing_file, last_error_line, output_args, override_args, preflight, seconds,
+    existing_file, output_args, override_args, preflight, seconds,
     select_validation_epoch,
 )
 from recplug.core.cli.boundary import SEED, CommandParser, number_in, output_folder
@@ -578,11 +578,8 @@ def run_trial(trial: optuna.Trial, settings: Settings) -> float:
     except optuna.TrialPruned:
         record(*rule)
         raise
-    except SystemExit as exc:
-        if exc.code != 2:  # Lightning's answer to Ctrl-C during fit
-            raise KeyboardInterrupt from None
-        message = last_error_line(log).removeprefix("error: ")
-        raise ConfigError(f"trial {trial.number}: {_named(space, values, message)}") from None
+    except SystemExit:  # Lightning's answer to Ctrl-C during fit
+        raise KeyboardInterrupt from None
     except RecplugError as exc:
         raise ConfigError(f"trial {trial.number}: {_named(space, values, one_line(exc))}") from None
     except KeyboardInterrupt:

@@ -77,10 +77,7 @@ def run(*argv: str) -> tuple[int, list[str]]:
     traceback for the user) fails the calling test."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+        code = main(list(argv))
     return code, err.getvalue().splitlines()
 
 

@@ -532,11 +532,8 @@ def test_hostile_configs_end_in_one_line_errors(tmp_path, case: str, capsys) -> 
 
     config = tmp_path / "bad.yaml"
     config.write_text(CONFIG_CASES[case])
-    try:
-        code = main(["fit", "--config", str(config), "--trainer.fast_dev_run=true", "--trainer.logger=false",
-                     "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar=false"])
-    except SystemExit as exit_:
-        code = exit_.code
+    code = main(["fit", "--config", str(config), "--trainer.fast_dev_run=true", "--trainer.logger=false",
+                 "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar=false"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, f"{case}: exit {code}"
     assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
