@@ -100,9 +100,9 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: expected a mapping of dotted config keys to values, got {type(value).__name__}")
     for key in value:
         if not isinstance(key, str):
-            raise ConfigError(
-                f"{where}: key {key!r} is not a string (YAML reads unquoted on/off/yes/no as booleans: quote it)"
-            )
+            kind = ("a boolean, like on/off/yes/no" if isinstance(key, bool) else "a null" if key is None
+                    else "a number" if isinstance(key, (int, float)) else f"a {type(key).__name__}")
+            raise ConfigError(f"{where}: key {key!r} is not a string (YAML reads it unquoted as {kind}: quote it)")
     return value
 
 

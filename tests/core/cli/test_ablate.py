@@ -139,6 +139,7 @@ def test_overrides_become_cli_arguments() -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("variants: {a: {}}\nseeds: [1]\n", r"unknown key\(s\) \['seeds'\]"),
     ("grid: {infonce: {on: {}, off: {model.aux_losses: []}}}\n", r"quote it"),
+    ("variants: {1: {model.lr: 0.1}}\n", r"key 1 is not a string \(YAML reads it unquoted as a number: quote it\)"),
     ("grid: {a: {x: {model.lr: 0.1}}, b: {y: {model.lr: 0.2}}}\n", r"model.lr is set by two grid axes"),
     ("variants: {a: [--model.lr=0.1]}\n", r"variants.a: expected a mapping"),
     ("common: {}\n", r"no variants"),
@@ -157,9 +158,9 @@ def test_overrides_become_cli_arguments() -> None:
     (f"variants: {{{'x' * 256}: {{}}}}\n", r"variant name 'x{40}\.\.\.' is too long to name its runs' folder \(256 "
                                           r"characters, at most 255\)"),  # it failed once training started
     (f"grid: {{{'a' * 130}: {{{'b' * 130}: {{}}}}}}\n", r"variant name 'a{40}\.\.\.' is too long"),
-], ids=["unknown-key", "unquoted-on-off", "key-on-two-axes", "list-not-mapping", "empty", "bad-yaml", "variant-twice",
-        "key-twice", "section-twice", "empty-name", "parent-folder-name", "names-sharing-a-folder", "key-with-space",
-        "dashed-key", "key-with-value", "common-key-with-space", "name-too-long", "grid-name-too-long"])
+], ids=["unknown-key", "unquoted-on-off", "unquoted-number", "key-on-two-axes", "list-not-mapping", "empty",
+        "bad-yaml", "variant-twice", "key-twice", "section-twice", "empty-name", "parent-folder-name",
+        "names-sharing-a-folder", "key-with-space", "dashed-key", "key-with-value", "common-key-with-space", "name-too-long", "grid-name-too-long"])
 def test_bad_variants_file_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:
         load_variants(write(tmp_path / "v.yaml", text))
