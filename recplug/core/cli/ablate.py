@@ -518,11 +518,6 @@ def fit_one(run: Run, after: Callable[[Any, Path], dict[str, Any]] | None = None
     return result
 
 
-def last_error_line(log_path: Path) -> str:
-    lines = [line.strip() for line in log_path.read_text().splitlines() if line.strip()] if log_path.exists() else []
-    return lines[-1] if lines else ""
-
-
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
@@ -550,11 +545,9 @@ def execute(
         print(f"{head} ...", end="", flush=True)
         try:
             result = fit_one(run, after)
-        except (KeyboardInterrupt, SystemExit) as exc:
-            if not (isinstance(exc, SystemExit) and exc.code == 2):
-                print(" interrupted", flush=True)
-                return results, failures, True
-            message = last_error_line(run.directory / "log.txt")  # the CLI rejected the config in one line
+        except (KeyboardInterrupt, SystemExit):  # SystemExit: Lightning's answer to Ctrl-C during fit
+            print(" interrupted", flush=True)
+            return results, failures, True
         except Exception as exc:  # a crashing variant must not lose the others' results
             with open(run.directory / "log.txt", "a") as log:
                 traceback.print_exc(file=log)
