@@ -164,12 +164,16 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
     )
 
 
-def _natural_order(raw: np.ndarray) -> np.ndarray:
-    """Sort order of raw ids: numeric when every id is a decimal integer (of any length), else lexicographic."""
-    if all(r.isascii() and r.isdigit() for r in raw.tolist()):
-        digits = np.char.lstrip(raw, "0")  # without leading zeros, a longer number is a larger one
-        return np.lexsort((digits, np.char.str_len(digits)))
-    return np.argsort(raw, kind="stable")
+def _contiguous_ids(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted distinct raw ids, each entry's 0-based id)``: numeric order when every id is a decimal integer
+    (of any length), else lexicographic."""
+    distinct, codes = np.unique(raw, return_inverse=True)
+    if all(r.isascii() and r.isdigit() for r in distinct.tolist()):
+        digits = np.char.lstrip(distinct, "0")  # without leading zeros, a longer number is a larger one
+        order = np.lexsort((digits, np.char.str_len(digits)))
+    else:
+        order = np.argsort(distinct, kind="stable")
+    return distinct[order], np.argsort(order)[codes]
 
 
 def _k_core(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
@@ -248,6 +252,45 @@ def process_raw(
     for modality in features or {}:
         check_modality(modality, "feature_files")
     raw = _read_log(log, options)
+    feats = {m: read_keyed_features(p, m) for m, p in (features or {}).items()}
+    keep, notes = _filtered(log, raw, feats, features or {}, options)
+    users_raw, items_raw = raw.users[keep], raw.items[keep]
+    for field, ids in ((options.user_col, users_raw), (options.item_col, items_raw)):
+        odd = [r for r in np.unique(ids).tolist() if "\t" in r or "\n" in r]
+        if odd:
+            raise DataError(f"{log}: field {field!r} has an id with a tab or newline: {quoted(odd[0])}")
+    times = raw.times[keep] if raw.times is not None else None
+    if options.split == "temporal" and times is None:
+        time_col = options.optional_columns()[1]
+        raise DataError(f"{log}:1: split 'temporal' needs a time column, but {time_col!r} is not in the log")
+    (user_ids, users), (item_ids, items) = _contiguous_ids(users_raw), _contiguous_ids(items_raw)
+    labels, split_notes = _split_labels(users, times, options)
+    notes += split_notes
+    cold_keep, cold_notes = mmrec_cold_start(users, labels, user_ids.size)
+    notes += cold_notes
+    matrices = {}
+    for modality, (ids, matrix) in feats.items():
+        row_of = {r: k for k, r in enumerate(ids)}
+        matrices[modality] = torch.from_numpy(matrix[[row_of[r] for r in item_ids.tolist()]])
+        unused = len(ids) - item_ids.size
+        if unused:
+            notes.append(f"{modality}: {unused} feature rows belong to items not in the processed data (unused)")
+    order = np.lexsort((np.arange(users.size), users, labels))  # MMRec files list each split user by user
+    order = order[cold_keep[order]]
+    if not (labels[order] == 2).any():
+        raise DataError(f"{log}: the test split is empty after splitting ({options.split}, ratios {options.ratios})")
+    return assemble(
+        name or log.stem, users[order], items[order], labels[order], user_ids.size, item_ids.size, matrices,
+        notes, str(log), user_ids.tolist(), item_ids.tolist(),
+    )
+
+
+def _filtered(
+    log: Path, raw: _RawLog, feats: dict[str, tuple[list[str], np.ndarray]], feature_files: dict[str, str | Path],
+    options: RawOptions,
+) -> tuple[np.ndarray, list[str]]:
+    """``(mask of the log's interactions kept, notes)``: ratings ``>= min_rating``, items with every modality's
+    features, the earliest of each (user, item) pair, then the k-core; a note for each step that drops any."""
     notes: list[str] = []
     keep = np.ones(raw.users.size, dtype=bool)
     if options.min_rating is not None:
@@ -256,14 +299,13 @@ def process_raw(
         if low.any():
             notes.append(f"{log.name}: dropped {int(low.sum())} interactions rated below {options.min_rating}")
         keep &= ~low
-    feats = {m: read_keyed_features(p, m) for m, p in (features or {}).items()}
     for modality, (ids, _) in feats.items():
         known = np.isin(raw.items, np.array(ids))
         if (~known & keep).any():
             missing = np.unique(raw.items[~known & keep])
             if options.missing_features == "error":
                 raise DataError(
-                    f"{(features or {})[modality]}: no feature row for item {quoted(str(missing[0]))} "
+                    f"{feature_files[modality]}: no feature row for item {quoted(str(missing[0]))} "
                     f"({missing.size} items of {log.name} lack {modality!r} features; or use missing_features='drop')"
                 )
             dropped = int((~known & keep).sum())
@@ -295,36 +337,4 @@ def process_raw(
         keep = core
         if not keep.any():
             raise DataError(f"{log}: no interactions survive {options.k_core}-core filtering")
-    users_raw, items_raw = raw.users[keep], raw.items[keep]
-    for field, ids in ((options.user_col, users_raw), (options.item_col, items_raw)):
-        odd = [r for r in np.unique(ids).tolist() if "\t" in r or "\n" in r]
-        if odd:
-            raise DataError(f"{log}: field {field!r} has an id with a tab or newline: {quoted(odd[0])}")
-    times = raw.times[keep] if raw.times is not None else None
-    if options.split == "temporal" and times is None:
-        time_col = options.optional_columns()[1]
-        raise DataError(f"{log}:1: split 'temporal' needs a time column, but {time_col!r} is not in the log")
-    user_ids, users = np.unique(users_raw, return_inverse=True)
-    item_ids, items = np.unique(items_raw, return_inverse=True)
-    user_order, item_order = _natural_order(user_ids), _natural_order(item_ids)
-    users, items = np.argsort(user_order)[users], np.argsort(item_order)[items]
-    user_ids, item_ids = user_ids[user_order], item_ids[item_order]
-    labels, split_notes = _split_labels(users, times, options)
-    notes += split_notes
-    cold_keep, cold_notes = mmrec_cold_start(users, labels, user_ids.size)
-    notes += cold_notes
-    matrices = {}
-    for modality, (ids, matrix) in feats.items():
-        row_of = {r: k for k, r in enumerate(ids)}
-        matrices[modality] = torch.from_numpy(matrix[[row_of[r] for r in item_ids.tolist()]])
-        unused = len(ids) - item_ids.size
-        if unused:
-            notes.append(f"{modality}: {unused} feature rows belong to items not in the processed data (unused)")
-    order = np.lexsort((np.arange(users.size), users, labels))  # MMRec files list each split user by user
-    order = order[cold_keep[order]]
-    if not (labels[order] == 2).any():
-        raise DataError(f"{log}: the test split is empty after splitting ({options.split}, ratios {options.ratios})")
-    return assemble(
-        name or log.stem, users[order], items[order], labels[order], user_ids.size, item_ids.size, matrices,
-        notes, str(log), user_ids.tolist(), item_ids.tolist(),
-    )
+    return keep, notes
