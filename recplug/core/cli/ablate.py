@@ -782,34 +782,7 @@ def main(argv: list[str]) -> int:
     args, extra = build_parser().parse_with_passthrough(argv)
     for option, values in (("--seeds", args.seeds), ("--only", args.only or []), ("--metrics", args.metrics)):
         check_once(values, option)
-    reserved = reserved_keys("ablate", args.max_epochs)
-    check_passthrough(extra, "the runs", reserved)
-    variants, axes, common = load_variants(args.variants)
-    check_reserved(common, reserved, f"{args.variants}: common")
-    for variant in variants:
-        check_reserved(variant.overrides, reserved, f"{args.variants}: variant {variant.name!r}")
-    if args.only:
-        unknown = sorted(set(args.only) - {v.name for v in variants})
-        if unknown:
-            raise ConfigError(f"--only: {args.variants} has no variant(s) {unknown}; it has {[v.name for v in variants]}")
-        variants = [v for v in variants if v.name in args.only]
-    if args.max_epochs is not None:
-        common = {**common, "trainer.max_epochs": args.max_epochs}
-    out = output_folder(args.out if args.out is not None else str(Path("runs") / "ablate" / Path(args.variants).stem),
-                        "--out")
-    runs = plan(args.config, variants, args.seeds, out, override_args(common), extra)
-    reference = None
-    if args.against:
-        reference = Variant(Path(args.against).stem, {})
-        shared = folder_clash([*(v.name for v in variants), reference.name])
-        if shared:
-            raise ConfigError(f"--against {args.against}: its row {reference.name!r} and the variant {shared[0]!r} "
-                              f"of {args.variants} would share the runs folder {folder_name(reference.name)!r}; rename one")
-        if not args.metrics[0].startswith("test/"):
-            raise ConfigError(f"--against compares test users, so the first --metrics must be a test metric, not "
-                              f"{args.metrics[0]}")
-        shortcut = {"trainer.max_epochs": args.max_epochs} if args.max_epochs is not None else {}
-        runs += plan([args.against], [reference], args.seeds, out, override_args(shortcut), extra)
+    variants, axes, reference, out, runs = _planned(args, extra)
     stored = [finished(r) for r in runs]
     if args.report_only and stored.count(None) == len(runs):  # the tables would be empty, replacing any written
         raise ConfigError(f"--report-only: none of the {len(runs)} runs has finished under {out} (with these configs, "
@@ -842,26 +815,67 @@ def main(argv: list[str]) -> int:
     if interrupted:
         print(f"recplug ablate: interrupted; {len(results)} runs finished. Run the same command again to resume.")
         return 130
+    _report(args, out, [*variants, reference] if reference is not None else variants, axes, runs, results)
+    for failure in failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _planned(args: argparse.Namespace, extra: list[str]) -> tuple[list[Variant], list[str], Variant | None, Path,
+                                                                   list[Run]]:
+    """``(variants, grid axes, the --against row or None, output folder, runs)`` of the command line, its variants
+    file checked (reserved keys, ``--only``, ``--against``'s name and metric) before anything runs."""
+    reserved = reserved_keys("ablate", args.max_epochs)
+    check_passthrough(extra, "the runs", reserved)
+    variants, axes, common = load_variants(args.variants)
+    check_reserved(common, reserved, f"{args.variants}: common")
+    for variant in variants:
+        check_reserved(variant.overrides, reserved, f"{args.variants}: variant {variant.name!r}")
+    if args.only:
+        unknown = sorted(set(args.only) - {v.name for v in variants})
+        if unknown:
+            raise ConfigError(f"--only: {args.variants} has no variant(s) {unknown}; it has {[v.name for v in variants]}")
+        variants = [v for v in variants if v.name in args.only]
+    if args.max_epochs is not None:
+        common = {**common, "trainer.max_epochs": args.max_epochs}
+    out = output_folder(args.out if args.out is not None else str(Path("runs") / "ablate" / Path(args.variants).stem),
+                        "--out")
+    runs = plan(args.config, variants, args.seeds, out, override_args(common), extra)
+    reference = None
+    if args.against:
+        reference = Variant(Path(args.against).stem, {})
+        shared = folder_clash([*(v.name for v in variants), reference.name])
+        if shared:
+            raise ConfigError(f"--against {args.against}: its row {reference.name!r} and the variant {shared[0]!r} "
+                              f"of {args.variants} would share the runs folder {folder_name(reference.name)!r}; rename one")
+        if not args.metrics[0].startswith("test/"):
+            raise ConfigError(f"--against compares test users, so the first --metrics must be a test metric, not "
+                              f"{args.metrics[0]}")
+        shortcut = {"trainer.max_epochs": args.max_epochs} if args.max_epochs is not None else {}
+        runs += plan([args.against], [reference], args.seeds, out, override_args(shortcut), extra)
+    return variants, axes, reference, out, runs
+
+
+def _report(args: argparse.Namespace, out: Path, rows: list[Variant], axes: list[str], runs: list[Run],
+            results: list[dict[str, Any]]) -> None:
+    """Write and print ``results.csv``, ``results.md`` (and ``results.png``) of the finished ``results``: mean and
+    std per row and, with ``--against`` (the last row), each row's paired test against it."""
     out.mkdir(parents=True, exist_ok=True)
-    rows_shown = [*variants, reference] if reference is not None else variants
-    summaries = summarize(rows_shown, results, args.metrics)
+    summaries = summarize(rows, results, args.metrics)
     tests = None
-    if reference is not None:
+    if args.against:
         located = with_directories(runs, results)
-        grouped = {row.name: [(r, d) for r, d in located if r["variant"] == row.name] for row in rows_shown}
-        anchor = grouped.pop(reference.name)
+        grouped = {row.name: [(r, d) for r, d in located if r["variant"] == row.name] for row in rows}
+        anchor = grouped.pop(rows[-1].name)
         tests = paired_comparisons(anchor, grouped, args.metrics[0])
     monitor = results[0]["monitor"] if results else "val/recall@20"
     write_csv(out / "results.csv", axes, results, summaries, tests)
     with atomic_write(out / "results.md") as handle:
         handle.write(markdown(summaries, axes, args.metrics, monitor, results, args.seeds, tests,
-                              reference.name if reference is not None else ""))
+                              rows[-1].name if args.against else ""))
     written = [out / "results.csv", out / "results.md"]
     if not args.no_plot and results:
         write_plot(out / "results.png", summaries, args.metrics)
         written.append(out / "results.png")
     print((out / "results.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written))
-    for failure in failures:
-        print(f"failed: {failure}", file=sys.stderr)
-    return 1 if failures else 0
