@@ -107,68 +107,25 @@ def _fmt(mean: float, std: float) -> str:
 
 def leaderboard(rows: list[Row], proposed: str, metrics: list[str], dataset: str) -> tuple[list[dict[str, Any]], str]:
     """The leaderboard of one dataset as CSV records and a Markdown table (see the module docstring)."""
-    from recplug.core.eval.grmfx import grmfx
-
     primary = metrics[0]
     ranked = [r for r in rows if r.results]
     baselines = [r for r in ranked if r.entry.name != proposed and not r.entry.reference]
     best_baseline = max(baselines, key=lambda r: r.mean(primary), default=None)
     mine = next((r for r in ranked if r.entry.name == proposed), None)
     references = {r.size: r for r in ranked if r.entry.mf}
-
     tests = (paired_comparisons(mine.runs(), {r.entry.name: r.runs() for r in ranked if r is not mine}, primary)
              if mine is not None else {})
-
-    records, lines = [], []
     header = ["model", "seeds", *metrics, f"vs best baseline ({primary})", f"p Wilcoxon vs {proposed} (Holm)",
               f"p t-test vs {proposed} (Holm)", "GRMF-X (X)", "selected epoch", "epochs trained", "s/epoch", "tuned"]
-    lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     best = {m: max((r.mean(m) for r in ranked), default=math.nan) for m in metrics}
+    records = []
     for row in ranked:
-        name = row.entry.name
-        gain = ((row.mean(primary) / best_baseline.mean(primary) - 1) * 100
-                if best_baseline is not None and best_baseline.mean(primary) else math.nan)
-        test = tests.get(name, {})
-        reference = references.get(row.size)
-        ratio = (grmfx({primary: row.mean(primary)}, {primary: reference.mean(primary)}, row.size, reference.size)
-                 [primary] if reference is not None and row.size is not None else math.nan)
-        epochs = [r["epoch"] for r in row.results]
-        trained = [r.get("epochs_trained", r["epochs_validated"]) for r in row.results]
-        record = {
-            "dataset": dataset, "model": name, "seeds": len(row.results),
-            **{f"{m} mean": row.mean(m) for m in metrics}, **{f"{m} std": row.std(m) for m in metrics},
-            "gain_over_best_baseline_%": gain, "wilcoxon_p_holm": test.get("wilcoxon_p_holm", math.nan),
-            "ttest_p_holm": test.get("ttest_p_holm", math.nan), "wilcoxon_p": test.get("wilcoxon_p", math.nan),
-            "ttest_p": test.get("ttest_p", math.nan), "paired_users": test.get("users", ""),
-            "grmfx": ratio, "representation_size": row.size, "selected_epoch_mean": statistics.fmean(epochs),
-            "epochs_trained_mean": statistics.fmean(trained), "stopped_at_cap": row.capped(),
-            "seconds_per_epoch": row.seconds_per_epoch(), "tuning_trials": row.trials,
-            "config_sha256": " ".join(sorted({r["provenance"]["config_sha256"][:12] for r in row.results})),
-        }
+        record = _record(row, dataset, metrics, best_baseline, tests.get(row.entry.name, {}),
+                         references.get(row.size))
         records.append(record)
-        cells = [f"**{name}**" if name == proposed else name + (" (GRMF-X reference)" if row.entry.reference else ""),
-                 str(len(row.results))]
-        for m in metrics:
-            text = _fmt(row.mean(m), row.std(m))
-            cells.append(f"**{text}**" if row.mean(m) == best[m] else text)
-        cells += ["–" if math.isnan(gain) else f"{gain:+.1f}%", ablate.p_value(record["wilcoxon_p_holm"]),
-                  ablate.p_value(record["ttest_p_holm"]), "–" if math.isnan(ratio) else f"{ratio:.3f} ({row.size})",
-                  f"{statistics.fmean(epochs):.0f}", f"{statistics.fmean(trained):.0f}" + (" (cap)" if row.capped()
-                                                                                       else ""),
-                  f"{row.seconds_per_epoch():.2f}", str(row.trials) if row.trials else "as given"]
-        lines.append("| " + " | ".join(cells) + " |")
-    seeds = sorted({r["seed"] for row in ranked for r in row.results})
-    lines += [
-        "",
-        f"Test metrics at each run's best-validation epoch ({ranked[0].results[0]['monitor'] if ranked else ''}), "
-        f"mean ± sample std over seeds {seeds}. vs best baseline: the change of the mean {primary} over the best "
-        f"model other than {proposed} ({best_baseline.entry.name if best_baseline else '–'}). p: two-sided "
-        f"paired tests of {proposed} against the row on each test user's {primary} averaged over seeds, "
-        "Holm-corrected across the rows. GRMF-X: the row's mean over the mean of an MF-BPR with the same "
-        "representation size X trained here. s/epoch: wall time of the run (validation and test included) per "
-        "epoch trained. "
-        "(cap): a seed stopped at max_epochs before early stopping did, i.e. while validation still improved.",
-    ]
+        lines.append(_markdown_row(row, record, proposed, metrics, best))
+    lines += ["", _legend(ranked, proposed, primary, best_baseline)]
     if ranked:
         p = ranked[0].results[0]["provenance"]
         data = sorted({r["provenance"]["data_sha256"][:12] for row in ranked for r in row.results})
@@ -177,6 +134,63 @@ def leaderboard(rows: list[Row], proposed: str, metrics: list[str], dataset: str
                   "every run's command, config hash and plugins are in its result.json (leaderboard.csv has the "
                   "config hashes)."]
     return records, "\n".join(lines) + "\n"
+
+
+def _record(row: Row, dataset: str, metrics: list[str], best_baseline: Row | None, test: dict[str, Any],
+            reference: Row | None) -> dict[str, Any]:
+    """One leaderboard.csv record: the row's means and stds, its gain over ``best_baseline``, its paired ``test``
+    against the proposed model, its GRMF-X against the MF ``reference`` of its size, epochs and time."""
+    from recplug.core.eval.grmfx import grmfx
+
+    primary = metrics[0]
+    gain = ((row.mean(primary) / best_baseline.mean(primary) - 1) * 100
+            if best_baseline is not None and best_baseline.mean(primary) else math.nan)
+    ratio = (grmfx({primary: row.mean(primary)}, {primary: reference.mean(primary)}, row.size, reference.size)
+             [primary] if reference is not None and row.size is not None else math.nan)
+    return {
+        "dataset": dataset, "model": row.entry.name, "seeds": len(row.results),
+        **{f"{m} mean": row.mean(m) for m in metrics}, **{f"{m} std": row.std(m) for m in metrics},
+        "gain_over_best_baseline_%": gain, "wilcoxon_p_holm": test.get("wilcoxon_p_holm", math.nan),
+        "ttest_p_holm": test.get("ttest_p_holm", math.nan), "wilcoxon_p": test.get("wilcoxon_p", math.nan),
+        "ttest_p": test.get("ttest_p", math.nan), "paired_users": test.get("users", ""),
+        "grmfx": ratio, "representation_size": row.size,
+        "selected_epoch_mean": statistics.fmean(r["epoch"] for r in row.results),
+        "epochs_trained_mean": statistics.fmean(r.get("epochs_trained", r["epochs_validated"]) for r in row.results),
+        "stopped_at_cap": row.capped(), "seconds_per_epoch": row.seconds_per_epoch(), "tuning_trials": row.trials,
+        "config_sha256": " ".join(sorted({r["provenance"]["config_sha256"][:12] for r in row.results})),
+    }
+
+
+def _markdown_row(row: Row, record: dict[str, Any], proposed: str, metrics: list[str], best: dict[str, float]) -> str:
+    """The leaderboard.md line of ``record``: the proposed model and each metric's best mean in bold."""
+    name = row.entry.name
+    cells = [f"**{name}**" if name == proposed else name + (" (GRMF-X reference)" if row.entry.reference else ""),
+             str(len(row.results))]
+    for m in metrics:
+        text = _fmt(row.mean(m), row.std(m))
+        cells.append(f"**{text}**" if row.mean(m) == best[m] else text)
+    gain, ratio = record["gain_over_best_baseline_%"], record["grmfx"]
+    cells += ["–" if math.isnan(gain) else f"{gain:+.1f}%", ablate.p_value(record["wilcoxon_p_holm"]),
+              ablate.p_value(record["ttest_p_holm"]), "–" if math.isnan(ratio) else f"{ratio:.3f} ({row.size})",
+              f"{record['selected_epoch_mean']:.0f}",
+              f"{record['epochs_trained_mean']:.0f}" + (" (cap)" if record["stopped_at_cap"] else ""),
+              f"{record['seconds_per_epoch']:.2f}", str(row.trials) if row.trials else "as given"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _legend(ranked: list[Row], proposed: str, primary: str, best_baseline: Row | None) -> str:
+    """What the leaderboard's columns mean."""
+    seeds = sorted({r["seed"] for row in ranked for r in row.results})
+    return (
+        f"Test metrics at each run's best-validation epoch ({ranked[0].results[0]['monitor'] if ranked else ''}), "
+        f"mean ± sample std over seeds {seeds}. vs best baseline: the change of the mean {primary} over the best "
+        f"model other than {proposed} ({best_baseline.entry.name if best_baseline else '–'}). p: two-sided "
+        f"paired tests of {proposed} against the row on each test user's {primary} averaged over seeds, "
+        "Holm-corrected across the rows. GRMF-X: the row's mean over the mean of an MF-BPR with the same "
+        "representation size X trained here. s/epoch: wall time of the run (validation and test included) per "
+        "epoch trained. "
+        "(cap): a seed stopped at max_epochs before early stopping did, i.e. while validation still improved."
+    )
 
 
 def write_outputs(out: Path, records: list[dict[str, Any]], table: str, rows: list[Row], metrics: list[str],
