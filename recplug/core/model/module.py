@@ -145,18 +145,8 @@ class RecModule(pl.LightningModule):
         self.combiner = combiner
         self.aux_losses = nn.ModuleList(aux_losses or [])
         self._draw_id_tables()
-
-        self.pm = RecplugPluginManager()
         self._hook_owners: dict[str, list[str]] = {}  # owners()
-        for name, module in active_plugin_modules():
-            self.pm.register(module, name=f"plugin:{name}")
-        for key, component in self.components().items():
-            try:
-                self.pm.register(component, name=key)
-            except pluggy.PluginValidationError as exc:  # a plugin class skipped at load, chosen by name anyway
-                raise PluginError(f"{key} ({type(component).__name__}): {one_line(exc)}") from None
-        self.pm.check_pending()  # a recplug_* name that is no hook (a typo) would silently never run
-        self.check_cardinality()
+        self._wire_plugins()
         self.view_names = self.declared_views()
         self.check_requirements()
         self.sampling = check_sampling(self, sampling)
@@ -174,6 +164,20 @@ class RecModule(pl.LightningModule):
         self.run_provenance: dict[str, Any] = {"plugins": plugin_provenance()}
 
     # ------------------------------------------------------------------ wiring
+    def _wire_plugins(self) -> None:
+        """``self.pm``: a plugin manager with the loaded plugin modules and this model's components registered,
+        every ``recplug_*`` method a known hook, and each hook's number of providers as its spec allows."""
+        self.pm = RecplugPluginManager()
+        for name, module in active_plugin_modules():
+            self.pm.register(module, name=f"plugin:{name}")
+        for key, component in self.components().items():
+            try:
+                self.pm.register(component, name=key)
+            except pluggy.PluginValidationError as exc:  # a plugin class skipped at load, chosen by name anyway
+                raise PluginError(f"{key} ({type(component).__name__}): {one_line(exc)}") from None
+        self.pm.check_pending()  # a recplug_* name that is no hook (a typo) would silently never run
+        self.check_cardinality()
+
     def reset_parameters(self) -> None:
         """Re-draw every learned weight as at construction: the ID tables and each component's own."""
         self._draw_id_tables()
