@@ -387,6 +387,67 @@ class RecplugArgumentParser(LightningArgumentParser):
         return yaml_location(self._reading, cause) if cause is not None else None
 
 
+def check_nothing_ignored(config: Namespace, given_args: list[str]) -> None:
+    """Refuse a config file's or a command-line value's unknown key holding only ``{}``
+    (:func:`dropped_empty_mappings`: jsonargparse drops it silently), and a command-line mapping that sets nothing
+    (``--model {}``, merged into the value)."""
+    for path in config.get("config") or []:
+        dropped = next(dropped_empty_mappings(read_yaml(str(path), "config file"), config), None) if path else None
+        if dropped is not None:
+            raise ConfigError(f"{path}: unknown key {dropped} (holding only empty mappings, it would have been "
+                              "ignored)")
+    for option, value, content in given_containers(given_args, config):
+        dropped = next(dropped_empty_mappings(content, config.get(option[2:]), option[2:]), None)
+        if dropped is not None:
+            raise ConfigError(f"{option} {value}: unknown key {dropped} (holding only empty mappings, it would "
+                              "have been ignored)")
+        if any(_holds_nothing(item) for item in (content if isinstance(content, list) else [content])):
+            raise ConfigError(f"{option} {value}: sets nothing (an empty mapping, merged into the value); give "
+                              "the settings to change, or leave the option out")
+
+
+def check_monitors(config: Namespace, subcommand: str | None) -> None:
+    """Refuse a monitor (of ``checkpoint`` or of any callback, e.g. ``EarlyStopping``) the evaluator never logs,
+    a test metric or an unvalidated one monitored in training, ``save_top_k: 0`` with a monitor in ``fit``, and a
+    callback's negative ``patience`` or unknown ``mode``."""
+    from recplug.core.eval.metrics import check_metric_args
+
+    ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
+    logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in metrics for k in ks}
+    monitors = {"checkpoint.monitor": config.get("checkpoint.monitor")}
+    training = subcommand in ("fit", None)  # None: built to be fit by ablate, tune or benchmark
+    if subcommand == "fit" and monitors["checkpoint.monitor"] and config.get("checkpoint.save_top_k") == 0:
+        raise ConfigError("checkpoint.save_top_k is 0: no best-validation checkpoint would be kept, so the test "
+                          "after fit would read the last epoch's weights; keep it >= 1 (or -1 for all)")
+    every = config.get("trainer.check_val_every_n_epoch")
+    if every is not None:  # Lightning divides by it mid-training
+        check_number("trainer", "check_val_every_n_epoch", every, 1)
+    for i, callback in enumerate(config.get("trainer.callbacks") or []):
+        init_args = callback.get("init_args") if hasattr(callback, "get") else None
+        if init_args is None:
+            continue
+        key = f"trainer.callbacks[{i}].init_args"
+        if init_args.get("monitor"):
+            monitors[f"{key}.monitor"] = init_args.get("monitor")
+        if init_args.get("patience") is not None:  # EarlyStopping takes any int, and a negative one stops at once
+            check_number(key, "patience", init_args.get("patience"), 0)
+        if init_args.get("mode") is not None and init_args.get("mode") not in ("min", "max"):
+            raise ConfigError(f"{key}.mode must be 'min' or 'max', got {init_args.get('mode')!r}")
+    no_validation = config.get("trainer.limit_val_batches") == 0
+    for key, monitor in monitors.items():
+        if monitor and monitor.split("/")[0] in ("val", "test") and monitor not in logged:
+            raise ConfigError(
+                f"{key} is {monitor!r}, which the evaluator never logs "
+                f"(eval.ks={config['eval.ks']}, eval.metrics={config['eval.metrics']}); change one of them"
+            )
+        if training and monitor and monitor.startswith("test/"):
+            raise ConfigError(f"{key} is {monitor!r}: training never evaluates the test split, and choosing an "
+                              "epoch on it would select on test; monitor a val/ metric")
+        if training and monitor and monitor.startswith("val/") and no_validation:
+            raise ConfigError(f"trainer.limit_val_batches is 0: no validation would run, so {key} {monitor!r} "
+                              "is never logged")
+
+
 class RecplugCLI(LightningCLI):
     """LightningCLI with the data->model links, the model's evaluation at ``eval`` and best-checkpoint testing."""
 
@@ -536,60 +597,13 @@ class RecplugCLI(LightningCLI):
         return None
 
     def before_instantiate_classes(self) -> None:
-        """Refuse a config file's unknown key whose value is ``{}`` (:func:`dropped_empty_mappings`) and a monitor
-        (of ``checkpoint`` or of any callback, e.g. ``EarlyStopping``) the evaluator never logs; and resuming
-        (``fit --ckpt_path .../checkpoints/last.ckpt``) keeps checkpointing in that folder, so the restored
-        best-validation tracking stays valid."""
-        from recplug.core.eval.metrics import check_metric_args
-
+        """Refuse a setting that would be ignored (:func:`check_nothing_ignored`) and a monitor the evaluator never
+        logs (:func:`check_monitors`); check the output folders; and resuming (``fit --ckpt_path
+        .../checkpoints/last.ckpt``) keeps checkpointing in that folder, so the restored best-validation tracking
+        stays valid."""
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        for path in config.get("config") or []:
-            dropped = next(dropped_empty_mappings(read_yaml(str(path), "config file"), config), None) if path else None
-            if dropped is not None:
-                raise ConfigError(f"{path}: unknown key {dropped} (holding only empty mappings, it would have been "
-                                  "ignored)")
-        for option, value, content in given_containers(self.given_args, config):
-            dropped = next(dropped_empty_mappings(content, config.get(option[2:]), option[2:]), None)
-            if dropped is not None:
-                raise ConfigError(f"{option} {value}: unknown key {dropped} (holding only empty mappings, it would "
-                                  "have been ignored)")
-            if any(_holds_nothing(item) for item in (content if isinstance(content, list) else [content])):
-                raise ConfigError(f"{option} {value}: sets nothing (an empty mapping, merged into the value); give "
-                                  "the settings to change, or leave the option out")
-        ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
-        logged = {f"{stage}/{m}@{k}" for stage in ("val", "test") for m in metrics for k in ks}
-        monitors = {"checkpoint.monitor": config.get("checkpoint.monitor")}
-        training = self.subcommand in ("fit", None)  # None: built to be fit by ablate, tune or benchmark
-        if self.subcommand == "fit" and monitors["checkpoint.monitor"] and config.get("checkpoint.save_top_k") == 0:
-            raise ConfigError("checkpoint.save_top_k is 0: no best-validation checkpoint would be kept, so the test "
-                              "after fit would read the last epoch's weights; keep it >= 1 (or -1 for all)")
-        every = config.get("trainer.check_val_every_n_epoch")
-        if every is not None:  # Lightning divides by it mid-training
-            check_number("trainer", "check_val_every_n_epoch", every, 1)
-        for i, callback in enumerate(config.get("trainer.callbacks") or []):
-            init_args = callback.get("init_args") if hasattr(callback, "get") else None
-            if init_args is None:
-                continue
-            key = f"trainer.callbacks[{i}].init_args"
-            if init_args.get("monitor"):
-                monitors[f"{key}.monitor"] = init_args.get("monitor")
-            if init_args.get("patience") is not None:  # EarlyStopping takes any int, and a negative one stops at once
-                check_number(key, "patience", init_args.get("patience"), 0)
-            if init_args.get("mode") is not None and init_args.get("mode") not in ("min", "max"):
-                raise ConfigError(f"{key}.mode must be 'min' or 'max', got {init_args.get('mode')!r}")
-        no_validation = config.get("trainer.limit_val_batches") == 0
-        for key, monitor in monitors.items():
-            if monitor and monitor.split("/")[0] in ("val", "test") and monitor not in logged:
-                raise ConfigError(
-                    f"{key} is {monitor!r}, which the evaluator never logs "
-                    f"(eval.ks={config['eval.ks']}, eval.metrics={config['eval.metrics']}); change one of them"
-                )
-            if training and monitor and monitor.startswith("test/"):
-                raise ConfigError(f"{key} is {monitor!r}: training never evaluates the test split, and choosing an "
-                                  "epoch on it would select on test; monitor a val/ metric")
-            if training and monitor and monitor.startswith("val/") and no_validation:
-                raise ConfigError(f"trainer.limit_val_batches is 0: no validation would run, so {key} {monitor!r} "
-                                  "is never logged")
+        check_nothing_ignored(config, self.given_args)
+        check_monitors(config, self.subcommand)
         for key, path in output_folders(config, self.subcommand):  # before any work, not at the first write
             check_can_create(path, key)
         ckpt_path = config.get("ckpt_path") if self.subcommand == "fit" else None
