@@ -4,8 +4,9 @@ Each run is ``recplug fit --config configs/<bundle>.yaml --data.path <dataset> -
 ``--data.cold_seed``, ``--data.seed`` and ``--seed_everything`` set to the seed, so a seed changes both the cold
 items and the training; the bundle's own early stopping on ``val/recall@20`` and at most ``--max-epochs`` epochs.
 The validation metrics at the best-validation epoch and the test metrics of that checkpoint (what ``recplug fit``
-tests after fitting) go to ``<out>/<dataset>_<bundle>_s<seed>.json``; a run whose file exists is skipped, so the
-script resumes where it stopped. ``random`` is the floor: Gaussian random embeddings ranked by the same
+tests after fitting) go to ``<out>/<dataset>_<bundle>_s<seed>.json`` with the config's sha256; a run whose file
+holds the same config's result is skipped, so the script resumes where it stopped, and one of another config (the
+bundle changed since) is run again. ``random`` is the floor: Gaussian random embeddings ranked by the same
 evaluation. Then ``python scripts/coldstart.py --table`` prints the Markdown table (mean ± std over seeds).
 
     OMP_NUM_THREADS=1 RECPLUG_DATA_MIRROR=/work/shared/data nohup .venv/bin/python scripts/coldstart.py \\
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import shutil
@@ -48,6 +50,12 @@ def best_epoch_metrics(metrics_csv: Path) -> dict[str, object]:
         for stage, row in (("val", best), ("test", test))
     }
     return {"best_epoch": int(best["epoch"]), "epochs_run": len(val), **pick}
+
+
+def config_sha256(bundle: str) -> str | None:
+    """The sha256 of ``configs/<bundle>.yaml`` (``None`` for ``random``, which has no config)."""
+    path = ROOT / f"configs/{bundle}.yaml"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if bundle != "random" else None
 
 
 def fit(bundle: str, dataset: str, seed: int, max_epochs: int, cold: float, negatives: bool) -> dict[str, object]:
@@ -102,8 +110,11 @@ def run_all(
         for dataset in DATASETS:
             for bundle in bundles:
                 path = out / f"{dataset}_{bundle}_s{seed}.json"
+                sha = config_sha256(bundle)
                 if path.exists():
-                    continue
+                    if json.loads(path.read_text()).get("config_sha256") == sha:
+                        continue
+                    print(f"{path.name}: measured with another configs/{bundle}.yaml; running it again", flush=True)
                 print(f"{time.strftime('%H:%M:%S')} {dataset} {bundle} seed {seed}", flush=True)
                 try:
                     result = (random_floor(dataset, seed, cold) if bundle == "random"
@@ -112,7 +123,7 @@ def run_all(
                     print(exc, flush=True)
                     continue
                 result.update(bundle=bundle, dataset=dataset, seed=seed, cold_items=cold, max_epochs=max_epochs,
-                              cold_negatives=negatives)
+                              cold_negatives=negatives, config_sha256=sha)
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(result, indent=1) + "\n")
                 tmp.replace(path)
