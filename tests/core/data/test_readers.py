@@ -201,6 +201,24 @@ def test_raw_leave_one_out_and_temporal_splits(tmp_path: Path) -> None:
     assert all(times[p] >= latest_train for p in zip(*(t.tolist() for t in temporal.split("test"))))
 
 
+def test_integer_times_beyond_2_to_the_53_keep_their_order(tmp_path: Path) -> None:
+    """Fuzz round 5, S1: nanosecond times were read as float64, so u1's three times tied and file order put its
+    earliest item in test; the earliest of a repeated pair was misjudged the same way."""
+    base = 1_700_000_000_000_000_000
+    rows = ["user,item,timestamp", f"u1,i1,{base + 100}", f"u1,i2,{base + 50}", f"u1,i3,{base}",
+            f"u2,i1,{base + 300}", f"u2,i2,{base + 200}", f"u2,i3,{base + 10}", f"u2,i3,{base + 5}"]
+    (tmp_path / "ns.csv").write_text("\n".join(rows) + "\n")
+    data = process_raw(tmp_path / "ns.csv", options=RawOptions(split="loo"))
+    test = {(data.user_ids[u], data.item_ids[i]) for u, i in zip(*(t.tolist() for t in data.split("test")))}
+    valid = {(data.user_ids[u], data.item_ids[i]) for u, i in zip(*(t.tolist() for t in data.split("valid")))}
+    assert test == {("u1", "i1"), ("u2", "i1")} and valid == {("u1", "i2"), ("u2", "i2")}
+    (tmp_path / "mixed.csv").write_text(f"user,item,timestamp\nu1,i1,1.5\nu1,i2,{base + 1}\n")
+    with pytest.raises(DataError) as info:
+        process_raw(tmp_path / "mixed.csv")
+    assert str(info.value).startswith(f"{tmp_path / 'mixed.csv'}:3: field 'timestamp' is '{base + 1}', which a "
+                                      "float cannot hold exactly")
+
+
 def test_raw_log_without_header_min_rating_and_dropping_featureless_items(tmp_path: Path) -> None:
     rows = [f"{u}\t{i}\t{1 + (u + i) % 5}" for u in range(12) for i in range(12)]
     (tmp_path / "r.tsv").write_text("\n".join(rows) + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,6 +112,27 @@ def _float_field(path: Path, lineno: int, field: str, text: str) -> float:
     return value
 
 
+_INTEGER = re.compile(r"\s*[-+]?[0-9]+\s*")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _time_column(path: Path, field: str, lines: list[int], texts: list[str], values: list[float]) -> np.ndarray:
+    """The time column: int64 when every time is written as an integer within int64 (nanosecond Unix times are
+    beyond float64's exact integers, 2^53, and rounding would tie or reorder them), else float64, where an integer
+    time that no float holds exactly is refused, naming its line."""
+    integers = [int(text) if _INTEGER.fullmatch(text) else None for text in texts]
+    if all(value is not None and value in _INT64 for value in integers):
+        return np.array(integers, dtype=np.int64)
+    for lineno, text, exact, value in zip(lines, texts, integers, values):
+        if exact is not None and int(value) != exact:
+            raise DataError(
+                f"{path}:{lineno}: field {field!r} is {quoted(text)}, which a float cannot hold exactly, and the "
+                "column is read as floats (not every time is an integer within int64): such times would tie or "
+                "swap; write every time as an integer, or scale them down"
+            )
+    return np.array(values)
+
+
 def _read_log(path: Path, options: RawOptions) -> _RawLog:
     """Parse a CSV/TSV log with the ``csv`` module (quoting allowed); every malformed row is an error."""
     sep = options.sep or default_separator(path)
@@ -142,6 +164,7 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
     cr = header.index(rating_col) if rating_col in header else None
     ct = header.index(time_col) if time_col in header else None
     users, items, ratings, times = [], [], [], []
+    time_lines, time_texts = [], []
     for lineno, last, row in records:
         if not row:
             continue
@@ -156,11 +179,14 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
             ratings.append(_float_field(path, lineno, rating_col, row[cr]))
         if ct is not None:
             times.append(_float_field(path, lineno, time_col, row[ct]))
+            time_lines.append(lineno)
+            time_texts.append(row[ct])
     if not users:
         raise DataError(f"{path}: no interactions")
     return _RawLog(
         np.array(users), np.array(items),
-        np.array(ratings) if cr is not None else None, np.array(times) if ct is not None else None,
+        np.array(ratings) if cr is not None else None,
+        _time_column(path, time_col, time_lines, time_texts, times) if ct is not None else None,
     )
 
 
