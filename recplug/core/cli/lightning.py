@@ -641,20 +641,22 @@ HARMLESS_WARNINGS = (
 EVALUATING_COMMANDS = ("validate", "test", "predict")
 RUN_ONLY_KEYS = ("config", "ckpt_path", "weights_only")
 """Keys of a recorded ``fit`` config that belong to the sub-command, not to the model, data or trainer."""
-RECORDED_OUTPUT_KEYS = (
-    "trainer.default_root_dir", "trainer.logger", "trainer.callbacks", "checkpoint", "topk.output_path",
-    "data.cache_dir",
-)
-"""Where a run wrote. A command that rebuilds a run from a checkpoint's recorded config never takes them from it:
-a crafted record would choose where the command writes. The defaults, or the command line, apply."""
+RECORDED_SECTIONS = ("seed_everything", "model", "data", "eval", "topk", "optimizer", "lr_scheduler")
+"""What a command that rebuilds a run from a checkpoint's recorded config takes from it: the model, its data and
+evaluation, and the seed. Not ``trainer`` or ``checkpoint``, which say how and where that run ran and wrote (its
+logger, callbacks, profiler, root folder, devices): a crafted record would choose where the command writes. The
+defaults, or the command line, apply."""
+RECORDED_OUTPUT_KEYS = ("topk.output_path", "data.cache_dir")
+"""Places in :data:`RECORDED_SECTIONS` a run wrote to, also left out."""
 
 
 def recorded_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's recorded ``fit`` config as settings to rebuild its model and data with: without the
-    sub-command's keys (:data:`RUN_ONLY_KEYS`) and without where it wrote (:data:`RECORDED_OUTPUT_KEYS`)."""
+    """A checkpoint's recorded ``fit`` config as settings to rebuild its model and data with: its
+    :data:`RECORDED_SECTIONS` without :data:`RECORDED_OUTPUT_KEYS`."""
     from recplug.core.model.provenance import without_keys
 
-    return without_keys(config, (*RUN_ONLY_KEYS, *RECORDED_OUTPUT_KEYS))
+    return without_keys({key: value for key, value in config.items() if key in RECORDED_SECTIONS},
+                        RECORDED_OUTPUT_KEYS)
 
 
 def with_recorded_config(args: list[str]) -> list[str]:
@@ -681,8 +683,10 @@ def with_recorded_config(args: list[str]) -> list[str]:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     config = folder / f"{Path(location.split('?')[0]).name}.config.yaml"
     config.write_text(yaml.safe_dump(recorded_settings(recorded), sort_keys=False))
-    print(f"note: no --config: recplug {args[0]} uses the config recorded in {location}, without where that run "
-          "wrote (logs, checkpoints, top-k file, cache: the defaults apply)", file=sys.stderr)
+    data_path = (recorded.get("data") or {}).get("path") if isinstance(recorded.get("data"), dict) else None
+    print(f"note: no --config: recplug {args[0]} uses the model, data (data.path {data_path}) and evaluation "
+          f"settings recorded in {location}; not its trainer, logger, checkpoint, top-k file or cache settings (the "
+          "defaults apply)", file=sys.stderr)
     return [args[0], "--config", str(config), *args[1:]]
 
 

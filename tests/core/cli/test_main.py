@@ -240,7 +240,8 @@ def test_predict_and_test_without_a_config_use_the_one_the_checkpoint_records(tm
     capsys.readouterr()
     assert main(["predict", f"--ckpt_path={ckpt}", "--topk.output_path", str(out), "--topk.k", "3",
                  "--trainer.logger=false", *QUIET]) == 0
-    assert f"note: no --config: recplug predict uses the config recorded in {ckpt}" in capsys.readouterr().err
+    assert (f"note: no --config: recplug predict uses the model, data (data.path default) and evaluation settings "
+            f"recorded in {ckpt}; not its trainer") in capsys.readouterr().err
     assert len(open(out).readline().split("\t")) == 3
     assert main(["test", "--ckpt_path", str(ckpt), "--trainer.logger=false", *QUIET]) == 0
     assert "note: model." not in capsys.readouterr().err  # no setting differs from the checkpoint's
@@ -276,6 +277,8 @@ def test_a_recorded_config_never_chooses_where_a_command_writes(tmp_path, monkey
     config["trainer"]["logger"] = {"class_path": "pytorch_lightning.loggers.CSVLogger",
                                    "init_args": {"save_dir": str(elsewhere / "logs")}}
     config["data"]["cache_dir"] = str(elsewhere / "cache")
+    config["trainer"]["profiler"] = {"class_path": "pytorch_lightning.profilers.SimpleProfiler",  # fuzz round 5
+                                     "init_args": {"dirpath": str(elsewhere / "profiler"), "filename": "owned"}}
     crafted = tmp_path / "crafted.ckpt"
     torch.save(checkpoint, crafted)
     work = tmp_path / "work"
@@ -283,6 +286,7 @@ def test_a_recorded_config_never_chooses_where_a_command_writes(tmp_path, monkey
     monkeypatch.chdir(work)
     assert main(["predict", "--ckpt_path", str(crafted), *QUIET]) == 0
     assert main(["test", "--ckpt_path", str(crafted), *QUIET]) == 0
+    assert main(["validate", "--ckpt_path", str(crafted), *QUIET]) == 0
     assert precious.read_text() == "keep me" and not list(elsewhere.iterdir())
     assert (work / "predictions.tsv").is_file()
 
