@@ -142,7 +142,7 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if any(path.glob("*.inter")):
             return "mmrec"
-        if (path / LIGHTGCN_FILES["train"]).is_file():
+        if os.path.lexists(path / LIGHTGCN_FILES["train"]):  # read_lightgcn names a dangling link, a FIFO
             return "lightgcn"
         raise DataError(f"{path}: unknown dataset format (expected an MMRec *.inter file or LightGCN train.txt)")
     if os.path.lexists(path):

@@ -455,6 +455,37 @@ def test_a_path_that_is_no_regular_file_is_named_for_what_it_is(tmp_path: Path) 
         "device)"
 
 
+def test_dataset_folder_files_that_are_no_regular_files_say_what_they_are(
+    tiny_data: InteractionData, tmp_path: Path
+) -> None:
+    """Fuzz round 5, S2 and M4: a dangling item map was taken for none (raw ids lost, silently); a dangling feature
+    file was 'not found', a folder named like one 'cannot read'; a dangling or device train.txt made the folder
+    'unknown dataset format'; a dangling .inter was 'cannot read'."""
+    nowhere = "is a symbolic link to /nonexistent, which leads nowhere (a loop or a missing target)"
+    cases = []
+    for name, what in (("item_map.tsv", "item map"), ("user_map.tsv", "user map"), ("notes.txt", "notes file"),
+                       ("image_feat.npy", "feature file of modality 'image'"), ("x.inter", "interaction file")):
+        folder = write_mmrec(tiny_data, tmp_path / f"m-{name}")
+        (folder / name).unlink(missing_ok=True)
+        if name == "x.inter":
+            next(folder.glob("*.inter")).unlink()
+        (folder / name).symlink_to("/nonexistent")
+        cases.append((folder, f"{folder / name}: {what} {nowhere}"))
+    folder = write_mmrec(tiny_data, tmp_path / "m-folder")
+    (folder / "image_feat.npy").unlink(missing_ok=True)
+    (folder / "image_feat.npy").mkdir()
+    cases.append((folder, f"{folder / 'image_feat.npy'}: feature file of modality 'image' is a folder, not a file"))
+    for target, problem in (("/nonexistent", nowhere), ("/dev/zero", "is not a regular file (a FIFO, a socket or a "
+                                                                      "device)")):
+        lightgcn = write(tmp_path / f"lg{len(cases)}", {"test.txt": "0 1\n1 0\n"})
+        (lightgcn / "train.txt").symlink_to(target)
+        cases.append((lightgcn, f"{lightgcn / 'train.txt'}: train file {problem}"))
+    for path, message in cases:
+        with pytest.raises(DataError) as info:
+            load_dataset(path, cache_dir=tmp_path / "cache")
+        assert str(info.value) == message
+
+
 def test_temporal_split_needs_a_time_column(tmp_path: Path) -> None:
     (tmp_path / "log.csv").write_text("user,item\n" + "\n".join(f"{u},{i}" for u in range(3) for i in range(3)) + "\n")
     with pytest.raises(DataError, match=r"log\.csv:1: split 'temporal' needs a time column"):

@@ -73,10 +73,8 @@ far larger than the file, or than this machine)."""
 
 def _load_array(path: Path, modality: str) -> np.ndarray:
     """The array of an ``.npy`` file, or of an ``.npz`` archive that holds exactly one (never unpickling)."""
-    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO would block np.load
-        raise DataError(f"{path}: feature file of modality {modality!r} is not a regular file")
-    if path.is_file():
-        _check_numpy_file(path)
+    check_file(path, f"feature file of modality {modality!r}")  # a FIFO would block np.load
+    _check_numpy_file(path)
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -85,8 +83,6 @@ def _load_array(path: Path, modality: str) -> np.ndarray:
             if len(loaded.files) == 1:
                 return loaded[loaded.files[0]]
             names = loaded.files
-    except FileNotFoundError:
-        raise DataError(f"{path}: feature file of modality {modality!r} not found") from None
     except NUMPY_READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read feature matrix ({one_line(exc, QUOTE_LIMIT)})") from None
     raise DataError(

@@ -4,6 +4,7 @@ per modality; read unchanged, written back."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -95,9 +96,13 @@ def _read_side_files(folder: Path) -> tuple[list[str] | None, list[str] | None, 
     maps: dict[str, list[str] | None] = {}
     for kind, file_name in MAP_FILES.items():
         path = folder / file_name
-        maps[kind] = [raw for _, raw, _ in read_id_map(path, f"{kind} map", indexed=True)] if path.exists() else None
+        present = os.path.lexists(path)  # a dangling link is refused by name, not taken for no map
+        maps[kind] = [raw for _, raw, _ in read_id_map(path, f"{kind} map", indexed=True)] if present else None
     notes_path = folder / NOTES_FILE
-    notes = read_lines(notes_path) if notes_path.exists() else []
+    notes: list[str] = []
+    if os.path.lexists(notes_path):
+        check_file(notes_path, "notes file")
+        notes = read_lines(notes_path)
     return maps["user"], maps["item"], notes
 
 
@@ -121,12 +126,12 @@ def _id_count(
 def _find_inter(folder: Path, inter_file: str | None) -> Path:
     if inter_file is not None:
         path = folder / inter_file
-        if not path.is_file():
-            raise DataError(f"{path}: interaction file not found")
+        check_file(path, "interaction file")
         return path
     inters = sorted(folder.glob("*.inter"))
     if len(inters) != 1:
         raise DataError(f"{folder}: expected exactly one *.inter file, found {[p.name for p in inters] or 'none'}")
+    check_file(inters[0], "interaction file")  # a dangling link or a folder named x.inter
     return inters[0]
 
 
