@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,14 @@ def align_texts(
     return AlignedText(num_items, texts, missing, unknown, index_to_raw)
 
 
+def _check_encoding(batch_size: int, missing: str) -> None:
+    """Refuse a ``batch_size`` below 1 or an unknown ``missing`` rule, naming the option."""
+    if missing not in MISSING_RULES:
+        raise ConfigError(f"--missing: unknown rule {missing!r}; choose one of {', '.join(MISSING_RULES)}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+
+
 def encode_aligned(
     aligned: AlignedText, encoder: TextEncoder, batch_size: int = 64, missing: str = "mean", progress: bool = True
 ) -> np.ndarray:
@@ -193,10 +202,7 @@ def encode_aligned(
     """
     from tqdm import tqdm
 
-    if missing not in MISSING_RULES:
-        raise ConfigError(f"--missing: unknown rule {missing!r}; choose one of {', '.join(MISSING_RULES)}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    _check_encoding(batch_size, missing)
     if not aligned.texts:
         raise DataError("no item of the dataset has text: nothing to encode (check --id-column and --item-map)")
     indices = sorted(aligned.texts, key=lambda i: -len(aligned.texts[i]))
@@ -264,6 +270,14 @@ def check_device(device: str | None) -> None:
         raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+def _weights_problem(exc: BaseException) -> str:
+    """What went wrong reading a model's weight file, in a few words (torch's refusal of a pickle that holds more
+    than tensors is many lines inviting ``weights_only=False``)."""
+    if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
+        return "torch's weights-only loader refused it: not plain tensors, and recplug never unpickles objects"
+    return one_line(exc, 200) or type(exc).__name__
+
+
 def load_text_encoder(model: str | None = None, device: str | None = None) -> TextEncoder:
     """A sentence-transformer encoder that never touches the network.
 
@@ -291,11 +305,15 @@ def load_text_encoder(model: str | None = None, device: str | None = None) -> Te
         model = str(get_model_path())
     elif not Path(model).is_dir():
         raise ConfigError(f"--model: {model} is not a local sentence-transformers folder")
+    from safetensors import SafetensorError
+
     check_device(device)
     try:
         encoder = SentenceTransformer(model, device=device)
     except (OSError, ValueError) as exc:  # a folder that holds no model (transformers' two-line message)
         raise ConfigError(f"--model {model}: not a sentence-transformers model folder ({one_line(exc, 200)})") from None
+    except (SafetensorError, EOFError, pickle.UnpicklingError, RuntimeError) as exc:  # random, truncated, a payload
+        raise ConfigError(f"--model {model}: cannot read its weights ({_weights_problem(exc)})") from None
 
     def encode(texts: list[str]) -> np.ndarray:
         return encoder.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)
@@ -398,6 +416,7 @@ def build_text_features(
     is a :class:`ConfigError`. ``item_map`` overrides the raw ids the dataset's reader kept. ``encoder`` defaults
     to :func:`load_text_encoder` on ``model`` and ``device``, loaded only once the inputs have been checked.
     """
+    _check_encoding(batch_size, missing)  # before the dataset is read and the model loaded
     aligned, out = _align_table(items, id_column, text_columns, dataset, out, item_map, "text_feat.npy")
     features = encode_aligned(aligned, encoder or load_text_encoder(model, device), batch_size, missing, progress)
     _save(out, features, aligned)

