@@ -182,9 +182,12 @@ def load_dataset(
     if str(path) == registry.DEFAULT_DATASET:
         from recplug.datasets import default_path
 
+        _refuse_raw_options(raw_options, path, "the embedded MMRec dataset")
         data = read_mmrec(default_path(), feature_files)
     elif os.path.lexists(path) or (format != "auto" and str(path) not in registry.REGISTRY):  # a dangling link too
         kind = detect_format(path) if format == "auto" else format
+        if kind in ("mmrec", "lightgcn"):
+            _refuse_raw_options(raw_options, path, f"a dataset folder ({kind})")
         if kind == "mmrec":
             data = read_mmrec(path, feature_files)
         elif kind == "lightgcn":
@@ -196,6 +199,7 @@ def load_dataset(
         spec = registry.get_spec(str(path))
         if format not in ("auto", spec.format):
             raise DataError(f"{path}: a registered dataset in {spec.format} format, not {format}; leave format auto")
+        _refuse_raw_options(raw_options, path, "a registered dataset")
         data = _registered(spec, cache_dir, mirror, progress, feature_files)
     else:
         raise DataError(f"{path}: no such dataset folder")
@@ -204,6 +208,12 @@ def load_dataset(
     if cold_items > 0:
         data = hold_out_items(data, cold_items, cold_seed)
     return data
+
+
+def _refuse_raw_options(raw_options: RawOptions | None, path: str | Path, what: str) -> None:
+    """Refuse ``raw_options`` given for ``path``, which is ``what`` and not a raw log (they would do nothing)."""
+    if raw_options is not None:
+        raise ConfigError(f"load_dataset.raw_options: options of a raw log, but {path} is {what}; they do not apply")
 
 
 def _registered(

@@ -394,6 +394,20 @@ def test_raw_options_that_are_no_raw_options_are_one_line(tmp_path: Path) -> Non
     assert not (tmp_path / "cache").exists()
 
 
+def test_raw_options_for_what_is_no_raw_log_are_refused(tiny_folder: Path, tmp_path: Path) -> None:
+    """Fuzz round 5, S3: load_dataset dropped raw_options (k_core=50, min_rating=4) silently for a dataset folder,
+    'default' or a registered name, where the CLI refuses --k-core."""
+    lightgcn = write(tmp_path / "lg", {"train.txt": "0 0\n1 1\n", "test.txt": "0 1\n1 0\n"})
+    cases = [(tiny_folder, "a dataset folder (mmrec)"), (lightgcn, "a dataset folder (lightgcn)"),
+             ("default", "the embedded MMRec dataset"), ("gowalla", "a registered dataset")]
+    for path, what in cases:
+        with pytest.raises(ConfigError) as info:
+            load_dataset(path, raw_options=RawOptions(k_core=50), cache_dir=tmp_path / "cache")
+        assert str(info.value) == f"load_dataset.raw_options: options of a raw log, but {path} is {what}; they do " \
+            "not apply"
+    assert not (tmp_path / "cache").exists()
+
+
 def test_a_quote_left_open_on_the_last_line_is_named_as_such(tmp_path: Path) -> None:
     """Fuzz round 4, M7: a last line '"3,7' was 'expected 2 fields, got 1'; a stray quote inside a field, and a
     quoted field that closes with a newline in it, are still read."""
