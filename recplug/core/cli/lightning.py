@@ -337,11 +337,11 @@ def output_folders(config: Any, subcommand: str | None) -> Iterator[tuple[str, s
     loggers = config.get("trainer.logger")
     for index, logger in enumerate(loggers if isinstance(loggers, list) else [loggers]):
         save_dir = logger.get("init_args", {}).get("save_dir") if hasattr(logger, "get") else None
-        if save_dir:
+        if save_dir is not None:  # '' too: check_can_create refuses it (Path('') is the current folder)
             yield f"trainer.logger{f'[{index}]' if isinstance(loggers, list) else ''}.init_args.save_dir", str(save_dir)
     for key in ("trainer.default_root_dir", "checkpoint.dirpath") + (("topk.output_path",) if subcommand == "predict"
                                                                      else ()):
-        if config.get(key):
+        if config.get(key) is not None and (config[key] or key != "topk.output_path"):  # TopKWriter names ''
             yield key, str(config[key])
 
 

@@ -104,6 +104,10 @@ def test_an_unknown_command_lists_every_command(capsys) -> None:
     (["predict", "--topk.output_path", ""], "error: topk.output_path is empty; give the file to write, e.g. "
                                             "predictions.tsv"),
     (["data", "convert", "log.csv", ""], "error: output folder is empty; give a path"),
+    (["fit", "--config", str(ROOT / "configs" / "mf.yaml"), "--trainer.logger.init_args.save_dir", ""],
+     "error: trainer.logger.init_args.save_dir is empty; give a path"),
+    (["fit", "--config", str(ROOT / "configs" / "mf.yaml"), "--trainer.default_root_dir", ""],
+     "error: trainer.default_root_dir is empty; give a path"),
 ])
 def test_an_empty_output_path_is_refused_not_read_as_the_current_folder(argv, expected, capsys, tmp_path,
                                                                         monkeypatch) -> None:
