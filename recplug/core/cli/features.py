@@ -353,14 +353,14 @@ class FeatureResult:
 
 
 def _check_out(out: str | Path) -> Path:
-    """``out`` as a path, or :class:`ConfigError` when numpy would not write that exact name or the file cannot be
-    created there (checked before the items are encoded)."""
+    """``out`` as a path, or :class:`ConfigError` when it is empty or blank, the file cannot be created there, or
+    numpy would not write that exact name (checked before the items are encoded)."""
+    check_can_create(out, "--out")  # first: Path('') is '.', which numpy would write as '..npy'
     out = Path(out)
     if out.suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(
             f"--out {out}: name a .npy (row i = item i) or .npz (keyed by raw id) file; numpy would write {out}.npy"
         )
-    check_can_create(out, "--out")
     return out
 
 

@@ -196,6 +196,20 @@ def test_an_out_that_cannot_be_created_is_refused_before_anything_is_encoded(
     assert code == 2 and capsys.readouterr().err == f"error: --out {out}: cannot be created (File name too long)\n"
 
 
+@pytest.mark.parametrize("kind", ["text", "categories"])
+@pytest.mark.parametrize("out", ["", " "])
+def test_an_empty_or_blank_out_is_refused_naming_it(
+    kind: str, out: str, folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Fuzz round 5, M6: ``--out ''`` said ``--out .: ... numpy would write ..npy``."""
+    monkeypatch.setattr(features, "dataset_items", lambda dataset: pytest.fail("dataset read"))
+    table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
+    column = ["--text-columns", "title"] if kind == "text" else ["--column", "title"]
+    code = recplug(["features", kind, "--items", str(table), "--id-column", "item_id", *column, "--dataset", str(folder),
+                    "--out", out])
+    assert code == 2 and capsys.readouterr().err == "error: --out is empty; give a path\n"
+
+
 def test_out_is_written_at_exactly_the_reported_path(folder: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(features, "load_text_encoder", lambda model=None, device=None: fake_encoder)
     table = write(tmp_path / "items.tsv", ["item_id\ttitle", "B000\tt0"])
