@@ -408,8 +408,9 @@ def check_nothing_ignored(config: Namespace, given_args: list[str]) -> None:
 
 def check_monitors(config: Namespace, subcommand: str | None) -> None:
     """Refuse a monitor (of ``checkpoint`` or of any callback, e.g. ``EarlyStopping``) the evaluator never logs,
-    a test metric or an unvalidated one monitored in training, ``save_top_k: 0`` with a monitor in ``fit``, and a
-    callback's negative ``patience`` or unknown ``mode``."""
+    a test metric or an unvalidated one monitored in training, a ``fit`` that would train nothing, keep no
+    best-validation checkpoint (``save_top_k: 0``) or validate never, and a callback's negative ``patience`` or
+    unknown ``mode``."""
     from recplug.core.eval.metrics import check_metric_args
 
     ks, metrics = check_metric_args(config["eval.ks"], config["eval.metrics"], "eval.")
@@ -422,6 +423,14 @@ def check_monitors(config: Namespace, subcommand: str | None) -> None:
     every = config.get("trainer.check_val_every_n_epoch")
     if every is not None:  # Lightning divides by it mid-training
         check_number("trainer", "check_val_every_n_epoch", every, 1)
+    if subcommand == "fit" and not config.get("trainer.fast_dev_run"):
+        for key in ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches"):
+            if config.get(key) == 0:
+                raise ConfigError(f"{key} is 0: fit would train nothing and test the initial, untrained weights")
+        epochs = config.get("trainer.max_epochs")
+        if monitors["checkpoint.monitor"] and every is not None and epochs is not None and 0 < epochs < every:
+            raise ConfigError(f"trainer.check_val_every_n_epoch is {every} but trainer.max_epochs {epochs}: no "
+                              "validation would run, so no best-validation checkpoint would be kept for the test")
     for i, callback in enumerate(config.get("trainer.callbacks") or []):
         init_args = callback.get("init_args") if hasattr(callback, "get") else None
         if init_args is None:

@@ -317,6 +317,23 @@ def test_keeping_no_best_checkpoint_is_refused(capsys, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
+    (["--trainer.max_epochs=0"], "trainer.max_epochs is 0: fit would train nothing and test the initial, untrained "
+                                 "weights"),
+    (["--trainer.limit_train_batches=0"], "trainer.limit_train_batches is 0: fit would train nothing and test the "
+                                          "initial, untrained weights"),
+    (["--trainer.max_steps=0"], "trainer.max_steps is 0: fit would train nothing and test the initial, untrained "
+                                "weights"),
+    (["--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=5"],
+     "trainer.check_val_every_n_epoch is 5 but trainer.max_epochs 1: no validation would run, so no "
+     "best-validation checkpoint would be kept for the test"),
+])
+def test_a_fit_that_would_train_or_validate_nothing_is_refused(options, message, capsys, tmp_path) -> None:
+    """It exited 0 and reported the test metrics of untrained or last-epoch weights (fuzz round 5)."""
+    assert fit("mf.yaml", tmp_path, *options) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
+
+
+@pytest.mark.parametrize(("options", "message"), [
     (["--checkpoint.monitor=test/recall@20"], "checkpoint.monitor is 'test/recall@20': training never evaluates the "
                                               "test split, and choosing an epoch on it would select on test; monitor a "
                                               "val/ metric"),
