@@ -12,6 +12,8 @@ Layout of the cache (``$RECPLUG_CACHE``, default ``~/.cache/recplug``)::
                                       user_map.tsv/item_map.tsv; key = sha256 of the log, its feature files
                                       and the RawOptions
 
+A processed folder's ``.complete`` marker records the sha256 of each of its files; a damaged folder is rebuilt.
+
 Offline use: set ``RECPLUG_DATA_MIRROR`` (or pass ``mirror=``) to a folder or URL laid out as
 ``<mirror>/<name>/<file>``; files come from there instead of the upstream URL and are checked against the same
 sha256 sums. In this repository's workspace, ``RECPLUG_DATA_MIRROR=../shared/data`` serves Gowalla, TikTok and
@@ -29,6 +31,7 @@ import os
 import shlex
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,13 +40,13 @@ from recplug.core.data.dataset import DataError, InteractionData
 from recplug.core.data.download import as_url, download, sha256sum
 from recplug.core.data.formats.lightgcn import read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec
-from recplug.core.data.formats.text import quoted
-from recplug.core.errors import ConfigError, RecplugError
+from recplug.core.data.formats.text import QUOTE_LIMIT, quoted
+from recplug.core.errors import ConfigError, RecplugError, one_line
 from recplug.core.ops.io import atomic_folder, check_can_create
 
 MIRROR_ENV = "RECPLUG_DATA_MIRROR"
 CACHE_ENV = "RECPLUG_CACHE"
-PROCESSED_VERSION = "1"  # bump when a reader's output changes, so stale processed caches are not reused
+PROCESSED_VERSION = "2"  # bump when a reader's output changes, so stale processed caches are not reused
 COMPLETE_MARKER = ".complete"
 DEFAULT_DATASET = "default"
 PREPARE_COMMANDS = ("data", "features")
@@ -258,14 +261,44 @@ def fetch(name: str, cache_dir: str | Path | None = None, mirror: str | None = N
     return folder
 
 
+def _checksums(folder: Path) -> dict[str, str]:
+    """``{path relative to folder: sha256}`` of every file under ``folder`` but its completion marker."""
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != COMPLETE_MARKER)
+    return {p.relative_to(folder).as_posix(): sha256sum(p) for p in files}
+
+
+def _damage(folder: Path) -> str | None:
+    """What differs in complete folder ``folder`` from the sha256 sums its marker recorded (a file changed,
+    added or removed), or what could not be read; ``None`` when it is as it was built."""
+    try:
+        recorded = json.loads((folder / COMPLETE_MARKER).read_text(encoding="utf-8"))
+        found = _checksums(folder)
+    except (OSError, ValueError) as exc:  # ValueError: a marker that is not the JSON written
+        return one_line(f"{type(exc).__name__}: {exc}", QUOTE_LIMIT)
+    if not isinstance(recorded, dict):
+        return f"{COMPLETE_MARKER} holds no checksums"
+    changed = sorted(name for name in recorded.keys() | found.keys() if recorded.get(name) != found.get(name))
+    if not changed:
+        return None
+    name = changed[0]
+    how = "is new" if name not in recorded else "is missing" if name not in found else "changed"
+    return f"{name} {how} since it was written" + (f", and {len(changed) - 1} more" if len(changed) > 1 else "")
+
+
 def complete_folder(folder: Path, build: Callable[[Path], None]) -> Path:
     """``folder``, built by ``build(tmp)`` into a temporary folder beside it and moved into place with a
-    completion marker, unless a complete one is there already (when processes race, the first to finish wins)."""
-    if not (folder / COMPLETE_MARKER).exists():
-        shutil.rmtree(folder, ignore_errors=True)  # an incomplete earlier attempt
-        with atomic_folder(folder) as tmp:
-            build(tmp)
-            (tmp / COMPLETE_MARKER).touch()
+    completion marker that records every file's sha256, unless a complete one is there already (when processes
+    race, the first to finish wins). A complete folder whose files differ from the recorded sums, or cannot be
+    read, is reported in a warning and rebuilt."""
+    if (folder / COMPLETE_MARKER).exists():
+        damage = _damage(folder)
+        if damage is None:
+            return folder
+        warnings.warn(f"{folder}: corrupted processed-dataset cache ({damage}); rebuilding it", stacklevel=2)
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete earlier attempt, or a damaged one
+    with atomic_folder(folder) as tmp:
+        build(tmp)
+        (tmp / COMPLETE_MARKER).write_text(json.dumps(_checksums(tmp), sort_keys=True), encoding="utf-8")
     return folder
 
 

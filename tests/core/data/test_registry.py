@@ -10,6 +10,7 @@ import re
 import shlex
 import threading
 import time
+import warnings
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -355,6 +356,29 @@ def test_raw_log_cache_is_keyed_by_content_and_options(tmp_path: Path, monkeypat
     log.write_text(log.read_text() + "u0,i9\n")
     load_dataset(log, cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache" / "processed").glob("log-*"))) == 3
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    (lambda f: (f / "log.inter").write_text((f / "log.inter").read_text()[:-20]), "log.inter changed since it was"),
+    (lambda f: (f / "item_map.tsv").unlink(), "item_map.tsv is missing since it was written"),
+    (lambda f: np.save(f / "image_feat.npy", np.zeros((5, 2))), "image_feat.npy is new since it was written"),
+    (lambda f: (f / registry.COMPLETE_MARKER).write_text("{"), "JSONDecodeError"),
+    (lambda f: (f / registry.COMPLETE_MARKER).write_text(""), "JSONDecodeError"),
+])
+def test_a_damaged_raw_log_cache_is_reported_once_and_rebuilt(tmp_path: Path, damage, reason: str) -> None:
+    """Fuzz round 5, S12: an edited processed copy of a raw log was read as it was (fewer interactions, no word)."""
+    log = tmp_path / "log.csv"
+    log.write_text("user,item\n" + "\n".join(f"u{u},i{i}" for u in range(6) for i in range(5)) + "\n")
+    data = load_dataset(log, cache_dir=tmp_path / "cache")
+    (folder,) = (tmp_path / "cache" / "processed").glob("log-*")
+    damage(folder)
+    with pytest.warns(UserWarning, match=f"^{re.escape(str(folder))}: corrupted processed-dataset cache \\(.*"
+                                         f"{re.escape(reason)}.*\\); rebuilding it$"):
+        again = load_dataset(log, cache_dir=tmp_path / "cache")
+    assert again.content_hash() == data.content_hash() and again.user_ids == data.user_ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_dataset(log, cache_dir=tmp_path / "cache").content_hash() == data.content_hash()
 
 
 def test_datamodule_loads_registered_names_and_carves_validation(
