@@ -43,16 +43,25 @@ def atomic_write(path: str | Path, mode: str = "w", **open_args: Any) -> Iterato
         tmp.unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, there being no other portable way, and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_folder(path: str | Path) -> Iterator[Path]:
     """A new temporary folder beside ``path`` for the block to fill; when the block ends without an exception
     it is renamed to ``path``, otherwise removed. A folder cannot replace a non-empty one in one step: if
     ``path`` is a non-empty folder by then (another process finished first), that one is kept and this one is
-    discarded, so when processes race the first to finish wins."""
+    discarded, so when processes race the first to finish wins. The folder gets the permissions ``mkdir`` would
+    give it (``0o777`` less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would keep the folder from other users and the group
         yield tmp
         try:
             os.replace(tmp, path)

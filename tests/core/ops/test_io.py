@@ -63,6 +63,21 @@ def test_a_folder_takes_its_place_only_when_complete_and_the_first_one_wins(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["processed"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_a_folder_gets_the_permissions_of_an_ordinary_mkdir(tmp_path: Path, umask: int) -> None:
+    """Fuzz round 5, S5: mkdtemp's 0700 was renamed into place, so exports, converted datasets and a shared cache
+    could be read by their owner only, whatever the umask."""
+    old = os.umask(umask)
+    try:
+        with atomic_folder(tmp_path / "atomic"):
+            pass
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(old)
+    mode = lambda name: stat.S_IMODE(os.stat(tmp_path / name).st_mode)  # noqa: E731
+    assert mode("atomic") == mode("plain") == 0o777 & ~umask
+
+
 def test_check_can_create_names_the_option_and_what_is_in_the_way(tmp_path: Path) -> None:
     from recplug.core.errors import ConfigError
     from recplug.core.ops.io import check_can_create
