@@ -24,9 +24,10 @@ Alignment rules (see docs/features.md):
 * ``--out`` must end in ``.npy`` (row i = item i) or ``.npz`` (keyed by raw id); any other name is refused before
   anything is read, as numpy would silently append ``.npy`` to it.
 
-Categories become a multi-hot modality: an item's column value is split at ``--sep`` into tokens (stripped, empty
-ones dropped), and column ``j`` of the matrix is 1 where the item has the ``j``-th of the sorted distinct tokens
-of the dataset's items (a category path ``Office Products, Paper, Notebooks`` sets three columns).
+Categories become a multi-hot modality: an item's column value is split at ``--sep`` (``'\\t'``: a tab) into tokens
+(stripped, empty ones dropped and reported), and column ``j`` of the matrix is 1 where the item has the ``j``-th of
+the sorted distinct tokens of the dataset's items (a category path ``Office Products, Paper, Notebooks`` sets three
+columns).
 """
 
 from __future__ import annotations
@@ -79,7 +80,11 @@ class AlignedText:
 
     def describe_missing(self) -> str:
         """The first few missing items, as ``index`` or ``index (raw id)``."""
-        shown = [f"{i} ({self.index_to_raw[i]})" if i in self.index_to_raw else str(i) for i in self.missing]
+        return self.describe(self.missing)
+
+    def describe(self, indices: Sequence[int]) -> str:
+        """The first few of ``indices``, as ``index`` or ``index (raw id)``."""
+        shown = [f"{i} ({self.index_to_raw[i]})" if i in self.index_to_raw else str(i) for i in indices]
         return _elide(shown)
 
 
@@ -231,8 +236,11 @@ def _fill_missing(features: np.ndarray, missing_rows: list[int], rule: str) -> n
     return features
 
 
-def category_matrix(aligned: AlignedText, sep: str = ",", missing: str = "mean") -> tuple[np.ndarray, list[str]]:
-    """Multi-hot ``float32 [num_items, len(vocabulary)]`` and the vocabulary (sorted distinct tokens).
+def category_matrix(
+    aligned: AlignedText, sep: str = ",", missing: str = "mean"
+) -> tuple[np.ndarray, list[str], list[int]]:
+    """Multi-hot ``float32 [num_items, len(vocabulary)]``, the vocabulary (sorted distinct tokens) and the items
+    that had an empty token beside their categories (``a,,b``, ``a,``), ascending, for a report.
 
     An item's tokens are its text split at ``sep``, stripped, empty ones dropped; items left without a token join
     ``aligned.missing`` (updated in place) and are filled by ``missing`` (as in :func:`encode_aligned`).
@@ -241,8 +249,10 @@ def category_matrix(aligned: AlignedText, sep: str = ",", missing: str = "mean")
         raise ConfigError(f"--missing: unknown rule {missing!r}; choose one of {', '.join(MISSING_RULES)}")
     if not sep:
         raise ConfigError("--sep: the category separator must not be empty")
-    tokens = {i: {t.strip() for t in text.split(sep)} - {""} for i, text in aligned.texts.items()}
+    parts = {i: [t.strip() for t in text.split(sep)] for i, text in aligned.texts.items()}
+    tokens = {i: set(found) - {""} for i, found in parts.items()}
     empty = {i for i, found in tokens.items() if not found}
+    dropped = sorted(i for i, found in parts.items() if i not in empty and "" in found)
     aligned.texts = {i: text for i, text in aligned.texts.items() if i not in empty}
     aligned.missing = sorted({*aligned.missing, *empty})
     vocabulary = sorted(set().union(*tokens.values()))
@@ -253,7 +263,7 @@ def category_matrix(aligned: AlignedText, sep: str = ",", missing: str = "mean")
     columns = [column[token] for found in tokens.values() for token in found]
     matrix = np.zeros((aligned.num_items, len(vocabulary)), dtype=np.float32)
     matrix[rows, columns] = 1.0
-    return _fill_missing(matrix, aligned.missing, missing), vocabulary
+    return _fill_missing(matrix, aligned.missing, missing), vocabulary, dropped
 
 
 def check_device(device: str | None) -> None:
@@ -343,6 +353,7 @@ class FeatureResult:
         aligned: the table's rows aligned to the dataset (missing items, ignored rows).
         missing_rule: how items without content were filled (``mean`` or ``zeros``).
         vocabulary: the category of each column (categories only).
+        empty_tokens: items whose categories held an empty token, dropped (categories only).
     """
 
     out: Path
@@ -350,6 +361,7 @@ class FeatureResult:
     aligned: AlignedText
     missing_rule: str
     vocabulary: list[str] = field(default_factory=list)
+    empty_tokens: list[int] = field(default_factory=list)
 
 
 def _check_out(out: str | Path) -> Path:
@@ -439,9 +451,9 @@ def build_category_features(
     if out is None:  # '../x' or 'a/b' would write outside the dataset folder, '.x' a hidden modality
         check_modality(column, "--column (no --out given)")
     aligned, out = _align_table(items, id_column, [column], dataset, out, item_map, f"{column}_feat.npy")
-    matrix, vocabulary = category_matrix(aligned, sep, missing)
+    matrix, vocabulary, dropped = category_matrix(aligned, sep, missing)
     _save(out, matrix, aligned)
-    return FeatureResult(out, (int(matrix.shape[0]), int(matrix.shape[1])), aligned, missing, vocabulary)
+    return FeatureResult(out, (int(matrix.shape[0]), int(matrix.shape[1])), aligned, missing, vocabulary, dropped)
 
 
 def _table_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
@@ -468,6 +480,12 @@ def _report(result: FeatureResult, items: str, what: str) -> None:
         print(
             f"{len(aligned.missing)} of {aligned.num_items} items have no {what}, filled with {rule} "
             f"(--missing {result.missing_rule}): {aligned.describe_missing()}",
+            file=sys.stderr,
+        )
+    if result.empty_tokens:
+        print(
+            f"{len(result.empty_tokens)} item(s) have an empty category (two separators in a row, or one at an "
+            f"end), dropped: {aligned.describe(result.empty_tokens)}",
             file=sys.stderr,
         )
 
@@ -505,10 +523,13 @@ def _categories_command(argv: list[str]) -> int:
     )
     _table_arguments(parser, "<column>_feat.npy")
     parser.add_argument("--column", required=True, help="column holding the item's categories")
-    parser.add_argument("--sep", default=",", help="separator between an item's categories (default ',')")
+    parser.add_argument(
+        "--sep", default=",", help="separator between an item's categories, '\\t' for a tab (default ',')"
+    )
     args = parser.parse_args(argv)
+    sep = "\t" if args.sep == "\\t" else args.sep  # as data convert reads it: a shell cannot easily pass a tab
     result = build_category_features(
-        args.items, args.id_column, args.column, args.dataset, args.out, args.item_map, args.sep, args.missing
+        args.items, args.id_column, args.column, args.dataset, args.out, args.item_map, sep, args.missing
     )
     _report(result, args.items, "categories")
     print(

@@ -257,6 +257,30 @@ def test_categories_command_reports_and_a_custom_separator(folder: Path, tmp_pat
     assert ids[:2] == ["B000", "B001"] and matrix[:2].tolist() == [[1, 1, 0], [0, 0, 1]]
 
 
+def test_categories_sep_backslash_t_is_a_tab_as_in_data_convert(folder: Path, tmp_path: Path, capsys) -> None:
+    """Fuzz round 5, S13: ``--sep '\\t'`` (backslash, t) split nothing, while ``data convert`` reads it as a tab."""
+    table = write(tmp_path / "items.csv", ["id,genre", 'B000,"Jazz\tBlues"', "B001,Jazz"])
+    out = tmp_path / "genre.npy"
+    assert recplug(["features", "categories", "--items", str(table), "--id-column", "id", "--column", "genre", "--sep",
+                    "\\t", "--dataset", str(folder), "--out", str(out)]) == 0
+    assert "multi-hot of 2 categories" in capsys.readouterr().out
+    assert np.load(out)[:2].tolist() == [[1, 1], [0, 1]]  # columns: Blues, Jazz
+
+
+def test_an_empty_category_beside_others_is_reported(folder: Path, tmp_path: Path, capsys) -> None:
+    """Fuzz round 5, S13: the empty category of ``a,,b`` was dropped without a note (an item with no category at
+    all is reported as missing, as before)."""
+    table = write(tmp_path / "items.tsv", ["item_id\tgenre", "B000\tJazz,,Blues", "B001\tJazz,", "B002\tPop", "B003\t,"])
+    out = tmp_path / "genre.npy"
+    assert recplug(["features", "categories", "--items", str(table), "--id-column", "item_id", "--column", "genre",
+                    "--dataset", str(folder), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "2 item(s) have an empty category (two separators in a row, or one at an end), dropped: 0 (B000), " \
+           "1 (B001)\n" in err
+    assert "147 of 150 items have no categories" in err
+    assert np.load(out)[:3].tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]  # columns: Blues, Jazz, Pop
+
+
 @pytest.mark.parametrize("column", ["../../escaped", "sub/dir", ".hidden", ""])
 def test_a_category_column_that_names_no_plain_modality_needs_an_out(
     column: str, folder: Path, tmp_path: Path, capsys
