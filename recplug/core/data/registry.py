@@ -42,7 +42,7 @@ from recplug.core.data.formats.lightgcn import read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec
 from recplug.core.data.formats.text import QUOTE_LIMIT, quoted
 from recplug.core.errors import ConfigError, RecplugError, one_line
-from recplug.core.ops.io import atomic_folder, check_can_create
+from recplug.core.ops.io import atomic_folder, check_can_create, expand_home
 
 MIRROR_ENV = "RECPLUG_DATA_MIRROR"
 CACHE_ENV = "RECPLUG_CACHE"
@@ -69,7 +69,7 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
         given, option = Path.home() / ".cache" / "recplug", f"the default cache (set {CACHE_ENV} for another)"
     if not str(given).strip():  # Path(" ") would be a folder named " " in the working directory
         raise ConfigError(f"{option} {given!r}: a blank path; give a folder, or none for the default")
-    root = Path(given).expanduser()
+    root = expand_home(given, option)
     check_can_create(root, option)
     if root.exists() and not root.is_dir():
         raise ConfigError(f"{option} {root}: a file, not a folder")
@@ -83,7 +83,7 @@ def mirror_url(mirror: str, option: str) -> str:
     """The URL of ``mirror`` (``option`` names where it came from): a URL as it is, or a local folder, which must
     exist (a missing one, a file, or a symbolic link that leads nowhere is a :class:`ConfigError`)."""
     if "://" not in mirror:
-        folder = Path(mirror).expanduser()
+        folder = expand_home(mirror, option)
         try:
             is_dir = folder.is_dir()
         except OSError as exc:  # a name too long for the file system

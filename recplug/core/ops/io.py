@@ -72,6 +72,17 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def expand_home(path: str | Path, option: str) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; a :class:`ConfigError` naming ``option`` when there is
+    no such user (or no home folder) to expand it for, where ``pathlib`` raises a bare ``RuntimeError``."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # "Could not determine home directory."
+        user = str(path)[1:].split(os.sep, 1)[0]
+        whose = f"no user {user!r}" if user else "no home folder"
+        raise ConfigError(f"{option} {one_line(path, PATH_LIMIT)}: {whose} to expand ~ for") from None
+
+
 def check_can_create(path: str | Path, option: str) -> None:
     """Refuse, naming ``option``, a file or folder ``path`` that does not exist and cannot be created: a name too
     long for the file system, a symbolic link on the way that leads nowhere (a loop or a missing target), a

@@ -242,6 +242,27 @@ def test_a_local_mirror_that_is_no_folder_is_refused_naming_it(
         registry.fetch("toy", tmp_path / "cache", progress=False)
 
 
+def test_a_tilde_of_no_user_names_the_variable_or_option(
+    toy: DatasetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fuzz round 5, M3: '~nobodyxyz/c' ended in 'Could not determine home directory. (RuntimeError in pathlib)'."""
+    nobody = "~recplug-no-such-user/c"
+    monkeypatch.setenv(registry.CACHE_ENV, nobody)
+    with pytest.raises(ConfigError) as info:
+        registry.cache_root()
+    assert str(info.value) == f"RECPLUG_CACHE {nobody}: no user 'recplug-no-such-user' to expand ~ for"
+    (tmp_path / "log.csv").write_text("user,item\n0,1\n")
+    with pytest.raises(ConfigError) as info:
+        load_dataset(tmp_path / "log.csv", cache_dir=nobody)
+    assert str(info.value) == f"data.cache_dir (--cache-dir) {nobody}: no user 'recplug-no-such-user' to expand ~ for"
+    monkeypatch.setenv(registry.MIRROR_ENV, nobody)
+    with pytest.raises(ConfigError) as info:
+        registry.fetch("toy", tmp_path / "cache", progress=False)
+    assert str(info.value) == f"RECPLUG_DATA_MIRROR {nobody}: no user 'recplug-no-such-user' to expand ~ for"
+    with pytest.raises(ConfigError, match=r"^--mirror ~recplug-no-such-user/c: no user"):
+        registry.fetch("toy", tmp_path / "cache", mirror=nobody, progress=False)
+
+
 def test_missing_file_is_an_error(server: tuple[str, Path], tmp_path: Path) -> None:
     url, _ = server
     with pytest.raises(DataError, match=r"^nope\.txt: download from .* failed"):
