@@ -99,9 +99,10 @@ def find_run(path: str | Path) -> Path:
         raise DataError(f"{path}: run folder not found")
     if (path / "metrics.csv").is_file() or any(path.glob("events.out.tfevents.*")):
         return path
-    versions = [p for p in path.glob("version_*") if p.is_dir() and p.name[len("version_") :].isdigit()]
+    numbers = {p: p.name[len("version_") :] for p in path.glob("version_*") if p.is_dir()}
+    versions = [p for p, n in numbers.items() if n.isascii() and n.isdigit()]  # int() fails on '²', reads '٣' as 3
     if versions:
-        return find_run(max(versions, key=lambda p: int(p.name[len("version_") :])))
+        return find_run(max(versions, key=lambda p: int(numbers[p])))
     raise DataError(f"{path}: no metrics.csv or TensorBoard events file (nor a version_N folder holding one)")
 
 
@@ -145,11 +146,11 @@ def check_csv_header(path: Path, line: int, header: list[str]) -> None:
 
 
 def csv_epoch(path: Path, line: int, text: str) -> int:
-    """The ``epoch`` field of ``metrics.csv`` line ``line``: a whole number ``>= 0`` (``0.7`` is refused, not
-    read as epoch 0)."""
+    """The ``epoch`` field of ``metrics.csv`` line ``line``: a whole number from 0 to ``2**53`` (``0.7`` is
+    refused, not read as epoch 0; above ``2**53`` a float holds no exact whole number, ``1e30`` is no epoch)."""
     value = plain_float(text)
-    if value is None or not math.isfinite(value) or value < 0 or value != int(value):
-        raise DataError(f"{path}:{line}: epoch must be a whole number >= 0, got {quoted(text)}")
+    if value is None or not 0 <= value <= 2**53 or value != int(value):
+        raise DataError(f"{path}:{line}: epoch must be a whole number from 0 to 2**53, got {quoted(text)}")
     return int(value)
 
 

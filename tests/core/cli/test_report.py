@@ -12,6 +12,7 @@ import pytest
 
 from recplug.core.cli.main import main
 from recplug.core.cli.report import best_epoch, configured_monitor, find_run, make_report, read_run_log
+from recplug.core.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -103,6 +104,18 @@ def test_missing_run_is_one_line_error(tmp_path: Path, capsys) -> None:
         find_run(tmp_path / "nope")
 
 
+def test_version_folders_numbered_in_other_than_ascii_digits_are_not_runs(tmp_path: Path) -> None:
+    """Fuzz round 5, M7: ``version_\u00b2`` failed ``int()``; ``version_\u0663`` was taken as version 3."""
+    for name in ("version_0", "version_\u00b2", "version_\u0663"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.csv").write_text("epoch,step,val/recall@20\n0,0,0.1\n")
+    assert find_run(tmp_path) == tmp_path / "version_0"
+    (tmp_path / "version_0" / "metrics.csv").unlink()
+    (tmp_path / "version_0").rmdir()
+    with pytest.raises(DataError, match=r"no metrics\.csv or TensorBoard events file \(nor a version_N folder"):
+        find_run(tmp_path)
+
+
 def test_a_file_as_the_run_or_as_out_and_an_empty_out_are_named(tmp_path: Path, monkeypatch, capsys) -> None:
     """An empty --out wrote into the current folder; a file as --out was an OSError, as the run "not found"."""
     run = tmp_path / "run"
@@ -167,9 +180,11 @@ def test_a_row_cut_short_and_a_binary_metrics_csv_are_named(run: Path, tmp_path:
      ":1: columns 3 ('val/recall@20') and 4 ('val/recall@20_epoch') both hold 'val/recall@20'"),
     ("epoch, step, val/recall@20\n0, 0, 0.1\n", ":1: column 2 ' step' has spaces around its name"),  # not logged
     ("epoch,step,\n0,0,0.1\n", ":1: column 3 has no name"),  # its value dropped
-    ("epoch,step,val/recall@20\n0,0,0.1\n0.7,1,0.2\n", ":3: epoch must be a whole number >= 0, got '0.7'"),  # 0
-    ("epoch,step,val/recall@20\ninf,0,0.1\n", ":2: epoch must be a whole number >= 0, got 'inf'"),  # OverflowError
-    ("epoch,step,val/recall@20\n-1,0,0.1\n", ":2: epoch must be a whole number >= 0, got '-1'"),
+    ("epoch,step,val/recall@20\n0,0,0.1\n0.7,1,0.2\n", ":3: epoch must be a whole number from 0 to 2**53, got '0.7'"),  # 0
+    ("epoch,step,val/recall@20\ninf,0,0.1\n", ":2: epoch must be a whole number from 0 to 2**53, got 'inf'"),  # OverflowError
+    ("epoch,step,val/recall@20\n-1,0,0.1\n", ":2: epoch must be a whole number from 0 to 2**53, got '-1'"),
+    ("epoch,step,val/recall@20\n1e30,0,0.1\n",  # reported as epoch 1000000000000000019884624838656
+     ":2: epoch must be a whole number from 0 to 2**53, got '1e30'"),
     ("epoch,step,val/recall@20\n0,0,1e309\n",  # read as infinity
      ":2: column 3 (val/recall@20): 1e309 is beyond float32's range (what Lightning logs)"),
     ("epoch,step,train/loss\n0,0,1e308\n",  # matplotlib's ticker: arange: cannot compute length
