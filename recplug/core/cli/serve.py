@@ -16,8 +16,8 @@ The answer is ``{"items": [...], "scores": [...]}``, best first, in the dataset'
 body that is not such a JSON object (invalid JSON, unknown fields, wrong types, ``exclude_seen`` with ``items``)
 is a 422 (FastAPI's validation, ``detail`` listing the fields); both or neither of ``user``/``items``, a ``k``
 outside ``1..num_items`` or an empty profile is a 400, an unknown user or item id a 404, a body larger than
-``--max_body_mb`` a 413 and a JSON object naming a key twice a 422 (:class:`CheckedBody`), each with
-``{"detail": "<one line>"}``.
+``--max_body_mb`` a 413, and a JSON object naming a key twice, a body not UTF-8 or nested too deeply a 422
+(:class:`CheckedBody`), each with ``{"detail": "<one line>"}``.
 ``GET /health`` answers ``ok`` once the workers are ready.
 
 The checkpoint is loaded once, in this process (a bad checkpoint or config ends in one ``error:`` line before
@@ -66,12 +66,12 @@ class TopKRequest(BaseModel):
     k: StrictInt | None = None
     exclude_seen: StrictBool = True
 
-    @field_validator("k", mode="before")
+    @field_validator("user", "items", "k", mode="before")
     @classmethod
-    def _a_number_when_given(cls, value: Any) -> Any:
-        """Refuse ``"k": null``, as ``"exclude_seen": null`` is refused: leave ``k`` out for the default."""
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse ``null`` for a field, as ``"exclude_seen": null`` is refused: leave the field out instead."""
         if value is None:
-            raise ValueError("'k' must be an integer; leave it out for the default")
+            raise ValueError(f"{info.field_name!r} is null; leave it out instead")
         return value
 
     @field_validator("exclude_seen")
@@ -178,11 +178,13 @@ class CheckedBody:
         body = b"".join(chunks)
         try:
             json.loads(body, object_pairs_hook=_refuse_repeats)
-        except RepeatedKey as exc:
-            detail = f"the JSON object names {str(exc)!r} twice; give each key once"
+        except (RepeatedKey, UnicodeDecodeError, RecursionError) as exc:
+            detail = (f"the JSON object names {str(exc)!r} twice; give each key once" if isinstance(exc, RepeatedKey)
+                      else "the body is not UTF-8 JSON" if isinstance(exc, UnicodeDecodeError)
+                      else "the body is nested too deeply")
             await JSONResponse({"detail": detail}, status_code=422)(scope, receive, send)
             return
-        except (ValueError, RecursionError):  # not JSON, not UTF-8 or nested too deep: FastAPI answers it
+        except ValueError:  # not JSON: FastAPI's 422 names where
             pass
         handed_on = False
 
@@ -289,21 +291,29 @@ def check_can_listen(host: str, port: int) -> None:
             raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
 
 
-def _as_json(value: Any) -> Any:
-    """``value`` with every float JSON cannot carry (``inf``, ``nan``) written as text."""
+ECHO_DEPTH = 4
+"""How deep the 422's ``detail`` echoes a body's values; deeper ones are shown as ``"..."``."""
+
+
+def _as_json(value: Any, depth: int = 0) -> Any:
+    """``value`` with every float JSON cannot carry (``inf``, ``nan``) written as text, and what lies deeper than
+    :data:`ECHO_DEPTH` as ``"..."``."""
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
+    if isinstance(value, (dict, list, tuple)) and depth >= ECHO_DEPTH:
+        return "..."
     if isinstance(value, dict):
-        return {key: _as_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_as_json(item) for item in value]
+        return {key: _as_json(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_json(item, depth + 1) for item in value]
     return value
 
 
 async def refuse_malformed_body(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 for a malformed body, also when the body holds ``1e309`` or ``NaN`` (Python's JSON reads them
-    as ``inf`` and ``nan``): FastAPI's own handler echoes them and fails to encode its answer, a 500."""
-    return JSONResponse(status_code=422, content={"detail": _as_json(jsonable_encoder(exc.errors()))})
+    as ``inf`` and ``nan``: FastAPI's own handler echoes them and fails to encode its answer, a 500) or a deeply
+    nested value (echoed in full, it exceeded the recursion limit: a 500 and a 3,000-line log per request)."""
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(_as_json(exc.errors()))})
 
 
 def main(argv: list[str]) -> int:
@@ -314,7 +324,7 @@ def main(argv: list[str]) -> int:
     if args.host not in LITSERVE_HOSTS:  # LitServe would refuse it after the model is loaded, naming no option
         parser.error(f"--host {args.host}: LitServe binds only {', '.join(LITSERVE_HOSTS[:-1])} or "
                      f"{LITSERVE_HOSTS[-1]}")
-    check_number("serve", "port", args.port, 1, 65535)
+    check_number("serve", "port", args.port, 1024, 65535, bounds="the ports LitServe binds")
     cores = os.cpu_count() or 1
     check_number("serve", "workers", args.workers, 1, 4 * cores, bounds=f"4 per core of this machine's {cores}")
     check_number("serve", "max_body_mb", args.max_body_mb, 1, 1024)
@@ -327,10 +337,19 @@ def main(argv: list[str]) -> int:
     print(f"serving {args.ckpt_path} on http://{args.host}:{args.port}/predict", flush=True)
     # `kill PID` shuts the server down as Ctrl-C does: LitServe's graceful shutdown ends its API and inference
     # worker processes (SIGTERM's default action would leave them running, still answering on the port)
+    global _SERVING_PID
+    _SERVING_PID = os.getpid()
     signal.signal(signal.SIGTERM, _interrupt)
     server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False)
     return 0
 
 
+_SERVING_PID: int | None = None
+"""The process that runs ``recplug serve``; LitServe's API and worker processes inherit its SIGTERM handler."""
+
+
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    """SIGTERM in the serving process: shut down as Ctrl-C does. In a LitServe process, which re-raises it once
+    its own server has stopped: nothing more to do, so it ends quietly (it printed a KeyboardInterrupt traceback)."""
+    if os.getpid() == _SERVING_PID:
+        raise KeyboardInterrupt

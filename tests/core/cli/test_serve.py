@@ -111,6 +111,29 @@ def test_a_key_given_twice_is_a_422_not_the_last_one(server, raw, key) -> None:
     assert post(server, None, raw=raw) == (422, {"detail": f"the JSON object names '{key}' twice; give each key once"})
 
 
+@pytest.mark.parametrize("raw, detail", [
+    (b'{"user": "caf\xe9", "k": 2}', "the body is not UTF-8 JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "the body is nested too deeply"),
+])
+def test_a_body_that_is_not_utf8_or_nested_too_deep_is_a_422(server, raw, detail) -> None:
+    """They were FastAPI's 400 "There was an error parsing the body" (fuzz round 5)."""
+    assert post(server, None, raw=raw) == (422, {"detail": detail})
+
+
+def test_a_deeply_nested_unknown_field_is_a_422_echoed_shallowly_not_a_500(server) -> None:
+    """FastAPI echoes the body's values in its 422; echoed 500 levels deep, the answer failed with a RecursionError."""
+    raw = b'{"user": 12, "k": 2, "x": ' + b"[" * 500 + b"]" * 500 + b"}"
+    status, answer = post(server, None, raw=raw)
+    assert status == 422 and any("x" in error["loc"] and error["input"] == [["..."]] for error in answer["detail"])
+
+
+@pytest.mark.parametrize("body", [{"user": 12, "items": None}, {"items": [3], "user": None}])
+def test_a_null_user_or_items_is_a_422_not_read_as_absent(server, body) -> None:
+    status, answer = post(server, body)
+    field = next(key for key, value in body.items() if value is None)
+    assert status == 422 and any(field in error["loc"] for error in answer["detail"]), answer
+
+
 def stream(base: str, chunks: Iterator[bytes]) -> tuple[int, Any]:
     """``(status, decoded JSON)`` of ``POST /predict`` with a chunked body, which declares no length."""
     import http.client
@@ -153,7 +176,10 @@ def test_a_bad_checkpoint_or_port_ends_in_one_line_before_serving(tmp_path, caps
     assert main(["serve", "--ckpt_path", str(tmp_path / "none.ckpt")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'none.ckpt'}: no such checkpoint file"
     assert main(["serve", "--ckpt_path", "x.ckpt", "--port", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: serve.port must be in [1, 65535], got 0"
+    assert capsys.readouterr().err.strip() == ("error: serve.port must be in [1024, 65535] (the ports LitServe "
+                                               "binds), got 0")
+    assert main(["serve", "--ckpt_path", "x.ckpt", "--port", "80"]) == 2  # LitServe refused it after "serving"
+    assert capsys.readouterr().err.strip().startswith("error: serve.port must be in [1024, 65535]")
     assert main(["serve"]) == 2
     assert capsys.readouterr().err.strip() == "error: recplug serve: the following arguments are required: --ckpt_path"
     assert main(["serve", "--ckpt_path", "x.ckpt", "--workers", "1000000"]) == 2
@@ -234,6 +260,7 @@ def test_killing_the_server_ends_its_workers(mf_run, tmp_path) -> None:
         while group_members(process.pid) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert group_members(process.pid) == []
+        assert "Traceback" not in (tmp_path / "serve.log").read_text()  # LitServe's processes inherit the handler
     finally:
         end_group(process.pid, signal.SIGKILL)
         process.wait(timeout=20)
