@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.adam import adam
 
-from recplug.core.errors import ConfigError, check_number
+from recplug.core.errors import ConfigError, InvalidArgument, check_number
 from recplug.core.model.components import FusionModule
 from recplug.core.model.hook_results import check_combined, check_views
 from recplug.core.ops.sampling import RowIndex, check_budget, check_engine, check_fanouts, gather_rows
@@ -283,13 +283,35 @@ class LazyAdam(torch.optim.Optimizer):
         self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        check_number(self, "lr", lr, 0)
-        check_number(self, "eps", eps, 0)
-        check_number(self, "weight_decay", weight_decay, 0)
-        for beta in betas:
-            check_number(self, "betas", beta, 0, 1, high_open=True)
+        self._check_settings({"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}, "")
+        if isinstance(params, Tensor):
+            raise InvalidArgument(self, "params", "a tensor", "an iterable of parameters, or of parameter groups")
+        params = list(params)
+        if not params:
+            raise InvalidArgument(self, "params", params, "a non-empty list of parameters, or of parameter groups")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
         self._scratch_buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}  # scratch, never state
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, the group's own ``lr``, ``betas``, ``eps`` and ``weight_decay`` checked
+        as the defaults are (a group's ``lr: -1`` trained until the first step)."""
+        if isinstance(param_group, dict):
+            own = {key: param_group[key] for key in ("lr", "betas", "eps", "weight_decay") if key in param_group}
+            self._check_settings(own, f"param_groups[{len(self.param_groups)}].")
+        super().add_param_group(param_group)
+
+    def _check_settings(self, settings: dict[str, Any], prefix: str) -> None:
+        """Refuse a negative ``lr``, ``eps`` or ``weight_decay``, and ``betas`` other than two numbers in
+        ``[0, 1)``; ``prefix`` names a parameter group's own settings."""
+        for key in ("lr", "eps", "weight_decay"):
+            if key in settings:
+                check_number(self, f"{prefix}{key}", settings[key], 0)
+        if "betas" in settings:
+            betas = settings["betas"]
+            if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+                raise InvalidArgument(self, f"{prefix}betas", betas, "two numbers (beta1, beta2)")
+            for beta in betas:
+                check_number(self, f"{prefix}betas", beta, 0, 1, high_open=True)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]

@@ -324,3 +324,23 @@ def test_lazy_adam_refuses_bad_settings_by_name(settings: dict, message: str) ->
 
     with pytest.raises(InvalidArgument, match=f"^{message}"):
         LazyAdam([torch.nn.Parameter(torch.zeros(2))], **settings)
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ([{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": -1}], r"LazyAdam: param_groups\[0\].lr must be >= 0"),
+    ([{"params": [torch.nn.Parameter(torch.zeros(2))], "betas": (0.9, 0.9, 0.9)}],
+     r"LazyAdam: param_groups\[0\].betas must be two numbers"),
+    ([], r"LazyAdam: params must be a non-empty list"),
+    (torch.zeros(3), r"LazyAdam: params must be an iterable of parameters"),
+])
+def test_lazy_adam_refuses_bad_parameter_groups_by_name(params, message: str) -> None:
+    """A group's own lr and betas were not checked; an empty list or a tensor was torch's error (fuzz round 5)."""
+    from recplug.core.errors import InvalidArgument
+    from recplug.core.model.sampled import LazyAdam
+
+    with pytest.raises(InvalidArgument, match=message):
+        LazyAdam(params)
+    optimizer = LazyAdam([torch.nn.Parameter(torch.zeros(2))])
+    with pytest.raises(InvalidArgument, match=r"param_groups\[1\].eps must be >= 0"):
+        optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "eps": -1.0})
+    assert len(optimizer.param_groups) == 1
