@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from recplug.core.data.dataset import DataError, InteractionData
-from recplug.core.errors import ConfigError
+from recplug.core.errors import ConfigError, InvalidArgument
 from recplug.core.data.formats.features import read_keyed_features
 from recplug.core.data.formats.lightgcn import read_lightgcn, write_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
@@ -356,6 +356,43 @@ def test_raw_options_are_checked() -> None:
         RawOptions(split="weekly").check()
     with pytest.raises(ConfigError, match="missing_features"):
         RawOptions(missing_features="zero").check()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"sep": 5}, "RawOptions.sep must be one character, or None for the default, got 5"),
+    ({"min_rating": "3"}, "RawOptions.min_rating must be a finite number, got '3'"),
+    ({"min_rating": float("nan")}, "RawOptions.min_rating must be a finite number, got nan"),
+    ({"columns": "user,item"}, "RawOptions.columns must be a tuple of column names, got 'user,item'"),
+    ({"columns": ("user", 5)}, "RawOptions.columns must be a tuple of column names, got ('user', 5)"),
+    ({"user_col": 0}, "RawOptions.user_col must be a column name, got 0"),
+    ({"time_col": ["t"]}, "RawOptions.time_col must be a column name, got ['t']"),
+    ({"k_core": 2.5}, "RawOptions.k_core must be an integer >= 0, got 2.5"),
+    ({"k_core": True}, "RawOptions.k_core must be an integer >= 0, got True"),
+    ({"k_core": -1}, "RawOptions.k_core must be >= 0, got -1"),
+    ({"ratios": (0.8, "0.1", 0.1)}, "RawOptions.ratios must be three numbers (train, valid, test shares), got (0.8, "
+                                    "'0.1', 0.1)"),
+])
+def test_raw_options_of_the_wrong_type_are_one_line(tmp_path: Path, options: dict, message: str) -> None:
+    """Fuzz round 5, T4: sep=5, min_rating='3' and k_core=2.5 ended in a TypeError, columns='user,item' was read
+    one character per column, and k_core=True was read as 1."""
+    (tmp_path / "log.csv").write_text("user,item,rating,timestamp\n0,1,5,10\n")
+    with pytest.raises(InvalidArgument) as info:
+        process_raw(tmp_path / "log.csv", options=RawOptions(**options))
+    assert str(info.value) == message
+
+
+def test_process_raw_arguments_of_the_wrong_type_are_one_line(tmp_path: Path) -> None:
+    """Fuzz round 5, T4: a list of features ended in AttributeError, a number as the log in TypeError."""
+    (tmp_path / "log.csv").write_text("user,item\n0,1\n")
+    with pytest.raises(InvalidArgument) as info:
+        process_raw(tmp_path / "log.csv", ["x"])  # type: ignore[arg-type]
+    assert str(info.value) == "process_raw.features must be a {modality: file} mapping, or None, got ['x']"
+    with pytest.raises(InvalidArgument) as info:
+        process_raw(tmp_path / "log.csv", {"image": 5})  # type: ignore[dict-item]
+    assert str(info.value) == "process_raw.features must be a {modality: file} mapping, or None, got {'image': 5}"
+    with pytest.raises(InvalidArgument) as info:
+        process_raw(5)  # type: ignore[arg-type]
+    assert str(info.value) == "process_raw.log must be the path of a CSV/TSV log, got 5"
 
 
 @pytest.mark.parametrize(("options", "message"), [

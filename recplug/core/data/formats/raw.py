@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from recplug.core.data.dataset import DataError, InteractionData
-from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument
+from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, check_number
 from recplug.core.data.formats.assemble import assemble
 from recplug.core.data.formats.features import check_modality, read_keyed_features
 from recplug.core.data.formats.mmrec import mmrec_cold_start
@@ -57,7 +58,9 @@ class RawOptions:
     missing_features: str = "error"
 
     def check(self) -> None:
-        """Raise :class:`ConfigError` naming the option that cannot work."""
+        """Raise :class:`ConfigError` naming the option that cannot work (:class:`InvalidArgument` for a value of
+        the wrong type)."""
+        self._check_types()
         if self.sep is not None and len(self.sep) != 1:
             raise ConfigError(f"sep: expected one character, got {self.sep!r}")
         rating_col, time_col = self.optional_columns()  # a defaulted column is read when the log has it
@@ -66,8 +69,6 @@ class RawOptions:
             if col == other_col:
                 named = [f"{r} (by default)" if getattr(self, r) is None else r for r in (role, other)]
                 raise ConfigError(f"{named[0]} and {named[1]} both name column {col!r}")
-        if self.min_rating is not None and not math.isfinite(self.min_rating):
-            raise ConfigError(f"min_rating: must be a finite number, got {self.min_rating}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed: must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         if self.split not in ("random", "loo", "temporal"):
@@ -79,8 +80,27 @@ class RawOptions:
             raise ConfigError(f"ratios: the test share is 0, but evaluation needs a test split, got {self.ratios}")
         if self.missing_features not in ("error", "drop"):
             raise ConfigError(f"missing_features: expected 'error' or 'drop', got {self.missing_features!r}")
-        if self.k_core < 0:
-            raise ConfigError(f"k_core: must be >= 0, got {self.k_core}")
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong type, which would otherwise fail as a ``TypeError`` deep in the reader (a
+        string ``columns`` would be read one character per column)."""
+        if self.sep is not None and not isinstance(self.sep, str):
+            raise InvalidArgument("RawOptions", "sep", self.sep, "one character, or None for the default")
+        if self.columns is not None and not (
+            isinstance(self.columns, (tuple, list)) and all(isinstance(c, str) for c in self.columns)
+        ):
+            raise InvalidArgument("RawOptions", "columns", self.columns, "a tuple of column names")
+        for name in ("user_col", "item_col", "rating_col", "time_col"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and (value is not None or name in ("user_col", "item_col")):
+                raise InvalidArgument("RawOptions", name, value, "a column name")
+        if self.min_rating is not None:
+            check_number("RawOptions", "min_rating", self.min_rating)
+        check_number("RawOptions", "k_core", self.k_core, 0, integer=True)
+        if not isinstance(self.ratios, (tuple, list)) or any(
+            isinstance(r, bool) or not isinstance(r, (int, float)) for r in self.ratios
+        ):
+            raise InvalidArgument("RawOptions", "ratios", self.ratios, "three numbers (train, valid, test shares)")
 
     def optional_columns(self) -> tuple[str, str]:
         """The rating and time column names: as given, else ``rating`` and ``timestamp``."""
@@ -271,9 +291,15 @@ def process_raw(
     when all are integers; ``user_ids``/``item_ids`` keep the map); split; for a temporal split, MMRec's rule
     for valid/test users absent from train.
     """
+    if not isinstance(log, (str, os.PathLike)):
+        raise InvalidArgument("process_raw", "log", log, "the path of a CSV/TSV log")
     log = Path(log)
     if not isinstance(options, RawOptions):
         raise InvalidArgument("process_raw", "options", options, RAW_OPTIONS_RULE)
+    if features is not None and not (isinstance(features, dict) and all(
+        isinstance(file, (str, os.PathLike)) for file in features.values()
+    )):
+        raise InvalidArgument("process_raw", "features", features, "a {modality: file} mapping, or None")
     options.check()
     for modality in features or {}:
         check_modality(modality, "feature_files")
