@@ -146,6 +146,7 @@ def _check_path(argument: str, value: Any, what: str, otherwise: str = "") -> No
 def _splits(argument: str, exclude: Any) -> tuple[str, ...]:
     """``exclude``, one split or a list of them, as a tuple of split names (``"train"`` is one split)."""
     from recplug.core.data.dataset import SPLITS
+    from recplug.core.data.formats.text import first_repeated
 
     listed = [exclude] if isinstance(exclude, str) else exclude
     if not isinstance(listed, (list, tuple, set, frozenset)):
@@ -155,6 +156,9 @@ def _splits(argument: str, exclude: Any) -> tuple[str, ...]:
     if unknown:
         raise ConfigError(f"{argument}: unknown split(s) {one_line(repr(unknown), 80)}; choose from "
                           f"{', '.join(SPLITS)}")
+    repeated = first_repeated(list(listed))
+    if repeated is not None:
+        raise ConfigError(f"{argument}: {repeated!r} is given twice")
     return tuple(listed)
 
 
@@ -384,8 +388,8 @@ class Recommender:
         return self._ranked(self.users, rows, k, self.seen if exclude_seen else None)
 
     def recommend_profile(self, item_ids: Any, k: int = 20) -> Ranked:
-        """The top-``k`` items of a new user whose profile is ``item_ids`` (the mean of their final embeddings;
-        see the module's docstring), the profile items left out."""
+        """The top-``k`` items of a new user whose profile is ``item_ids`` (the mean of their final embeddings, an
+        item given twice counted twice; see the module's docstring), the profile items left out."""
         self.check_k(k, "recommend_profile")
         rows = self.item_rows(item_ids, "recommend_profile")
         if rows.numel() == 0:

@@ -25,6 +25,7 @@ from torch.utils.data import DistributedSampler
 
 from recplug.core.data.datamodule import EvalTask, RecDataModule
 from recplug.core.data.dataset import SPLITS
+from recplug.core.data.formats.text import first_repeated
 from recplug.core.errors import ConfigError, check_number
 from recplug.core.eval.metrics import METRICS, FastMetrics, check_metric_args, hit_matrix, per_user_metrics
 from recplug.core.eval.search import Pairs, TorchExactSearch, VectorSearch, csr_pairs
@@ -375,6 +376,9 @@ class TopKWriter(BasePredictionWriter):
         unknown = [s for s in exclude if s not in SPLITS]
         if unknown:
             raise ConfigError(f"topk.exclude: unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
+        repeated = first_repeated(list(exclude))
+        if repeated is not None:
+            raise ConfigError(f"topk.exclude: {repeated!r} is given twice")
         if not str(output_path).strip():
             raise ConfigError("topk.output_path is empty; give the file to write, e.g. predictions.tsv")
         if Path(output_path).is_dir():

@@ -168,6 +168,7 @@ PREDICT_CASES = {
     "k-beyond-the-catalogue": (["--topk.k=151"], "topk.k must be in [1, 150] (the number of items), got 151"),
     "exclude-typo": (["--topk.exclude=[tarin]"],
                      "topk.exclude: unknown split(s) ['tarin']; choose from train, valid, test"),
+    "exclude-twice": (["--topk.exclude=[test,test]"], "topk.exclude: 'test' is given twice"),
     "output-in-proc": (["--topk.output_path=/proc/recplug/top.tsv"],  # found once every user was ranked
                        "topk.output_path /proc/recplug/top.tsv: cannot be created in /proc (No such file or "
                        "directory)"),

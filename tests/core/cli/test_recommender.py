@@ -167,6 +167,7 @@ CSR_OF = "Recommender.seen must be a CSR whose indptr starts at 0, never decreas
     ({"provenance": "x"}, "Recommender.provenance must be a mapping (or None), got 'x'"),
     ({"exclude": 5}, "Recommender.exclude must be a split or a list of splits (train, valid, test), got 5"),
     ({"exclude": ["tain"]}, "Recommender.exclude: unknown split(s) ['tain']; choose from train, valid, test"),
+    ({"exclude": ["train", "train"]}, "Recommender.exclude: 'train' is given twice"),  # fuzz round 5: kept twice
 ])
 def test_a_recommender_of_a_bad_seen_config_or_exclude_is_refused(keywords, message) -> None:
     with pytest.raises(ConfigError) as info:
