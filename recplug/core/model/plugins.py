@@ -199,6 +199,14 @@ def _load_one(name: str, import_target: Any, distribution: str, version: str, st
     return record
 
 
+def _load_entry_point(ep: importlib.metadata.EntryPoint) -> Any:
+    """``ep.load()``, refusing first a value that is not ``module`` or ``module:attribute`` (``empty =``), on which
+    ``load`` fails with ``'NoneType' object has no attribute 'group'``."""
+    if importlib.metadata.EntryPoint.pattern.match(ep.value) is None:
+        raise PluginError(f"its entry point value {ep.value!r} names no module (expected package.module)")
+    return ep.load()
+
+
 def _entry_points() -> Iterator[tuple[importlib.metadata.EntryPoint, importlib.metadata.Distribution]]:
     """The ``recplug`` entry points with their distributions. A distribution found twice on ``sys.path`` (an
     editable install run from its source folder) counts once, the first found, as ``importlib.metadata.entry_points``
@@ -219,8 +227,9 @@ def load_plugins(strict: bool | None = None, reload: bool = False) -> dict[str, 
 
     A plugin that fails to import, or whose hook implementations do not match the specs, is reported with its
     distribution and skipped (or raises :class:`PluginError` when ``strict``). A second plugin with a name
-    already taken is rejected the same way, and so is a name in ``RECPLUG_LOAD_PLUGINS`` that no installed entry
-    point has (:class:`ConfigError` when ``strict``). ``strict=None``: ``RECPLUG_STRICT_PLUGINS``.
+    already taken, or naming a module another plugin loaded, is rejected the same way, and so is a name in
+    ``RECPLUG_LOAD_PLUGINS`` that no installed entry point has (:class:`ConfigError` when ``strict``).
+    ``strict=None``: ``RECPLUG_STRICT_PLUGINS``.
     """
     global _LOADED
     if _LOADED is not None and not reload:
@@ -260,8 +269,10 @@ def load_plugins(strict: bool | None = None, reload: bool = False) -> dict[str, 
                     raise PluginError(message)
                 warnings.warn(message + " (the second one is skipped)", stacklevel=2)
                 continue
-            loaded[ep.name] = _load_one(ep.name, ep.load, dist_name, dist_version, strict)
-            _warn_of_taken_names(loaded[ep.name], loaded, strict)
+            record = _load_one(ep.name, lambda ep=ep: _load_entry_point(ep), dist_name, dist_version, strict)
+            _skip_a_module_loaded_twice(record, loaded, strict)
+            loaded[ep.name] = record
+            _warn_of_taken_names(record, loaded, strict)
         if allowed is not None:
             _check_allow_list(allowed, installed, strict)
     _LOADED = loaded
@@ -286,6 +297,26 @@ def _check_allow_list(allowed: set[str], installed: list[str], strict: bool) -> 
     warnings.warn(f"recplug: {message}", stacklevel=3)
 
 
+def _skip_a_module_loaded_twice(record: LoadedPlugin, loaded: dict[str, LoadedPlugin], strict: bool) -> None:
+    """Skip with a warning (``strict``: raise) a plugin whose module another active plugin already loaded (a
+    built-in, or one module behind two entry points): a manager registers a module once, so every model's would
+    refuse the second."""
+    if record.status != "active":
+        return
+    other = next((p for p in loaded.values() if p.status == "active" and p.module is record.module), None)
+    if other is None:
+        return
+    message = (
+        f"recplug: plugin {record.name!r} from {record.distribution} {record.version} names module "
+        f"{record.module_name}, which plugin {other.name!r} from {other.distribution} {other.version} already loaded; "
+        "remove one entry point"
+    )
+    if strict:
+        raise PluginError(message)
+    warnings.warn(message + " (the second one is skipped)", stacklevel=3)
+    record.status, record.error = "skipped", f"module {record.module_name} is already loaded as plugin {other.name!r}"
+
+
 def _warn_of_taken_names(record: LoadedPlugin, loaded: dict[str, LoadedPlugin], strict: bool) -> None:
     """Warn (``strict``: raise) when a plugin's component has the class name of another loaded plugin's: configs
     name components by class name, and that name, in a shipped bundle too, is then ambiguous."""
@@ -293,11 +324,11 @@ def _warn_of_taken_names(record: LoadedPlugin, loaded: dict[str, LoadedPlugin], 
         if other is record or other.status != "active" or record.status != "active":
             continue
         for taken in sorted(set(record.components) & set(other.components)):
+            paths = dict.fromkeys(f"{module}.{taken}" for module in (record.module_name, other.module_name))
             message = (
                 f"recplug: plugin {record.name!r} from {record.distribution} {record.version} defines {taken}, as "
                 f"{other.module_name} ({other.distribution} {other.version}) does: a config naming {taken} must now "
-                f"give its full class_path ({record.module_name}.{taken} or {other.module_name}.{taken}); rename "
-                "the plugin's class"
+                f"give its full class_path ({' or '.join(paths)}); rename the plugin's class"
             )
             if strict:
                 raise PluginError(message)
@@ -305,8 +336,11 @@ def _warn_of_taken_names(record: LoadedPlugin, loaded: dict[str, LoadedPlugin], 
 
 
 def skipped_modules() -> set[str]:
-    """The modules of plugins that imported but were skipped (their classes are importable, not usable)."""
-    return {p.module_name for p in load_plugins().values() if p.status == "skipped" and p.module_name}
+    """The modules of plugins that imported but were skipped (their classes are importable, not usable), less
+    those another plugin loaded (a second entry point of an active module)."""
+    plugins = load_plugins().values()
+    active = {p.module_name for p in plugins if p.status == "active"}
+    return {p.module_name for p in plugins if p.status == "skipped" and p.module_name} - active
 
 
 def component_class(base: type, name: str, key: str) -> type:

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import importlib.metadata
 import io
+import re
 import sys
 import types
 import warnings
@@ -363,6 +364,67 @@ def test_a_plugin_class_named_like_a_builtin_is_named_as_ambiguous(monkeypatch, 
         load_plugins(reload=True)
         gc.collect()
         assert "recplug_clash" not in {cls.__module__ for cls in ConcatFusion.__subclasses__()}
+
+
+def test_an_entry_point_naming_a_loaded_module_is_skipped_and_fit_works(monkeypatch, tiny_data) -> None:
+    """Fuzz round 5, M1: ``dup = recplug.plugins.embedding`` (or two entry points naming one module) was listed as
+    active, then every model failed with pluggy's 2,000-character 'Plugin already registered under a different
+    name'."""
+    from recplug.core.cli.lightning import component_choices
+
+    install_fake_module(monkeypatch, "recplug_goodplugin", GOOD_PLUGIN)
+    installed(monkeypatch,
+              FakeDist("p1", "0.1", [FakeEntryPoint("dup", "recplug.plugins.embedding")]),
+              FakeDist("p11", "0.2", [FakeEntryPoint("dup2", "recplug_goodplugin"),
+                                      FakeEntryPoint("dup3", "recplug_goodplugin")]))
+    try:
+        with pytest.warns(UserWarning) as caught:
+            loaded = load_plugins(reload=True)
+        assert [str(w.message) for w in caught] == [
+            "recplug: plugin 'dup' from p1 0.1 names module recplug.plugins.embedding, which plugin "
+            f"'recplug.plugins.embedding' from recplug {loaded['recplug.plugins.embedding'].version} already loaded; "
+            "remove one entry point (the second one is skipped)",
+            "recplug: plugin 'dup3' from p11 0.2 names module recplug_goodplugin, which plugin 'dup2' from p11 0.2 "
+            "already loaded; remove one entry point (the second one is skipped)",
+        ]
+        assert loaded["dup"].status == loaded["dup3"].status == "skipped" and loaded["dup2"].status == "active"
+        assert loaded["dup3"].error == "module recplug_goodplugin is already loaded as plugin 'dup2'"
+        assert {"IdEmbedding", "GatedToyFusion"} <= {*component_choices("GraphEncoder"), *component_choices(
+            "FusionModule")}  # a module skipped under a second name is still usable under its first
+        fusion = sys.modules["recplug_goodplugin"].GatedToyFusion()
+        RecModule(tiny_data.num_users, tiny_data.num_items, feature_dims=tiny_data.feature_dims, fusion=fusion)
+        with pytest.raises(PluginError, match=r"^recplug: plugin 'dup' from p1 0.1 names module "
+                                              r"recplug.plugins.embedding, which plugin"):
+            load_plugins(strict=True, reload=True)
+    finally:
+        load_plugins(reload=True)
+
+
+@pytest.mark.parametrize("value", ["", " ", "a b", ":attr"])
+def test_an_entry_point_whose_value_names_no_module_is_skipped_with_that_reason(value, monkeypatch) -> None:
+    """Fuzz round 5, M1: ``empty = `` was skipped as "AttributeError: 'NoneType' object has no attribute
+    'group'"."""
+
+    class RealLoad(FakeEntryPoint):  # importlib.metadata's own load, which fails on such a value
+        load = importlib.metadata.EntryPoint.load
+
+    installed(monkeypatch, FakeDist("p1", "0.1", [RealLoad("empty", value)]))
+    try:
+        with pytest.warns(UserWarning, match=rf"'empty' from distribution p1 0.1 failed to load: PluginError: its "
+                                             rf"entry point value {re.escape(repr(value))} names no module \(expected "
+                                             r"package.module\)"):
+            assert load_plugins(reload=True)["empty"].status == "skipped"
+    finally:
+        load_plugins(reload=True)
+
+
+def test_a_shadowed_class_path_is_offered_once() -> None:
+    """Fuzz round 5, M1: the warning offered 'recplug.plugins.embedding.IdEmbedding or
+    recplug.plugins.embedding.IdEmbedding' (two module objects of one name)."""
+    first = plugins.LoadedPlugin("a", "twin", "d1", "1", "active", components=["Twin"])
+    second = plugins.LoadedPlugin("b", "twin", "d2", "2", "active", components=["Twin"])
+    with pytest.warns(UserWarning, match=r"must now give its full class_path \(twin\.Twin\); rename"):
+        plugins._warn_of_taken_names(second, {"a": first, "b": second}, strict=False)
 
 
 def test_a_module_level_single_provider_hook_names_the_plugin_to_leave_out(monkeypatch, tiny_data) -> None:
