@@ -22,12 +22,15 @@ _NUMPY_MAGIC = (b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")  # an .npy; an .npz 
 def check_modality(modality: str, option: str) -> None:
     """Refuse, naming ``option``, a modality name that is not a plain name: it becomes the file name
     ``<modality>_feat.npy`` in a dataset folder, so it must not be empty, start with ``.``, or hold a path
-    separator or a control character."""
+    separator or a control character; shown in stats and reports, it must not be blank or start or end with
+    whitespace either."""
     if not modality or modality.startswith(".") or any(c in "/\\" or not c.isprintable() for c in modality):
         raise ConfigError(
             f"{option}: modality {quoted(modality)} is not a plain name (no '/', '\\', leading '.' or control "
             "characters; it names the file <modality>_feat.npy)"
         )
+    if modality != modality.strip():  # ' ' would show as no name at all in stats and reports
+        raise ConfigError(f"{option}: modality {quoted(modality)} is blank or starts or ends with whitespace")
 
 
 def _check_numpy_file(path: Path) -> None:

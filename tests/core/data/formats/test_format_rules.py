@@ -15,6 +15,7 @@ from recplug.core.data.dataset import DataError, InteractionData
 from recplug.core.data.formats.features import read_keyed_features
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 from recplug.core.data.formats.raw import RawOptions, process_raw
+from recplug.core.data.resolve import load_dataset
 from recplug.core.errors import ConfigError
 
 
@@ -62,6 +63,30 @@ def test_modality_names_are_plain_names_wherever_they_enter(
         with pytest.raises(ConfigError, match=re.escape(f"modality {modality!r} is not a plain name")):
             call()
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("*_feat.npy"))
+
+
+@pytest.mark.parametrize("modality", [" ", "  ", " image", "image "])
+def test_a_blank_modality_or_one_with_surrounding_space_is_refused(
+    tiny_data: InteractionData, tmp_path: Path, modality: str
+) -> None:
+    """Fuzz round 5, S13: ' ' was accepted (shown as no name in stats), while '' was refused."""
+    np.savez(tmp_path / "f.npz", ids=np.array(["i0", "i1"]), features=np.ones((2, 3)))
+    (tmp_path / "log.csv").write_text("user,item\n" + "".join(f"u{u},i{i}\n" for u in range(3) for i in range(2)))
+    folder = write_mmrec(tiny_data, tmp_path / "d")
+    bad = dataclasses.replace(tiny_data, features={modality: tiny_data.features["image"]})
+    rule = f"modality {modality!r} is blank or starts or ends with whitespace"
+    for call, option in (
+        (lambda: process_raw(tmp_path / "log.csv", {modality: tmp_path / "f.npz"}), "feature_files"),
+        (lambda: load_dataset(folder, {modality: "image_feat.npy"}), "load_dataset.feature_files"),
+        (lambda: write_mmrec(bad, tmp_path / "out" / "o"), "features"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert str(info.value) == f"{option}: {rule}"
+    np.save(folder / f"{modality}_feat.npy", tiny_data.features["image"].numpy())
+    with pytest.raises(ConfigError) as info:
+        read_mmrec(folder)
+    assert str(info.value) == f"{folder / (modality + '_feat.npy')}: {rule}"
 
 
 @pytest.mark.parametrize("name", ["_feat.npy", ".hidden_feat.npy"])
