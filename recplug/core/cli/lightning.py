@@ -295,7 +295,8 @@ def given_containers(argv: list[str], config: Namespace) -> Iterator[tuple[str, 
     ``--model.encoders '[...]'``) whose value is a mapping or list, or a file holding one, for a key whose parsed
     value is a section or list: what :func:`dropped_empty_mappings` checks as it checks ``--config`` files."""
     for option, value in option_values(argv):
-        if option == "--config" or not isinstance(config.get(option[2:]), (Namespace, dict, list)):
+        key = option[2:].removesuffix("+")  # `--trainer.callbacks+={...}` appends to the list
+        if option == "--config" or not isinstance(config.get(key), (Namespace, dict, list)):
             continue
         try:
             is_file = Path(value).is_file()
@@ -397,7 +398,8 @@ def check_nothing_ignored(config: Namespace, given_args: list[str]) -> None:
             raise ConfigError(f"{path}: unknown key {dropped} (holding only empty mappings, it would have been "
                               "ignored)")
     for option, value, content in given_containers(given_args, config):
-        dropped = next(dropped_empty_mappings(content, config.get(option[2:]), option[2:]), None)
+        key = option[2:].removesuffix("+")
+        dropped = next(dropped_empty_mappings(content, config.get(key), key), None)
         if dropped is not None:
             raise ConfigError(f"{option} {value}: unknown key {dropped} (holding only empty mappings, it would "
                               "have been ignored)")

@@ -356,7 +356,8 @@ def test_an_unknown_empty_mapping_given_on_the_command_line_is_refused(case: str
 
 
 @pytest.mark.parametrize("options", [["--model", "{}"], ["--data={}"], ["--model.encoders", "[{}]"],
-                                     ["--trainer.callbacks", "[{}]"]], ids=["model", "data", "encoders", "callbacks"])
+                                     ["--trainer.callbacks", "[{}]"], ["--trainer.callbacks+={}"]],
+                         ids=["model", "data", "encoders", "callbacks", "appended-callback"])
 def test_an_empty_mapping_given_on_the_command_line_is_refused(options: list[str], tiny: Path, tmp_path: Path) -> None:
     """``--model.encoders '[{}]'`` was merged into mf.yaml's encoder and changed nothing, without a word."""
     shown = " ".join(options[0].split("=", 1)) if len(options) == 1 else " ".join(options)
