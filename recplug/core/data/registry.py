@@ -148,11 +148,15 @@ def register(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """The registered dataset ``name``; :class:`DataError` listing the known names otherwise."""
+def get_spec(name: str, paths: bool = True) -> DatasetSpec:
+    """The registered dataset ``name``; :class:`DataError` listing the known names otherwise, which says that
+    ``name`` is no local dataset either when ``paths`` (where a path would have been read, as in ``load_dataset``)
+    and that only registered names are downloaded when not."""
     if name not in REGISTRY:
         known = ", ".join(sorted(REGISTRY))
-        raise DataError(f"{name}: no such dataset folder or file, nor a registered dataset (registered: {known})")
+        what = ("no such dataset folder or file, nor a registered dataset" if paths
+                else "not a registered dataset; only those are downloaded")
+        raise DataError(f"{name}: {what} (registered: {known})")
     return REGISTRY[name]
 
 
@@ -234,7 +238,7 @@ def fetch(name: str, cache_dir: str | Path | None = None, mirror: str | None = N
     Files already cached are re-hashed; a cached file with the wrong sum is downloaded again. A file without a
     public URL needs a mirror (``mirror`` or ``$RECPLUG_DATA_MIRROR``); without one it is a :class:`DataError`.
     """
-    spec = get_spec(name)
+    spec = get_spec(name, paths=False)
     folder = cache_root(cache_dir) / "datasets" / spec.name
     blocked = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocked is not None:

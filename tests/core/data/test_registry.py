@@ -332,6 +332,11 @@ def test_mirror_folder_serves_registered_files(toy: DatasetSpec, server: tuple[s
 def test_unknown_name_lists_the_registered_datasets(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"no-such-set: no such .* nor a registered dataset \(registered: .*gowalla"):
         load_dataset("no-such-set", cache_dir=tmp_path)
+    for name in (str(tmp_path), "default"):  # Fuzz round 5, M8: an existing folder was 'no such dataset folder'
+        with pytest.raises(DataError) as info:
+            registry.fetch(name, tmp_path / "cache", progress=False)
+        assert re.fullmatch(f"{re.escape(name)}: not a registered dataset; only those are downloaded \\(registered: "
+                            ".*gowalla.*\\)", str(info.value))
 
 
 @pytest.mark.parametrize("name", ["gowalla", "tiktok", "amazon_office"])
