@@ -117,8 +117,8 @@ def export(args: Any) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: exists and is not an empty folder; remove it or give another")
     search = index_search(args)
-    ckpt = local_checkpoint(args.ckpt_path)
-    rec = Recommender.from_checkpoint(ckpt, args.config, args.exclude)
+    ckpt = local_checkpoint(args.ckpt_path, keep_for_next=True)  # a URL: from_checkpoint takes this download
+    rec = Recommender.from_checkpoint(args.ckpt_path, args.config, args.exclude)  # its errors name the URL
     users, items = rec.users.numpy().astype(np.float32), rec.items.numpy().astype(np.float32)
     index, settings = item_index(search, items)
     seen_indptr, seen_items = rec.seen if rec.seen is not None else (np.zeros(rec.num_users + 1, np.int64), [])

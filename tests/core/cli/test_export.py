@@ -136,6 +136,11 @@ def test_a_missing_checkpoint_or_a_used_folder_is_refused(mf_run, tmp_path, caps
         f"error: --out {tmp_path / 'used'}: exists and is not an empty folder; remove it or give another"
     )
     assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    url = (tmp_path / "notes.txt").as_uri()  # named as given, not by its downloaded copy (fuzz rounds 4 and 5)
+    assert export(url, tmp_path / "out") == 2
+    assert capsys.readouterr().err.strip() == (f"error: {url}: not a PyTorch checkpoint (neither a torch.save "
+                                               "archive nor a pickle)")
 
 
 def test_a_recorded_config_of_the_wrong_shape_is_named(mf_run, tmp_path, capsys) -> None:
