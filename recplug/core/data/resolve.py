@@ -58,17 +58,19 @@ def check_load_arguments(
         check_number(owner, argument, seed, 0, MAX_SEED, integer=True)
 
 
-def carve_validation(data: InteractionData, ratio: float, seed: int = 0) -> InteractionData:
+def carve_validation(data: InteractionData, ratio: float, seed: int = 0, where: str | None = None) -> InteractionData:
     """Move a seeded random share of each user's training interactions into a new ``valid`` split.
 
     Each user with ``n >= 2`` training interactions gives ``max(1, round(ratio * n))`` of them, keeping at least
     one in train (MMRec's rule that small users still get one held-out item). For datasets shipped without
     validation (LightGCN/GRecX), so that epochs and hyper-parameters are chosen without looking at test.
+    ``where`` names the dataset in errors (default: its source), e.g. the raw log rather than its processed copy.
     """
     if not 0.0 < ratio < 1.0:
         raise ConfigError(f"valid_ratio: must be in (0, 1), got {ratio}")
     if "valid" in data.splits:
-        raise ConfigError(f"valid_ratio: {data.source or data.name} already has a validation split; set it to 0")
+        raise ConfigError(f"valid_ratio: {where or data.source or data.name} already has a validation split; set it "
+                          "to 0")
     users, items = (t.numpy() for t in data.splits["train"])
     rng = np.random.default_rng(seed)
     order = np.lexsort((rng.random(users.size), users))  # by user, random within a user
@@ -204,7 +206,7 @@ def load_dataset(
     else:
         raise DataError(f"{path}: no such dataset folder")
     if valid_ratio > 0:
-        data = carve_validation(data, valid_ratio, split_seed)
+        data = carve_validation(data, valid_ratio, split_seed, str(path))
     if cold_items > 0:
         data = hold_out_items(data, cold_items, cold_seed)
     return data

@@ -431,6 +431,15 @@ def test_raw_options_that_are_no_raw_options_are_one_line(tmp_path: Path) -> Non
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_validation_split_asked_of_a_raw_log_that_has_one_names_the_log(tmp_path: Path) -> None:
+    """Fuzz round 5, M8: the error named the processed copy in the cache, not the log given."""
+    log = tmp_path / "log.csv"
+    log.write_text("user,item\n" + "\n".join(f"u{u},i{i}" for u in range(6) for i in range(5)) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_dataset(log, valid_ratio=0.2, cache_dir=tmp_path / "cache")
+    assert str(info.value) == f"valid_ratio: {log} already has a validation split; set it to 0"
+
+
 def test_raw_options_for_what_is_no_raw_log_are_refused(tiny_folder: Path, tmp_path: Path) -> None:
     """Fuzz round 5, S3: load_dataset dropped raw_options (k_core=50, min_rating=4) silently for a dataset folder,
     'default' or a registered name, where the CLI refuses --k-core."""
