@@ -218,9 +218,13 @@ def _embeddings(argument: str, value: Any) -> Tensor:
     if not isinstance(value, Tensor) or value.ndim != 2:
         shown = f"shape {list(value.shape)}" if isinstance(value, Tensor) else one_line(repr(value), 80)
         raise ConfigError(f"Recommender.{argument} must be a 2-d tensor [num_{argument}, d], got {shown}")
-    if value.is_complex() or value.is_meta:  # complex scores do not order; a meta tensor holds no values
-        raise ConfigError(f"Recommender.{argument} must be a real tensor with values, got a {value.dtype} tensor on "
-                          f"{value.device}")
+    if not value.is_floating_point() or value.is_meta or value.layout != torch.strided:
+        # complex scores do not order, integer ones are no embeddings; meta and sparse tensors cannot be searched
+        raise ConfigError(f"Recommender.{argument} must be a dense real floating-point tensor, got a {value.dtype} "
+                          f"{str(value.layout).removeprefix('torch.')} tensor on {value.device}")
+    if value.shape[1] == 0:
+        raise ConfigError(f"Recommender.{argument} must have at least one column (d >= 1), got shape "
+                          f"{list(value.shape)}")
     return value.detach().float().cpu()
 
 

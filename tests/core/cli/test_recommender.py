@@ -138,9 +138,15 @@ def test_ids_may_be_a_1d_array_or_tensor(rec) -> None:
     ((torch.randn(3, 4), torch.randn(5, 4), 5), "Recommender.user_ids must be a list of ids, one per row of users, "
                                                 "got 5"),
     ((torch.randn(3, 4, dtype=torch.complex64), torch.randn(5, 4)),
-     "Recommender.users must be a real tensor with values, got a torch.complex64 tensor on cpu"),
+     "Recommender.users must be a dense real floating-point tensor, got a torch.complex64 strided tensor on cpu"),
     ((torch.randn(3, 4), torch.empty(5, 4, device="meta")),
-     "Recommender.items must be a real tensor with values, got a torch.float32 tensor on meta"),
+     "Recommender.items must be a dense real floating-point tensor, got a torch.float32 strided tensor on meta"),
+    ((torch.randn(3, 4).to_sparse(), torch.randn(5, 4)),  # fuzz round 5: accepted, then failed to rank
+     "Recommender.users must be a dense real floating-point tensor, got a torch.float32 sparse_coo tensor on cpu"),
+    ((torch.ones(3, 4, dtype=torch.long), torch.randn(5, 4)),
+     "Recommender.users must be a dense real floating-point tensor, got a torch.int64 strided tensor on cpu"),
+    ((torch.randn(3, 0), torch.randn(5, 0)), "Recommender.users must have at least one column (d >= 1), got shape "
+                                             "[3, 0]"),
 ])
 def test_a_recommender_of_mismatched_embeddings_or_ids_is_refused(arguments, message) -> None:
     with pytest.raises(ConfigError) as info:
