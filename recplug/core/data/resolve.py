@@ -21,7 +21,7 @@ from recplug.core.data.formats.features import check_keyed_feature_file, check_m
 from recplug.core.data.formats.lightgcn import LIGHTGCN_FILES, read_lightgcn
 from recplug.core.data.formats.mmrec import read_mmrec, write_mmrec
 from recplug.core.data.formats.raw import RAW_OPTIONS_RULE, RawOptions, process_raw
-from recplug.core.data.formats.text import QUOTE_LIMIT, check_file
+from recplug.core.data.formats.text import QUOTE_LIMIT, check_file, quoted
 from recplug.core.errors import MAX_SEED, ConfigError, InvalidArgument, check_number, one_line
 from recplug.core.ops.io import atomic_write
 
@@ -41,6 +41,8 @@ def check_load_arguments(
         raise InvalidArgument(owner, "path", path, DATASET_PATH)
     if not str(path).strip():
         raise ConfigError(f"{owner}.path is empty; give {DATASET_PATH}")
+    if "\0" in str(path):  # shown in a one-line error, it would read as a space
+        raise ConfigError(f"{owner}.path {quoted(str(path))} holds a NUL character, which no file or dataset name has")
     if feature_files is not None and not (isinstance(feature_files, dict) and all(
         isinstance(modality, str) and modality and isinstance(name, (str, os.PathLike)) and str(name).strip()
         for modality, name in feature_files.items()

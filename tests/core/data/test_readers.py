@@ -440,6 +440,15 @@ def test_a_validation_split_asked_of_a_raw_log_that_has_one_names_the_log(tmp_pa
     assert str(info.value) == f"valid_ratio: {log} already has a validation split; set it to 0"
 
 
+def test_a_path_with_a_nul_character_is_named_with_it(tmp_path: Path) -> None:
+    """Fuzz round 5, M8: load_dataset('a\\0b') said 'a b: no such dataset folder', the NUL shown as a space."""
+    for path in ("a\0b", tmp_path / "a\0b.csv"):
+        with pytest.raises(ConfigError) as info:
+            load_dataset(path, cache_dir=tmp_path / "cache")
+        assert str(info.value) == f"load_dataset.path {str(path)!r} holds a NUL character, which no file or dataset " \
+            "name has"
+
+
 def test_raw_options_for_what_is_no_raw_log_are_refused(tiny_folder: Path, tmp_path: Path) -> None:
     """Fuzz round 5, S3: load_dataset dropped raw_options (k_core=50, min_rating=4) silently for a dataset folder,
     'default' or a registered name, where the CLI refuses --k-core."""
