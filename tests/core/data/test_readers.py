@@ -219,6 +219,18 @@ def test_integer_times_beyond_2_to_the_53_keep_their_order(tmp_path: Path) -> No
                                       "float cannot hold exactly")
 
 
+def test_an_id_with_a_tab_or_newline_is_named_with_its_line(tmp_path: Path) -> None:
+    """Fuzz round 5, M8: the error named the log but no line."""
+    (tmp_path / "log.csv").write_text('user,item\nu1,i1\nu2,i2\n"u\t3",i1\nu4,"i\n5"\n')
+    with pytest.raises(DataError) as info:
+        process_raw(tmp_path / "log.csv")
+    assert str(info.value) == f"{tmp_path / 'log.csv'}:4: field 'user' has an id with a tab or newline: 'u\\t3'"
+    (tmp_path / "log.csv").write_text('user,item\nu1,i1\nu2,i2\nu4,"i\n5"\n')
+    with pytest.raises(DataError) as info:
+        process_raw(tmp_path / "log.csv")
+    assert str(info.value) == f"{tmp_path / 'log.csv'}:4: field 'item' has an id with a tab or newline: 'i\\n5'"
+
+
 def test_raw_log_without_header_min_rating_and_dropping_featureless_items(tmp_path: Path) -> None:
     rows = [f"{u}\t{i}\t{1 + (u + i) % 5}" for u in range(12) for i in range(12)]
     (tmp_path / "r.tsv").write_text("\n".join(rows) + "\n")

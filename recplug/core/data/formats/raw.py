@@ -119,6 +119,7 @@ RAW_OPTIONS_RULE = "a RawOptions (recplug.core.data.formats.raw.RawOptions(sep='
 class _RawLog:
     users: np.ndarray  # raw ids (str)
     items: np.ndarray
+    lines: np.ndarray  # each interaction's line in the log
     ratings: np.ndarray | None
     times: np.ndarray | None
 
@@ -184,7 +185,7 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
     cr = header.index(rating_col) if rating_col in header else None
     ct = header.index(time_col) if time_col in header else None
     users, items, ratings, times = [], [], [], []
-    time_lines, time_texts = [], []
+    lines, time_texts = [], []
     for lineno, last, row in records:
         if not row:
             continue
@@ -193,20 +194,20 @@ def _read_log(path: Path, options: RawOptions) -> _RawLog:
         for c, field in ((cu, options.user_col), (ci, options.item_col)):
             if not row[c].strip():
                 raise DataError(f"{path}:{lineno}: empty {field!r}")
+        lines.append(lineno)
         users.append(row[cu].strip())
         items.append(row[ci].strip())
         if cr is not None:
             ratings.append(_float_field(path, lineno, rating_col, row[cr]))
         if ct is not None:
             times.append(_float_field(path, lineno, time_col, row[ct]))
-            time_lines.append(lineno)
             time_texts.append(row[ct])
     if not users:
         raise DataError(f"{path}: no interactions")
     return _RawLog(
-        np.array(users), np.array(items),
+        np.array(users), np.array(items), np.array(lines),
         np.array(ratings) if cr is not None else None,
-        _time_column(path, time_col, time_lines, time_texts, times) if ct is not None else None,
+        _time_column(path, time_col, lines, time_texts, times) if ct is not None else None,
     )
 
 
@@ -307,10 +308,11 @@ def process_raw(
     feats = {m: read_keyed_features(p, m) for m, p in (features or {}).items()}
     keep, notes = _filtered(log, raw, feats, features or {}, options)
     users_raw, items_raw = raw.users[keep], raw.items[keep]
-    for field, ids in ((options.user_col, users_raw), (options.item_col, items_raw)):
-        odd = [r for r in np.unique(ids).tolist() if "\t" in r or "\n" in r]
-        if odd:
-            raise DataError(f"{log}: field {field!r} has an id with a tab or newline: {quoted(odd[0])}")
+    for field, ids in ((options.user_col, raw.users), (options.item_col, raw.items)):
+        odd = np.flatnonzero(keep & ((np.char.find(ids, "\t") >= 0) | (np.char.find(ids, "\n") >= 0)))
+        if odd.size:  # the id maps are tab-separated lines
+            raise DataError(f"{log}:{raw.lines[odd[0]]}: field {field!r} has an id with a tab or newline: "
+                            f"{quoted(str(ids[odd[0]]))}")
     times = raw.times[keep] if raw.times is not None else None
     if options.split == "temporal" and times is None:
         time_col = options.optional_columns()[1]
