@@ -18,6 +18,7 @@ minus the masked items is shorter than ``k``) are misses; ``precision@k`` still 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from numbers import Integral
 from typing import Any, Sequence
 
@@ -33,6 +34,11 @@ METRICS: tuple[str, ...] = ("recall", "ndcg", "precision", "hit", "mrr", "map")
 def check_metric_args(ks: Sequence[int], metrics: Sequence[str], key: str = "") -> tuple[list[int], list[str]]:
     """Validated copies of ``ks`` (positive, sorted, de-duplicated) and ``metrics`` (known names); errors name
     ``<key>ks`` and ``<key>metrics`` (``key="eval."`` for the CLI's evaluator)."""
+    for name, value in (("ks", ks), ("metrics", metrics)):
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+            raise ConfigError(f"{key}{name} must be a list, e.g. {'[10, 20]' if name == 'ks' else '[recall, ndcg]'}, "
+                              f"got {value!r}")
+    ks, metrics = list(ks), list(metrics)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"{key}metrics: unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")

@@ -146,3 +146,18 @@ def test_keys_are_metric_major_and_ks_sorted() -> None:
     metric = FastMetrics([20, 10], ["ndcg", "recall"])
     metric.update(torch.zeros(1, 20, dtype=torch.bool), torch.tensor([1]))
     assert list(metric.compute()) == ["ndcg@10", "ndcg@20", "recall@10", "recall@20"]
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"ks": 10}, "ks must be a list, e.g. [10, 20], got 10"),
+    ({"metrics": "recall"}, "metrics must be a list, e.g. [recall, ndcg], got 'recall'"),  # was read letter by letter
+])
+def test_cut_offs_or_metrics_not_given_as_a_list_are_refused(arguments, message) -> None:
+    from recplug.core.errors import ConfigError
+    from recplug.core.eval.metrics import check_metric_args
+
+    settings = {"ks": [10, 20], "metrics": ["recall"], **arguments}
+    with pytest.raises(ConfigError) as info:
+        check_metric_args(settings["ks"], settings["metrics"])
+    assert str(info.value) == message
+    assert check_metric_args(iter([20, 10]), ("ndcg",)) == ([10, 20], ["ndcg"])  # any iterable
