@@ -73,10 +73,14 @@ def number_in(
     kind: type[int] | type[float], low: float | None = None, high: float | None = None, *, high_open: bool = False
 ) -> Callable[[str], float]:
     """An argparse ``type`` parsing ``kind`` that refuses NaN, infinities and values outside ``[low, high]``
-    (``high_open``: ``[low, high)``), so the usage error names the option: ``argument --seed: must be >= 0, got -1``."""
+    (``high_open``: ``[low, high)``), so the usage error names the option: ``argument --seed: must be >= 0, got -1``.
+    Only plain ASCII numbers are read: Python's ``int`` also takes ``1_000`` and other scripts' digits (``٣``), which
+    the data readers refuse too."""
 
     def parse(text: str) -> float:
         try:
+            if not text.isascii() or "_" in text:
+                raise ValueError(text)
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(

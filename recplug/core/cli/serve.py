@@ -33,7 +33,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Iterator
 
-from recplug.core.cli.boundary import CommandParser
+from recplug.core.cli.boundary import CommandParser, number_in
 from recplug.core.errors import ConfigError, RecplugError, check_number
 
 if find_spec("litserve") is None:
@@ -267,9 +267,9 @@ def build_parser() -> CommandParser:
                         help="splits never recommended to known users (default: the config's topk.exclude)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on: 127.0.0.1 (default), 0.0.0.0 or :: (those LitServe binds)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--workers", type=int, default=1, help="LitServe inference workers (default 1)")
-    parser.add_argument("--max_body_mb", type=int, default=DEFAULT_MAX_BODY_MB,
+    parser.add_argument("--port", type=number_in(int), default=8000, help="port (default 8000)")
+    parser.add_argument("--workers", type=number_in(int), default=1, help="LitServe inference workers (default 1)")
+    parser.add_argument("--max_body_mb", type=number_in(int), default=DEFAULT_MAX_BODY_MB,
                         help=f"largest request body in MB; a larger one is a 413 (default {DEFAULT_MAX_BODY_MB})")
     return parser
 

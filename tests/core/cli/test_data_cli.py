@@ -144,6 +144,8 @@ LOG = "user,item,rating,timestamp\n" + "".join(f"u{u},i{i},{1 + (u + i) % 5},{u 
         (["--ratios", "0.8", "nan", "0.2"], "argument --ratios: must be in [0, 1], got nan"),
         (["--seed", "-1"], "argument --seed: must be in [0, 4294967295], got -1"),
         (["--split-seed", "x"], "argument --split-seed: expected an integer, got 'x'"),
+        (["--split-seed", "١"], "argument --split-seed: expected an integer, got '١'"),  # int() reads it as 1
+        (["--k-core", "1_0"], "argument --k-core: expected an integer, got '1_0'"),  # int() reads it as 10
         (["--k-core", "-2"], "argument --k-core: must be >= 0, got -2"),
         (["--user-col", "item"], "user_col and item_col both name column 'item'"),
         (["--columns", "user,item,user,x"], "--columns: column 'user' appears twice in the header"),
