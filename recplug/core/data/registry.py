@@ -54,6 +54,7 @@ PREPARE_COMMANDS = ("data", "features")
 
 
 CACHE_DIR_OPTION = "data.cache_dir (--cache-dir)"
+MIRROR_OPTION = "mirror (--mirror)"
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -232,7 +233,9 @@ register(
 )
 
 
-def fetch(name: str, cache_dir: str | Path | None = None, mirror: str | None = None, progress: bool = True) -> Path:
+def fetch(
+    name: str, cache_dir: str | Path | None = None, mirror: str | os.PathLike[str] | None = None, progress: bool = True
+) -> Path:
     """Make sure every file of dataset ``name`` is in the cache with its registered sha256; return the folder.
 
     Files already cached are re-hashed; a cached file with the wrong sum is downloaded again. A file without a
@@ -244,8 +247,10 @@ def fetch(name: str, cache_dir: str | Path | None = None, mirror: str | None = N
     if blocked is not None:
         raise DataError(f"{blocked}: a file where the dataset cache needs a folder; move it, or give another cache "
                         f"(--cache-dir or ${CACHE_ENV})")
-    option = "--mirror" if mirror is not None else MIRROR_ENV
-    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
+    option = MIRROR_OPTION if mirror is not None else MIRROR_ENV
+    mirror = os.fspath(mirror) if mirror is not None else os.environ.get(MIRROR_ENV) or None  # "": unset
+    if mirror is not None and not mirror.strip():  # Path(" ") would be a folder named " " in the working directory
+        raise ConfigError(f"{option} {mirror!r}: a blank path; give a folder or URL, or none for no mirror")
     for remote in spec.files:
         dest = folder / remote.name
         if dest.is_dir():

@@ -235,7 +235,7 @@ def test_a_local_mirror_that_is_no_folder_is_refused_naming_it(
         monkeypatch.setenv(registry.MIRROR_ENV, str(tmp_path / name))
         with pytest.raises(ConfigError, match=f"^RECPLUG_DATA_MIRROR {re.escape(str(tmp_path / name))}: {message}"):
             registry.fetch("toy", tmp_path / "cache", progress=False)
-        with pytest.raises(ConfigError, match=f"^--mirror .*: {message}"):
+        with pytest.raises(ConfigError, match=f"^mirror \\(--mirror\\) .*: {message}"):
             registry.fetch("toy", tmp_path / "cache", mirror=str(tmp_path / name), progress=False)
     monkeypatch.setenv(registry.MIRROR_ENV, "x" * 5000)  # [Errno 36] File name too long, naming no variable
     with pytest.raises(ConfigError, match=r"^RECPLUG_DATA_MIRROR 'x+'\.\.\. \(5000 characters\): File name too long$"):
@@ -259,8 +259,26 @@ def test_a_tilde_of_no_user_names_the_variable_or_option(
     with pytest.raises(ConfigError) as info:
         registry.fetch("toy", tmp_path / "cache", progress=False)
     assert str(info.value) == f"RECPLUG_DATA_MIRROR {nobody}: no user 'recplug-no-such-user' to expand ~ for"
-    with pytest.raises(ConfigError, match=r"^--mirror ~recplug-no-such-user/c: no user"):
+    with pytest.raises(ConfigError, match=r"^mirror \(--mirror\) ~recplug-no-such-user/c: no user"):
         registry.fetch("toy", tmp_path / "cache", mirror=nobody, progress=False)
+
+
+def test_a_blank_mirror_is_refused_and_a_path_object_is_read(
+    toy: DatasetSpec, server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fuzz round 5, M8: mirror=' ' was '--mirror  : no such folder' (a CLI option in the API), mirror='' was taken
+    for no mirror; a Path mirror ended in TypeError."""
+    for blank in ("", " "):
+        with pytest.raises(ConfigError) as info:
+            load_dataset("toy", cache_dir=tmp_path / "cache", mirror=blank, progress=False)
+        assert str(info.value) == f"mirror (--mirror) {blank!r}: a blank path; give a folder or URL, or none for no " \
+            "mirror"
+    monkeypatch.setenv(registry.MIRROR_ENV, " ")
+    with pytest.raises(ConfigError, match=r"^RECPLUG_DATA_MIRROR ' ': a blank path"):
+        registry.fetch("toy", tmp_path / "cache", progress=False)
+    monkeypatch.setenv(registry.MIRROR_ENV, "")  # unset
+    _, served = server
+    assert load_dataset("toy", cache_dir=tmp_path / "cache", mirror=served, progress=False).num_users == 3
 
 
 def test_missing_file_is_an_error(server: tuple[str, Path], tmp_path: Path) -> None:
