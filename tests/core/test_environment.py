@@ -193,3 +193,19 @@ def test_a_bad_trace_flag_is_its_own_error_not_a_built_in_plugins(installed, mon
     monkeypatch.setenv("RECPLUG_TRACE_PLUGINS", "2")
     with pytest.raises(ConfigError, match=r"^RECPLUG_TRACE_PLUGINS must be 1 or 0 .*got '2'$"):
         load_plugins(reload=True)
+
+
+def test_a_misspelt_variable_is_warned_of_with_the_closest_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``RECPLUG_STRICT_PLUGIN=1`` (no S) was ignored without a word (fuzz round 5)."""
+    from recplug.core.ops.environment import VARIABLES, check_flags
+
+    monkeypatch.setenv("RECPLUG_STRICT_PLUGIN", "1")
+    with pytest.warns(UserWarning, match="^RECPLUG_STRICT_PLUGIN is no variable recplug reads; did you mean "
+                                         "RECPLUG_STRICT_PLUGINS\\?$"):
+        check_flags()
+    monkeypatch.delenv("RECPLUG_STRICT_PLUGIN")
+    for name in VARIABLES:
+        monkeypatch.setenv(name, "0" if name in FLAGS else "x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_flags()

@@ -4,7 +4,9 @@ means off in every one of them and a value that is neither is an error, raised b
 
 from __future__ import annotations
 
+import difflib
 import os
+import warnings
 
 from recplug.core.errors import ConfigError
 
@@ -18,6 +20,8 @@ FLAGS = (
     "RECPLUG_TRACE_PLUGINS",
 )
 """Every on/off variable recplug reads."""
+VARIABLES = (*FLAGS, "RECPLUG_CACHE", "RECPLUG_DATA_MIRROR", "RECPLUG_LOAD_PLUGINS")
+"""Every environment variable recplug reads."""
 
 
 def env_flag(name: str) -> bool:
@@ -35,6 +39,12 @@ def env_flag(name: str) -> bool:
 def check_flags() -> None:
     """Refuse a value that is no flag in any of :data:`FLAGS` (:func:`env_flag`'s error), in their order: some are
     read only on a rare path (``RECPLUG_STRICT_CHECKPOINTS`` when a checkpoint's data differs), where a typo would
-    otherwise go unnoticed until then, or be blamed on what was being done (a plugin being loaded)."""
+    otherwise go unnoticed until then, or be blamed on what was being done (a plugin being loaded). Warn of a
+    ``RECPLUG_*`` variable that is none of :data:`VARIABLES` (``RECPLUG_STRICT_PLUGIN=1`` did nothing)."""
     for name in FLAGS:
         env_flag(name)
+    for name in sorted(os.environ):
+        if name.startswith("RECPLUG_") and name not in VARIABLES:  # a misspelt one would be ignored silently
+            close = difflib.get_close_matches(name, VARIABLES, n=1)
+            warnings.warn(f"{name} is no variable recplug reads" + (f"; did you mean {close[0]}?" if close else
+                          f" (it reads {', '.join(VARIABLES)})"), stacklevel=2)
