@@ -1,9 +1,11 @@
 """The one reader of the YAML files recplug's own commands take (search spaces, variants, configs checked before
 LightningCLI parses them): UTF-8 text, the safe loader, and a key given twice in one mapping is an error (PyYAML,
-like jsonargparse, would keep the last value without a word)."""
+like jsonargparse, would keep the last value without a word). So is a YAML 1.1 octal (``010``, read as 8) or
+base-60 number (``1:04``, read as 64), here and in jsonargparse's loader (:func:`guard_jsonargparse_yaml`)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,36 @@ def yaml_location(path: str | Path, error: BaseException) -> str | None:
     return f"{path}, line {mark.line + 1}, column {mark.column + 1}: {problem}{opened}"
 
 
+INT_TAG, FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+OCTAL = re.compile(r"[-+]?0[0-7_]+")
+"""A plain scalar YAML 1.1 reads as an octal integer (``010``); ``0o10`` and ``0x10`` are not this form."""
+
+
+def _construct_number(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | float:
+    """The int or float of ``node`` as the safe loader reads it, refusing a YAML 1.1 form that reads as another
+    value than its digits say: octal (``010`` is 8; ``07`` and ``00`` read as written) or base 60 (``1:04`` is 64).
+    The error's mark gives the line and column."""
+    value = yaml.constructor.SafeConstructor.yaml_constructors[node.tag](loader, node)
+    text = node.value
+    if ":" in text:
+        form, decimal = "a base-60 number", ""
+    elif node.tag == INT_TAG and OCTAL.fullmatch(text) and value != int(text.replace("_", "")):
+        form, decimal = "an octal number", f", {int(text.replace('_', ''))} for the decimal number"
+    else:
+        return value
+    raise yaml.constructor.ConstructorError(
+        None, None, f"{text} is {form} in YAML 1.1 and reads as {value}: write {value} for that{decimal}, or quote it "
+        f"('{text}') for text", node.start_mark,
+    )
+
+
+def _refuse_yaml11_numbers(loader: type[yaml.SafeLoader]) -> None:
+    """Make ``loader`` (a safe loader class) refuse :func:`_construct_number`'s forms; other numbers load as before.
+    Registering again changes nothing."""
+    loader.add_constructor(INT_TAG, _construct_number)
+    loader.add_constructor(FLOAT_TAG, _construct_number)
+
+
 class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """The safe loader (libyaml's when built, as jsonargparse's, so syntax errors read the same) refusing a mapping
     that repeats a key."""
@@ -41,6 +73,9 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: 
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_refuse_yaml11_numbers(_UniqueKeyLoader)
 
 
 def read_yaml(path: str | Path, what: str = "YAML file") -> Any:
@@ -82,9 +117,12 @@ class AliasBombError(yaml.YAMLError):
 def guard_jsonargparse_yaml() -> None:
     """Make jsonargparse's YAML loader, which reads what :func:`read_yaml` does not (a file given to one group,
     ``--model m.yaml``; a value on the command line, ``--model.encoders '[...]'``), refuse an alias bomb too: it
-    expanded one to 9 GB of memory before."""
+    expanded one to 9 GB of memory before. Its loader class refuses YAML 1.1 octal and base-60 numbers as
+    :func:`read_yaml` does (``--model.embedding_dim 1:04`` was 64)."""
     from jsonargparse import set_loader
-    from jsonargparse._loaders_dumpers import yaml_load  # jsonargparse's own loader, wrapped
+    from jsonargparse._loaders_dumpers import get_yaml_default_loader, yaml_load  # jsonargparse's own, wrapped
+
+    _refuse_yaml11_numbers(get_yaml_default_loader())
 
     def checked(stream: str) -> Any:
         value = yaml_load(stream)
