@@ -30,6 +30,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from recplug.core.errors import ConfigError, RecplugError, one_line
+from recplug.core.ops.io import expand_home
 
 # Lightning's own ckpt_path keywords ("the best/last checkpoint of this trainer"): resolved by the Trainer
 TRAINER_KEYWORDS = ("best", "last", "hpc", "registry")
@@ -63,7 +64,7 @@ def local_checkpoint(location: str | Path, keep_for_next: bool = False) -> Path:
     Open it with :func:`open_checkpoint`."""
     text = str(location)
     if "://" not in text:
-        return Path(text).expanduser()
+        return expand_home(text, "ckpt_path")
     if text in _DOWNLOADED_FOR_NEXT:
         return _DOWNLOADED_FOR_NEXT.pop(text)
     if not text.startswith(URL_SCHEMES):

@@ -142,6 +142,12 @@ def test_a_remote_checkpoint_without_a_config_is_downloaded_once(tmp_path, train
     assert requested == ["/last.ckpt"]
 
 
+def test_a_home_folder_of_no_user_is_one_line(tmp_path, capsys) -> None:
+    """``~nobody/x.ckpt`` was pathlib's "Could not determine home directory" (fuzz round 5)."""
+    assert recplug("test", tmp_path, "--ckpt_path", "~nobodyxyz/x.ckpt") == 2
+    assert last_error(capsys) == "error: ckpt_path ~nobodyxyz/x.ckpt: no user 'nobodyxyz' to expand ~ for"
+
+
 def test_a_missing_remote_checkpoint_is_one_line(tmp_path, server, capsys) -> None:
     base, _, _ = server
     assert recplug("test", tmp_path, "--ckpt_path", f"{base}/nothing.ckpt") == 2
