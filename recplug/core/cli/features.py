@@ -322,7 +322,7 @@ def load_text_encoder(model: str | None = None, device: str | None = None) -> Te
         encoder = SentenceTransformer(model, device=device)
     except (OSError, ValueError) as exc:  # a folder that holds no model (transformers' two-line message)
         raise ConfigError(f"--model {model}: not a sentence-transformers model folder ({one_line(exc, 200)})") from None
-    except (SafetensorError, EOFError, pickle.UnpicklingError, RuntimeError) as exc:  # random, truncated, a payload
+    except (SafetensorError, EOFError, pickle.UnpicklingError, RuntimeError) as exc:  # RuntimeError: a cut archive
         raise ConfigError(f"--model {model}: cannot read its weights ({_weights_problem(exc)})") from None
 
     def encode(texts: list[str]) -> np.ndarray:

