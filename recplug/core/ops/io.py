@@ -56,8 +56,9 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     it is renamed to ``path``, otherwise removed. A folder cannot replace a non-empty one in one step: if
     ``path`` is a non-empty folder by then (another process finished first), that one is kept and this one is
     discarded, so when processes race the first to finish wins. The folder gets the permissions ``mkdir`` would
-    give it (``0o777`` less the umask)."""
-    path = Path(path)
+    give it (``0o777`` less the umask). A symbolic link at ``path`` is followed: the folder it names is filled (a
+    folder cannot replace the link itself)."""
+    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

@@ -63,6 +63,15 @@ def test_a_folder_takes_its_place_only_when_complete_and_the_first_one_wins(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["processed"]
 
 
+def test_a_link_to_an_empty_folder_is_followed(tmp_path: Path) -> None:
+    """`recplug export --out link` (a link to an empty folder) ended in NotADirectoryError (fuzz round 5)."""
+    (tmp_path / "storage").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "storage")
+    with atomic_folder(tmp_path / "link") as folder:
+        (folder / "users.npy").write_text("x")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "storage" / "users.npy").read_text() == "x"
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
 def test_a_folder_gets_the_permissions_of_an_ordinary_mkdir(tmp_path: Path, umask: int) -> None:
     """Fuzz round 5, S5: mkdtemp's 0700 was renamed into place, so exports, converted datasets and a shared cache
