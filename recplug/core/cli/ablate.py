@@ -50,7 +50,7 @@ from recplug.core.cli.boundary import SEED, CommandParser, number_in, output_fol
 from recplug.core.cli.paired import PER_USER_FILE, load_per_user, paired_comparisons, record_per_user
 from recplug.core.data.formats.text import first_repeated
 from recplug.core.errors import ConfigError, RecplugError, one_line
-from recplug.core.ops.io import atomic_write
+from recplug.core.ops.io import atomic_write, save_png
 from recplug.core.ops.yaml_file import read_yaml
 
 if TYPE_CHECKING:
@@ -727,7 +727,7 @@ def write_plot(path: Path, summaries: list[Summary], metrics: list[str]) -> None
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    save_png(fig, path, dpi=150)
     plt.close(fig)
 
 

@@ -28,7 +28,7 @@ from recplug.core.data.formats.text import (
     csv_records, field_count_error, first_repeated, plain_float, quoted, read_text,
 )
 from recplug.core.errors import ConfigError, DataError
-from recplug.core.ops.io import atomic_write
+from recplug.core.ops.io import atomic_write, save_png
 from recplug.core.ops.yaml_file import read_yaml
 
 DEFAULT_MONITOR = "val/recall@20"
@@ -292,7 +292,7 @@ def plot_losses(series: dict[str, dict[int, float]], out: Path) -> Path:
     for ax in axes[len(names) :]:
         ax.set_visible(False)
     fig.suptitle("Training losses by term")
-    fig.savefig(out, dpi=110)
+    save_png(fig, out, dpi=110)
     return out
 
 
@@ -324,7 +324,7 @@ def plot_validation(
     if best is not None:
         title += f" (dashed: best epoch {best}; stars: test)" if test else f" (dashed: best epoch {best})"
     fig.suptitle(title)
-    fig.savefig(out, dpi=110)
+    save_png(fig, out, dpi=110)
     return out
 
 

@@ -57,7 +57,7 @@ from recplug.core.cli.ablate import (
 from recplug.core.cli.boundary import SEED, CommandParser, number_in, output_folder
 from recplug.core.errors import ConfigError, RecplugError, one_line
 from recplug.core.model.provenance import config_hash
-from recplug.core.ops.io import atomic_write
+from recplug.core.ops.io import atomic_write, save_png
 from recplug.core.ops.yaml_file import read_yaml
 
 if TYPE_CHECKING:
@@ -791,7 +791,7 @@ def write_plots(out: Path, study: optuna.Study, settings: Settings) -> tuple[lis
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "history.png", dpi=150)
+    save_png(fig, out / "history.png", dpi=150)
     plt.close(fig)
     written, notes = [out / "history.png"], []
     if len(complete) < 2 or len(settings.space.params) < 2:
@@ -806,7 +806,7 @@ def write_plots(out: Path, study: optuna.Study, settings: Settings) -> tuple[lis
     ax.set_xlabel("importance (Optuna's default evaluator, normalised)")
     ax.set_title(f"recplug tune: {settings.space.config.name}, {len(complete)} complete trials")
     fig.tight_layout()
-    fig.savefig(out / "importance.png", dpi=150)
+    save_png(fig, out / "importance.png", dpi=150)
     plt.close(fig)
     return written + [out / "importance.png"], notes
 

@@ -43,6 +43,14 @@ def atomic_write(path: str | Path, mode: str = "w", **open_args: Any) -> Iterato
         tmp.unlink(missing_ok=True)
 
 
+def save_png(figure: Any, path: str | Path, dpi: int) -> None:
+    """Write a matplotlib ``figure`` to ``path`` as a PNG, whole or not at all (:func:`atomic_write`): a link at
+    ``path`` is replaced, never written through (a run folder's ``losses.png`` linked to another file overwrote
+    that file)."""
+    with atomic_write(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=dpi)
+
+
 def _umask() -> int:
     """The process's umask (read by setting it, there being no other portable way, and setting it back)."""
     mask = os.umask(0o022)

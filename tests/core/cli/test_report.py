@@ -54,6 +54,19 @@ def table(markdown: str) -> dict[str, tuple[str, str]]:
     return {name: (v, t) for name, v, t in rows}
 
 
+def test_a_picture_linked_to_another_file_replaces_the_link_not_the_file(run: Path, tmp_path: Path, capsys) -> None:
+    """A run folder whose losses.png was a link to another file made report overwrite that file (fuzz round 5)."""
+    out = tmp_path / "linked"
+    out.mkdir()
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    for png in ("losses.png", "validation.png"):
+        (out / png).symlink_to(precious)
+    assert main(["report", str(run / "mf"), "--out", str(out)]) == 0
+    assert precious.read_text() == "keep me"
+    assert not (out / "losses.png").is_symlink() and (out / "losses.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_report_writes_pictures_and_a_table_equal_to_the_logged_metrics(run: Path, capsys) -> None:
     out = run / "report"
     assert main(["report", str(run / "mf"), "--out", str(out)]) == 0  # logger folder: latest version is used
