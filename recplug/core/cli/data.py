@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from recplug.core.cli.boundary import SEED, CommandParser, number_in
 from recplug.core.data.dataset import InteractionData
+from recplug.core.data.formats.text import separator_option
 from recplug.core.errors import ConfigError, RecplugError
 
 if TYPE_CHECKING:
@@ -58,8 +59,8 @@ def _raw_options(args: argparse.Namespace) -> RawOptions:
     for name, splits in RAW_ONLY_BY_SPLIT.items():
         if name in given and split not in splits:
             raise ConfigError(f"--{name}: not used by --split {split} (only by {' and '.join(splits)})")
-    if given.get("sep") == "\\t":
-        given["sep"] = "\t"
+    if "sep" in given:
+        given["sep"] = separator_option(given["sep"])
     if "columns" in given:
         given["columns"] = tuple(given["columns"].split(","))
     if "ratios" in given:

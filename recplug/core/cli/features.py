@@ -46,7 +46,7 @@ from recplug.core.cli.boundary import CommandParser
 from recplug.core.data.formats.features import check_modality
 from recplug.core.data.formats.mmrec import read_id_map
 from recplug.core.data.formats.text import (
-    check_file, csv_records, default_separator, field_count_error, first_repeated, read_text,
+    check_file, csv_records, default_separator, field_count_error, first_repeated, read_text, separator_option,
 )
 from recplug.core.errors import ConfigError, DataError, RecplugError, one_line
 from recplug.core.ops.io import atomic_write, check_can_create
@@ -527,7 +527,7 @@ def _categories_command(argv: list[str]) -> int:
         "--sep", default=",", help="separator between an item's categories, '\\t' for a tab (default ',')"
     )
     args = parser.parse_args(argv)
-    sep = "\t" if args.sep == "\\t" else args.sep  # as data convert reads it: a shell cannot easily pass a tab
+    sep = separator_option(args.sep)  # as data convert reads it
     result = build_category_features(
         args.items, args.id_column, args.column, args.dataset, args.out, args.item_map, sep, args.missing
     )

@@ -104,6 +104,12 @@ def read_lines(path: Path) -> list[str]:
     return read_text(path).split("\n")[:-1]
 
 
+def separator_option(text: str) -> str:
+    """A ``--sep`` as given on the command line: ``\\t`` (a backslash and a t), easier to pass through a shell than
+    a tab, is a tab; any other text is itself."""
+    return "\t" if text == "\\t" else text
+
+
 def default_separator(path: Path) -> str:
     """A table's separator when none is given: ``,`` for a ``.csv`` file, else a tab."""
     return "," if path.suffix.lower() == ".csv" else "\t"
