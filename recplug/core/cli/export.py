@@ -106,7 +106,7 @@ def export(args: Any) -> Path:
     import yaml
 
     from recplug.core.cli.lightning import RUN_ONLY_KEYS
-    from recplug.core.cli.recommender import Recommender
+    from recplug.core.cli.recommender import Recommender, note_recorded_data
     from recplug.core.data.download import sha256sum
     from recplug.core.model.checkpoint import local_checkpoint
     from recplug.core.model.provenance import provenance
@@ -119,6 +119,7 @@ def export(args: Any) -> Path:
     search = index_search(args)
     ckpt = local_checkpoint(args.ckpt_path, keep_for_next=True)  # a URL: from_checkpoint takes this download
     rec = Recommender.from_checkpoint(args.ckpt_path, args.config, args.exclude)  # its errors name the URL
+    note_recorded_data(rec, args.ckpt_path, args.config)
     users, items = rec.users.numpy().astype(np.float32), rec.items.numpy().astype(np.float32)
     index, settings = item_index(search, items)
     seen_indptr, seen_items = rec.seen if rec.seen is not None else (np.zeros(rec.num_users + 1, np.int64), [])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Mapping, Set as AbstractSet
 from contextlib import contextmanager
@@ -67,6 +68,15 @@ def _quiet_lightning() -> Iterator[None]:
     finally:
         for log, level in zip(loggers, levels):
             log.setLevel(level)
+
+
+def note_recorded_data(rec: Any, ckpt_path: Any, config: Any) -> None:
+    """Say on stderr which data a command rebuilt from a checkpoint's recorded config (no ``config`` given) read:
+    the record chose the file."""
+    if config is None:
+        path = ((rec.config or {}).get("data") or {}).get("path")
+        print(f"note: no --config: the model and data (data.path {path}) come from the config recorded in "
+              f"{ckpt_path}", file=sys.stderr)
 
 
 def _built_cli(args: Any, where: str | None) -> Any:

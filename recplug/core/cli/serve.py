@@ -317,7 +317,7 @@ async def refuse_malformed_body(request: Request, exc: RequestValidationError) -
 
 
 def main(argv: list[str]) -> int:
-    from recplug.core.cli.recommender import Recommender
+    from recplug.core.cli.recommender import Recommender, note_recorded_data
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -329,6 +329,7 @@ def main(argv: list[str]) -> int:
     check_number("serve", "workers", args.workers, 1, 4 * cores, bounds=f"4 per core of this machine's {cores}")
     check_number("serve", "max_body_mb", args.max_body_mb, 1, 1024)
     recommender = Recommender.from_checkpoint(args.ckpt_path, args.config, args.exclude)
+    note_recorded_data(recommender, args.ckpt_path, args.config)
     check_can_listen(args.host, args.port)
     recommender.data = None  # the workers rank from embeddings and ids: the dataset stays here
     server = ls.LitServer(RecommenderAPI(recommender), accelerator="cpu", workers_per_device=args.workers,

@@ -80,9 +80,13 @@ def test_the_export_holds_the_final_embeddings_ids_config_and_provenance(exporte
     assert len(record["export"]["ckpt_sha256"]) == 64
 
 
-def test_an_ivf_index_visiting_every_cell_is_exact_and_a_url_checkpoint_works(mf_run, tmp_path, tie_swaps) -> None:
+def test_an_ivf_index_visiting_every_cell_is_exact_and_a_url_checkpoint_works(mf_run, tmp_path, tie_swaps,
+                                                                              capsys) -> None:
     out = tmp_path / "ivf"
-    assert export(mf_run.ckpt.resolve().as_uri(), out, "--index", "ivf", "--nlist", "8", "--nprobe", "8") == 0
+    url = mf_run.ckpt.resolve().as_uri()
+    assert export(url, out, "--index", "ivf", "--nlist", "8", "--nprobe", "8") == 0
+    assert (f"note: no --config: the model and data (data.path default) come from the config recorded in {url}"
+            in capsys.readouterr().err)  # the record chose which file is read: say so (fuzz round 5)
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["index"] == {"metric": "inner_product", "type": "ivf", "nlist": 8, "nprobe": 8}
     assert isinstance(faiss.read_index(str(out / "items.faiss")), faiss.IndexIVFFlat)
