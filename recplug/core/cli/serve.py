@@ -329,8 +329,8 @@ def main(argv: list[str]) -> int:
     check_number("serve", "workers", args.workers, 1, 4 * cores, bounds=f"4 per core of this machine's {cores}")
     check_number("serve", "max_body_mb", args.max_body_mb, 1, 1024)
     recommender = Recommender.from_checkpoint(args.ckpt_path, args.config, args.exclude)
-    note_recorded_data(recommender, args.ckpt_path, args.config)
     check_can_listen(args.host, args.port)
+    note_recorded_data(recommender, args.ckpt_path, args.config)
     recommender.data = None  # the workers rank from embeddings and ids: the dataset stays here
     server = ls.LitServer(RecommenderAPI(recommender), accelerator="cpu", workers_per_device=args.workers,
                           middlewares=[(CheckedBody, {"max_bytes": args.max_body_mb * 2**20})])
