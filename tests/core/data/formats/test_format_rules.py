@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,20 +47,23 @@ def test_keyed_feature_values_are_plain_decimal_numbers(tmp_path: Path, value: s
     assert read_keyed_features(tmp_path / "h.csv", "text")[0] == ["i0"]
 
 
+def modality_entries(tiny_data: InteractionData, tmp_path: Path, modality: str) -> tuple[Path, Any, Any]:
+    """``(an MMRec folder, a call of process_raw, a call of write_mmrec)``, the two calls naming ``modality``."""
+    np.savez(tmp_path / "f.npz", ids=np.array(["i0", "i1"]), features=np.ones((2, 3)))
+    (tmp_path / "log.csv").write_text("user,item\n" + "".join(f"u{u},i{i}\n" for u in range(3) for i in range(2)))
+    bad = dataclasses.replace(tiny_data, features={modality: tiny_data.features["image"]})
+    return (write_mmrec(tiny_data, tmp_path / "d"),
+            lambda: process_raw(tmp_path / "log.csv", {modality: tmp_path / "f.npz"}),
+            lambda: write_mmrec(bad, tmp_path / "out" / "o"))
+
+
 @pytest.mark.parametrize("modality", ["../escaped", "a/b", "a\\b", "", ".", "..", ".hidden", "tab\there"])
 def test_modality_names_are_plain_names_wherever_they_enter(
     tiny_data: InteractionData, tmp_path: Path, modality: str
 ) -> None:
     """A modality names the file ``<modality>_feat.npy``: a path in it would write outside the folder."""
-    np.savez(tmp_path / "f.npz", ids=np.array(["i0", "i1"]), features=np.ones((2, 3)))
-    (tmp_path / "log.csv").write_text("user,item\n" + "".join(f"u{u},i{i}\n" for u in range(3) for i in range(2)))
-    folder = write_mmrec(tiny_data, tmp_path / "d")
-    bad = dataclasses.replace(tiny_data, features={modality: tiny_data.features["image"]})
-    for call in (
-        lambda: process_raw(tmp_path / "log.csv", {modality: tmp_path / "f.npz"}),
-        lambda: read_mmrec(folder, {modality: "image_feat.npy"}),
-        lambda: write_mmrec(bad, tmp_path / "out" / "o"),
-    ):
+    folder, from_raw_log, written = modality_entries(tiny_data, tmp_path, modality)
+    for call in (from_raw_log, lambda: read_mmrec(folder, {modality: "image_feat.npy"}), written):
         with pytest.raises(ConfigError, match=re.escape(f"modality {modality!r} is not a plain name")):
             call()
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("*_feat.npy"))
@@ -70,15 +74,12 @@ def test_a_blank_modality_or_one_with_surrounding_space_is_refused(
     tiny_data: InteractionData, tmp_path: Path, modality: str
 ) -> None:
     """Fuzz round 5, S13: ' ' was accepted (shown as no name in stats), while '' was refused."""
-    np.savez(tmp_path / "f.npz", ids=np.array(["i0", "i1"]), features=np.ones((2, 3)))
-    (tmp_path / "log.csv").write_text("user,item\n" + "".join(f"u{u},i{i}\n" for u in range(3) for i in range(2)))
-    folder = write_mmrec(tiny_data, tmp_path / "d")
-    bad = dataclasses.replace(tiny_data, features={modality: tiny_data.features["image"]})
+    folder, from_raw_log, written = modality_entries(tiny_data, tmp_path, modality)
     rule = f"modality {modality!r} is blank or starts or ends with whitespace"
     for call, option in (
-        (lambda: process_raw(tmp_path / "log.csv", {modality: tmp_path / "f.npz"}), "feature_files"),
+        (from_raw_log, "feature_files"),
         (lambda: load_dataset(folder, {modality: "image_feat.npy"}), "load_dataset.feature_files"),
-        (lambda: write_mmrec(bad, tmp_path / "out" / "o"), "features"),
+        (written, "features"),
     ):
         with pytest.raises(ConfigError) as info:
             call()
