@@ -408,6 +408,16 @@ def check_nothing_ignored(config: Namespace, given_args: list[str]) -> None:
                               "the settings to change, or leave the option out")
 
 
+def _is_zero(value: Any) -> bool:
+    """Is ``value`` a zero count or duration: ``0``, ``"00:00:00:00"`` or ``{"seconds": 0}`` (``trainer.max_time``)?"""
+    if isinstance(value, str):
+        parts = value.split(":")
+        return all(part.strip().isdigit() and int(part) == 0 for part in parts)
+    if isinstance(value, dict):
+        return bool(value) and all(isinstance(v, (int, float)) and v == 0 for v in value.values())
+    return value == 0 and not isinstance(value, bool)
+
+
 def check_monitors(config: Namespace, subcommand: str | None) -> None:
     """Refuse a monitor (of ``checkpoint`` or of any callback, e.g. ``EarlyStopping``) the evaluator never logs,
     a test metric or an unvalidated one monitored in training, a ``fit`` that would train nothing, keep no
@@ -426,8 +436,8 @@ def check_monitors(config: Namespace, subcommand: str | None) -> None:
     if every is not None:  # Lightning divides by it mid-training
         check_number("trainer", "check_val_every_n_epoch", every, 1)
     if subcommand == "fit" and not config.get("trainer.fast_dev_run"):
-        for key in ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches"):
-            if config.get(key) == 0:
+        for key in ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches", "trainer.max_time"):
+            if _is_zero(config.get(key)):
                 raise ConfigError(f"{key} is 0: fit would train nothing and test the initial, untrained weights")
         epochs = config.get("trainer.max_epochs")
         if monitors["checkpoint.monitor"] and every is not None and epochs is not None and 0 < epochs < every:

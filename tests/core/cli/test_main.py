@@ -323,6 +323,8 @@ def test_keeping_no_best_checkpoint_is_refused(capsys, tmp_path) -> None:
                                           "initial, untrained weights"),
     (["--trainer.max_steps=0"], "trainer.max_steps is 0: fit would train nothing and test the initial, untrained "
                                 "weights"),
+    (["--trainer.max_time=00:00:00:00"], "trainer.max_time is 0: fit would train nothing and test the initial, "
+                                         "untrained weights"),
     (["--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=5"],
      "trainer.check_val_every_n_epoch is 5 but trainer.max_epochs 1: no validation would run, so no "
      "best-validation checkpoint would be kept for the test"),
