@@ -290,10 +290,11 @@ def option_values(argv: list[str]) -> Iterator[tuple[str, str]]:
             yield option, argv[index + 1]
 
 
-def given_containers(argv: list[str], config: Namespace) -> Iterator[tuple[str, str, Any]]:
-    """``(option, value, content)`` of each command-line option (``--model '{...}'``, ``--model m.yaml``,
+def given_containers(argv: list[str], config: Namespace) -> Iterator[tuple[str, str, str, Any]]:
+    """``(option, key, value, content)`` of each command-line option (``--model '{...}'``, ``--model m.yaml``,
     ``--model.encoders '[...]'``) whose value is a mapping or list, or a file holding one, for a key whose parsed
-    value is a section or list: what :func:`dropped_empty_mappings` checks as it checks ``--config`` files."""
+    value is a section or list (``key``: the option's config key, ``trainer.callbacks`` for
+    ``--trainer.callbacks+``): what :func:`dropped_empty_mappings` checks as it checks ``--config`` files."""
     for option, value in option_values(argv):
         key = option[2:].removesuffix("+")  # `--trainer.callbacks+={...}` appends to the list
         if option == "--config" or not isinstance(config.get(key), (Namespace, dict, list)):
@@ -310,7 +311,7 @@ def given_containers(argv: list[str], config: Namespace) -> Iterator[tuple[str, 
             except yaml.YAMLError:  # jsonargparse took it as text
                 continue
         if isinstance(content, (dict, list)):
-            yield option, value, content
+            yield option, key, value, content
 
 
 def _holds_nothing(value: Any) -> bool:
@@ -397,8 +398,7 @@ def check_nothing_ignored(config: Namespace, given_args: list[str]) -> None:
         if dropped is not None:
             raise ConfigError(f"{path}: unknown key {dropped} (holding only empty mappings, it would have been "
                               "ignored)")
-    for option, value, content in given_containers(given_args, config):
-        key = option[2:].removesuffix("+")
+    for option, key, value, content in given_containers(given_args, config):
         dropped = next(dropped_empty_mappings(content, config.get(key), key), None)
         if dropped is not None:
             raise ConfigError(f"{option} {value}: unknown key {dropped} (holding only empty mappings, it would "
@@ -704,7 +704,7 @@ def with_recorded_config(args: list[str]) -> list[str]:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     config = folder / f"{Path(location.split('?')[0]).name}.config.yaml"
     config.write_text(yaml.safe_dump(recorded_settings(recorded), sort_keys=False))
-    data_path = (recorded.get("data") or {}).get("path") if isinstance(recorded.get("data"), dict) else None
+    data_path = (recorded.get("data") or {}).get("path")  # check_config_sections: a mapping when given
     print(f"note: no --config: recplug {args[0]} uses the model, data (data.path {data_path}) and evaluation "
           f"settings recorded in {location}; not its trainer, logger, checkpoint, top-k file or cache settings (the "
           "defaults apply)", file=sys.stderr)

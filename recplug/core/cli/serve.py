@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from recplug.core.cli.boundary import CommandParser, number_in
+from recplug.core.data.formats.text import first_repeated
 from recplug.core.errors import ConfigError, RecplugError, check_number
 
 if find_spec("litserve") is None:
@@ -136,11 +137,9 @@ class RepeatedKey(ValueError):
 
 def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``json.loads``'s ``object_pairs_hook``: the object, or :class:`RepeatedKey` for a key given twice."""
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise RepeatedKey(key)
-        seen.add(key)
+    repeated = first_repeated([key for key, _ in pairs])
+    if repeated is not None:
+        raise RepeatedKey(repeated)
     return dict(pairs)
 
 

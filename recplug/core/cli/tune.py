@@ -51,8 +51,7 @@ from pytorch_lightning.callbacks import Callback
 
 from recplug.core.cli.ablate import (
     LOGGER_OFF, MAX_TRIALS, OPTION_KEYS, OUTPUT_KEYS, captured, check_key, check_passthrough, check_reserved,
-    existing_file, output_args, override_args, preflight, seconds,
-    select_validation_epoch,
+    existing_file, output_args, override_args, preflight, seconds, select_validation_epoch,
 )
 from recplug.core.cli.boundary import SEED, CommandParser, number_in, output_folder
 from recplug.core.errors import ConfigError, RecplugError, one_line
